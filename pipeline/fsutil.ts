@@ -1,0 +1,75 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+
+/**
+ * A sibling temp path for `target` (same directory, so rename is atomic on POSIX).
+ * Named `.<base>.<random>.tmp` so a killed run leaves an obvious, ignorable file.
+ */
+export function tempPathFor(target: string): string {
+  const dir = path.dirname(target);
+  return path.join(dir, `.${path.basename(target)}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+export async function ensureDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+}
+
+/** Write a whole file atomically: temp file, fsync, rename. Readers see old or new, never half. */
+export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
+  await ensureDir(path.dirname(target));
+  const tmp = tempPathFor(target);
+  const fh = await fs.open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await fs.rename(tmp, target);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Replace directory `target` by `staged` (a fully written sibling directory) so that a kill
+ * at any point leaves either the old or the new directory in place.
+ */
+export async function replaceDirAtomic(staged: string, target: string): Promise<void> {
+  const old = `${target}.old-${randomBytes(4).toString('hex')}`;
+  let moved = false;
+  try {
+    await fs.rename(target, old);
+    moved = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await fs.rename(staged, target);
+  if (moved) await fs.rm(old, { recursive: true, force: true });
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Streaming sha256 of a file (hex). */
+export async function hashFile(file: string, algo = 'sha256'): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const h = createHash(algo);
+  await new Promise<void>((resolve, reject) => {
+    createReadStream(file)
+      .on('data', (c) => h.update(c))
+      .on('end', () => resolve())
+      .on('error', reject);
+  });
+  return h.digest('hex');
+}
