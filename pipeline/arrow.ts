@@ -1,0 +1,560 @@
+/**
+ * Typed Arrow tables: every stage's inputs and outputs. Files are Arrow IPC *file* format (random
+ * access by batch, readable by pyarrow/DuckDB/polars), written batch by batch so a table never has
+ * to fit in memory, and renamed into place only when complete.
+ *
+ * Values come back as plain JS: utf8 -> string, int32/float32/float64 -> number, bool -> boolean,
+ * binary -> Uint8Array, list<int32> -> number[], list<float32> -> Float32Array (maps are large;
+ * a number[] would cost 4x the memory), list<utf8> -> string[], null for nulls. Typed arrays are
+ * copies, so holding one row does not pin the whole batch it came from.
+ */
+import { readFileSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import * as path from 'node:path';
+import {
+  AsyncByteQueue, Binary, Bool, Data, DataType, Field, Float32, Float64, Int32, List, Message,
+  RecordBatch, RecordBatchFileWriter, RecordBatchReader, Schema, Struct, Utf8, Vector, makeData,
+} from 'apache-arrow';
+import type { AsyncRecordBatchFileReader } from 'apache-arrow';
+import { TagsegError, messageOf } from './errors.js';
+import { ensureDir, tempPathFor } from './fsutil.js';
+
+export const SCHEMA_VERSION = 1; // bump when a table layout changes
+
+export type ColumnType =
+  | 'utf8' | 'int32' | 'float32' | 'float64' | 'bool' | 'binary' | 'list<int32>' | 'list<float32>' | 'list<utf8>';
+/** e.g. shape '[height, width, 3]' naming other columns of the same row. */
+export interface TensorDoc { dtype: 'uint8' | 'int32' | 'float16' | 'float32'; shape: string }
+export interface ColumnSpec { name: string; type: ColumnType; nullable?: boolean; tensor?: TensorDoc; doc?: string }
+export interface TableMeta { stage: string; paramsHash: string; classes: string[]; extra?: Record<string, unknown> }
+export type Value = string | number | boolean | Uint8Array | Int32Array | Float32Array | number[] | string[] | null;
+export type Row = Record<string, Value>;
+export interface TableInfo {
+  file: string; schemaVersion: number; tagsegVersion: string; meta: TableMeta;
+  columns: ColumnSpec[]; numRows: number; numBatches: number;
+}
+
+const KEY = {
+  version: 'tagseg.version',
+  schemaVersion: 'tagseg.schema_version',
+  stage: 'tagseg.stage',
+  paramsHash: 'tagseg.params_hash',
+  classes: 'tagseg.classes',
+  columns: 'tagseg.columns',
+  extra: 'tagseg.extra',
+} as const;
+
+let cachedVersion: string | undefined;
+function tagsegVersion(): string {
+  cachedVersion ??= (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return cachedVersion;
+}
+
+// ---------------------------------------------------------------- types and schema
+
+const ARROW_TYPE: Record<ColumnType, () => DataType> = {
+  utf8: () => new Utf8(),
+  int32: () => new Int32(),
+  float32: () => new Float32(),
+  float64: () => new Float64(),
+  bool: () => new Bool(),
+  binary: () => new Binary(),
+  // Child field named "item", nullable: what pyarrow's pa.list_() makes, so types compare equal there.
+  'list<int32>': () => new List(new Field('item', new Int32(), true)),
+  'list<float32>': () => new List(new Field('item', new Float32(), true)),
+  'list<utf8>': () => new List(new Field('item', new Utf8(), true)),
+};
+
+function buildSchema(file: string, columns: ColumnSpec[], meta: TableMeta): Schema {
+  const seen = new Set<string>();
+  const fields = columns.map((c) => {
+    if (!(c.type in ARROW_TYPE)) throw new TagsegError(`column '${c.name}' has unknown type '${c.type}'`, { file });
+    if (seen.has(c.name)) throw new TagsegError(`column '${c.name}' is declared twice`, { file });
+    seen.add(c.name);
+    // Field metadata too, so pyarrow/DuckDB users see a column's dtype and shape without our JSON.
+    const fm = new Map<string, string>();
+    if (c.tensor) {
+      fm.set('tagseg.tensor.dtype', c.tensor.dtype);
+      fm.set('tagseg.tensor.shape', c.tensor.shape);
+    }
+    if (c.doc) fm.set('tagseg.doc', c.doc);
+    return new Field(c.name, ARROW_TYPE[c.type](), c.nullable ?? false, fm);
+  });
+  const md = new Map<string, string>([
+    [KEY.version, tagsegVersion()],
+    [KEY.schemaVersion, String(SCHEMA_VERSION)],
+    [KEY.stage, meta.stage],
+    [KEY.paramsHash, meta.paramsHash],
+    [KEY.classes, JSON.stringify(meta.classes)],
+    [KEY.columns, JSON.stringify(columns)],
+    [KEY.extra, JSON.stringify(meta.extra ?? {})],
+  ]);
+  return new Schema(fields, md);
+}
+
+// ---------------------------------------------------------------- row validation
+
+/** A row value after validation: typed arrays are private copies, so callers may reuse their buffers. */
+type Cell = string | number | boolean | Uint8Array | Int32Array | Float32Array | string[] | null;
+
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+const isInt32 = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= INT32_MIN && x <= INT32_MAX;
+
+function describeValue(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (Array.isArray(v)) return `array(${v.length})`;
+  if (ArrayBuffer.isView(v)) return v.constructor.name;
+  return `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
+}
+
+/** Returns the normalized cell, or undefined when `v` does not fit `type`. */
+function normalize(type: ColumnType, v: unknown): Cell | undefined {
+  switch (type) {
+    case 'utf8': return typeof v === 'string' ? v : undefined;
+    case 'int32': return isInt32(v) ? v : undefined;
+    case 'float32':
+    case 'float64': return typeof v === 'number' ? v : undefined;
+    case 'bool': return typeof v === 'boolean' ? v : undefined;
+    case 'binary': return v instanceof Uint8Array ? v.slice() : undefined;
+    case 'list<int32>':
+      if (v instanceof Int32Array) return v.slice();
+      return Array.isArray(v) && v.every(isInt32) ? Int32Array.from(v) : undefined;
+    case 'list<float32>':
+      if (v instanceof Float32Array) return v.slice();
+      return Array.isArray(v) && v.every((x) => typeof x === 'number') ? Float32Array.from(v) : undefined;
+    case 'list<utf8>':
+      return Array.isArray(v) && v.every((x) => typeof x === 'string') ? [...v] : undefined;
+  }
+}
+
+function cellBytes(c: Cell): number {
+  if (c === null) return 0;
+  if (typeof c === 'string') return Buffer.byteLength(c) + 4;
+  if (ArrayBuffer.isView(c)) return c.byteLength + 4;
+  if (Array.isArray(c)) return c.reduce((n, s) => n + Buffer.byteLength(s) + 4, 4);
+  return 8;
+}
+
+// ---------------------------------------------------------------- column encoding
+
+function validity(cells: Cell[]): { nullCount: number; nullBitmap?: Uint8Array } {
+  let nullCount = 0;
+  const bitmap = new Uint8Array((cells.length + 7) >> 3);
+  cells.forEach((c, i) => {
+    if (c === null) nullCount++;
+    else bitmap[i >> 3] |= 1 << (i & 7);
+  });
+  return nullCount > 0 ? { nullCount, nullBitmap: bitmap } : { nullCount };
+}
+
+/** Offsets + concatenated values of variable-length cells (nulls become empty slots). */
+function concat<T extends Uint8Array | Int32Array | Float32Array>(
+  parts: (T | null)[], make: (n: number) => T, file: string, column: string,
+): { valueOffsets: Int32Array; data: T } {
+  const valueOffsets = new Int32Array(parts.length + 1);
+  let n = 0;
+  parts.forEach((p, i) => {
+    n += p?.length ?? 0;
+    valueOffsets[i + 1] = n;
+  });
+  if (n > INT32_MAX) {
+    throw new TagsegError(`column '${column}' holds ${n} values in one batch, more than Arrow's 32-bit offsets allow`, { file, hint: 'lower batchBytes' });
+  }
+  const data = make(n);
+  parts.forEach((p, i) => p && data.set(p, valueOffsets[i]));
+  return { valueOffsets, data };
+}
+
+const utf8 = new TextEncoder();
+
+function utf8Data(type: DataType, strings: (string | null)[], file: string, column: string, nulls = validity(strings)): Data {
+  const { valueOffsets, data } = concat(strings.map((s) => (s === null ? null : utf8.encode(s))), (n) => new Uint8Array(n), file, column);
+  return makeData({ type: type as Utf8, length: strings.length, valueOffsets, data, ...nulls });
+}
+
+function columnData(spec: ColumnSpec, type: DataType, cells: Cell[], file: string): Data {
+  const nulls = validity(cells);
+  const length = cells.length;
+  const name = spec.name;
+  switch (spec.type) {
+    case 'utf8': return utf8Data(type, cells as (string | null)[], file, name, nulls);
+    case 'int32': return makeData({ type: type as Int32, length, data: Int32Array.from(cells, (c) => (c as number | null) ?? 0), ...nulls });
+    case 'float32': return makeData({ type: type as Float32, length, data: Float32Array.from(cells, (c) => (c as number | null) ?? 0), ...nulls });
+    case 'float64': return makeData({ type: type as Float64, length, data: Float64Array.from(cells, (c) => (c as number | null) ?? 0), ...nulls });
+    case 'bool': {
+      const bits = new Uint8Array((length + 7) >> 3);
+      cells.forEach((c, i) => { if (c === true) bits[i >> 3] |= 1 << (i & 7); });
+      return makeData({ type: type as Bool, length, data: bits, ...nulls });
+    }
+    case 'binary': {
+      const { valueOffsets, data } = concat(cells as (Uint8Array | null)[], (n) => new Uint8Array(n), file, name);
+      return makeData({ type: type as Binary, length, valueOffsets, data, ...nulls });
+    }
+    case 'list<int32>':
+    case 'list<float32>': {
+      const list = type as List;
+      const make = spec.type === 'list<int32>' ? (n: number) => new Int32Array(n) : (n: number) => new Float32Array(n);
+      const { valueOffsets, data } = concat(cells as (Int32Array | Float32Array | null)[], make, file, name);
+      const child = spec.type === 'list<int32>'
+        ? makeData({ type: list.valueType as Int32, length: data.length, data: data as Int32Array })
+        : makeData({ type: list.valueType as Float32, length: data.length, data: data as Float32Array });
+      return makeData({ type: list, length, valueOffsets, child, ...nulls });
+    }
+    case 'list<utf8>': {
+      const list = type as List;
+      const lists = cells as (string[] | null)[];
+      const child = utf8Data(list.valueType, lists.flatMap((l) => l ?? []), file, name);
+      const valueOffsets = new Int32Array(length + 1);
+      lists.forEach((l, i) => { valueOffsets[i + 1] = valueOffsets[i] + (l?.length ?? 0); });
+      return makeData({ type: list, length, valueOffsets, child, ...nulls });
+    }
+  }
+}
+
+// ---------------------------------------------------------------- writer
+
+/**
+ * arrow-js's writer pushes each IPC chunk into its sink synchronously. Its default sink (and pipe())
+ * queues chunks until the event loop reaches I/O, so a caller whose awaits all resolve at once would
+ * hold the whole table in memory. Taking the chunks here lets write() put each batch on disk before
+ * it accepts more rows.
+ */
+class ChunkSink extends AsyncByteQueue {
+  private chunks: Uint8Array[] = [];
+  private pending = 0;
+  override write(value: Uint8Array): void {
+    if (value.byteLength === 0) return;
+    this.chunks.push(value);
+    this.pending += value.byteLength;
+  }
+  get pendingBytes(): number { return this.pending; }
+  take(): Uint8Array[] {
+    const out = this.chunks;
+    this.chunks = [];
+    this.pending = 0;
+    return out;
+  }
+}
+
+export interface WriterStats {
+  batches: number;
+  /** Most bytes held at once: buffered rows, or one encoded batch not yet on disk. */
+  peakBufferedBytes: number;
+}
+
+export class TableWriter {
+  private rowsBuffered: Cell[][] = [];
+  private bufferedBytes = 0;
+  private rowCount = 0;
+  private written = 0;
+  private io: Promise<void> = Promise.resolve();
+  private state: 'open' | 'closed' | 'failed' = 'open';
+  private readonly types: DataType[];
+  private readonly names: Set<string>;
+  readonly stats: WriterStats = { batches: 0, peakBufferedBytes: 0 };
+
+  private constructor(
+    private readonly file: string,
+    private readonly tmp: string,
+    private readonly fh: FileHandle,
+    private readonly columns: ColumnSpec[],
+    private readonly schema: Schema,
+    private readonly writer: RecordBatchFileWriter,
+    private readonly sink: ChunkSink,
+    private readonly batchRows: number,
+    private readonly batchBytes: number,
+  ) {
+    this.types = schema.fields.map((f) => f.type);
+    this.names = new Set(columns.map((c) => c.name));
+  }
+
+  /** Opens a temp file beside `file`; nothing appears at `file` until close(). */
+  static async open(
+    file: string, columns: ColumnSpec[], meta: TableMeta, opts: { batchRows?: number; batchBytes?: number } = {},
+  ): Promise<TableWriter> {
+    const schema = buildSchema(file, columns, meta);
+    const batchRows = opts.batchRows ?? 64;
+    const batchBytes = opts.batchBytes ?? 64 * 2 ** 20;
+    if (!(batchRows >= 1 && batchBytes >= 1)) throw new TagsegError(`batchRows and batchBytes must be >= 1`, { file });
+    await ensureDir(path.dirname(file));
+    const tmp = tempPathFor(file);
+    const fh = await fs.open(tmp, 'w');
+    const sink = new ChunkSink();
+    // One Schema object for the whole file: arrow-js closes the writer on a batch whose schema differs.
+    // Writing it now (not with the first batch) also makes a table with zero rows a valid file.
+    const writer = new RecordBatchFileWriter().reset(sink, schema);
+    const w = new TableWriter(file, tmp, fh, columns, schema, writer, sink, batchRows, batchBytes);
+    await w.drain(); // aborts (removing the temp file) if it fails
+    return w;
+  }
+
+  /** Buffers the row; flushes a record batch when batchRows or batchBytes is reached. */
+  async write(row: Row): Promise<void> {
+    this.ensureOpen();
+    const cells = this.validate(row);
+    const size = cells.reduce<number>((n, c) => n + cellBytes(c), 0);
+    if (this.rowsBuffered.length > 0 && this.bufferedBytes + size > this.batchBytes) await this.flush();
+    this.rowsBuffered.push(cells);
+    this.bufferedBytes += size;
+    this.rowCount++;
+    this.stats.peakBufferedBytes = Math.max(this.stats.peakBufferedBytes, this.bufferedBytes);
+    if (this.rowsBuffered.length >= this.batchRows || this.bufferedBytes >= this.batchBytes) await this.flush();
+  }
+
+  /** Flushes, finishes the IPC file, fsyncs, renames into place atomically. */
+  async close(): Promise<{ rows: number; bytes: number }> {
+    this.ensureOpen();
+    try {
+      await this.flush();
+      this.writer.close(); // writes the footer into the sink
+      await this.drain();
+      await this.fh.sync();
+      await this.fh.close();
+      await fs.rename(this.tmp, this.file);
+      this.state = 'closed';
+    } catch (err) {
+      await this.abort();
+      throw err instanceof TagsegError ? err : new TagsegError(`could not write table: ${messageOf(err)}`, { file: this.file, cause: err });
+    }
+    return { rows: this.rowCount, bytes: this.written };
+  }
+
+  /** Deletes the temp file; the previous `file` (if any) stays intact. */
+  async abort(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'failed';
+    await this.fh.close().catch(() => undefined);
+    await fs.rm(this.tmp, { force: true });
+  }
+
+  private ensureOpen(): void {
+    if (this.state !== 'open') throw new TagsegError(`table writer is already ${this.state === 'closed' ? 'closed' : 'aborted'}`, { file: this.file });
+  }
+
+  private validate(row: Row): Cell[] {
+    const row1 = this.rowCount + 1;
+    for (const key of Object.keys(row)) {
+      if (!this.names.has(key)) {
+        throw new TagsegError(`row ${row1} has column '${key}', which the table does not declare`, { file: this.file });
+      }
+    }
+    return this.columns.map((c) => {
+      const v = row[c.name];
+      if (v === null || v === undefined) {
+        if (c.nullable) return null;
+        throw new TagsegError(`column '${c.name}' is not nullable but row ${row1} has no value`, { file: this.file });
+      }
+      const cell = normalize(c.type, v);
+      if (cell === undefined) throw new TagsegError(`column '${c.name}' (${c.type}) got ${describeValue(v)} in row ${row1}`, { file: this.file });
+      return cell;
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.rowsBuffered.length === 0) return;
+    const rows = this.rowsBuffered;
+    this.rowsBuffered = [];
+    this.bufferedBytes = 0;
+    const children = this.columns.map((c, j) => columnData(c, this.types[j], rows.map((r) => r[j]), this.file));
+    const data = makeData({ type: new Struct(this.schema.fields), length: rows.length, nullCount: 0, children });
+    this.writer.write(new RecordBatch(this.schema, data));
+    this.stats.batches++;
+    this.stats.peakBufferedBytes = Math.max(this.stats.peakBufferedBytes, this.sink.pendingBytes);
+    await this.drain();
+  }
+
+  /**
+   * Writes the sink's chunks. Chained, so that callers who do not await each write() still get
+   * batches on disk in order (concurrent writes on one file handle may land in any order).
+   */
+  private drain(): Promise<void> {
+    const chunks = this.sink.take();
+    if (chunks.length > 0) this.io = this.io.then(() => this.writeChunks(chunks));
+    return this.io;
+  }
+
+  private async writeChunks(chunks: Uint8Array[]): Promise<void> {
+    const want = chunks.reduce((n, c) => n + c.byteLength, 0);
+    try {
+      const { bytesWritten } = await this.fh.writev(chunks);
+      if (bytesWritten !== want) throw new Error(`short write (${bytesWritten} of ${want} bytes)`);
+    } catch (err) {
+      await this.abort();
+      throw new TagsegError(`could not write table: ${messageOf(err)}`, { file: this.file, cause: err });
+    }
+    this.written += want;
+  }
+}
+
+// ---------------------------------------------------------------- reader
+
+function rerun(stage: string | undefined): string {
+  return stage ? `rerun \`tagseg run ${stage}\`` : 'delete it and rerun the stage that writes it';
+}
+
+function parseJson<T>(file: string, key: string, raw: string | undefined, stage: string | undefined): T {
+  try {
+    if (raw === undefined) throw new Error('missing');
+    return JSON.parse(raw) as T;
+  } catch (err) {
+    throw new TagsegError(`schema metadata '${key}' is unreadable (${messageOf(err)}): ${rerun(stage)}`, { file });
+  }
+}
+
+/** Reads each batch's message header (a few hundred bytes) to count rows without loading bodies. */
+async function countRows(fh: FileHandle, reader: AsyncRecordBatchFileReader): Promise<number> {
+  let rows = 0;
+  for (let i = 0; i < reader.numRecordBatches; i++) {
+    const block = reader.footer!.getRecordBatch(i)!;
+    const buf = new Uint8Array(block.metaDataLength);
+    await fh.read(buf, 0, buf.byteLength, Number(block.offset));
+    const prefix = new DataView(buf.buffer).getInt32(0, true) === -1 ? 8 : 4; // continuation marker since Arrow 0.15
+    const msg = Message.decode(buf.subarray(prefix));
+    rows += msg.isRecordBatch() ? msg.header().length : 0;
+  }
+  return rows;
+}
+
+function decodeCell(type: ColumnType, vec: Vector, i: number): Value {
+  const v: unknown = vec.get(i);
+  if (v === null || v === undefined) return null;
+  switch (type) {
+    case 'binary': return (v as Uint8Array).slice();
+    case 'list<int32>': return Array.from((v as Vector<Int32>).toArray());
+    case 'list<float32>': return Float32Array.from((v as Vector<Float32>).toArray());
+    case 'list<utf8>': return Array.from(v as Vector<Utf8>, (s) => s ?? '');
+    default: return v as Value;
+  }
+}
+
+export class TableReader {
+  /** Serializes batch reads: arrow-js seeks a shared file position for each one. */
+  private lock: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly info: TableInfo,
+    private readonly reader: AsyncRecordBatchFileReader,
+    private readonly fh: FileHandle,
+  ) {}
+
+  /**
+   * Opens an IPC file for random access by batch. Throws TagsegError (naming the file and what to
+   * rerun) for a missing file, a file that is not a tagseg table, a schema-version or stage mismatch.
+   */
+  static async open(file: string, expect: { stage?: string } = {}): Promise<TableReader> {
+    let fh: FileHandle;
+    try {
+      fh = await fs.open(file, 'r');
+    } catch (err) {
+      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      throw new TagsegError(missing ? 'table not found' : `cannot open table: ${messageOf(err)}`, {
+        file, hint: missing && expect.stage ? rerun(expect.stage) : undefined, cause: err,
+      });
+    }
+    try {
+      const reader = await RecordBatchReader.from(fh).catch(() => null);
+      if (!reader?.isFile()) throw new TagsegError(`is not an Arrow IPC file: ${rerun(expect.stage)}`, { file });
+      await reader.open({ autoDestroy: false }).catch((err: unknown) => {
+        throw new TagsegError(`is a damaged Arrow IPC file (${messageOf(err)}): ${rerun(expect.stage)}`, { file, cause: err });
+      });
+      const info = await readTableInfo(file, fh, reader as AsyncRecordBatchFileReader, expect);
+      return new TableReader(info, reader as AsyncRecordBatchFileReader, fh);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async *rows(): AsyncGenerator<Row> {
+    for (let i = 0; i < this.info.numBatches; i++) yield* await this.batch(i);
+  }
+
+  async batch(i: number): Promise<Row[]> {
+    const { file, numBatches, columns } = this.info;
+    if (!Number.isInteger(i) || i < 0 || i >= numBatches) {
+      throw new TagsegError(`batch ${i} is out of range (the table has ${numBatches})`, { file });
+    }
+    const read = this.lock.then(() => this.reader.readRecordBatch(i));
+    this.lock = read.catch(() => undefined);
+    const batch = await read.catch((err: unknown) => {
+      throw new TagsegError(`cannot read batch ${i} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file, cause: err });
+    });
+    if (!batch) throw new TagsegError(`batch ${i} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file });
+    const vectors = columns.map((c) => batch.getChild(c.name)!);
+    const rows: Row[] = [];
+    for (let r = 0; r < batch.numRows; r++) {
+      const row: Row = {};
+      columns.forEach((c, j) => { row[c.name] = decodeCell(c.type, vectors[j], r); });
+      rows.push(row);
+    }
+    return rows;
+  }
+
+  async close(): Promise<void> {
+    await this.lock;
+    await this.fh.close().catch(() => undefined);
+  }
+}
+
+async function readTableInfo(
+  file: string, fh: FileHandle, reader: AsyncRecordBatchFileReader, expect: { stage?: string },
+): Promise<TableInfo> {
+  const md = reader.schema.metadata;
+  const stage = md.get(KEY.stage);
+  const rawVersion = md.get(KEY.schemaVersion);
+  if (rawVersion === undefined) {
+    throw new TagsegError(`is an Arrow file but not a tagseg table (no '${KEY.schemaVersion}' metadata): ${rerun(stage ?? expect.stage)}`, { file });
+  }
+  const schemaVersion = Number(rawVersion);
+  if (schemaVersion !== SCHEMA_VERSION) {
+    throw new TagsegError(`was written with table schema ${rawVersion}, this tagseg reads ${SCHEMA_VERSION}: ${rerun(stage ?? expect.stage)}`, { file });
+  }
+  if (stage === undefined) throw new TagsegError(`has no '${KEY.stage}' metadata: ${rerun(expect.stage)}`, { file });
+  if (expect.stage !== undefined && stage !== expect.stage) {
+    throw new TagsegError(`holds output of stage '${stage}', expected stage '${expect.stage}'`, { file });
+  }
+  const columns = parseJson<ColumnSpec[]>(file, KEY.columns, md.get(KEY.columns), stage);
+  for (const c of columns) {
+    const field = reader.schema.fields.find((f) => f.name === c.name);
+    const want = c.type in ARROW_TYPE ? String(ARROW_TYPE[c.type]()) : `(unknown type '${c.type}')`;
+    if (!field) throw new TagsegError(`column '${c.name}' is declared in '${KEY.columns}' but missing: ${rerun(stage)}`, { file });
+    if (String(field.type) !== want) {
+      throw new TagsegError(`column '${c.name}' is ${field.type} in the file, tagseg expects ${want}: ${rerun(stage)}`, { file });
+    }
+  }
+  const meta: TableMeta = {
+    stage,
+    paramsHash: md.get(KEY.paramsHash) ?? '',
+    classes: parseJson<string[]>(file, KEY.classes, md.get(KEY.classes), stage),
+    extra: parseJson<Record<string, unknown>>(file, KEY.extra, md.get(KEY.extra) ?? '{}', stage),
+  };
+  return {
+    file,
+    schemaVersion,
+    tagsegVersion: md.get(KEY.version) ?? 'unknown',
+    meta,
+    columns,
+    numRows: await countRows(fh, reader),
+    numBatches: reader.numRecordBatches,
+  };
+}
+
+export async function readInfo(file: string): Promise<TableInfo> {
+  const r = await TableReader.open(file);
+  await r.close();
+  return r.info;
+}
+
+/** Convenience for small tables: every row in memory. */
+export async function readAll(file: string, expect?: { stage?: string }): Promise<Row[]> {
+  const r = await TableReader.open(file, expect);
+  try {
+    const out: Row[] = [];
+    for await (const row of r.rows()) out.push(row);
+    return out;
+  } finally {
+    await r.close();
+  }
+}

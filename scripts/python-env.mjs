@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// Optional Python side of the test suite: a venv at .cache/py with pyarrow + duckdb, used by
+// test/pipeline/arrow.python.test.ts to prove our Arrow files are readable outside arrow-js.
+// Never fails the caller: without python3 or a reachable package index the python tests skip
+// (and say why), so this script prints a notice and exits 0.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const venv = join(root, '.cache', 'py');
+const py = join(venv, 'bin', 'python');
+const shown = relative(root, venv);
+
+/** Runs quietly; returns stderr's last line on failure so the notice says what went wrong. */
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.error) return { ok: false, why: r.error.message };
+  const lastLine = (r.stderr || r.stdout || '').trim().split('\n').pop() ?? '';
+  return { ok: r.status === 0, why: lastLine || `exit ${r.status}` };
+}
+
+function done(line) {
+  process.stdout.write(`python-env: ${line}\n`);
+  process.exit(0);
+}
+
+if (existsSync(py) && run(py, ['-c', 'import pyarrow, duckdb']).ok) {
+  done(`${shown} already has pyarrow and duckdb`);
+}
+if (!existsSync(py)) {
+  const made = run('python3', ['-m', 'venv', venv]);
+  if (!made.ok) done(`could not create ${shown} (python3 -m venv: ${made.why}); python tests will skip`);
+}
+const pip = run(py, ['-m', 'pip', 'install', '-q', 'pyarrow', 'duckdb']);
+if (!pip.ok) done(`pip install pyarrow duckdb into ${shown} failed (${pip.why}); python tests will skip`);
+done(`installed pyarrow and duckdb into ${shown}`);
