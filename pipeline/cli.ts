@@ -1,0 +1,185 @@
+/**
+ * The `tagseg` command line. Every verb is a thin layer over a module function, so tests call
+ * the functions and DVC calls these commands; both run the same code.
+ */
+import * as path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { TagsegError, messageOf } from './errors.js';
+import { setQuiet } from './log.js';
+import { tagsegVersion } from './version.js';
+
+const program = new Command();
+
+/** Parse an integer option with a readable error. */
+function int(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer, got '${v}'`);
+    return n;
+  };
+}
+function collect(v: string, acc: string[]): string[] {
+  return [...acc, v];
+}
+function print(json: boolean, summary: unknown, human: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(summary, null, 2)}\n` : `${human()}\n`);
+}
+const rootOf = (): string => path.resolve(program.opts<{ root: string }>().root);
+
+program
+  .name('tagseg')
+  .version(tagsegVersion())
+  .description(
+    'Image-level tags -> pixel pseudo-masks -> a trained segmentation network.\n' +
+      'A DVC pipeline: ingest -> cam -> affinity -> contrast -> refine -> segment (see dvc.yaml).\n' +
+      'Every stage reads and writes Arrow tables under cache/, so any stage can be rerun alone.',
+  )
+  .option('--root <dir>', 'project directory holding params.yaml and dvc.yaml', '.')
+  .option('-q, --quiet', 'no progress output')
+  .hook('preAction', (cmd) => setQuiet(Boolean(cmd.opts().quiet)))
+  .showHelpAfterError('(run with --help for usage)')
+  .addHelpText(
+    'after',
+    `
+Typical use:
+  tagseg doctor                 check the TensorFlow backend and machine
+  tagseg repro                  run the whole pipeline (dvc repro when dvc is installed)
+  tagseg status                 which stages are stale, and why
+  tagseg run cam --set cam.epochs=3
+                                run one stage now with a param override (not recorded)
+  tagseg import ../shared/datasets/msrc-v2 --size 320 --out /tmp/msrc
+                                import a dataset into Arrow tables without the pipeline`,
+  );
+
+program
+  .command('doctor')
+  .description('report the TensorFlow backend, TF version, threads, a conv/matmul throughput probe, sharp and dvc')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { doctor, formatDoctor } = await import('./doctor.js');
+    const r = await doctor();
+    print(Boolean(o.json), r, () => formatDoctor(r));
+  });
+
+program
+  .command('synth')
+  .description('generate the synthetic dataset (textured shapes with exact masks, VOC layout), seeded and deterministic')
+  .option('--from-params', 'take every setting from params.yaml `synth` and `seed` (what dvc.yaml runs)')
+  .option('--out <dir>', 'output folder')
+  .option('--images <n>', 'number of images', int('--images'))
+  .option('--size <px>', 'image side in pixels', int('--size'))
+  .option('--classes <k>', 'number of object classes (plus background)', int('--classes'))
+  .option('--val-fraction <f>', 'fraction of images in the val split', parseFloat)
+  .option('--seed <n>', 'random seed', int('--seed'))
+  .option('--set <key=value>', 'params.yaml override (repeatable)', collect, [])
+  .option('--json', 'print a JSON summary')
+  .action(async (o: Record<string, unknown>) => {
+    const { loadParams } = await import('./params.js');
+    const { generateSynthetic } = await import('../data/synth.js');
+    const p = await loadParams(path.join(rootOf(), 'params.yaml'), o.set as string[]);
+    const opts = {
+      out: path.resolve(rootOf(), (o.out as string) ?? p.synth.out),
+      images: (o.images as number) ?? p.synth.images,
+      size: (o.size as number) ?? p.synth.size,
+      classes: (o.classes as number) ?? p.synth.classes,
+      valFraction: (o.valFraction as number) ?? p.synth.val_fraction,
+      seed: (o.seed as number) ?? p.seed,
+    };
+    const t0 = performance.now();
+    const r = await generateSynthetic(opts);
+    const summary = { ...r, seconds: (performance.now() - t0) / 1000 };
+    print(Boolean(o.json), summary, () => `wrote ${opts.images} images (${r.classes.length} classes) to ${opts.out} in ${summary.seconds.toFixed(1)} s`);
+  });
+
+program
+  .command('import')
+  .description('import a dataset into Arrow tables: <out>/dataset.arrow (manifest) and <out>/images.arrow (pixels at the working size)')
+  .argument('<dataset>', 'a VOC-layout folder (JPEGImages/, ImageSets/Segmentation/, optional SegmentationClass/, tags.csv or Annotations/) or a folder of images with a CSV')
+  .addOption(new Option('--format <f>', 'dataset layout').choices(['voc', 'csv']).default('voc'))
+  .option('--csv <file>', 'csv format: image_id,tags[,split] file, relative to the dataset folder', 'tags.csv')
+  .option('--splits <list>', 'comma-separated VOC splits to import (default: all but trainval)')
+  .option('--size <px>', 'long side of the working size (0 = original)', int('--size'), 320)
+  .option('--concurrency <n>', 'images decoded at once', int('--concurrency'), 4)
+  .addOption(new Option('--on-error <mode>', 'fail on the first bad item, or skip bad items and report them').choices(['fail', 'skip']).default('fail'))
+  .option('--out <dir>', 'output folder for the tables', 'cache')
+  .option('--json', 'print a JSON summary')
+  .action(async (dataset: string, o: Record<string, unknown>) => {
+    const { ingestDataset, formatIngest } = await import('../stages/ingest/ingest.js');
+    const out = path.resolve(rootOf(), o.out as string);
+    const r = await ingestDataset({
+      root: path.resolve(rootOf(), dataset),
+      format: o.format as 'voc' | 'csv',
+      csv: o.csv as string,
+      splits: o.splits ? (o.splits as string).split(',').map((s) => s.trim()).filter(Boolean) : [],
+      size: o.size as number,
+      concurrency: o.concurrency as number,
+      onError: o.onError as 'fail' | 'skip',
+      datasetTable: path.join(out, 'dataset.arrow'),
+      imagesTable: path.join(out, 'images.arrow'),
+      paramsHash: 'cli-import',
+    });
+    print(Boolean(o.json), r, () => formatIngest(r));
+  });
+
+program
+  .command('run')
+  .description('run stages now, in the order given, without checking whether they are up to date (dvc.yaml cmds call this)')
+  .argument('<stage...>', 'stage names (see `tagseg status`)')
+  .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
+  .option('--json', 'print JSON summaries')
+  .action(async (names: string[], o: { set: string[]; json?: boolean }) => {
+    const { runStages } = await import('./runner.js');
+    const results = await runStages(rootOf(), names, o.set, Boolean(o.json));
+    if (o.json) print(true, results, () => '');
+  });
+
+program
+  .command('repro')
+  .description('bring the pipeline up to date: `dvc repro` when dvc is on PATH, else run dvc.yaml stages in order, skipping unchanged ones')
+  .argument('[stage]', 'reproduce this stage and what it depends on (default: every stage)')
+  .option('-f, --force', 'rerun even when up to date')
+  .option('-s, --single', 'only this stage, not its upstream (like dvc repro -s)')
+  .option('--dry-run', 'say what would run')
+  .option('--no-dvc', 'use the built-in runner even when dvc is installed')
+  .option('--set <key=value>', 'edit params.yaml before running, like `dvc exp run -S` (repeatable)', collect, [])
+  .action(async (stage: string | undefined, o: { force?: boolean; single?: boolean; dryRun?: boolean; dvc: boolean; set: string[] }) => {
+    const { reproCommand } = await import('./runner.js');
+    const code = await reproCommand(rootOf(), stage, o);
+    process.exitCode = code;
+  });
+
+program
+  .command('status')
+  .description('which stages are stale and why (changed deps, params, cmd, missing or modified outputs)')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { statusCommand } = await import('./runner.js');
+    const r = await statusCommand(rootOf());
+    print(Boolean(o.json), r.stages, () => r.text);
+  });
+
+program
+  .command('workspace')
+  .description('create a project directory for another dataset or experiment: own params.yaml, dvc.yaml, cache/; code linked to this repo')
+  .argument('<dir>', 'new directory, e.g. runs/msrc')
+  .option('--set <key=value>', 'params.yaml override (repeatable), e.g. --set dataset.root=../../../shared/datasets/msrc-v2', collect, [])
+  .action(async (dir: string, o: { set: string[] }) => {
+    const { createWorkspace } = await import('./workspace.js');
+    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set);
+    process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
+  });
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof TagsegError) {
+      process.stderr.write(`tagseg: ${err.message}\n`);
+    } else {
+      process.stderr.write(`tagseg: unexpected error: ${messageOf(err)}\n${err instanceof Error ? (err.stack ?? '') : ''}\n`);
+    }
+    process.exitCode = 1;
+  }
+}
+
+await main();

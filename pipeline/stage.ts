@@ -1,0 +1,42 @@
+/**
+ * The contract every pipeline stage implements. `tagseg run <name>` and the `cmd` that
+ * dvc.yaml runs for the stage call the same `run`. A stage reads only the files it declares
+ * in `io(params).reads` and writes only those in `writes`/`metrics`/`plots`; a test checks
+ * dvc.yaml's deps/outs against these declarations.
+ */
+import type { Params } from './params.js';
+
+export interface StageIO {
+  /** Data inputs (files or directories), relative to the project root. Code folders are listed in `code`. */
+  reads: string[];
+  /** Outputs DVC caches (Arrow tables, model folders, exported masks). */
+  writes: string[];
+  /** JSON metrics files (DVC `metrics`, cache: false). */
+  metrics: string[];
+  /** Plot data files (DVC `plots`, cache: false). */
+  plots: string[];
+  /** Code folders/files whose change invalidates the stage (DVC deps). */
+  code: string[];
+  /** params.yaml keys the stage depends on (top-level sections or dotted keys). */
+  params: string[];
+}
+
+export interface StageContext {
+  /** Validated params (after --set overrides). */
+  params: Params;
+  /** Project root: params.yaml, dvc.yaml, cache/, models/ ... live here. */
+  root: string;
+  /** Resolve a project-relative path. */
+  path(rel: string): string;
+  /** Print a JSON summary instead of human text. */
+  json: boolean;
+}
+
+export interface Stage {
+  name: string;
+  /** One line for `tagseg --help` and `tagseg status`. */
+  summary: string;
+  io(params: Params): StageIO;
+  /** Runs the stage; returns a JSON-able summary (also printed with --json). */
+  run(ctx: StageContext): Promise<Record<string, unknown>>;
+}

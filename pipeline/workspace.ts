@@ -1,0 +1,33 @@
+/**
+ * A workspace is a project directory whose code is the repo's (symlinks) but whose params.yaml,
+ * dvc.yaml, cache/, models/ and metrics/ are its own: one per experiment or dataset (e.g.
+ * runs/msrc next to the synthetic default), like a DVC experiment's working tree.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TagsegError } from './errors.js';
+import { ensureDir, exists, writeFileAtomic } from './fsutil.js';
+import { writeOverrides } from './params.js';
+
+/** The repository this code runs from. */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** What a workspace links to: everything dvc.yaml's cmds and code deps need. */
+const LINKED = ['package.json', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'eval', 'stages'];
+
+export async function createWorkspace(dir: string, overrides: string[] = []): Promise<string> {
+  const target = path.resolve(dir);
+  if (await exists(path.join(target, 'params.yaml'))) {
+    throw new TagsegError('already a tagseg project (params.yaml exists)', { file: target });
+  }
+  await ensureDir(target);
+  for (const name of LINKED) {
+    const src = path.join(REPO_ROOT, name);
+    if (await exists(src)) await fs.symlink(path.relative(target, src), path.join(target, name));
+  }
+  await writeFileAtomic(path.join(target, 'dvc.yaml'), await fs.readFile(path.join(REPO_ROOT, 'dvc.yaml')));
+  await writeFileAtomic(path.join(target, 'params.yaml'), await fs.readFile(path.join(REPO_ROOT, 'params.yaml')));
+  if (overrides.length) await writeOverrides(path.join(target, 'params.yaml'), overrides);
+  return target;
+}

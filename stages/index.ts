@@ -1,0 +1,12 @@
+/**
+ * Every stage tagseg can run, in pipeline order. Adding a stage = a folder under stages/
+ * exporting `stage`, an entry here, and its entry in dvc.yaml (a test checks they agree).
+ */
+import type { Stage } from '../pipeline/stage.js';
+import { stage as ingest } from './ingest/index.js';
+
+export const STAGES: Stage[] = [ingest];
+
+export function findStage(name: string): Stage | undefined {
+  return STAGES.find((s) => s.name === name);
+}
