@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `npm run bench -- <name> [args]` runs bench/<name>.sh or bench/<name>.ts (tsx). Never part of npm test.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+name=${1:-}
+if [ -z "$name" ]; then
+  echo "usage: npm run bench -- <name> [args]"; echo "benchmarks:"
+  for f in "$here"/*.sh "$here"/*.ts; do [ -e "$f" ] || continue; b=$(basename "$f"); [ "$b" = run.sh ] || echo "  ${b%.*}: $(sed -n 2p "$f" | sed 's/^[#/ ]*//')"; done
+  exit 2
+fi
+shift
+if [ -f "$here/$name.sh" ]; then exec bash "$here/$name.sh" "$@"; fi
+if [ -f "$here/$name.ts" ]; then exec node --import tsx "$here/$name.ts" "$@"; fi
+echo "no benchmark named '$name' in bench/"; exit 2
