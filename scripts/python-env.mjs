@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Optional Python side of the test suite: a venv at .cache/py with pyarrow + duckdb, used by
+// Optional Python side of the test suite: a venv at .cache/py with pyarrow + duckdb + numpy (the README's Python snippet), used by
 // test/pipeline/arrow.python.test.ts to prove our Arrow files are readable outside arrow-js.
 // Never fails the caller: without python3 or a reachable package index the python tests skip
 // (and say why), so this script prints a notice and exits 0.
@@ -27,13 +27,13 @@ function done(line) {
   process.exit(0);
 }
 
-if (existsSync(py) && run(py, ['-c', 'import pyarrow, duckdb']).ok) {
-  done(`${shown} already has pyarrow and duckdb`);
+if (existsSync(py) && run(py, ['-c', 'import pyarrow, duckdb, numpy']).ok) {
+  done(`${shown} already has pyarrow, duckdb and numpy`);
 }
 if (!existsSync(py)) {
   const made = run('python3', ['-m', 'venv', venv]);
   if (!made.ok) done(`could not create ${shown} (python3 -m venv: ${made.why}); python tests will skip`);
 }
-const pip = run(py, ['-m', 'pip', 'install', '-q', 'pyarrow', 'duckdb']);
-if (!pip.ok) done(`pip install pyarrow duckdb into ${shown} failed (${pip.why}); python tests will skip`);
-done(`installed pyarrow and duckdb into ${shown}`);
+const pip = run(py, ['-m', 'pip', 'install', '-q', 'pyarrow', 'duckdb', 'numpy']);
+if (!pip.ok) done(`pip install pyarrow duckdb numpy into ${shown} failed (${pip.why}); python tests will skip`);
+done(`installed pyarrow, duckdb and numpy into ${shown}`);

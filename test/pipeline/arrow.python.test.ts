@@ -4,33 +4,21 @@
  * Needs a Python with pyarrow and duckdb (`node scripts/python-env.mjs` makes one at .cache/py);
  * without one the test is skipped with the reason printed.
  */
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findPython } from '../helpers/python.js';
 import { SCHEMA_VERSION, TableWriter, readAll, readInfo, type ColumnSpec, type Row, type TableMeta } from '../../pipeline/arrow.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const script = path.join(root, 'test/pipeline/arrow_roundtrip.py');
 
-/** First interpreter that can import pyarrow and duckdb, or why none could. */
-function findPython(): { python?: string; why: string } {
-  const venv = path.join(root, '.cache/py/bin/python');
-  const candidates = [process.env.TAGSEG_PYTHON, existsSync(venv) ? venv : undefined, 'python3'].filter((p): p is string => !!p);
-  const tried: string[] = [];
-  for (const python of candidates) {
-    const r = spawnSync(python, ['-c', 'import pyarrow, duckdb'], { encoding: 'utf8', timeout: 30_000 });
-    if (r.status === 0) return { python, why: '' };
-    tried.push(`${python}: ${r.error?.message ?? r.stderr.trim().split('\n').pop()}`);
-  }
-  return { why: `no Python with pyarrow and duckdb (run \`node scripts/python-env.mjs\`); tried ${tried.join('; ')}` };
-}
-
-const { python, why } = findPython();
+const { python, why } = findPython(['pyarrow', 'duckdb']);
 if (!python) console.warn(`skipping arrow python round trip: ${why}`);
 
 const COLUMNS: ColumnSpec[] = [
