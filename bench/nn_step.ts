@@ -5,15 +5,15 @@
  * Env NORMS=batch,group,frozen picks the norm variants (default all three).
  */
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../../pipeline/backend.js';
-import type { Backbone } from '../../nn/backbone.js';
-import { CamHead } from '../../nn/heads.js';
-import { multilabelSoftMarginLoss } from '../../nn/losses.js';
-import { loadMobileNetV1 } from '../../nn/mobilenet.js';
-import type { NormKind } from '../../nn/norm.js';
-import { SGD } from '../../nn/optim.js';
-import { ResNet } from '../../nn/resnet.js';
-import { trainStep } from '../../nn/train.js';
+import { initBackend } from '../pipeline/backend.js';
+import type { Backbone } from '../nn/backbone.js';
+import { CamHead } from '../nn/heads.js';
+import { multilabelSoftMarginLoss } from '../nn/losses.js';
+import { loadMobileNetV1 } from '../nn/mobilenet.js';
+import type { NormKind } from '../nn/norm.js';
+import { SGD } from '../nn/optim.js';
+import { ResNet } from '../nn/resnet.js';
+import { trainStep } from '../nn/train.js';
 
 const steps = Number(process.argv[2] ?? 5);
 const info = await initBackend();
