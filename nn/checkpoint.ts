@@ -16,7 +16,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { ensureDir, replaceDirAtomic, tempPathFor } from '../pipeline/fsutil.js';
+import { ensureDir, replaceDirAtomic, tempPathFor, writeFileSynced } from '../pipeline/fsutil.js';
 import type { Optimizer, OptimizerStateJson } from './optim.js';
 import type { NamedVariables } from './params.js';
 
@@ -109,22 +109,12 @@ export async function saveCheckpoint(dir: string, opts: SaveCheckpointOptions): 
   const staged = tempPathFor(target);
   try {
     await fs.mkdir(staged);
-    await writeSynced(path.join(staged, WEIGHTS), weights);
-    await writeSynced(path.join(staged, MANIFEST), manifestText);
+    await writeFileSynced(path.join(staged, WEIGHTS), weights);
+    await writeFileSynced(path.join(staged, MANIFEST), manifestText);
     await replaceDirAtomic(staged, target);
   } catch (err) {
     await fs.rm(staged, { recursive: true, force: true });
     throw new TagsegError(`could not write checkpoint: ${messageOf(err)}`, { file: target, cause: err });
-  }
-}
-
-async function writeSynced(file: string, data: string | Uint8Array): Promise<void> {
-  const fh = await fs.open(file, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 

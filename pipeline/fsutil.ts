@@ -16,17 +16,22 @@ export async function ensureDir(dir: string): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
 }
 
-/** Write a whole file atomically: temp file, fsync, rename. Readers see old or new, never half. */
-export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
-  await ensureDir(path.dirname(target));
-  const tmp = tempPathFor(target);
-  const fh = await fs.open(tmp, 'w');
+/** Write a whole file and fsync it (the file itself; callers rename it into place). */
+export async function writeFileSynced(file: string, data: string | Uint8Array): Promise<void> {
+  const fh = await fs.open(file, 'w');
   try {
     await fh.writeFile(data);
     await fh.sync();
   } finally {
     await fh.close();
   }
+}
+
+/** Write a whole file atomically: temp file, fsync, rename. Readers see old or new, never half. */
+export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
+  await ensureDir(path.dirname(target));
+  const tmp = tempPathFor(target);
+  await writeFileSynced(tmp, data);
   try {
     await fs.rename(tmp, target);
   } catch (err) {
