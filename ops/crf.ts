@@ -1,0 +1,351 @@
+/**
+ * Fully connected (dense) CRF with Gaussian edge potentials and mean-field inference
+ * (Krähenbühl & Koltun, "Efficient Inference in Fully Connected CRFs with Gaussian Edge
+ * Potentials", NIPS 2011), as used by the reference WSSS code through pydensecrf's DenseCRF2D:
+ *  - stage `affinity`: IRN step/cam_to_ir_label.py -> misc/imutils.crf_inference_label refines the
+ *    confident-fg and confident-bg label maps (unary from labels, gt_prob 0.7, 10 iterations,
+ *    Gaussian sxy 3 compat 3, bilateral sxy 50 srgb 5 compat 10) -> `CRF_PRESETS.irnLabel`;
+ *  - stage `refine`: PSA tool/imutils.crf_inference on probabilities (Gaussian sxy 3 compat 3,
+ *    bilateral sxy 80 srgb 13 compat 10, pydensecrf's README example) -> `CRF_PRESETS.psa`, the
+ *    default. PSA divides both sxy by `scale_factor` when it runs the CRF on a downscaled image;
+ *    do the same (sxy is in pixels of the image passed in).
+ *
+ * Model. Energy E(x) = Σ_i ψ_u(x_i) + Σ_{i<j} Σ_k w_k μ(x_i, x_j) k_k(f_i, f_j) with Potts
+ * μ(l, l') = [l != l'] and two kernels: "Gaussian" (appearance-free smoothness) on position,
+ * exp(-|p_i - p_j|² / 2 sxy²), and "bilateral" on position + RGB,
+ * exp(-|p_i - p_j|² / 2 sxy² - |I_i - I_j|² / 2 srgb²).
+ *
+ * Inference follows pydensecrf's DenseCRF::inference with its defaults (DIAG_KERNEL,
+ * NORMALIZE_SYMMETRIC, PottsCompatibility) step for step:
+ *     Q = softmax(-U);  repeat T times:  Q = softmax(-U + Σ_k w_k · K̂_k Q)
+ * where K̂ = D^-1/2 K D^-1/2, D = diag(K·1) (symmetric normalisation). With Potts, the textbook
+ * message w Σ_j k_ij (1 - Q_j(l)) differs from -w (K̂Q)_l by a per-pixel constant, which the softmax
+ * drops. The compat values published for pydensecrf (3, 10) are calibrated for these NORMALISED
+ * kernels: with raw Gaussian sums (hundreds of neighbours under sxy 50-80) the same weights would
+ * swamp the unary.
+ *
+ * Self term. The 2011 paper sums over j != i; pydensecrf's lattice filter includes j = i and does
+ * not subtract it, and we follow pydensecrf so its published parameters carry over. After symmetric
+ * normalisation the self term is Q_i / n_i with n_i = Σ_j k_ij, i.e. 1/56 for the Gaussian kernel
+ * with sxy 3 and far less for the bilateral one, except for pixels whose colour is unique in their
+ * neighbourhood. (Subtracting it exactly is impossible on the lattice, whose kernel scale is
+ * uncalibrated; see ops/permutohedral.ts.)
+ *
+ * Filtering uses the permutohedral lattice (d = 2 for the Gaussian kernel, d = 5 for the bilateral
+ * one), built once per kernel and reused for every class and iteration: O(N·C·d) per iteration.
+ */
+import { PermutohedralLattice } from './permutohedral.js';
+
+/** Smoothness kernel on position: exp(-|Δp|² / 2 sxy²), weight `compat`. */
+export interface GaussianKernelOptions {
+  /** Spatial standard deviation in pixels. */
+  sxy: number;
+  /** Potts weight w. */
+  compat: number;
+}
+
+/** Appearance kernel on position + RGB: exp(-|Δp|² / 2 sxy² - |ΔI|² / 2 srgb²), weight `compat`. */
+export interface BilateralKernelOptions {
+  /** Spatial standard deviation in pixels (published range 50-80). */
+  sxy: number;
+  /** Colour standard deviation in 0..255 RGB units (published range 5-13). */
+  srgb: number;
+  /** Potts weight w. */
+  compat: number;
+}
+
+/**
+ * Kernel normalisation (pydensecrf's NormalizationType), with n = K·1 and D = diag(n):
+ * 'symmetric' D^-1/2 K D^-1/2 (the default there and here); 'after' D^-1 K (each pixel's weights
+ * sum to 1); 'none' K · N / Σ_i n_i, one global scale so that the mean row sum is 1. pydensecrf's
+ * NO_NORMALIZATION instead leaves the raw lattice output, whose scale depends on lattice occupancy
+ * (uncalibrated), so compat values for it do not transfer; ours is the nearest well-defined form.
+ * On the lattice 'none' is the least accurate mode (a global factor cannot cancel the lattice's
+ * occupancy-dependent scale the way a per-pixel normalisation does): prefer 'symmetric'.
+ */
+export type KernelNormalization = 'symmetric' | 'after' | 'none';
+
+export interface DenseCrfOptions {
+  /** Mean-field iterations (pydensecrf inference(t); IRN and PSA use 10). */
+  iterations: number;
+  /** Smoothness kernel, or null to leave it out. */
+  gaussian: GaussianKernelOptions | null;
+  /** Appearance kernel, or null to leave it out. */
+  bilateral: BilateralKernelOptions | null;
+  normalization: KernelNormalization;
+}
+
+/** What `denseCrf` accepts: any subset; kernels may be given in part (the rest from the defaults). */
+export interface DenseCrfOptionsInput {
+  iterations?: number;
+  gaussian?: Partial<GaussianKernelOptions> | null;
+  bilateral?: Partial<BilateralKernelOptions> | null;
+  normalization?: KernelNormalization;
+}
+
+/**
+ * Defaults: 10 iterations, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10,
+ * symmetric normalisation (pydensecrf README example; PSA tool/imutils.crf_inference).
+ */
+export const DEFAULT_CRF_OPTIONS: Readonly<DenseCrfOptions> = Object.freeze({
+  iterations: 10,
+  gaussian: Object.freeze({ sxy: 3, compat: 3 }),
+  bilateral: Object.freeze({ sxy: 80, srgb: 13, compat: 10 }),
+  normalization: 'symmetric' as const,
+});
+
+/** Settings of the reference code, to pass as `opts`. */
+export const CRF_PRESETS = Object.freeze({
+  /** PSA crf_inference / pydensecrf README: bilateral sxy 80, srgb 13. */
+  psa: DEFAULT_CRF_OPTIONS,
+  /** IRN misc/imutils.crf_inference_label (affinity labels): bilateral sxy 50, srgb 5; use with `unaryFromLabels(…, 0.7)`. */
+  irnLabel: Object.freeze({
+    iterations: 10,
+    gaussian: Object.freeze({ sxy: 3, compat: 3 }),
+    bilateral: Object.freeze({ sxy: 50, srgb: 5, compat: 10 }),
+    normalization: 'symmetric' as const,
+  }) as Readonly<DenseCrfOptions>,
+});
+
+/** Fill in defaults and validate. */
+export function resolveCrfOptions(opts: DenseCrfOptionsInput = {}): DenseCrfOptions {
+  const d = DEFAULT_CRF_OPTIONS;
+  const gaussian = opts.gaussian === null ? null : { ...d.gaussian!, ...stripUndefined(opts.gaussian ?? {}) };
+  const bilateral = opts.bilateral === null ? null : { ...d.bilateral!, ...stripUndefined(opts.bilateral ?? {}) };
+  const r: DenseCrfOptions = {
+    iterations: opts.iterations ?? d.iterations,
+    gaussian,
+    bilateral,
+    normalization: opts.normalization ?? d.normalization,
+  };
+  if (!Number.isInteger(r.iterations) || r.iterations < 0) throw new Error(`denseCrf: iterations must be a non-negative integer, got ${r.iterations}`);
+  if (r.gaussian && !(r.gaussian.sxy > 0 && Number.isFinite(r.gaussian.compat))) throw new Error(`denseCrf: bad gaussian kernel ${JSON.stringify(r.gaussian)}`);
+  if (r.bilateral && !(r.bilateral.sxy > 0 && r.bilateral.srgb > 0 && Number.isFinite(r.bilateral.compat))) throw new Error(`denseCrf: bad bilateral kernel ${JSON.stringify(r.bilateral)}`);
+  if (!['symmetric', 'after', 'none'].includes(r.normalization)) throw new Error(`denseCrf: bad normalization ${String(r.normalization)}`);
+  return r;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+/** Features [N, 2] for the smoothness kernel, pydensecrf's layout: (x / sxy, y / sxy), pixel n = y·W + x. */
+export function positionFeatures(H: number, W: number, sxy: number): Float32Array {
+  const f = new Float32Array(H * W * 2);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const n = y * W + x;
+      f[2 * n] = x / sxy;
+      f[2 * n + 1] = y / sxy;
+    }
+  }
+  return f;
+}
+
+/** Features [N, 5] for the appearance kernel: (x / sxy, y / sxy, r / srgb, g / srgb, b / srgb). */
+export function bilateralFeatures(image: Uint8Array, H: number, W: number, sxy: number, srgb: number): Float32Array {
+  if (image.length !== H * W * 3) throw new Error(`bilateralFeatures: image length ${image.length} != H*W*3 = ${H * W * 3}`);
+  const f = new Float32Array(H * W * 5);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const n = y * W + x;
+      f[5 * n] = x / sxy;
+      f[5 * n + 1] = y / sxy;
+      f[5 * n + 2] = image[3 * n] / srgb;
+      f[5 * n + 3] = image[3 * n + 1] / srgb;
+      f[5 * n + 4] = image[3 * n + 2] / srgb;
+    }
+  }
+  return f;
+}
+
+/**
+ * A normalised Gaussian kernel K̂ over N points (see `KernelNormalization`), filtering through a
+ * permutohedral lattice that is built once; the normalisation is fused into splat and slice.
+ */
+export class NormalizedGaussianFilter {
+  readonly N: number;
+  readonly normalization: KernelNormalization;
+  private readonly lattice: PermutohedralLattice;
+  /** Per-point scale before filtering ('symmetric': n^-1/2), or null. */
+  private readonly inScale: Float32Array | null;
+  /** Per-point scale after filtering ('symmetric': n^-1/2, 'after': 1/n, 'none': N/Σn). */
+  private readonly outScale: Float32Array;
+  /** outScale times the last weight used (mean field calls apply with one weight per kernel). */
+  private weighted: { weight: number; scale: Float32Array } | null = null;
+
+  /** `features` [N, d] row-major, already divided by the kernel widths (see positionFeatures, bilateralFeatures). */
+  constructor(features: Float32Array, N: number, d: number, normalization: KernelNormalization = 'symmetric') {
+    this.N = N;
+    this.normalization = normalization;
+    this.lattice = PermutohedralLattice.build(features, N, d);
+    // n_i = Σ_j K_ij: the kernel applied to all-ones (+1e-20 as pydensecrf, for empty rows).
+    const n = this.lattice.filter(new Float32Array(N).fill(1), 1);
+    const outScale = new Float32Array(N);
+    if (normalization === 'none') {
+      let s = 0;
+      for (let i = 0; i < N; i++) s += n[i];
+      outScale.fill(N / (s + 1e-20));
+      this.inScale = null;
+    } else if (normalization === 'symmetric') {
+      for (let i = 0; i < N; i++) outScale[i] = 1 / Math.sqrt(n[i] + 1e-20);
+      this.inScale = outScale;
+    } else if (normalization === 'after') {
+      for (let i = 0; i < N; i++) outScale[i] = 1 / (n[i] + 1e-20);
+      this.inScale = null;
+    } else {
+      throw new Error(`NormalizedGaussianFilter: bad normalization ${String(normalization)}`);
+    }
+    this.outScale = outScale;
+  }
+
+  /**
+   * out = weight · K̂ · values (`accumulate`: out += …), values [N, channels]. `out` must not
+   * alias `values`.
+   */
+  apply(values: Float32Array, channels: number, out?: Float32Array, opts: { weight?: number; accumulate?: boolean } = {}): Float32Array {
+    const weight = opts.weight ?? 1;
+    let outScale = this.outScale;
+    if (weight !== 1) {
+      if (this.weighted?.weight !== weight) {
+        const scaled = new Float32Array(this.N);
+        for (let i = 0; i < this.N; i++) scaled[i] = this.outScale[i] * weight;
+        this.weighted = { weight, scale: scaled };
+      }
+      outScale = this.weighted.scale;
+    }
+    return this.lattice.filter(values, channels, out, { inScale: this.inScale ?? undefined, outScale, accumulate: opts.accumulate });
+  }
+}
+
+/** out = row-wise softmax(-unary + msg) ([N, C]; msg may be null), max-subtracted for stability. */
+function softmaxNegUnary(unary: Float32Array, msg: Float32Array | null, N: number, C: number, out: Float32Array): void {
+  for (let i = 0; i < N; i++) {
+    const b = i * C;
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) {
+      const v = msg ? msg[b + c] - unary[b + c] : -unary[b + c];
+      out[b + c] = v;
+      if (v > m) m = v;
+    }
+    let s = 0;
+    for (let c = 0; c < C; c++) {
+      const e = Math.exp(out[b + c] - m);
+      out[b + c] = e;
+      s += e;
+    }
+    const inv = 1 / s;
+    for (let c = 0; c < C; c++) out[b + c] *= inv;
+  }
+}
+
+/**
+ * Dense CRF mean-field inference on an image.
+ * @param unary  [H·W, C] row-major unary energies, -log p (see `unaryFromLabels`, `unaryFromProbs`).
+ * @param image  [H, W, 3] RGB bytes (used by the bilateral kernel; may be empty if bilateral is null).
+ * @returns      [H·W, C] marginals Q (rows sum to 1). Deterministic.
+ */
+export function denseCrf(
+  unary: Float32Array,
+  image: Uint8Array,
+  H: number,
+  W: number,
+  C: number,
+  opts: DenseCrfOptionsInput = {},
+): Float32Array {
+  const o = resolveCrfOptions(opts);
+  const N = H * W;
+  if (!(Number.isInteger(H) && Number.isInteger(W) && H > 0 && W > 0)) throw new Error(`denseCrf: bad size ${H}x${W}`);
+  if (!(Number.isInteger(C) && C >= 1)) throw new Error(`denseCrf: bad class count ${C}`);
+  if (unary.length !== N * C) throw new Error(`denseCrf: unary length ${unary.length} != H*W*C = ${N * C}`);
+
+  const kernels: { filter: NormalizedGaussianFilter; w: number }[] = [];
+  if (o.gaussian && o.gaussian.compat !== 0 && o.iterations > 0) {
+    kernels.push({ filter: new NormalizedGaussianFilter(positionFeatures(H, W, o.gaussian.sxy), N, 2, o.normalization), w: o.gaussian.compat });
+  }
+  if (o.bilateral && o.bilateral.compat !== 0 && o.iterations > 0) {
+    const f = bilateralFeatures(image, H, W, o.bilateral.sxy, o.bilateral.srgb);
+    kernels.push({ filter: new NormalizedGaussianFilter(f, N, 5, o.normalization), w: o.bilateral.compat });
+  }
+
+  const Q = new Float32Array(N * C);
+  softmaxNegUnary(unary, null, N, C, Q);
+  if (kernels.length === 0) return Q;
+
+  // msg = Σ_k w_k K̂_k Q, the negated Potts energy up to a per-pixel constant.
+  const msg = new Float32Array(N * C);
+  for (let it = 0; it < o.iterations; it++) {
+    for (let k = 0; k < kernels.length; k++) kernels[k].filter.apply(Q, C, msg, { weight: kernels[k].w, accumulate: k > 0 });
+    softmaxNegUnary(unary, msg, N, C, Q);
+  }
+  return Q;
+}
+
+/**
+ * Unary from a hard label map, as pydensecrf's unary_from_labels(labels, C, gt_prob,
+ * zero_unsure=False) used by IRN's crf_inference_label: -log gt_prob on the label,
+ * -log((1 - gt_prob) / (C - 1)) on the others. Pixels whose label is `ignore` or >= C get the
+ * uniform -log(1/C) (pydensecrf's "unsure"; IRN's maps have none, but ours may carry 255).
+ * @returns [N, C] row-major.
+ */
+export function unaryFromLabels(labels: Uint8Array | Int32Array | Uint16Array, C: number, gtProb = 0.7, ignore = 255): Float32Array {
+  if (!(gtProb > 0 && gtProb < 1)) throw new Error(`unaryFromLabels: gtProb must be in (0, 1), got ${gtProb}`);
+  if (!(Number.isInteger(C) && C >= 2)) throw new Error(`unaryFromLabels: need at least 2 classes, got ${C}`);
+  const N = labels.length;
+  const pE = -Math.log(gtProb);
+  const nE = -Math.log((1 - gtProb) / (C - 1));
+  const uE = -Math.log(1 / C);
+  const U = new Float32Array(N * C);
+  for (let i = 0; i < N; i++) {
+    const l = labels[i];
+    const b = i * C;
+    if (l === ignore || l < 0 || l >= C) {
+      U.fill(uE, b, b + C);
+    } else {
+      U.fill(nE, b, b + C);
+      U[b + l] = pE;
+    }
+  }
+  return U;
+}
+
+/**
+ * Unary from class probabilities [N, C], as pydensecrf's unary_from_softmax(sm, scale, clip) used by
+ * PSA's crf_inference: optional blend towards uniform (`scale` = confidence in (0, 1]), then
+ * clip to [clip, 1] and take -log. Rows need not sum to 1 (PSA feeds bg-padded CAMs).
+ */
+export function unaryFromProbs(probs: Float32Array, C: number, clip = 1e-5, scale?: number): Float32Array {
+  if (probs.length % C !== 0) throw new Error(`unaryFromProbs: length ${probs.length} not a multiple of C = ${C}`);
+  if (scale !== undefined && !(scale > 0 && scale <= 1)) throw new Error(`unaryFromProbs: scale must be in (0, 1], got ${scale}`);
+  const U = new Float32Array(probs.length);
+  for (let i = 0; i < probs.length; i++) {
+    let p = probs[i];
+    if (scale !== undefined) p = scale * p + (1 - scale) / C;
+    if (!(p >= clip)) p = clip; // also maps NaN to clip
+    if (p > 1) p = 1;
+    U[i] = -Math.log(p);
+  }
+  return U;
+}
+
+/** Per-pixel argmax of q [N, C] (first maximum wins). */
+export function argmaxLabels(q: Float32Array, N: number, C: number): Uint8Array {
+  if (q.length !== N * C) throw new Error(`argmaxLabels: length ${q.length} != N*C = ${N * C}`);
+  if (C > 256) throw new Error('argmaxLabels: more than 256 classes do not fit a Uint8Array');
+  const out = new Uint8Array(N);
+  for (let i = 0; i < N; i++) {
+    const b = i * C;
+    let best = 0;
+    let bv = q[b];
+    for (let c = 1; c < C; c++) {
+      if (q[b + c] > bv) {
+        bv = q[b + c];
+        best = c;
+      }
+    }
+    out[i] = best;
+  }
+  return out;
+}
