@@ -200,7 +200,11 @@ export abstract class Optimizer {
     const key = `${slot}/${e.name}`;
     let v = this.slots.get(key);
     if (!v) {
-      v = tf.variable(tf.zerosLike(e.variable), false);
+      // tf.variable shares the initial tensor's data but does not own the tensor: dispose it,
+      // or every slot leaks one tensor (caught by the cam stage's leak test).
+      const zeros = tf.zerosLike(e.variable);
+      v = tf.variable(zeros, false);
+      zeros.dispose();
       this.slots.set(key, v);
     }
     return v;

@@ -164,3 +164,21 @@ describe('schedules', () => {
     expect(stepLr(1e-3, 12, [5, 10])).toBeCloseTo(1e-5, 12);
   });
 });
+
+describe('optimizer memory', () => {
+  it.each([
+    ['SGD', (p: tf.Variable) => new SGD(group(p), { lr: 0.1, momentum: 0.9 })],
+    ['AdamW', (p: tf.Variable) => new AdamW(group(p), { lr: 0.1 })],
+  ])('%s: creating slots and disposing the optimizer leaves no tensor behind', (_name, make) => {
+    const p = tf.variable(tf.tensor1d([1, -2]));
+    const before = tf.memory().numTensors;
+    const opt = make(p);
+    const g = tf.tensor1d(G);
+    opt.applyGradients({ [p.name]: g });
+    opt.applyGradients({ [p.name]: g });
+    g.dispose();
+    opt.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    p.dispose();
+  });
+});
