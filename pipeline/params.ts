@@ -43,12 +43,34 @@ const ingestSchema = z.strictObject({
   on_error: z.enum(['fail', 'skip']),
 });
 
+const camSchema = z.strictObject({
+  backbone: z.enum(['resnet', 'mobilenet']),
+  pretrained: z.string(),
+  width: z.number().int().min(1),
+  depth: z.array(z.number().int().min(1)).length(4),
+  output_stride: z.union([z.literal(8), z.literal(16)]),
+  norm: z.enum(['batch', 'group', 'frozen']),
+  optimizer: z.enum(['sgd', 'adamw']),
+  lr: z.number().gt(0),
+  head_lr_mult: z.number().min(0),
+  weight_decay: z.number().min(0),
+  epochs: z.number().int().min(1),
+  batch_size: z.number().int().min(1),
+  crop: z.number().int().min(16),
+  crop_scale: z.array(z.number().gt(0).max(1)).length(2),
+  jitter: z.number().min(0).max(1),
+  scales: z.array(z.number().gt(0)).min(1),
+  flip: z.boolean(),
+  dtype: z.enum(['float16', 'float32']),
+});
+
 /** Top-level sections of params.yaml. Later stages add theirs here (one line each). */
 const SECTIONS = {
   seed: seedSchema,
   dataset: datasetSchema,
   synth: synthSchema,
   ingest: ingestSchema,
+  cam: camSchema,
 };
 
 export const paramsSchema = z.strictObject(SECTIONS);
@@ -72,6 +94,25 @@ ingest:
   size: 128                   # long side of the working size in pixels (0 = keep original)
   concurrency: 4
   on_error: fail              # fail | skip
+cam:
+  backbone: resnet            # resnet (from scratch) | mobilenet (ImageNet-pretrained MobileNet v1; use it for photos)
+  pretrained: ''              # mobilenet only: LayersModel dir / model.json / URL; '' = ../shared/models/mobilenet-v1-imagenet
+  width: 16                   # resnet: channels of the first stage (stages: width x [1, 2, 4, 8])
+  depth: [1, 1, 1, 1]         # resnet: basic blocks per stage
+  output_stride: 8            # 8 | 16 (8: fewer downsamplings, no dilation)
+  norm: batch                 # batch | group | frozen (frozen = pretrained BN statistics, mobilenet)
+  optimizer: adamw            # sgd (IRN: lr 0.1, momentum 0.9) | adamw; adamw won on synthetic (bench/cam_synth.sh)
+  lr: 0.003                   # base lr (backbone); poly decay, power 0.9
+  head_lr_mult: 10            # lr multiplier of the new classifier (IRN: 10)
+  weight_decay: 0.0001
+  epochs: 12
+  batch_size: 16
+  crop: 112                   # training crop side (random resized crop)
+  crop_scale: [0.35, 1.0]     # crop area range as a fraction of the image
+  jitter: 0.3                 # colour jitter strength (brightness/contrast/saturation)
+  scales: [1.0, 0.5, 1.5, 2.0] # CAM inference scales (each with its horizontal flip)
+  flip: true                  # CAM inference: add the flipped image at every scale
+  dtype: float16              # cams.arrow storage: float16 | float32
 `;
 
 /** The defaults as a validated object (tests and `tagseg init`-like code start from these). */

@@ -47,6 +47,11 @@ describe('params.yaml schema', () => {
       dataset: { root: 'datasets/synthetic', format: 'voc', csv: 'tags.csv', splits: [], train_split: 'train' },
       synth: { out: 'datasets/synthetic', images: 240, size: 128, classes: 4, val_fraction: 0.25 },
       ingest: { size: 128, concurrency: 4, on_error: 'fail' },
+      cam: {
+        backbone: 'resnet', pretrained: '', width: 16, depth: [1, 1, 1, 1], output_stride: 8, norm: 'batch', optimizer: 'adamw',
+        lr: 0.003, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 16, crop: 112, crop_scale: [0.35, 1],
+        jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
+      },
     });
     expect(defaultParams()).toEqual(p);
   });

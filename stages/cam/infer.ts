@@ -1,0 +1,74 @@
+/**
+ * Multi-scale CAM inference (IRN step/make_cam.py): for each scale s the image resized by s and
+ * (optionally) its horizontal mirror go through backbone + 1x1 classifier conv; CAM = ReLU of
+ * that map; the mirror's map is flipped back and added; every scale's map is resized
+ * (bilinear, half-pixel centres) to the common stride-4 grid of the working size
+ * (ceil(H / 4) x ceil(W / 4), IRN's strided_size) and summed. Only the image's tagged classes are
+ * kept, each divided by its own spatial max (a class whose map is all 0 stays 0).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { disposeFeatures } from '../../nn/backbone.js';
+import type { ClassMap } from './labels.js';
+import type { CamNet } from './net.js';
+
+/** Stride of the stored maps relative to the working size. */
+export const CAM_STRIDE = 4;
+
+export interface CamResult {
+  /** float32 [tags.length, height, width], channel-major, each channel max-normalised. */
+  maps: Float32Array;
+  height: number;
+  width: number;
+  /** Classifier logits (one per output) of the unflipped image at scale 1. */
+  logits: Float32Array;
+}
+
+export function strideSize(n: number, stride = CAM_STRIDE): number {
+  return Math.ceil(n / stride);
+}
+
+/**
+ * CAMs of one image. `pixels`: uint8 RGB [H, W, 3]; `tags`: dataset class indices of the maps to
+ * keep (foreground only, in this order). Returns plain arrays; no tensor outlives the call.
+ */
+export async function computeCams(
+  net: CamNet, map: ClassMap, pixels: Uint8Array, H: number, W: number, tags: readonly number[],
+  opts: { scales: number[]; flip: boolean },
+): Promise<CamResult> {
+  const h = strideSize(H);
+  const w = strideSize(W);
+  const { maps, logits } = tf.tidy(() => {
+    const img = tf.cast(tf.tensor4d(Int32Array.from(pixels), [1, H, W, 3], 'int32'), 'float32') as tf.Tensor4D;
+    let sum: tf.Tensor4D | null = null;
+    let logitsT: tf.Tensor2D | null = null;
+    for (const s of opts.scales) {
+      const sh = Math.max(1, Math.round(H * s));
+      const sw = Math.max(1, Math.round(W * s));
+      const x = s === 1 ? img : tf.image.resizeBilinear(img, [sh, sw], false, true);
+      const batch = opts.flip ? tf.concat([x, tf.reverse(x, 2)], 0) : x;
+      const f = net.backbone.forward(net.backbone.preprocess(batch), false);
+      if (s === 1 && !logitsT) logitsT = net.head.classifierLogits(tf.slice(f.last, [0, 0, 0, 0], [1, -1, -1, -1]));
+      let cam = tf.relu(net.head.camMaps(f.last)) as tf.Tensor4D;
+      disposeFeatures(f);
+      if (opts.flip) {
+        const [a, b] = tf.split(cam, 2, 0) as [tf.Tensor4D, tf.Tensor4D];
+        cam = tf.add(a, tf.reverse(b, 2)) as tf.Tensor4D;
+      }
+      const r = tf.image.resizeBilinear(cam, [h, w], false, true);
+      sum = sum ? (tf.add(sum, r) as tf.Tensor4D) : r;
+    }
+    logitsT ??= net.head.classifierLogits(net.backbone.forward(net.backbone.preprocess(img), false).last);
+    const outIdx = tags.map((t) => map.toOutput[t]);
+    if (outIdx.length === 0) return { maps: tf.zeros([0, h, w]), logits: tf.squeeze(logitsT, [0]) };
+    const picked = tf.transpose(tf.gather(tf.squeeze(sum!, [0]), tf.tensor1d(outIdx, 'int32'), 2), [2, 0, 1]); // [C,h,w]
+    const mx = tf.max(picked, [1, 2], true);
+    const safe = tf.where(tf.greater(mx, 0), mx, tf.onesLike(mx));
+    return { maps: tf.div(picked, safe), logits: tf.squeeze(logitsT, [0]) };
+  });
+  try {
+    const [m, l] = await Promise.all([maps.data(), logits.data()]);
+    return { maps: m as Float32Array, height: h, width: w, logits: l as Float32Array };
+  } finally {
+    tf.dispose([maps, logits]);
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The CAM network: a backbone (from-scratch ResNet or pretrained MobileNet v1) + CamHead, and
+ * its on-disk form so later stages (affinity, contrast) can load backbone + head:
+ *
+ *   <dir>/config.json   CamModelConfig (backbone settings, dataset classes, classifier outputs)
+ *   <dir>/weights/      nn/checkpoint format (manifest.json + weights.bin), variables named
+ *                       'backbone/<name>' and 'head/<name>', no optimizer state
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { Backbone, OutputStride } from '../../nn/backbone.js';
+import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { CamHead } from '../../nn/heads.js';
+import { MobileNetV1, loadMobileNetV1 } from '../../nn/mobilenet.js';
+import type { NormKind } from '../../nn/norm.js';
+import { type NamedVariables, mergeNamed } from '../../nn/params.js';
+import { ResNet } from '../../nn/resnet.js';
+import { TagsegError, messageOf } from '../../pipeline/errors.js';
+import { writeFileAtomic } from '../../pipeline/fsutil.js';
+
+export const CAM_MODEL_FORMAT = 'tagseg-cam-model';
+
+export interface BackboneConfig {
+  kind: 'resnet' | 'mobilenet';
+  outputStride: OutputStride;
+  norm: NormKind;
+  /** resnet only. */
+  width?: number;
+  depth?: number[];
+  /** mobilenet only: where the initial (pretrained) weights came from; '' = default path. */
+  pretrained?: string;
+}
+
+export interface CamModelConfig {
+  format: typeof CAM_MODEL_FORMAT;
+  version: 1;
+  backbone: BackboneConfig;
+  /** Channels of the last feature map (head input). */
+  featureChannels: number;
+  /** Dataset class list. */
+  classes: string[];
+  /** Dataset index of background, or null. */
+  background: number | null;
+  /** Dataset class index of each classifier output (background never is one). */
+  outputs: number[];
+  /** Params hash of the training run and epochs trained (provenance). */
+  paramsHash?: string;
+  epochs?: number;
+}
+
+export interface CamNet {
+  backbone: Backbone;
+  head: CamHead;
+  config: CamModelConfig;
+  /** All variables under checkpoint names ('backbone/...', 'head/...'). */
+  named(): NamedVariables;
+  dispose(): void;
+}
+
+/**
+ * Build a network for `config`. `initWeights`: true loads the pretrained MobileNet weights
+ * (training start); false builds a randomly initialised shell (to be filled by a checkpoint).
+ */
+export async function buildCamNet(config: Omit<CamModelConfig, 'featureChannels'>, seed: number, initWeights: boolean): Promise<CamNet> {
+  const b = config.backbone;
+  let backbone: Backbone;
+  if (b.kind === 'resnet') {
+    backbone = new ResNet({ width: b.width, depth: b.depth, outputStride: b.outputStride, norm: b.norm, seed });
+  } else if (initWeights) {
+    backbone = await loadMobileNetV1({ outputStride: b.outputStride, norm: b.norm, seed, ...(b.pretrained ? { path: b.pretrained } : {}) });
+  } else {
+    backbone = new MobileNetV1(null, { outputStride: b.outputStride, norm: b.norm, seed });
+  }
+  const featureChannels = backbone.channels[backbone.channels.length - 1];
+  const head = new CamHead(featureChannels, config.outputs.length, { seed: seed + 1 });
+  const full: CamModelConfig = { ...config, featureChannels };
+  return {
+    backbone,
+    head,
+    config: full,
+    named: () => mergeNamed(backbone.params.named('backbone/'), head.params.named('head/')),
+    dispose() {
+      backbone.dispose();
+      head.dispose();
+    },
+  };
+}
+
+/** Write config.json + weights/ into `dir` (weights replaced atomically, config after them). */
+export async function saveCamModel(dir: string, net: CamNet): Promise<void> {
+  await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
+  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+}
+
+/** Load a model written by the cam stage (models/cam). The caller disposes it. */
+export async function loadCamModel(dir: string): Promise<CamNet> {
+  const file = path.join(dir, 'config.json');
+  let config: CamModelConfig;
+  try {
+    config = JSON.parse(await fs.readFile(file, 'utf8')) as CamModelConfig;
+  } catch (err) {
+    throw new TagsegError(`cannot read the CAM model config: ${messageOf(err)}`, { file, hint: 'run `tagseg run cam` first' });
+  }
+  if (config.format !== CAM_MODEL_FORMAT) throw new TagsegError(`not a ${CAM_MODEL_FORMAT} config`, { file });
+  const net = await buildCamNet(config, 0, false);
+  try {
+    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
+  } catch (err) {
+    net.dispose();
+    throw err;
+  }
+  if (net.config.featureChannels !== config.featureChannels) {
+    net.dispose();
+    throw new TagsegError(`config says ${config.featureChannels} feature channels, the backbone has ${net.config.featureChannels}`, { file });
+  }
+  return net;
+}
+
+/** RGB uint8 [H,W,3] pixels -> float tensor [1,H,W,3] in [0,255]. */
+export function imageTensor(pixels: Uint8Array, height: number, width: number): tf.Tensor4D {
+  return tf.tidy(() => tf.cast(tf.tensor4d(pixels, [1, height, width, 3], 'int32'), 'float32') as tf.Tensor4D);
+}

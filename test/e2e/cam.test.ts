@@ -1,0 +1,58 @@
+/**
+ * End to end through the real dvc.yaml cmds: synth -> ingest -> cam on a tiny synthetic set,
+ * then the runner's skip / resume behaviour for the cam stage.
+ */
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readAll } from '../../pipeline/arrow.js';
+import { repro } from '../../pipeline/dag.js';
+import { writeOverrides } from '../../pipeline/params.js';
+import { createWorkspace } from '../../pipeline/workspace.js';
+
+let root: string;
+
+beforeAll(async () => {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-e2e-cam-'));
+  root = await createWorkspace(path.join(tmp, 'ws'), [
+    'synth.images=16', 'synth.size=48', 'ingest.size=32',
+    'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
+  ]);
+});
+afterAll(async () => {
+  await fs.rm(path.dirname(root), { recursive: true, force: true });
+});
+
+describe('cam end to end', () => {
+  it('repro runs synth, ingest and cam and writes every declared output', async () => {
+    const r = await repro(root, { target: 'cam' });
+    expect(r.ok).toBe(true);
+    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam', 'ran']]);
+    const cams = await readAll(path.join(root, 'cache/cams.arrow'), { stage: 'cam' });
+    expect(cams).toHaveLength(16);
+    const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8'));
+    expect(metrics.epochs).toBe(1);
+    expect(metrics.cam.images).toBe(cams.filter((c) => c.split === 'train').length);
+    expect(typeof metrics.cam.miou).toBe('number');
+    expect(metrics.classification.train.images).toBeGreaterThan(0);
+    expect(metrics.classification.val.images).toBeGreaterThan(0);
+    const plot = JSON.parse(await fs.readFile(path.join(root, 'plots/cam_threshold.json'), 'utf8'));
+    expect(plot).toHaveLength(12);
+    for (const f of ['config.json', 'weights/manifest.json', 'train/manifest.json']) {
+      await expect(fs.access(path.join(root, 'models/cam', f))).resolves.toBeUndefined();
+    }
+  });
+
+  it('a second repro skips cam; more epochs rerun it and resume from the checkpoint (persist)', async () => {
+    const again = await repro(root, { target: 'cam' });
+    expect(again.stages.map((s) => s.action)).toEqual(['skipped', 'skipped', 'skipped']);
+    await writeOverrides(path.join(root, 'params.yaml'), ['cam.epochs=2']);
+    const rerun = await repro(root, { target: 'cam' });
+    expect(rerun.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'skipped'], ['ingest', 'skipped'], ['cam', 'ran']]);
+    const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8'));
+    expect(metrics.epochs).toBe(2);
+    const manifest = JSON.parse(await fs.readFile(path.join(root, 'models/cam/train/manifest.json'), 'utf8'));
+    expect(manifest.trainState.runs).toEqual([{ from: 0, to: 1 }, { from: 1, to: 2 }]);
+  });
+});
