@@ -1,0 +1,120 @@
+// Measures the sparse random walk (ops/randomwalk.ts) per image: wall time and peak memory (RSS, tf.memory bytes).
+// Random walk per image: time + peak RSS / tensor bytes, C=3, beta 8, 256 steps, stride-4 grids of 320x240..1000x750, radius 5 and 10.
+/*
+ * (not a test)
+ *   npm run bench -- randomwalk [steps=256] [radii=5,10] [grids=80x60,160x120,250x188]
+ * Each (grid, radius) runs in its own child process so that its peak RSS (getrusage maxRSS) is its
+ * own. Affinities are random in [0.5, 1], in the 'full' layout [K, h, w] the stage uses for
+ * inference; the map is C = 3 random channels. Reported per configuration:
+ *   build   buildTransition (A^beta, degrees, normalised weights), ms
+ *   walk    `steps` propagation steps, s (and ms per step)
+ *   T       tensor bytes of the transition (O(N K))
+ *   peak    tf.profile peakBytes of build and of one step (all live tensor bytes, T included)
+ *   rss     RSS after backend init, and the process's peak RSS
+ * The dev machine has 2 cores shared with other jobs: read times with the load average printed.
+ */
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { buildTransition, disposeTransition, neighbourOffsets, propagate } from '../ops/randomwalk.js';
+import { initBackend } from '../pipeline/backend.js';
+
+const MB = 1024 * 1024;
+const self = fileURLToPath(import.meta.url);
+
+interface Result {
+  h: number;
+  w: number;
+  radius: number;
+  K: number;
+  steps: number;
+  buildMs: number;
+  walkS: number;
+  tBytes: number;
+  peakBuild: number;
+  peakStep: number;
+  rssBase: number;
+  rssPeak: number;
+  leak: number;
+}
+
+async function one(h: number, w: number, radius: number, steps: number): Promise<Result> {
+  await initBackend();
+  const rssBase = process.memoryUsage().rss;
+  const offsets = neighbourOffsets(radius);
+  const K = offsets.length;
+  const aff = tf.randomUniform([K, h, w], 0.5, 1, 'float32', 1) as tf.Tensor3D;
+  const x = tf.randomUniform([3, h, w], 0, 1, 'float32', 2) as tf.Tensor3D;
+  // warm-up on a small grid (kernel setup), not counted
+  {
+    const a = tf.randomUniform([K, 24, 24], 0.5, 1) as tf.Tensor3D;
+    const T = buildTransition(a, offsets, radius, 24, 24, 8);
+    tf.dispose([a, propagate(tf.ones([3, 24, 24]) as tf.Tensor3D, T, 2)]);
+    disposeTransition(T);
+  }
+  const n0 = tf.memory().numTensors;
+  let t = performance.now();
+  const T = buildTransition(aff, offsets, radius, h, w, 8);
+  T.groups[T.groups.length - 1].weights.dataSync();
+  const buildMs = performance.now() - t;
+  const tBytes = T.groups.reduce((s, g) => s + g.weights.size * 4, 0);
+  const peakStep = (await tf.profile(() => void propagate(x, T, 1).dispose())).peakBytes;
+  t = performance.now();
+  const y = propagate(x, T, steps);
+  y.dataSync();
+  const walkS = (performance.now() - t) / 1000;
+  y.dispose();
+  disposeTransition(T);
+  const leak = tf.memory().numTensors - n0;
+  // peak tensor bytes while building T (a second build, profiled; the timing above is unprofiled)
+  const prof = await tf.profile(() => disposeTransition(buildTransition(aff, offsets, radius, h, w, 8)));
+  tf.dispose([aff, x]);
+  return {
+    h, w, radius, K, steps, buildMs, walkS, tBytes,
+    peakBuild: prof.peakBytes, peakStep, rssBase, rssPeak: process.resourceUsage().maxRSS * 1024, leak,
+  };
+}
+
+const argv = process.argv.slice(2);
+if (argv[0] === '--one') {
+  const [h, w, r, steps] = argv.slice(1).map(Number);
+  console.log(JSON.stringify(await one(h, w, r, steps)));
+} else {
+  const steps = Number(argv[0] ?? 256);
+  const radii = (argv[1] ?? '5,10').split(',').map(Number);
+  const grids = (argv[2] ?? '80x60,160x120,250x188').split(',').map((g) => g.split('x').map(Number) as [number, number]);
+  console.log(`random walk, C = 3, beta 8, ${steps} steps; ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log('grid (w x h)   image       r    K   build ms   walk s   ms/step   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
+  for (const radius of radii) {
+    for (const [gw, gh] of grids) {
+      const p = spawnSync(process.execPath, ['--import', 'tsx', self, '--one', String(gh), String(gw), String(radius), String(steps)], {
+        encoding: 'utf8',
+        env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
+        maxBuffer: 16 * MB,
+      });
+      const line = p.stdout.trim().split('\n').pop() ?? '';
+      if (p.status !== 0 || !line.startsWith('{')) {
+        console.log(`${gw}x${gh} r ${radius}: failed (status ${p.status})\n${p.stderr.slice(-2000)}`);
+        continue;
+      }
+      const r = JSON.parse(line) as Result;
+      console.log(
+        [
+          `${gw}x${gh}`.padEnd(14),
+          `${gw * 4}x${gh * 4}`.padEnd(10),
+          String(radius).padStart(3),
+          String(r.K).padStart(4),
+          r.buildMs.toFixed(0).padStart(10),
+          r.walkS.toFixed(2).padStart(8),
+          ((r.walkS * 1000) / r.steps).toFixed(1).padStart(9),
+          (r.tBytes / MB).toFixed(1).padStart(6),
+          (r.peakBuild / MB).toFixed(1).padStart(15),
+          (r.peakStep / MB).toFixed(1).padStart(14),
+          (r.rssBase / MB).toFixed(0).padStart(13),
+          (r.rssPeak / MB).toFixed(0).padStart(13),
+        ].join(' ') + (r.leak ? `   LEAK ${r.leak} tensors` : ''),
+      );
+    }
+  }
+}
