@@ -159,6 +159,23 @@ program
   });
 
 program
+  .command('params')
+  .description('print the validated params (params.yaml + --set), or --fill: add the sections a newer tagseg needs, with their defaults')
+  .option('--fill', 'append every missing top-level section of params.yaml with its default values and comments')
+  .option('--set <key=value>', 'override to apply before printing (repeatable)', collect, [])
+  .action(async (o: { fill?: boolean; set: string[] }) => {
+    const file = path.join(rootOf(), 'params.yaml');
+    if (o.fill) {
+      const { fillMissingSections } = await import('./params_fill.js');
+      const added = await fillMissingSections(file);
+      process.stdout.write(added.length ? `added to ${file}: ${added.join(', ')}\n` : `${file} already has every section\n`);
+      return;
+    }
+    const { loadParams } = await import('./params.js');
+    process.stdout.write(`${JSON.stringify(await loadParams(file, o.set), null, 2)}\n`);
+  });
+
+program
   .command('workspace')
   .description('create a project directory for another dataset or experiment: own params.yaml, dvc.yaml, cache/; code linked to this repo')
   .argument('<dir>', 'new directory, e.g. runs/msrc')
