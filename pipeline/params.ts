@@ -64,6 +64,26 @@ const camSchema = z.strictObject({
   dtype: z.enum(['float16', 'float32']),
 });
 
+const affinitySchema = z.strictObject({
+  radius: z.number().int().min(2),
+  conf_fg: z.number().min(0).max(1),
+  conf_bg: z.number().min(0).max(1),
+  margin: z.number().min(0).max(1),
+  floor: z.number().min(0).max(1),
+  crf: z.boolean(),
+  dim: z.number().int().min(1),
+  optimizer: z.enum(['sgd', 'adamw']),
+  lr: z.number().gt(0),
+  head_lr_mult: z.number().min(0),
+  weight_decay: z.number().min(0),
+  epochs: z.number().int().min(1),
+  batch_size: z.number().int().min(1),
+  crop: z.number().int().min(16),
+  beta: z.number().gt(0),
+  logt: z.number().int().min(0).max(12),
+  alpha: z.number().gt(0),
+});
+
 /** Top-level sections of params.yaml. Later stages add theirs here (one line each). */
 const SECTIONS = {
   seed: seedSchema,
@@ -71,6 +91,7 @@ const SECTIONS = {
   synth: synthSchema,
   ingest: ingestSchema,
   cam: camSchema,
+  affinity: affinitySchema,
 };
 
 export const paramsSchema = z.strictObject(SECTIONS);
@@ -113,6 +134,24 @@ cam:
   scales: [1.0, 0.5, 1.5, 2.0] # CAM inference scales (each with its horizontal flip)
   flip: true                  # CAM inference: add the flipped image at every scale
   dtype: float16              # cams.arrow storage: float16 | float32
+affinity:
+  radius: 5                   # pair radius on the stride-4 label grid (PSA 5 at stride 8, IRN 10 at stride 4)
+  conf_fg: 0.65               # with bg: a class where its CAM > this (IRN conf_fg_thres 0.30; synthetic: 0.30 -> 57-73, 0.65 -> 80 mIoU)
+  conf_bg: 0.05               # with bg: bg where every CAM <= this (IRN conf_bg_thres)
+  margin: 0.2                 # without bg: top CAM must beat the second by this
+  floor: 0.3                  # without bg: top CAM must be at least this
+  crf: false                  # refine the fg/bg label maps with the dense CRF (IRN: true, gt_prob 0.7)
+  dim: 448                    # embedding channels (PSA f9: 448)
+  optimizer: adamw            # sgd (PSA: lr 0.1, momentum 0.9) | adamw
+  lr: 0.001                   # base lr (backbone); poly decay, power 0.9
+  head_lr_mult: 10            # lr multiplier of the new affinity head (PSA: 10)
+  weight_decay: 0.0001
+  epochs: 6                   # PSA 8, IRN 3
+  batch_size: 8
+  crop: 96                    # training crop side in pixels (a multiple of 4; clamped to the smallest image)
+  beta: 32                    # random walk: affinity exponent (PSA 8, IRN 10; synthetic: 8 -> 61.5, 32 -> 73.0 mIoU)
+  logt: 4                     # random walk: 2^logt steps (PSA/IRN 8; on 32x32 synthetic grids more steps only lose mIoU)
+  alpha: 16                   # bg map (1 - max CAM)^alpha for propagation (PSA 16)
 `;
 
 /** The defaults as a validated object (tests and `tagseg init`-like code start from these). */
@@ -216,7 +255,10 @@ function describeIssue(issue: Issue, data: unknown): string {
   const value = getIn(data, issue.path);
   if (value === undefined && issue.code !== 'unrecognized_keys') {
     const expected = issue.code === 'invalid_value' ? `one of ${issue.values.map(String).join(' | ')}` : article(issue.code === 'invalid_type' ? issue.expected : '');
-    return where ? `missing key '${where}' (expected ${expected})` : `empty file (expected ${expected})`;
+    if (!where) return `empty file (expected ${expected})`;
+    // A whole section missing is what a params.yaml from before a stage existed looks like.
+    const fill = issue.path.length === 1 ? ` -- \`tagseg params --fill\` adds it with its defaults` : '';
+    return `missing key '${where}' (expected ${expected})${fill}`;
   }
   switch (issue.code) {
     case 'unrecognized_keys':
