@@ -3,10 +3,11 @@
  * exporting `stage`, an entry here, and its entry in dvc.yaml (a test checks they agree).
  */
 import type { Stage } from '../pipeline/stage.js';
+import { stage as affinity } from './affinity/index.js';
 import { stage as cam } from './cam/index.js';
 import { stage as ingest } from './ingest/index.js';
 
-export const STAGES: Stage[] = [ingest, cam];
+export const STAGES: Stage[] = [ingest, cam, affinity];
 
 export function findStage(name: string): Stage | undefined {
   return STAGES.find((s) => s.name === name);

@@ -52,6 +52,10 @@ describe('params.yaml schema', () => {
         lr: 0.003, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 16, crop: 112, crop_scale: [0.35, 1],
         jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
       },
+      affinity: {
+        radius: 5, conf_fg: 0.65, conf_bg: 0.05, margin: 0.2, floor: 0.3, crf: false, dim: 448, optimizer: 'adamw',
+        lr: 0.001, head_lr_mult: 10, weight_decay: 0.0001, epochs: 6, batch_size: 8, crop: 96, beta: 32, logt: 4, alpha: 16,
+      },
     });
     expect(defaultParams()).toEqual(p);
   });

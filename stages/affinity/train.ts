@@ -1,0 +1,232 @@
+/**
+ * AffinityNet training (PSA train_aff.py): random crops of the training images with their
+ * affinity label maps cropped the same way, pair labels within the radius, the balanced loss
+ * (loss.ts), SGD or AdamW with the head at `head_lr_mult` x lr (PSA: 10x for the new layers),
+ * poly decay per iteration. Seeded: the epoch order and every crop/flip draw come from one Rng
+ * whose state is checkpointed, so a resumed run continues the same random stream.
+ *
+ * Label grid: stride 4, the grid of cams.arrow (IRN takes its labels at 1/4 resolution too), so
+ * labels need no resampling. Crops are c x c pixels with c a multiple of 4 and their corner on
+ * the stride-4 lattice, so the crop's label grid is exactly c/4 x c/4 cells of the image's grid;
+ * no resize (PSA also rescales: left out, the synthetic images have one scale). Flips apply to
+ * image and labels alike.
+ *
+ * Checkpoint every epoch (models/affinity/train/: weights, optimizer slots, { epoch, iter, rng,
+ * hash }); a run resumes from it when its hash matches (see `affinityTrainHash` in index.ts).
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { checkpointExists, loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { AdamW, type Optimizer, SGD, polyLr } from '../../nn/optim.js';
+import { Rng, type RngState } from '../../nn/rng.js';
+import { trainStep } from '../../nn/train.js';
+import { neighbourOffsets } from '../../ops/randomwalk.js';
+import { TagsegError } from '../../pipeline/errors.js';
+import { log, progress } from '../../pipeline/log.js';
+import type { Params } from '../../pipeline/params.js';
+import { affinities } from './head.js';
+import { affinityLoss } from './loss.js';
+import { type AffinityNet, embed } from './net.js';
+import { disposePairLabels, pairLabels } from './pairs.js';
+
+/** Stride of the label grid (= cams.arrow's). */
+export const LABEL_STRIDE = 4;
+
+export interface AffinityTrainImage {
+  id: string;
+  /** uint8 RGB [height, width, 3]. */
+  pixels: Uint8Array;
+  height: number;
+  width: number;
+  /** Affinity labels [ceil(height / 4), ceil(width / 4)]: dataset class indices or 255. */
+  labels: Uint8Array;
+}
+
+export interface AffinityTrainState {
+  epoch: number;
+  iter: number;
+  rng: RngState;
+  hash: string;
+  losses: number[];
+  runs: Array<{ from: number; to: number }>;
+}
+
+export interface AffinityTrainResult {
+  epochs: number;
+  resumedFrom: number;
+  restartReason?: string;
+  losses: number[];
+  /** Crop side actually used (param clamped to the smallest image, multiple of 4). */
+  crop: number;
+  imagesPerSecond: number;
+  seconds: number;
+  /** tf.memory().numTensors after each epoch of this run (leak check). */
+  tensorsAfterEpoch: number[];
+}
+
+export interface AffinityTrainOptions {
+  net: AffinityNet;
+  images: AffinityTrainImage[];
+  affinity: Params['affinity'];
+  background: number | null;
+  seed: number;
+  checkpointDir: string;
+  hash: string;
+  /** Stop after this many epochs in this run (tests). */
+  stopAfter?: number;
+}
+
+/**
+ * The crop side: `crop` clamped to the smallest image side, floored to a multiple of the stride;
+ * its grid must hold one pair source at `radius`.
+ */
+export function cropSide(crop: number, images: readonly { height: number; width: number }[], radius: number): number {
+  const minSide = Math.min(crop, ...images.map((im) => Math.min(im.height, im.width)));
+  const c = Math.floor(minSide / LABEL_STRIDE) * LABEL_STRIDE;
+  const g = c / LABEL_STRIDE;
+  if (g < radius || g < 2 * radius - 1) {
+    throw new TagsegError(`affinity crop of ${c} px is a ${g} x ${g} label grid, too small for radius ${radius}`, {
+      hint: 'raise affinity.crop or lower affinity.radius',
+    });
+  }
+  return c;
+}
+
+/**
+ * One aligned crop + optional horizontal flip of an image and its labels (pure JS).
+ * -> pixels [c, c, 3] as float32 in [0, 255] and labels [c/4, c/4].
+ */
+export function cropPair(im: AffinityTrainImage, top: number, left: number, c: number, flip: boolean): { pixels: Float32Array; labels: Uint8Array } {
+  const s = LABEL_STRIDE;
+  const g = c / s;
+  const gw = Math.ceil(im.width / s);
+  if (top % s || left % s || top + c > im.height || left + c > im.width) {
+    throw new TagsegError(`cropPair: crop (${top}, ${left}) of ${c} px does not fit ${im.height} x ${im.width} on the stride-${s} lattice`);
+  }
+  const pixels = new Float32Array(c * c * 3);
+  for (let y = 0; y < c; y++) {
+    const row = ((top + y) * im.width + left) * 3;
+    for (let x = 0; x < c; x++) {
+      const sx = flip ? c - 1 - x : x;
+      const o = (y * c + x) * 3;
+      const i = row + sx * 3;
+      pixels[o] = im.pixels[i];
+      pixels[o + 1] = im.pixels[i + 1];
+      pixels[o + 2] = im.pixels[i + 2];
+    }
+  }
+  const labels = new Uint8Array(g * g);
+  const ty = top / s;
+  const tx = left / s;
+  for (let y = 0; y < g; y++) {
+    for (let x = 0; x < g; x++) labels[y * g + x] = im.labels[(ty + y) * gw + tx + (flip ? g - 1 - x : x)];
+  }
+  return { pixels, labels };
+}
+
+export function makeAffinityOptimizer(net: AffinityNet, a: Params['affinity']): Optimizer {
+  const groups = [
+    { name: 'backbone', params: net.backbone.params.namedTrainable('backbone/') },
+    { name: 'head', params: net.head.params.namedTrainable('affinity/'), lrMult: a.head_lr_mult },
+  ];
+  return a.optimizer === 'sgd'
+    ? new SGD(groups, { lr: a.lr, momentum: 0.9, weightDecay: a.weight_decay })
+    : new AdamW(groups, { lr: a.lr, weightDecay: a.weight_decay });
+}
+
+async function readTrainState(dir: string): Promise<AffinityTrainState | undefined> {
+  try {
+    const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { trainState?: AffinityTrainState };
+    return m.trainState;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTrainResult> {
+  const { net, images, affinity: a } = o;
+  if (images.length === 0) throw new TagsegError('affinity: no training images');
+  const c = cropSide(a.crop, images, a.radius);
+  const g = c / LABEL_STRIDE;
+  const offsets = neighbourOffsets(a.radius);
+  const opt = makeAffinityOptimizer(net, a);
+  try {
+    const itersPerEpoch = Math.ceil(images.length / a.batch_size);
+    const maxIter = a.epochs * itersPerEpoch;
+    let state: AffinityTrainState = { epoch: 0, iter: 0, rng: new Rng(o.seed + 1).state(), hash: o.hash, losses: [], runs: [] };
+    let restartReason: string | undefined;
+    if (await checkpointExists(o.checkpointDir)) {
+      const saved = await readTrainState(o.checkpointDir);
+      if (saved && saved.hash === o.hash) {
+        await loadCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt });
+        state = saved;
+        log.info(`affinity: resuming from the checkpoint at epoch ${saved.epoch} (${o.checkpointDir})`);
+      } else {
+        restartReason = saved ? `checkpoint params hash ${saved.hash} differs from ${o.hash}` : 'checkpoint has no training state';
+        log.info(`affinity: not resuming (${restartReason}): training from scratch`);
+      }
+    }
+    const resumedFrom = state.epoch;
+    const runs = [...state.runs];
+    const rng = Rng.fromState(state.rng);
+    const losses = [...state.losses];
+    const tensorsAfterEpoch: number[] = [];
+    let trained = 0;
+    let ran = 0;
+    const t0 = performance.now();
+    for (let epoch = state.epoch; epoch < a.epochs; epoch++) {
+      if (o.stopAfter !== undefined && ran >= o.stopAfter) break;
+      const order = rng.shuffle(images.map((_, i) => i));
+      const bar = progress(`affinity train epoch ${epoch + 1}/${a.epochs}`, images.length, ['loss', 'img/s']);
+      const e0 = performance.now();
+      let lossSum = 0;
+      let seen = 0;
+      for (let b = 0; b < itersPerEpoch; b++) {
+        const idx = order.slice(b * a.batch_size, (b + 1) * a.batch_size);
+        const px = new Float32Array(idx.length * c * c * 3);
+        const lab = new Int32Array(idx.length * g * g);
+        idx.forEach((i, k) => {
+          const im = images[i];
+          const top = LABEL_STRIDE * rng.int(0, Math.floor((im.height - c) / LABEL_STRIDE) + 1);
+          const left = LABEL_STRIDE * rng.int(0, Math.floor((im.width - c) / LABEL_STRIDE) + 1);
+          const r = cropPair(im, top, left, c, rng.bernoulli(0.5));
+          px.set(r.pixels, k * c * c * 3);
+          lab.set(r.labels, k * g * g);
+        });
+        opt.lr = polyLr(a.lr, state.iter, maxIter);
+        const x = tf.tensor4d(px, [idx.length, c, c, 3]);
+        const labels = tf.tensor3d(lab, [idx.length, g, g], 'int32');
+        const pairs = pairLabels(labels, offsets, a.radius, o.background);
+        let loss: number;
+        try {
+          loss = trainStep(opt, () => tf.tidy(() => {
+            const f = embed(net, x, [g, g]);
+            return affinityLoss(affinities(f, offsets, a.radius, 'region'), pairs).loss;
+          })).loss;
+        } finally {
+          tf.dispose([x, labels]);
+          disposePairLabels(pairs);
+        }
+        state.iter++;
+        lossSum += loss * idx.length;
+        seen += idx.length;
+        trained += idx.length;
+        bar.tick(idx.length, { loss: lossSum / seen, 'img/s': seen / ((performance.now() - e0) / 1000) });
+      }
+      bar.stop();
+      losses.push(lossSum / seen);
+      state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
+      await saveCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt, trainState: state, meta: net.config });
+      tensorsAfterEpoch.push(tf.memory().numTensors);
+      ran++;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      epochs: state.epoch, resumedFrom, restartReason, losses, crop: c, seconds, tensorsAfterEpoch,
+      imagesPerSecond: trained > 0 ? trained / seconds : 0,
+    };
+  } finally {
+    opt.dispose();
+  }
+}
