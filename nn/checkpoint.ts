@@ -236,3 +236,13 @@ export async function loadCheckpoint(
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
+
+/** The JSON training state of the checkpoint in `dir`, without loading weights; undefined if none. */
+export async function readTrainState<T>(dir: string): Promise<T | undefined> {
+  try {
+    const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { trainState?: T };
+    return m.trainState;
+  } catch {
+    return undefined;
+  }
+}

@@ -331,3 +331,25 @@ export function polyLr(base: number, iter: number, maxIter: number, power = 0.9)
 export function stepLr(base: number, epoch: number, milestones: number[], gamma = 0.1): number {
   return base * gamma ** milestones.filter((m) => epoch >= m).length;
 }
+
+/** The training settings of a stage's params section that pick its optimiser. */
+export interface OptimizerSettings {
+  optimizer: 'sgd' | 'adamw';
+  lr: number;
+  head_lr_mult: number;
+  weight_decay: number;
+}
+
+/**
+ * The optimiser every stage trains with: the backbone group at `lr` and the new head at
+ * `head_lr_mult` x lr (IRN/PSA/RCA: 10x on new layers); SGD uses IRN's momentum 0.9.
+ */
+export function backboneHeadOptimizer(backbone: NamedVariables, head: NamedVariables, o: OptimizerSettings): Optimizer {
+  const groups: ParamGroup[] = [
+    { name: 'backbone', params: backbone },
+    { name: 'head', params: head, lrMult: o.head_lr_mult },
+  ];
+  return o.optimizer === 'sgd'
+    ? new SGD(groups, { lr: o.lr, momentum: 0.9, weightDecay: o.weight_decay })
+    : new AdamW(groups, { lr: o.lr, weightDecay: o.weight_decay });
+}

@@ -14,11 +14,9 @@
  * Checkpoint every epoch (models/affinity/train/: weights, optimizer slots, { epoch, iter, rng,
  * hash }); a run resumes from it when its hash matches (see `affinityTrainHash` in index.ts).
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { checkpointExists, loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
-import { AdamW, type Optimizer, SGD, polyLr } from '../../nn/optim.js';
+import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from '../../nn/checkpoint.js';
+import { type Optimizer, backboneHeadOptimizer, polyLr } from '../../nn/optim.js';
 import { Rng, type RngState } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
@@ -126,22 +124,7 @@ export function cropPair(im: AffinityTrainImage, top: number, left: number, c: n
 }
 
 export function makeAffinityOptimizer(net: AffinityNet, a: Params['affinity']): Optimizer {
-  const groups = [
-    { name: 'backbone', params: net.backbone.params.namedTrainable('backbone/') },
-    { name: 'head', params: net.head.params.namedTrainable('affinity/'), lrMult: a.head_lr_mult },
-  ];
-  return a.optimizer === 'sgd'
-    ? new SGD(groups, { lr: a.lr, momentum: 0.9, weightDecay: a.weight_decay })
-    : new AdamW(groups, { lr: a.lr, weightDecay: a.weight_decay });
-}
-
-async function readTrainState(dir: string): Promise<AffinityTrainState | undefined> {
-  try {
-    const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { trainState?: AffinityTrainState };
-    return m.trainState;
-  } catch {
-    return undefined;
-  }
+  return backboneHeadOptimizer(net.backbone.params.namedTrainable('backbone/'), net.head.params.namedTrainable('affinity/'), a);
 }
 
 export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTrainResult> {
@@ -157,7 +140,7 @@ export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTr
     let state: AffinityTrainState = { epoch: 0, iter: 0, rng: new Rng(o.seed + 1).state(), hash: o.hash, losses: [], runs: [] };
     let restartReason: string | undefined;
     if (await checkpointExists(o.checkpointDir)) {
-      const saved = await readTrainState(o.checkpointDir);
+      const saved = await readTrainState<AffinityTrainState>(o.checkpointDir);
       if (saved && saved.hash === o.hash) {
         await loadCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt });
         state = saved;

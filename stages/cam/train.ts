@@ -9,13 +9,11 @@
  * hash }). A run resumes from it when its hash equals the current one (see `trainHash` in
  * index.ts); otherwise it starts over and says why.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
-import { checkpointExists, loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from '../../nn/checkpoint.js';
 import { multilabelSoftMarginLoss } from '../../nn/losses.js';
-import { AdamW, type Optimizer, SGD, polyLr } from '../../nn/optim.js';
+import { type Optimizer, backboneHeadOptimizer, polyLr } from '../../nn/optim.js';
 import { Rng, type RngState } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
 import { log, progress } from '../../pipeline/log.js';
@@ -72,22 +70,7 @@ export interface TrainOptions {
 }
 
 export function makeOptimizer(net: CamNet, cam: Params['cam']): Optimizer {
-  const groups = [
-    { name: 'backbone', params: net.backbone.params.namedTrainable('backbone/') },
-    { name: 'head', params: net.head.params.namedTrainable('head/'), lrMult: cam.head_lr_mult },
-  ];
-  return cam.optimizer === 'sgd'
-    ? new SGD(groups, { lr: cam.lr, momentum: 0.9, weightDecay: cam.weight_decay })
-    : new AdamW(groups, { lr: cam.lr, weightDecay: cam.weight_decay });
-}
-
-async function readTrainState(dir: string): Promise<TrainState | undefined> {
-  try {
-    const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { trainState?: TrainState };
-    return m.trainState;
-  } catch {
-    return undefined;
-  }
+  return backboneHeadOptimizer(net.backbone.params.namedTrainable('backbone/'), net.head.params.namedTrainable('head/'), cam);
 }
 
 /** One augmented batch [B, crop, crop, 3] in [0, 255] and its targets [B, K]. */
@@ -118,7 +101,7 @@ export async function trainCam(o: TrainOptions): Promise<TrainResult> {
     let state: TrainState = { epoch: 0, iter: 0, rng: new Rng(o.seed).state(), hash: o.hash, losses: [], runs: [] };
     let restartReason: string | undefined;
     if (await checkpointExists(o.checkpointDir)) {
-      const saved = await readTrainState(o.checkpointDir);
+      const saved = await readTrainState<TrainState>(o.checkpointDir);
       if (saved && saved.hash === o.hash) {
         await loadCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt });
         state = saved;
