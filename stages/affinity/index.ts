@@ -30,7 +30,7 @@ import { progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash, stableStringify } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { ThresholdSweep, camLabels, resizeBilinear } from '../cam/evaluate.js';
+import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../cam/evaluate.js';
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
 import { CAM_OUTPUTS, camColumns } from '../cam/tables.js';
 import { imageAffinityLabels, walkImage } from './infer.js';
@@ -75,8 +75,6 @@ export const stage: Stage = {
     return r as unknown as Record<string, unknown>;
   },
 };
-
-export interface MapScores { miou: number | null; threshold: number | null; images: number; iou: Record<string, number | null> }
 
 export interface AffinityRunResult {
   epochs: number;
@@ -207,12 +205,7 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
       await writer.abort();
       throw err;
     }
-    const score = (s: ThresholdSweep): MapScores => {
-      const res = s.result();
-      const iou: Record<string, number | null> = {};
-      res.scores.iou.forEach((v, i) => { if (v !== null) iou[classes[i]] = v; });
-      return { miou: res.best.miou, threshold: res.best.threshold, images: res.images, iou };
-    };
+    const score = (s: ThresholdSweep): MapScores => summarizeSweep(s.result(), classes);
     return {
       epochs: training.epochs,
       trainImages,

@@ -144,3 +144,15 @@ export class ThresholdSweep {
     };
   }
 }
+
+/** What every stage reports for a sweep: best mIoU, its threshold, images scored, per-class IoU by name. */
+export interface MapScores { miou: number | null; threshold: number | null; images: number; iou: Record<string, number | null> }
+
+/** `res` as MapScores; classes never seen in ground truth or prediction (IoU null) are left out. */
+export function summarizeSweep(res: SweepResult, classes: readonly string[]): MapScores {
+  const iou: Record<string, number | null> = {};
+  res.scores.iou.forEach((v, i) => {
+    if (v !== null) iou[classes[i]] = v;
+  });
+  return { miou: res.best.miou, threshold: res.best.threshold, images: res.images, iou };
+}

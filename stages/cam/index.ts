@@ -33,7 +33,7 @@ import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash, stableStringify } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
-import { ThresholdSweep } from './evaluate.js';
+import { ThresholdSweep, summarizeSweep } from './evaluate.js';
 import { decodeFloat16, encodeFloat16, encodeFloat32 } from './f16.js';
 import { CAM_STRIDE, computeCams } from './infer.js';
 import { type ClassMap, classMap, foregroundTags, tagTarget } from './labels.js';
@@ -245,13 +245,11 @@ async function writeCams(o: RunCamOptions, net: CamNet, map: ClassMap, numRows: 
     // Held-out splits' tags are used for evaluation only, never for training.
     classification[split] = { images: c.scores.length, mAP: s.mAP, macroF1: s.macroF1, microF1: s.microF1 };
   }
-  const iou: Record<string, number | null> = {};
-  res.scores.iou.forEach((v, i) => { if (v !== null) iou[map.classes[i]] = v; });
   return {
     imagesPerSecond: rows / seconds,
     result: {
       cam: {
-        miou: res.best.miou, threshold: res.best.threshold, images: res.images, iou, dtype: cam.dtype,
+        ...summarizeSweep(res, map.classes), dtype: cam.dtype,
         ...(sweep32 ? { miou_float32: sweep32.result().best.miou } : {}),
       },
       classification,
