@@ -43,13 +43,8 @@ const ingestSchema = z.strictObject({
   on_error: z.enum(['fail', 'skip']),
 });
 
-const camSchema = z.strictObject({
-  backbone: z.enum(['resnet', 'mobilenet']),
-  pretrained: z.string(),
-  width: z.number().int().min(1),
-  depth: z.array(z.number().int().min(1)).length(4),
-  output_stride: z.union([z.literal(8), z.literal(16)]),
-  norm: z.enum(['batch', 'group', 'frozen']),
+/** Training keys every network stage has (nn/optim.ts OptimizerSettings + loop and crop size). */
+const trainingFields = {
   optimizer: z.enum(['sgd', 'adamw']),
   lr: z.number().gt(0),
   head_lr_mult: z.number().min(0),
@@ -57,6 +52,16 @@ const camSchema = z.strictObject({
   epochs: z.number().int().min(1),
   batch_size: z.number().int().min(1),
   crop: z.number().int().min(16),
+};
+
+const camSchema = z.strictObject({
+  backbone: z.enum(['resnet', 'mobilenet']),
+  pretrained: z.string(),
+  width: z.number().int().min(1),
+  depth: z.array(z.number().int().min(1)).length(4),
+  output_stride: z.union([z.literal(8), z.literal(16)]),
+  norm: z.enum(['batch', 'group', 'frozen']),
+  ...trainingFields,
   crop_scale: z.array(z.number().gt(0).max(1)).length(2),
   jitter: z.number().min(0).max(1),
   scales: z.array(z.number().gt(0)).min(1),
@@ -72,13 +77,7 @@ const affinitySchema = z.strictObject({
   floor: z.number().min(0).max(1),
   crf: z.boolean(),
   dim: z.number().int().min(1),
-  optimizer: z.enum(['sgd', 'adamw']),
-  lr: z.number().gt(0),
-  head_lr_mult: z.number().min(0),
-  weight_decay: z.number().min(0),
-  epochs: z.number().int().min(1),
-  batch_size: z.number().int().min(1),
-  crop: z.number().int().min(16),
+  ...trainingFields,
   beta: z.number().gt(0),
   logt: z.number().int().min(0).max(12),
   alpha: z.number().gt(0),
