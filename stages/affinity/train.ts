@@ -11,17 +11,15 @@
  * no resize (PSA also rescales: left out, the synthetic images have one scale). Flips apply to
  * image and labels alike.
  *
- * Checkpoint every epoch (models/affinity/train/: weights, optimizer slots, { epoch, iter, rng,
- * hash }); a run resumes from it when its hash matches (see `affinityTrainHash` in index.ts).
+ * Checkpoint every epoch and resume (nn/loop.ts) in models/affinity/train/ when the hash matches
+ * (see `affinityTrainHash` in index.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from '../../nn/checkpoint.js';
-import { type Optimizer, backboneHeadOptimizer, polyLr } from '../../nn/optim.js';
-import { Rng, type RngState } from '../../nn/rng.js';
+import { type LoopResult, type LoopState, runTraining } from '../../nn/loop.js';
+import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import { trainStep } from '../../nn/train.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { log, progress } from '../../pipeline/log.js';
 import type { Params } from '../../pipeline/params.js';
 import { affinities } from './head.js';
 import { affinityLoss } from './loss.js';
@@ -41,26 +39,11 @@ export interface AffinityTrainImage {
   labels: Uint8Array;
 }
 
-export interface AffinityTrainState {
-  epoch: number;
-  iter: number;
-  rng: RngState;
-  hash: string;
-  losses: number[];
-  runs: Array<{ from: number; to: number }>;
-}
+export type AffinityTrainState = LoopState;
 
-export interface AffinityTrainResult {
-  epochs: number;
-  resumedFrom: number;
-  restartReason?: string;
-  losses: number[];
+export interface AffinityTrainResult extends LoopResult {
   /** Crop side actually used (param clamped to the smallest image, multiple of 4). */
   crop: number;
-  imagesPerSecond: number;
-  seconds: number;
-  /** tf.memory().numTensors after each epoch of this run (leak check). */
-  tensorsAfterEpoch: number[];
 }
 
 export interface AffinityTrainOptions {
@@ -135,38 +118,11 @@ export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTr
   const offsets = neighbourOffsets(a.radius);
   const opt = makeAffinityOptimizer(net, a);
   try {
-    const itersPerEpoch = Math.ceil(images.length / a.batch_size);
-    const maxIter = a.epochs * itersPerEpoch;
-    let state: AffinityTrainState = { epoch: 0, iter: 0, rng: new Rng(o.seed + 1).state(), hash: o.hash, losses: [], runs: [] };
-    let restartReason: string | undefined;
-    if (await checkpointExists(o.checkpointDir)) {
-      const saved = await readTrainState<AffinityTrainState>(o.checkpointDir);
-      if (saved && saved.hash === o.hash) {
-        await loadCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt });
-        state = saved;
-        log.info(`affinity: resuming from the checkpoint at epoch ${saved.epoch} (${o.checkpointDir})`);
-      } else {
-        restartReason = saved ? `checkpoint params hash ${saved.hash} differs from ${o.hash}` : 'checkpoint has no training state';
-        log.info(`affinity: not resuming (${restartReason}): training from scratch`);
-      }
-    }
-    const resumedFrom = state.epoch;
-    const runs = [...state.runs];
-    const rng = Rng.fromState(state.rng);
-    const losses = [...state.losses];
-    const tensorsAfterEpoch: number[] = [];
-    let trained = 0;
-    let ran = 0;
-    const t0 = performance.now();
-    for (let epoch = state.epoch; epoch < a.epochs; epoch++) {
-      if (o.stopAfter !== undefined && ran >= o.stopAfter) break;
-      const order = rng.shuffle(images.map((_, i) => i));
-      const bar = progress(`affinity train epoch ${epoch + 1}/${a.epochs}`, images.length, ['loss', 'img/s']);
-      const e0 = performance.now();
-      let lossSum = 0;
-      let seen = 0;
-      for (let b = 0; b < itersPerEpoch; b++) {
-        const idx = order.slice(b * a.batch_size, (b + 1) * a.batch_size);
+    const r = await runTraining({
+      name: 'affinity', size: images.length, batchSize: a.batch_size, epochs: a.epochs, lr: a.lr,
+      optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
+      seed: o.seed + 1, stopAfter: o.stopAfter,
+      step: (idx, rng) => {
         const px = new Float32Array(idx.length * c * c * 3);
         const lab = new Int32Array(idx.length * g * g);
         idx.forEach((i, k) => {
@@ -177,13 +133,11 @@ export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTr
           px.set(r.pixels, k * c * c * 3);
           lab.set(r.labels, k * g * g);
         });
-        opt.lr = polyLr(a.lr, state.iter, maxIter);
         const x = tf.tensor4d(px, [idx.length, c, c, 3]);
         const labels = tf.tensor3d(lab, [idx.length, g, g], 'int32');
         const pairs = pairLabels(labels, offsets, a.radius, o.background);
-        let loss: number;
         try {
-          loss = trainStep(opt, () => tf.tidy(() => {
+          return trainStep(opt, () => tf.tidy(() => {
             const f = embed(net, x, [g, g]);
             return affinityLoss(affinities(f, offsets, a.radius, 'region'), pairs).loss;
           })).loss;
@@ -191,24 +145,9 @@ export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTr
           tf.dispose([x, labels]);
           disposePairLabels(pairs);
         }
-        state.iter++;
-        lossSum += loss * idx.length;
-        seen += idx.length;
-        trained += idx.length;
-        bar.tick(idx.length, { loss: lossSum / seen, 'img/s': seen / ((performance.now() - e0) / 1000) });
-      }
-      bar.stop();
-      losses.push(lossSum / seen);
-      state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
-      await saveCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt, trainState: state, meta: net.config });
-      tensorsAfterEpoch.push(tf.memory().numTensors);
-      ran++;
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    return {
-      epochs: state.epoch, resumedFrom, restartReason, losses, crop: c, seconds, tensorsAfterEpoch,
-      imagesPerSecond: trained > 0 ? trained / seconds : 0,
-    };
+      },
+    });
+    return { ...r, crop: c };
   } finally {
     opt.dispose();
   }

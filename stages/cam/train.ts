@@ -5,18 +5,16 @@
  * augmentation draw come from one Rng whose state is checkpointed, so a resumed run continues the
  * same random stream.
  *
- * Checkpoint every epoch (`models/cam/train/`: weights, optimizer slots, { epoch, iter, rng,
- * hash }). A run resumes from it when its hash equals the current one (see `trainHash` in
- * index.ts); otherwise it starts over and says why.
+ * Checkpoint every epoch and resume (nn/loop.ts) in `models/cam/train/`, when the hash equals the
+ * current one (see `trainHash` in index.ts); otherwise it starts over and says why.
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
-import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from '../../nn/checkpoint.js';
+import { type LoopResult, type LoopState, runTraining } from '../../nn/loop.js';
 import { multilabelSoftMarginLoss } from '../../nn/losses.js';
-import { type Optimizer, backboneHeadOptimizer, polyLr } from '../../nn/optim.js';
-import { Rng, type RngState } from '../../nn/rng.js';
+import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
+import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
-import { log, progress } from '../../pipeline/log.js';
 import type { Params } from '../../pipeline/params.js';
 import type { CamNet } from './net.js';
 
@@ -29,32 +27,9 @@ export interface TrainImage {
   target: Float32Array;
 }
 
-export interface TrainState {
-  /** Epochs finished. */
-  epoch: number;
-  /** Optimizer iterations done. */
-  iter: number;
-  rng: RngState;
-  hash: string;
-  /** Mean loss of each finished epoch. */
-  losses: number[];
-  /** Provenance: the epoch range each process trained ([from, to)); several entries = resumed. */
-  runs: Array<{ from: number; to: number }>;
-}
+export type TrainState = LoopState;
 
-export interface TrainResult {
-  epochs: number;
-  /** Epoch this run started at (0 = from scratch). */
-  resumedFrom: number;
-  /** Why an existing checkpoint was not used, if there was one. */
-  restartReason?: string;
-  losses: number[];
-  /** Training images/s of this run (0 when nothing was trained). */
-  imagesPerSecond: number;
-  seconds: number;
-  /** tf.memory().numTensors after each epoch of this run (leak check). */
-  tensorsAfterEpoch: number[];
-}
+export type TrainResult = LoopResult;
 
 export interface TrainOptions {
   net: CamNet;
@@ -96,67 +71,22 @@ export async function trainCam(o: TrainOptions): Promise<TrainResult> {
   if (images.length === 0) throw new Error('no training images with tags');
   const opt = makeOptimizer(net, cam);
   try {
-    const itersPerEpoch = Math.ceil(images.length / cam.batch_size);
-    const maxIter = cam.epochs * itersPerEpoch;
-    let state: TrainState = { epoch: 0, iter: 0, rng: new Rng(o.seed).state(), hash: o.hash, losses: [], runs: [] };
-    let restartReason: string | undefined;
-    if (await checkpointExists(o.checkpointDir)) {
-      const saved = await readTrainState<TrainState>(o.checkpointDir);
-      if (saved && saved.hash === o.hash) {
-        await loadCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt });
-        state = saved;
-        log.info(`cam: resuming from the checkpoint at epoch ${saved.epoch} (${o.checkpointDir})`);
-      } else {
-        restartReason = saved ? `checkpoint params hash ${saved.hash} differs from ${o.hash}` : 'checkpoint has no training state';
-        log.info(`cam: not resuming (${restartReason}): training from scratch`);
-      }
-    }
-    const resumedFrom = state.epoch;
-    const runs = [...(state.runs ?? [])];
-    const rng = Rng.fromState(state.rng);
-    const losses = [...state.losses];
-    const tensorsAfterEpoch: number[] = [];
-    let trained = 0;
-    const t0 = performance.now();
-    let ran = 0;
-    for (let epoch = state.epoch; epoch < cam.epochs; epoch++) {
-      if (o.stopAfter !== undefined && ran >= o.stopAfter) break;
-      const order = rng.shuffle(images.map((_, i) => i));
-      const bar = progress(`cam train epoch ${epoch + 1}/${cam.epochs}`, images.length, ['loss', 'img/s']);
-      const e0 = performance.now();
-      let lossSum = 0;
-      let seen = 0;
-      for (let b = 0; b < itersPerEpoch; b++) {
-        const idx = order.slice(b * cam.batch_size, (b + 1) * cam.batch_size);
-        opt.lr = polyLr(cam.lr, state.iter, maxIter);
+    return await runTraining({
+      name: 'cam', size: images.length, batchSize: cam.batch_size, epochs: cam.epochs, lr: cam.lr,
+      optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
+      seed: o.seed, stopAfter: o.stopAfter,
+      step: (idx, rng) => {
         const { x, y } = makeBatch(images, idx, rng, cam);
-        let loss: number;
         try {
-          loss = trainStep(opt, (u) => tf.tidy(() => {
+          return trainStep(opt, (u) => tf.tidy(() => {
             const f = net.backbone.forward(net.backbone.preprocess(x), true, u);
             return multilabelSoftMarginLoss(net.head.classifierLogits(f.last), y);
           })).loss;
         } finally {
           tf.dispose([x, y]);
         }
-        state.iter++;
-        lossSum += loss * idx.length;
-        seen += idx.length;
-        trained += idx.length;
-        bar.tick(idx.length, { loss: lossSum / seen, 'img/s': seen / ((performance.now() - e0) / 1000) });
-      }
-      bar.stop();
-      losses.push(lossSum / seen);
-      state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
-      await saveCheckpoint(o.checkpointDir, { variables: net.named(), optimizer: opt, trainState: state, meta: net.config });
-      tensorsAfterEpoch.push(tf.memory().numTensors);
-      ran++;
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    return {
-      epochs: state.epoch, resumedFrom, restartReason, losses, seconds, tensorsAfterEpoch,
-      imagesPerSecond: trained > 0 ? trained / seconds : 0,
-    };
+      },
+    });
   } finally {
     opt.dispose();
   }
