@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
 import type { Backbone, Features, OutputStride } from './backbone.js';
+import { relu6 } from './native.js';
 import { Norm, type NormKind, type NormOptions, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv, normalTensor } from './params.js';
 import { Rng } from './rng.js';
@@ -199,7 +200,7 @@ export class MobileNetV1 implements Backbone {
         h = l.depthwise
           ? tf.depthwiseConv2d(h, l.conv as tf.Tensor4D, l.stride, 'same')
           : tf.conv2d(h, l.conv as tf.Tensor4D, l.stride, 'same');
-        h = tf.relu6(l.norm.apply(h, training, updates));
+        h = relu6(l.norm.apply(h, training, updates));
         if (!l.depthwise && LEVEL_BLOCKS.includes(l.block)) levels.push(h);
       }
       levels.push(h);

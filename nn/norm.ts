@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../pipeline/errors.js';
+import { fusedBatchNormFixed, fusedBatchNormTrain } from './native.js';
 import type { ParamStore } from './params.js';
 
 export type NormKind = 'batch' | 'group' | 'frozen';
@@ -70,11 +71,31 @@ export class NormUpdates {
     const pending = this.pending;
     this.pending = [];
     try {
+      // One blend over the concatenation of all layers' statistics instead of 6 small ops per
+      // layer (kernel launch overhead dominates these [C] vectors on tfjs-node); elementwise, so
+      // bit-identical. Round r holds each layer's r-th record, which keeps the record order for
+      // layers recorded more than once; layers of one blend share the momentum.
+      const rounds: Map<number, PendingUpdate[]>[] = [];
+      const seen = new Map<tf.Variable, number>();
       for (const p of pending) {
-        tf.tidy(() => {
-          p.mean.assign(tf.add(tf.mul(p.mean, 1 - p.momentum), tf.mul(p.batchMean, p.momentum)));
-          p.variance.assign(tf.add(tf.mul(p.variance, 1 - p.momentum), tf.mul(p.batchVar, p.momentum)));
-        });
+        const r = seen.get(p.mean) ?? 0;
+        seen.set(p.mean, r + 1);
+        const round = (rounds[r] ??= new Map());
+        round.set(p.momentum, [...(round.get(p.momentum) ?? []), p]);
+      }
+      for (const round of rounds) {
+        for (const [m, ps] of round) {
+          tf.tidy(() => {
+            const moving = tf.concat([...ps.map((p) => p.mean), ...ps.map((p) => p.variance)]);
+            const batch = tf.concat([...ps.map((p) => p.batchMean), ...ps.map((p) => p.batchVar)]);
+            const sizes = ps.map((p) => p.mean.size);
+            const parts = tf.split(tf.add(tf.mul(moving, 1 - m), tf.mul(batch, m)), [...sizes, ...sizes]);
+            ps.forEach((p, i) => {
+              p.mean.assign(parts[i]);
+              p.variance.assign(parts[ps.length + i]);
+            });
+          });
+        }
       }
     } finally {
       for (const p of pending) tf.dispose([p.batchMean, p.batchVar]);
@@ -170,14 +191,9 @@ export class Norm {
           : undefined;
         return batchNormTrain(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps, record);
       }
-      return tf.batchNorm4d(
-        x,
-        this.movingMean as tf.Tensor1D,
-        this.movingVariance as tf.Tensor1D,
-        this.beta as tf.Tensor1D,
-        this.gamma as tf.Tensor1D,
-        this.eps,
-      );
+      const [mean, variance, gamma, beta] = [this.movingMean, this.movingVariance, this.gamma, this.beta] as tf.Tensor1D[];
+      // One-kernel backward on tfjs-node (nn/native.ts); same values as tf.batchNorm4d.
+      return fusedBatchNormFixed(x, mean, variance, gamma, beta, this.eps) ?? tf.batchNorm4d(x, mean, variance, beta, gamma, this.eps);
     });
   }
 
@@ -197,6 +213,9 @@ export class Norm {
  *   dbeta = sum dy, dgamma = sum dy * xhat,
  *   dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))      (means over the stats axes)
  * test/nn/norm.test.ts checks both against autodiff of the plain formula.
+ * On tfjs-node the same math runs as TensorFlow's FusedBatchNormV3 / FusedBatchNormGradV3, one
+ * kernel each way (nn/native.ts; a further ~5x on this layer); the formulation below is the
+ * portable path for the wasm/cpu backends.
  */
 
 /**
@@ -210,6 +229,8 @@ export function batchNormTrain(
   eps: number,
   onStats?: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
 ): tf.Tensor4D {
+  const fused = fusedBatchNormTrain(x, gamma, beta, eps, onStats);
+  if (fused) return fused;
   return tf.tidy(() => {
     const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const [xi, g, b] = args as tf.Tensor[];

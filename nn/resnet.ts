@@ -12,6 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../pipeline/errors.js';
 import type { Backbone, Features, OutputStride } from './backbone.js';
+import { maxPool, relu } from './native.js';
 import { Norm, type NormKind, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv } from './params.js';
 import { Rng } from './rng.js';
@@ -122,8 +123,8 @@ export class ResNet implements Backbone {
     return tf.tidy(() => {
       if (x.rank !== 4 || x.shape[3] !== 3) throw new TagsegError(`resnet expects [B,H,W,3] input, got [${x.shape.join(', ')}]`);
       let h = tf.conv2d(x, this.stemConv as tf.Tensor4D, 2, 'same');
-      h = tf.relu(this.stemNorm.apply(h, training, updates));
-      h = tf.maxPool(h, 3, 2, 'same');
+      h = relu(this.stemNorm.apply(h, training, updates));
+      h = maxPool(h, 3, 2, 'same');
       const levels: tf.Tensor4D[] = [];
       for (const blocks of this.stages) {
         for (const b of blocks) h = this.block(b, h, training, updates);
@@ -137,11 +138,11 @@ export class ResNet implements Backbone {
   private block(b: Block, x: tf.Tensor4D, training: boolean, updates?: NormUpdates): tf.Tensor4D {
     return tf.tidy(() => {
       let h = tf.conv2d(x, b.conv1 as tf.Tensor4D, b.stride, 'same');
-      h = tf.relu(b.norm1.apply(h, training, updates));
+      h = relu(b.norm1.apply(h, training, updates));
       h = tf.conv2d(h, b.conv2 as tf.Tensor4D, 1, 'same');
       h = b.norm2.apply(h, training, updates);
       const shortcut = b.down ? b.down.norm.apply(tf.conv2d(x, b.down.conv as tf.Tensor4D, b.stride, 'same'), training, updates) : x;
-      return tf.relu(tf.add(h, shortcut)) as tf.Tensor4D;
+      return relu(tf.add(h, shortcut)) as tf.Tensor4D;
     });
   }
 
