@@ -49,9 +49,18 @@ export const AFFINITY_OUTPUTS = {
 const INPUTS = { images: 'cache/images.arrow', cams: CAM_OUTPUTS.cams, camModel: CAM_OUTPUTS.model } as const;
 /** affinity keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
 const NOT_IN_TRAIN_HASH = ['epochs', 'beta', 'logt', 'alpha'];
+/** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */
+const BG_LABEL_KEYS = ['conf_fg', 'conf_bg', 'crf'];
+const NO_BG_LABEL_KEYS = ['margin', 'floor'];
 
-export function affinityTrainHash(p: Params, dataHash: string): string {
-  const a = Object.fromEntries(Object.entries(p.affinity).filter(([k]) => !NOT_IN_TRAIN_HASH.includes(k)));
+/**
+ * Resume key of the training: seed, split, the affinity keys that shape the weights and the data.
+ * `background` (the dataset's bg class or null) drops the label keys that do not apply to it, so
+ * e.g. a new conf_bg default does not retrain an MSRC-v2 model.
+ */
+export function affinityTrainHash(p: Params, dataHash: string, background: number | null = null): string {
+  const unused = [...NOT_IN_TRAIN_HASH, ...(background === null ? BG_LABEL_KEYS : NO_BG_LABEL_KEYS)];
+  const a = Object.fromEntries(Object.entries(p.affinity).filter(([k]) => !unused.includes(k)));
   const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, affinity: a, data: dataHash });
   return createHash('sha256').update(key).digest('hex').slice(0, 16);
 }
@@ -139,7 +148,7 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' in cams.arrow`, { file: camsFile, hint: 'check dataset.train_split' });
 
   // 2. training
-  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}`);
+  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}`, background);
   const modelDir = o.path(AFFINITY_OUTPUTS.model);
   const net = await affinityNetFromCam(o.path(INPUTS.camModel), { dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed });
   try {

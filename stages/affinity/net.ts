@@ -9,13 +9,15 @@
  * whose resnet38 keeps every BatchNorm in eval mode while training AffinityNet; gradients still
  * reach the convolutions. The head uses GroupNorm (no statistics).
  */
+import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
-import { saveCheckpoint } from '../../nn/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
+import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { writeFileAtomic } from '../../pipeline/fsutil.js';
-import { type CamModelConfig, loadCamModel } from '../cam/net.js';
+import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
 import { AffinityHead } from './head.js';
 
 export const AFFINITY_MODEL_FORMAT = 'tagseg-affinity-model';
@@ -41,14 +43,19 @@ export interface AffinityNet {
   dispose(): void;
 }
 
-/** Backbone from the CAM model in `camDir` (its classifier is dropped) + a fresh AffinityHead. */
-export async function affinityNetFromCam(camDir: string, o: { dim: number; radius: number; stride: number; seed: number }): Promise<AffinityNet> {
+/**
+ * Backbone from the CAM model in `camDir` (its classifier is dropped) + a fresh AffinityHead on
+ * the backbone levels `levels` (default: the head's default, the last three) reduced to `reduce`.
+ */
+export async function affinityNetFromCam(
+  camDir: string, o: { dim: number; radius: number; stride: number; seed: number; levels?: number[]; reduce?: number[] },
+): Promise<AffinityNet> {
   const cam = await loadCamModel(camDir);
   cam.head.dispose();
   const backbone = cam.backbone;
   let head: AffinityHead;
   try {
-    head = new AffinityHead(backbone.channels, { dim: o.dim, seed: o.seed + 7 });
+    head = new AffinityHead(backbone.channels, { dim: o.dim, seed: o.seed + 7, levels: o.levels, reduce: o.reduce });
   } catch (err) {
     backbone.dispose();
     throw err;
@@ -57,6 +64,10 @@ export async function affinityNetFromCam(camDir: string, o: { dim: number; radiu
     format: AFFINITY_MODEL_FORMAT, version: 1, cam: cam.config,
     head: { levels: head.levels, reduce: head.reduce, dim: head.dim }, radius: o.radius, stride: o.stride,
   };
+  return assemble(backbone, head, config);
+}
+
+function assemble(backbone: Backbone, head: AffinityHead, config: AffinityModelConfig): AffinityNet {
   return {
     backbone,
     head,
@@ -73,6 +84,43 @@ export async function affinityNetFromCam(camDir: string, o: { dim: number; radiu
 export async function saveAffinityModel(dir: string, net: AffinityNet): Promise<void> {
   await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
   await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+}
+
+/** Load a model written by saveAffinityModel (models/affinity; the contrast stage walks with it). The caller disposes it. */
+export async function loadAffinityModel(dir: string): Promise<AffinityNet> {
+  const file = path.join(dir, 'config.json');
+  let config: AffinityModelConfig;
+  try {
+    config = JSON.parse(await fs.readFile(file, 'utf8')) as AffinityModelConfig;
+  } catch (err) {
+    throw new TagsegError(`cannot read the affinity model config: ${messageOf(err)}`, { file, hint: 'run `tagseg run affinity` first' });
+  }
+  if (config.format !== AFFINITY_MODEL_FORMAT) throw new TagsegError(`not a ${AFFINITY_MODEL_FORMAT} config`, { file });
+  const cam = await buildCamNet(config.cam, 0, false);
+  cam.head.dispose();
+  const backbone = cam.backbone;
+  let head: AffinityHead;
+  try {
+    head = new AffinityHead(backbone.channels, { levels: config.head.levels, reduce: config.head.reduce, dim: config.head.dim });
+  } catch (err) {
+    backbone.dispose();
+    throw err;
+  }
+  const net: AffinityNet = {
+    backbone, head, config,
+    named: () => mergeNamed(backbone.params.named('backbone/'), head.params.named('affinity/')),
+    dispose() {
+      backbone.dispose();
+      head.dispose();
+    },
+  };
+  try {
+    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
+  } catch (err) {
+    net.dispose();
+    throw err;
+  }
+  return net;
 }
 
 /**
