@@ -1,0 +1,346 @@
+/**
+ * Stage `refine`: class maps -> pseudo-masks at the original image size.
+ *
+ * For every row of cams.arrow (every split, same order), with the maps of `refine.source`
+ * (contrast: contrast_cams.arrow `propagated` = RCA + random walk; affinity: affinity_cams.arrow;
+ * cam: cams.arrow) and the original image decoded from dataset.arrow's image_path (refine.ts):
+ * 1. scores at the original size, background by a constant or (1 - max)^power, argmax over the
+ *    tags without a background class (labels.ts);
+ * 2. dense CRF on the original RGB (ops/crf.ts: permutohedral lattice, Gaussian + bilateral, Potts,
+ *    mean field; PSA's crf_inference settings by default);
+ * 3. ignore (255) where the ignore rule says the label is unsure (confidence.ts);
+ * 4. flags: a tag with no pixel, an image that is mostly ignore (sanity.ts);
+ * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).
+ * Images are decoded `refine.concurrency` at a time (data/load.ts orderedMap keeps row order);
+ * the CRF is synchronous JS, so that overlaps decoding with the CRF rather than running CRFs in
+ * parallel.
+ * metrics/refine.json: the chain table (evaluate.ts: CAM -> random walk -> RCA -> RCA + random
+ * walk -> pseudo-masks, all scored at the original size on the train split's masks), the
+ * CRF/ignore ablation of the pseudo-masks, ignore fraction, flags, time and throughput.
+ */
+import { decodeImage, readMask } from '../../data/decode.js';
+import { orderedMap } from '../../data/load.js';
+import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
+import type { DenseCrfOptions } from '../../ops/crf.js';
+import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { TagsegError } from '../../pipeline/errors.js';
+import { exists } from '../../pipeline/fsutil.js';
+import { log, progress } from '../../pipeline/log.js';
+import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Stage } from '../../pipeline/stage.js';
+import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
+import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
+import { PngExport } from './export.js';
+import { type RefinedImage, type RefineSettings, refineImage } from './refine.js';
+import { classPixelCounts, imageFlags } from './sanity.js';
+import { PSEUDO_MASK_COLUMNS, REFINE_OUTPUTS, type RefineExtra, type RefineSource } from './tables.js';
+
+const PARAMS = ['dataset.train_split', 'refine'];
+export const REFINE_INPUTS = {
+  dataset: 'cache/dataset.arrow',
+  cams: 'cache/cams.arrow',
+  affinity: 'cache/affinity_cams.arrow',
+  contrast: 'cache/contrast_cams.arrow',
+} as const;
+
+/** The map tables: file, the stage that writes it, and the chain steps read from it (column -> step). */
+const MAP_TABLES = {
+  cam: { file: REFINE_INPUTS.cams, stage: 'cam', columns: { cams: 'cam' } },
+  affinity: { file: REFINE_INPUTS.affinity, stage: 'affinity', columns: { cams: 'random_walk' } },
+  contrast: { file: REFINE_INPUTS.contrast, stage: 'contrast', columns: { cams: 'rca', propagated: 'rca_random_walk' } },
+} as const satisfies Record<RefineSource, { file: string; stage: string; columns: Record<string, MapStep> }>;
+
+/** Where each `refine.source` takes its maps. */
+export const SOURCE_MAPS: Record<RefineSource, { table: string; column: string }> = {
+  contrast: { table: REFINE_INPUTS.contrast, column: 'propagated' },
+  affinity: { table: REFINE_INPUTS.affinity, column: 'cams' },
+  cam: { table: REFINE_INPUTS.cams, column: 'cams' },
+};
+
+export const stage: Stage = {
+  name: 'refine',
+  summary: 'class maps -> dense CRF -> pseudo-masks at the original size with ignore -> cache/pseudo_masks.arrow + outputs/pseudo_masks/*.png',
+  io: (p) => ({
+    // dataset.root: the original images (decoded at their own size for the CRF) and the masks.
+    reads: [p.dataset.root, REFINE_INPUTS.dataset, REFINE_INPUTS.cams, REFINE_INPUTS.affinity, REFINE_INPUTS.contrast],
+    writes: [REFINE_OUTPUTS.masks, REFINE_OUTPUTS.pngs],
+    metrics: [REFINE_OUTPUTS.metrics],
+    plots: [],
+    code: ['data', 'eval', 'ops', 'pipeline', 'stages/cam', 'stages/refine'],
+    params: PARAMS,
+  }),
+  async run(ctx) {
+    const r = await runRefine({ params: ctx.params, path: ctx.path });
+    await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.metrics), r);
+    if (!ctx.json) process.stderr.write(`${formatRefine(r)}\n`);
+    return r as unknown as Record<string, unknown>;
+  },
+};
+
+export interface RefineRunResult {
+  source: RefineSource;
+  /** Name of the background class, or null (argmax over the tags). */
+  background: string | null;
+  split: string;
+  /** The chain, scored on `split`'s masks at the original size. */
+  table: ChainTable;
+  /** The pseudo-masks' own steps on the same images: the maps with refine's bg rule (no CRF), the CRF argmax (no ignore). */
+  ablation: { maps: StepScores; crf: StepScores };
+  settings: Omit<RefineExtra, 'background' | 'source' | 'maps'>;
+  /** Rows written (every split). */
+  images: number;
+  /** Mean over every image of its ignore fraction, and of its mean margin. */
+  ignore_fraction: number;
+  mean_margin: number;
+  flagged: { images: number; empty_tags: number; mostly_ignore: number };
+  pngs: number;
+  seconds: number;
+  images_per_second: number;
+  crf_seconds_per_image: number;
+  concurrency: number;
+}
+
+export interface RunRefineOptions {
+  params: Params;
+  path(rel: string): string;
+}
+
+interface DatasetEntry { imagePath: string; maskPath: string | null; width: number; height: number }
+
+/** One row of every map table that exists, for the same image. */
+type Zipped = Partial<Record<RefineSource, Row>> & { cam: Row };
+
+export function crfOptions(p: Params['refine']): DenseCrfOptions {
+  return {
+    iterations: p.crf.iterations,
+    gaussian: { sxy: p.crf.gaussian_sxy, compat: p.crf.gaussian_compat },
+    bilateral: { sxy: p.crf.bilateral_sxy, srgb: p.crf.bilateral_srgb, compat: p.crf.bilateral_compat },
+    normalization: 'symmetric',
+  };
+}
+
+export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
+  const t0 = performance.now();
+  const p = o.params;
+  const rp = p.refine;
+  const split = p.dataset.train_split;
+
+  // Tables: cams.arrow is required (row order); the source's table too; the others only feed the chain table.
+  const present: Partial<Record<RefineSource, { file: string; dtype: 'float16' | 'float32' }>> = {};
+  let classes: string[] = [];
+  let background: number | null = null;
+  let numRows = 0;
+  for (const key of ['cam', 'affinity', 'contrast'] as const) {
+    const t = MAP_TABLES[key];
+    const file = o.path(t.file);
+    if (!(await exists(file))) {
+      if (key === 'cam' || key === rp.source) throw new TagsegError('table not found', { file, hint: `rerun \`tagseg run ${t.stage}\`` });
+      log.warn(`refine: ${t.file} not found; its rows of the chain table stay empty`);
+      continue;
+    }
+    const info = await readInfo(file);
+    const extra = info.meta.extra ?? {};
+    if (key === 'cam') {
+      classes = info.meta.classes;
+      background = typeof extra.background === 'number' ? extra.background : null;
+      numRows = info.numRows;
+    } else if (JSON.stringify(info.meta.classes) !== JSON.stringify(classes) || info.numRows !== numRows) {
+      throw new TagsegError(`${t.file} and cams.arrow disagree (classes or row count)`, { file, hint: `rerun \`tagseg run ${t.stage}\`` });
+    }
+    if (key === 'contrast' && !info.columns.some((c) => c.name === 'propagated')) {
+      throw new TagsegError("contrast_cams.arrow has no 'propagated' column", { file, hint: 'rerun `tagseg run contrast`' });
+    }
+    present[key] = { file, dtype: extra.dtype === 'float32' ? 'float32' : 'float16' };
+  }
+
+  const datasetFile = o.path(REFINE_INPUTS.dataset);
+  const dataset = new Map<string, DatasetEntry>();
+  for (const r of await readAll(datasetFile, { stage: 'ingest' })) {
+    dataset.set(r.id as string, {
+      imagePath: r.image_path as string, maskPath: (r.mask_path as string | null) ?? null, width: r.orig_width as number, height: r.orig_height as number,
+    });
+  }
+
+  const settings: RefineSettings = {
+    bg: { background, mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
+    crf: crfOptions(rp),
+    ignore: { rule: rp.ignore, margin: rp.ignore_margin },
+  };
+  const crf = settings.crf;
+  const extraSettings: RefineRunResult['settings'] = {
+    bg: background === null ? null : { mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
+    crf: { iterations: crf.iterations, gaussian: { ...crf.gaussian! }, bilateral: { ...crf.bilateral! }, normalization: 'symmetric' },
+    ignore: { rule: rp.ignore, margin: rp.ignore_margin },
+    mostly_ignore: rp.mostly_ignore,
+  };
+  const extra: RefineExtra = { background, source: rp.source, maps: SOURCE_MAPS[rp.source], ...extraSettings };
+
+  const steps = (Object.keys(present) as RefineSource[]).flatMap((k) => Object.values(MAP_TABLES[k].columns) as MapStep[]);
+  const chain = new ChainScorer(classes, background, split, steps);
+  const beforeCm = new ConfusionMatrix(classes.length);
+  const crfCm = new ConfusionMatrix(classes.length);
+  let scored = 0;
+
+  const writer = await TableWriter.open(o.path(REFINE_OUTPUTS.masks), PSEUDO_MASK_COLUMNS, {
+    stage: 'refine', paramsHash: paramsHash(p, PARAMS), classes, extra: extra as unknown as Record<string, unknown>,
+  }, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
+  const pngs = await PngExport.open(o.path(REFINE_OUTPUTS.pngs));
+  const decodeMaps = (key: RefineSource, row: Row, column: string): Float32Array => {
+    const bytes = row[column] as Uint8Array;
+    return present[key]!.dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes);
+  };
+
+  interface Work { z: Zipped; H: number; W: number; gt: Uint8Array | null; r: RefinedImage }
+  const work = async (z: Zipped): Promise<Work> => {
+    const id = z.cam.id as string;
+    const d = dataset.get(id);
+    if (!d) throw new TagsegError(`image '${id}' of cams.arrow is not in dataset.arrow`, { file: datasetFile, hint: 'rerun the pipeline from ingest' });
+    const img = await decodeImage(d.imagePath, 0);
+    if (img.width !== d.width || img.height !== d.height) {
+      throw new TagsegError(`image is ${img.width}x${img.height}, dataset.arrow says ${d.width}x${d.height}`, { file: d.imagePath, hint: 'the dataset changed since ingest; rerun `tagseg run ingest`' });
+    }
+    const H = img.height;
+    const W = img.width;
+    const gt = z.cam.split === split && d.maskPath ? (await readMask(d.maskPath, W, H)).data : null;
+    const src = z[rp.source]!;
+    const r = refineImage({
+      maps: decodeMaps(rp.source, src, SOURCE_MAPS[rp.source].column), tags: src.tags as number[], h: src.height as number, w: src.width as number, rgb: img.rgb, H, W,
+    }, settings);
+    return { z, H, W, gt, r };
+  };
+
+  const bar = progress('refine', numRows);
+  let rows = 0;
+  let crfSeconds = 0;
+  let crfImages = 0;
+  let ignoreSum = 0;
+  let marginSum = 0;
+  const flagged = { images: 0, empty_tags: 0, mostly_ignore: 0 };
+  const loopStart = performance.now();
+  try {
+    for await (const { z, H, W, gt, r } of windowedMap(zipTables(present), work, rp.concurrency)) {
+      const id = z.cam.id as string;
+      const counts = classPixelCounts(r.mask, classes.length);
+      const ignoreFraction = r.ignored / (H * W);
+      const tags = z.cam.tags as number[];
+      const flags = imageFlags({ tags, classPixels: counts, classes, ignoreFraction, mostlyIgnore: rp.mostly_ignore });
+      await writer.write({
+        id, split: z.cam.split, height: H, width: W, tags, mask: r.mask, confidence: r.confidence,
+        class_pixels: counts, ignore_fraction: ignoreFraction, mean_margin: r.meanMargin, flags,
+      });
+      await pngs.write(id, r.mask, W, H);
+      if (gt) {
+        for (const key of Object.keys(present) as RefineSource[]) {
+          const row = z[key]!;
+          for (const [column, step] of Object.entries(MAP_TABLES[key].columns) as [string, MapStep][]) {
+            chain.addMaps(step, decodeMaps(key, row, column), row.tags as number[], row.height as number, row.width as number, gt, H, W);
+          }
+        }
+        chain.addPseudo(r.mask, gt);
+        beforeCm.add(r.before, gt);
+        crfCm.add(r.crf, gt);
+        scored++;
+      }
+      if (r.crfSeconds > 0) {
+        crfSeconds += r.crfSeconds;
+        crfImages++;
+      }
+      ignoreSum += ignoreFraction;
+      marginSum += r.meanMargin;
+      if (flags.length > 0) flagged.images++;
+      flagged.empty_tags += flags.filter((f) => f.startsWith('empty:')).length;
+      if (flags.includes('mostly_ignore')) flagged.mostly_ignore++;
+      rows++;
+      bar.tick();
+    }
+    bar.stop();
+    await writer.close();
+    await pngs.commit();
+  } catch (err) {
+    bar.stop();
+    await writer.abort();
+    await pngs.abort();
+    throw err;
+  }
+  const loopSeconds = (performance.now() - loopStart) / 1000;
+  if (scored === 0) log.warn(`refine: no image of split '${split}' has a ground-truth mask; the chain table is empty`);
+  return {
+    source: rp.source,
+    background: background === null ? null : classes[background],
+    split,
+    table: chain.result(),
+    ablation: {
+      maps: stepScores(segmentationScores(beforeCm), classes, null, scored, split),
+      crf: stepScores(segmentationScores(crfCm), classes, null, scored, split),
+    },
+    settings: extraSettings,
+    images: rows,
+    ignore_fraction: rows > 0 ? ignoreSum / rows : 0,
+    mean_margin: rows > 0 ? marginSum / rows : 0,
+    flagged,
+    pngs: rows,
+    seconds: (performance.now() - t0) / 1000,
+    images_per_second: loopSeconds > 0 ? rows / loopSeconds : 0,
+    crf_seconds_per_image: crfImages > 0 ? crfSeconds / crfImages : 0,
+    concurrency: rp.concurrency,
+  };
+}
+
+/** The rows of every present map table, in lockstep (same order as cams.arrow; ids checked). */
+async function* zipTables(present: Partial<Record<RefineSource, { file: string }>>): AsyncGenerator<Zipped> {
+  const keys = Object.keys(present) as RefineSource[];
+  const readers = new Map<RefineSource, TableReader>();
+  try {
+    for (const k of keys) readers.set(k, await TableReader.open(present[k]!.file, { stage: MAP_TABLES[k].stage }));
+    const its = new Map(keys.filter((k) => k !== 'cam').map((k) => [k, readers.get(k)!.rows()[Symbol.asyncIterator]()]));
+    for await (const c of readers.get('cam')!.rows()) {
+      const z: Zipped = { cam: c };
+      for (const [k, it] of its) {
+        const n = await it.next();
+        if (n.done || n.value.id !== c.id) {
+          throw new TagsegError(`row '${n.done ? 'end of table' : String(n.value.id)}' where cams.arrow has '${String(c.id)}'`, {
+            file: present[k]!.file, hint: `rerun \`tagseg run ${MAP_TABLES[k].stage}\``,
+          });
+        }
+        z[k] = n.value;
+      }
+      yield z;
+    }
+  } finally {
+    for (const r of readers.values()) await r.close();
+  }
+}
+
+/**
+ * `orderedMap` (bounded concurrency, input order) over an async source: pulls it in chunks of
+ * 4 x concurrency items, so at most that many rows (maps, decoded images) are held at once.
+ */
+export async function* windowedMap<T, R>(source: AsyncIterable<T>, fn: (item: T) => Promise<R>, concurrency: number): AsyncGenerator<R> {
+  const size = 4 * concurrency;
+  let chunk: T[] = [];
+  for await (const item of source) {
+    chunk.push(item);
+    if (chunk.length >= size) {
+      yield* orderedMap(chunk, fn, { concurrency });
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) yield* orderedMap(chunk, fn, { concurrency });
+}
+
+export function formatRefine(r: RefineRunResult): string {
+  const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
+  const steps: [string, StepScores | null][] = [
+    ['cam', r.table.cam], ['random_walk', r.table.random_walk], ['rca', r.table.rca], ['rca_random_walk', r.table.rca_random_walk],
+    ['maps (refine bg rule)', r.ablation.maps], ['+ CRF', r.ablation.crf], ['pseudo_masks', r.table.pseudo_masks],
+  ];
+  const at = (s: StepScores | null) => (s?.threshold === null || s?.threshold === undefined ? '' : ` (bg ${s.threshold})`);
+  return [
+    `refine: ${r.images} pseudo-masks from ${r.source} maps, CRF ${r.settings.crf.iterations} iterations, ignore ${r.settings.ignore.rule} (margin ${r.settings.ignore.margin}); mean ignore ${pct(r.ignore_fraction)}%, ${r.flagged.images} images flagged (${r.flagged.empty_tags} empty tags, ${r.flagged.mostly_ignore} mostly ignore)`,
+    `${r.split} split at the original size (${r.table.pseudo_masks.images} images): step  mIoU  precision  recall`,
+    ...steps.map(([n, s]) => `  ${n.padEnd(22)} ${pct(s?.miou).padStart(5)}  ${pct(s?.precision).padStart(5)}  ${pct(s?.recall).padStart(5)}${at(s)}`),
+    `  pseudo-masks leave ${pct(r.table.pseudo_masks.ignore_fraction)}% of the scored pixels as ignore`,
+    `${r.images_per_second.toFixed(1)} images/s (concurrency ${r.concurrency}), CRF ${(1000 * r.crf_seconds_per_image).toFixed(0)} ms/image, ${r.seconds.toFixed(1)} s`,
+  ].join('\n');
+}
