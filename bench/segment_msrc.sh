@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Segment stage on MSRC-v2: oracle (ground truth) vs pseudo-masks on the same validation carve, mIoU and ratio; optionally each contrast option.
+#   npm run bench -- segment_msrc [both|oracle|weak|contrast] [extra --set args...]
+# Reads a workspace that already has cache/{dataset,images,pseudo_masks}.arrow, models/cam and
+# metrics/refine.json (SRC, default runs/msrc-bench), COPIES them into WS (default
+# /tmp/tagseg-segment-msrc; SRC is never modified) and runs `tagseg run segment` there.
+# Prints each run's summary, wall time and peak RSS, and metrics/segment.json's scores.
+set -euo pipefail
+which=${1:-both}; shift || true
+here=$(cd "$(dirname "$0")/.." && pwd)
+src=${SRC:-$here/runs/msrc-bench}
+ws=${WS:-/tmp/tagseg-segment-msrc}
+# The MSRC-v2 recipe (pretrained MobileNet from models/cam, stride 16 + decoder at stride 4):
+# crops of 224 px, a gentle backbone lr with a 10x head (as the cam recipe: a large lr destroys
+# the pretrained features), 10 epochs.
+MSRC=(--set segment.crop=224 --set segment.batch_size=8 --set segment.optimizer=adamw --set segment.lr=0.0001
+      --set segment.head_lr_mult=10 --set segment.epochs=10 --set segment.head_dim=64)
+if [ ! -f "$ws/params.yaml" ]; then
+  node "$here/bin/tagseg.js" workspace "$ws" --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" --set ingest.size=320 >/dev/null
+fi
+mkdir -p "$ws/cache" "$ws/models" "$ws/metrics"
+for f in dataset.arrow images.arrow pseudo_masks.arrow; do
+  if [ -f "$src/cache/$f" ]; then cp -u "$src/cache/$f" "$ws/cache/$f"; elif [ "$f" != pseudo_masks.arrow ] || [ "$which" != oracle ]; then echo "missing $src/cache/$f" >&2; exit 1; fi
+done
+rm -rf "$ws/models/cam" && cp -r "$src/models/cam" "$ws/models/cam" && rm -rf "$ws/models/cam/train"
+[ -f "$src/metrics/refine.json" ] && cp "$src/metrics/refine.json" "$ws/metrics/refine.json"
+cd "$ws"
+declare -A miou
+run() {
+  local name=$1; shift
+  rm -rf models/segment
+  echo "== $name: $*"
+  /usr/bin/time -f "peak RSS %M KiB, wall %e s" node bin/tagseg.js run segment "${MSRC[@]}" "$@" 2>&1 | grep -v "^segment train\|^segment validation\|oneDNN\|absl"
+  miou[$name]=$(node -e "const m=require('./metrics/segment.json'); console.log(m.val.miou)")
+  node -e "const m=require('./metrics/segment.json'); console.log(JSON.stringify({val: {miou: m.val.miou, pixel_accuracy: m.val.pixel_accuracy, images: m.val.images}, pseudo_val: m.pseudo_val && m.pseudo_val.miou, chain: m.chain}))"
+}
+case "$which" in
+  oracle) run oracle --set segment.labels=gt "$@" ;;
+  weak) run weak --set segment.labels=pseudo "$@" ;;
+  both)
+    run oracle --set segment.labels=gt "$@"
+    run weak --set segment.labels=pseudo "$@"
+    node -e "const o=${miou[oracle]}, w=${miou[weak]}; console.log('weak / oracle mIoU: ' + w + ' / ' + o + ' = ' + (w / o).toFixed(3) + ' (target >= 0.85)')" ;;
+  contrast)
+    for c in none pixel reco spml; do run "contrast-$c" --set segment.labels=pseudo --set segment.contrast=$c "$@"; done ;;
+  *) echo "usage: segment_msrc.sh [both|oracle|weak|contrast] [--set ...]" >&2; exit 2 ;;
+esac

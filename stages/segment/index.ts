@@ -1,0 +1,358 @@
+/**
+ * Stage `segment`: pseudo-masks (or ground truth) -> a segmentation network -> models/segment.
+ *
+ * 1. Split: the images of `dataset.train_split` minus a validation carve (labels.ts: seeded hash
+ *    of the id < `segment.val_fraction`), identical in both label modes; never trained on.
+ * 2. Labels: `segment.labels: pseudo` takes cache/pseudo_masks.arrow (stage refine, original size,
+ *    resized to the working size by nearest); `gt` takes images.arrow's ground-truth masks (the
+ *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
+ *    declared dep in both modes (io is static), but gt mode does not open it.
+ * 3. Train (train.ts): backbone of models/cam + ContextHead (head.ts, net.ts), cross-entropy
+ *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
+ *    models/segment/train (resumed when `segmentTrainHash` matches) -> models/segment
+ *    (config.json, classes.json, weights/, val_ids.txt), self-contained for `tagseg predict`.
+ * 4. Validate: predictions at the working size with `segment.scales` x flip, probabilities
+ *    upsampled bilinearly to the original size, scored against the masks at mask_path (original
+ *    resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
+ *    same validation images are scored too (does the network beat its own labels?).
+ * 5. metrics/segment.json, with `chain`: the rows of metrics/refine.json's `table` (CAM -> random
+ *    walk -> RCA -> pseudo-masks, scored by refine on the train split) + pseudo-masks and the
+ *    segmentation network on the validation carve, in one table.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { readMask } from '../../data/decode.js';
+import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
+import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
+import { initBackend } from '../../pipeline/backend.js';
+import { TagsegError, messageOf } from '../../pipeline/errors.js';
+import { exists, hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
+import { log, progress } from '../../pipeline/log.js';
+import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { type Params, stableStringify } from '../../pipeline/params.js';
+import type { Stage } from '../../pipeline/stage.js';
+import { CAM_OUTPUTS } from '../cam/tables.js';
+import { segmentBatch } from './infer.js';
+import { carveVal, labelledFraction, labelsAtWorkingSize } from './labels.js';
+import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
+import { type SegAux, createSegAux } from './contrast.js';
+import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
+
+const PARAMS = ['seed', 'dataset.train_split', 'segment'];
+export const SEGMENT_OUTPUTS = { model: 'models/segment', metrics: 'metrics/segment.json' } as const;
+const INPUTS = {
+  dataset: 'cache/dataset.arrow',
+  images: 'cache/images.arrow',
+  pseudo: 'cache/pseudo_masks.arrow',
+  camModel: CAM_OUTPUTS.model,
+  refineMetrics: 'metrics/refine.json',
+} as const;
+/** segment keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
+const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip'];
+/** Images per inference batch during validation (same-size images only). */
+const VAL_BATCH = 4;
+
+export function segmentTrainHash(p: Params, dataHash: string): string {
+  const s = Object.fromEntries(Object.entries(p.segment).filter(([k]) => !NOT_IN_TRAIN_HASH.includes(k)));
+  const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, segment: s, data: dataHash });
+  return createHash('sha256').update(key).digest('hex').slice(0, 16);
+}
+
+export const stage: Stage = {
+  name: 'segment',
+  summary: 'train the segmentation network on the pseudo-masks (or ground truth), score it on a validation carve -> models/segment',
+  io: () => ({
+    reads: [INPUTS.dataset, INPUTS.images, INPUTS.pseudo, INPUTS.camModel, INPUTS.refineMetrics],
+    writes: [SEGMENT_OUTPUTS.model],
+    metrics: [SEGMENT_OUTPUTS.metrics],
+    plots: [],
+    code: ['data', 'eval', 'nn', 'pipeline', 'stages/cam', 'stages/segment'],
+    params: PARAMS,
+  }),
+  async run(ctx) {
+    const r = await runSegment({ params: ctx.params, path: ctx.path });
+    const { seconds: _s, peakRssMiB: _m, training, ...stable } = r;
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.metrics), { ...stable, losses: training.losses });
+    if (!ctx.json) process.stderr.write(`${formatSegment(r)}\n`);
+    return r as unknown as Record<string, unknown>;
+  },
+};
+
+export interface SegScores {
+  miou: number | null;
+  pixel_accuracy: number | null;
+  /** Labelled fraction of the valid pixels (1 for a network; < 1 for pseudo-masks with 255). */
+  coverage: number | null;
+  images: number;
+  iou: Record<string, number | null>;
+}
+
+export interface ChainRow {
+  step: string;
+  miou: number | null;
+  split: string;
+  images?: number;
+}
+
+export interface SegmentRunResult {
+  labels: 'pseudo' | 'gt';
+  contrast: string;
+  epochs: number;
+  trainImages: number;
+  valImages: number;
+  /** Fraction of training-label pixels that carry a class (not 255). */
+  labelledFraction: number;
+  val: SegScores;
+  /** pseudo mode: the pseudo-masks of the validation images, scored the same way. */
+  pseudo_val?: SegScores;
+  chain: ChainRow[];
+  training: SegTrainResult;
+  seconds: number;
+  peakRssMiB: number;
+}
+
+export interface RunSegmentOptions {
+  params: Params;
+  path(rel: string): string;
+  /** Tests: stop training after this many epochs in this run (simulates a kill; no model, no scores). */
+  stopAfter?: number;
+}
+
+interface DatasetRow {
+  split: string;
+  maskPath: string | null;
+  origWidth: number;
+  origHeight: number;
+}
+
+export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult> {
+  const t0 = performance.now();
+  await initBackend();
+  const p = o.params;
+  const s = p.segment;
+  const imagesFile = o.path(INPUTS.images);
+  const info = await readInfo(imagesFile);
+  const classes = info.meta.classes;
+  const bgRaw = info.meta.extra?.background;
+  const background = typeof bgRaw === 'number' ? bgRaw : null;
+  const workingSize = typeof info.meta.extra?.working_size === 'number' ? info.meta.extra.working_size : 0;
+  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows);
+
+  // 1. train split ids in images.arrow order, the validation carve
+  const trainIds: string[] = [];
+  for (const [id, d] of dataset) if (d.split === p.dataset.train_split) trainIds.push(id);
+  if (trainIds.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}'`, { file: o.path(INPUTS.dataset), hint: 'check dataset.train_split' });
+  const carve = carveVal(trainIds, s.val_fraction, p.seed);
+  const valSet = new Set(carve.val);
+  const trainSet = new Set(carve.train);
+
+  // 2. training labels at the working size; validation pixels kept for scoring
+  const pseudo = s.labels === 'pseudo' ? await readPseudoMasks(o.path(INPUTS.pseudo), classes, trainSet, valSet) : null;
+  const train: SegTrainImage[] = [];
+  const val: { id: string; pixels: Uint8Array; height: number; width: number }[] = [];
+  let labelled = 0;
+  {
+    const reader = await TableReader.open(imagesFile, { stage: 'ingest' });
+    try {
+      for await (const row of reader.rows()) {
+        const id = row.id as string;
+        const H = row.height as number;
+        const W = row.width as number;
+        if (valSet.has(id)) val.push({ id, pixels: row.pixels as Uint8Array, height: H, width: W });
+        if (!trainSet.has(id)) continue;
+        let labels: Uint8Array;
+        if (pseudo) {
+          const m = pseudo.train.get(id);
+          if (!m) throw new TagsegError(`image '${id}' of the train split has no pseudo-mask`, { file: o.path(INPUTS.pseudo), hint: 'rerun `tagseg run refine`' });
+          labels = labelsAtWorkingSize(m.mask, m.height, m.width, H, W, classes.length, { file: o.path(INPUTS.pseudo), id });
+        } else {
+          if (!row.mask) throw new TagsegError(`image '${id}' of the train split has no ground-truth mask; segment.labels: gt needs one for every training image`, { file: imagesFile, hint: 'use segment.labels: pseudo' });
+          labels = labelsAtWorkingSize(row.mask as Uint8Array, H, W, H, W, classes.length, { file: imagesFile, id });
+        }
+        labelled += labelledFraction(labels);
+        train.push({ id, pixels: row.pixels as Uint8Array, height: H, width: W, labels, tags: row.tags as number[] });
+      }
+    } finally {
+      await reader.close();
+    }
+  }
+
+  // 3. training
+  const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
+  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt'].join(':');
+  const hash = segmentTrainHash(p, dataHash);
+  const modelDir = o.path(SEGMENT_OUTPUTS.model);
+  const net = await segNetFromCam(o.path(INPUTS.camModel), {
+    classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, seed: p.seed,
+  });
+  let aux: SegAux | undefined;
+  try {
+    aux = createSegAux(s, { classes: classes.length, background, inChannels: s.head_dim, seed: p.seed, startIter: Math.ceil(train.length / s.batch_size) });
+    const training = await trainSegNet({ net, images: train, segment: s, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash, aux, stopAfter: o.stopAfter });
+    const trainImages = train.length;
+    train.length = 0;
+    net.config.labels = s.labels;
+    net.config.paramsHash = hash;
+    net.config.epochs = training.epochs;
+    const base = {
+      labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages, valImages: val.length,
+      labelledFraction: trainImages ? labelled / trainImages : 0,
+    };
+    if (training.epochs < s.epochs) {
+      const empty: SegScores = { miou: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
+      return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
+    }
+    await saveSegModel(modelDir, net);
+    await writeFileAtomic(path.join(modelDir, 'val_ids.txt'), `${carve.val.join('\n')}\n`);
+
+    // 4. validation at the original resolution
+    const { scores, pseudoScores } = await validate(net, val, dataset, classes, s, pseudo?.val ?? null);
+    const chain = [
+      ...(await refineChain(o.path(INPUTS.refineMetrics))),
+      ...(pseudoScores ? [{ step: 'pseudo_masks', miou: pseudoScores.miou, split: 'val', images: pseudoScores.images }] : []),
+      { step: s.labels === 'gt' ? 'segmentation (gt oracle)' : 'segmentation', miou: scores.miou, split: 'val', images: scores.images },
+    ];
+    return {
+      ...base, val: scores, ...(pseudoScores ? { pseudo_val: pseudoScores } : {}), chain, training,
+      seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss(),
+    };
+  } finally {
+    net.dispose();
+    aux?.dispose();
+  }
+}
+
+const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
+
+async function readDataset(file: string, expectRows: number): Promise<Map<string, DatasetRow>> {
+  const rows = await readAll(file, { stage: 'ingest' });
+  if (rows.length !== expectRows) throw new TagsegError('cache/dataset.arrow and cache/images.arrow have different row counts', { file, hint: 'rerun `tagseg run ingest`' });
+  return new Map(rows.map((r) => [r.id as string, {
+    split: r.split as string, maskPath: (r.mask_path as string | null) ?? null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
+  }]));
+}
+
+interface PseudoMask { mask: Uint8Array; height: number; width: number }
+
+/** The pseudo-masks of the training and validation images (original size), checked against the classes. */
+async function readPseudoMasks(file: string, classes: string[], train: Set<string>, val: Set<string>): Promise<{ train: Map<string, PseudoMask>; val: Map<string, PseudoMask> }> {
+  const reader = await TableReader.open(file, { stage: 'refine' });
+  const out = { train: new Map<string, PseudoMask>(), val: new Map<string, PseudoMask>() };
+  try {
+    if (JSON.stringify(reader.info.meta.classes) !== JSON.stringify(classes)) {
+      throw new TagsegError('pseudo_masks.arrow has another class list than images.arrow', { file, hint: 'rerun the pipeline from ingest' });
+    }
+    for await (const row of reader.rows()) {
+      const id = row.id as string;
+      const target = train.has(id) ? out.train : val.has(id) ? out.val : null;
+      if (!target) continue;
+      const m: PseudoMask = { mask: row.mask as Uint8Array, height: row.height as number, width: row.width as number };
+      if (m.mask.length !== m.height * m.width) throw new TagsegError(`row '${id}': mask has ${m.mask.length} values, expected ${m.height} x ${m.width}`, { file });
+      target.set(id, m);
+    }
+  } finally {
+    await reader.close();
+  }
+  return out;
+}
+
+function scoresOf(cm: ConfusionMatrix, classes: readonly string[], images: number): SegScores {
+  const r = segmentationScores(cm);
+  const round = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
+  return {
+    miou: round(r.miou), pixel_accuracy: round(r.pixelAccuracy), coverage: round(r.coverage), images,
+    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.iou[i])])),
+  };
+}
+
+async function validate(
+  net: SegNet, val: { id: string; pixels: Uint8Array; height: number; width: number }[], dataset: Map<string, DatasetRow>,
+  classes: string[], s: Params['segment'], pseudoVal: Map<string, PseudoMask> | null,
+): Promise<{ scores: SegScores; pseudoScores: SegScores | null }> {
+  const cm = new ConfusionMatrix(classes.length);
+  const pcm = pseudoVal ? new ConfusionMatrix(classes.length) : null;
+  const scored = val.filter((v) => dataset.get(v.id)?.maskPath);
+  if (scored.length < val.length) log.warn(`segment: ${val.length - scored.length} validation images have no ground-truth mask and are not scored`);
+  const bar = progress('segment validation', scored.length);
+  let pseudoImages = 0;
+  // Consecutive images of one working and original size go through the network together.
+  for (let i = 0; i < scored.length;) {
+    const first = scored[i];
+    const d0 = dataset.get(first.id)!;
+    const batch = [first];
+    while (batch.length < VAL_BATCH && i + batch.length < scored.length) {
+      const nx = scored[i + batch.length];
+      const d = dataset.get(nx.id)!;
+      if (nx.height !== first.height || nx.width !== first.width || d.origHeight !== d0.origHeight || d.origWidth !== d0.origWidth) break;
+      batch.push(nx);
+    }
+    const preds = await segmentBatch(net, batch.map((b) => b.pixels), first.height, first.width, [d0.origHeight, d0.origWidth], { scales: s.scales, flip: s.flip });
+    for (let k = 0; k < batch.length; k++) {
+      const d = dataset.get(batch[k].id)!;
+      const gt = await readMask(d.maskPath!, d.origWidth, d.origHeight);
+      cm.add(preds[k], gt.data);
+      const pm = pseudoVal?.get(batch[k].id);
+      if (pcm && pm) {
+        if (pm.height !== gt.height || pm.width !== gt.width) {
+          throw new TagsegError(`pseudo-mask of '${batch[k].id}' is ${pm.width}x${pm.height}, its mask ${gt.width}x${gt.height}`, { file: 'cache/pseudo_masks.arrow' });
+        }
+        pcm.add(pm.mask, gt.data);
+        pseudoImages++;
+      }
+      bar.tick();
+    }
+    i += batch.length;
+  }
+  bar.stop();
+  return { scores: scoresOf(cm, classes, scored.length), pseudoScores: pcm ? scoresOf(pcm, classes, pseudoImages) : null };
+}
+
+/**
+ * The rows of metrics/refine.json's `table` (step -> mIoU on the train split). Accepts the table
+ * as { step: { miou } | number } or [{ step | name, miou }]. A missing file gives no rows and a
+ * warning (dvc.yaml makes the refine stage run first, so this happens only in hand-run tests).
+ */
+export async function refineChain(file: string): Promise<ChainRow[]> {
+  if (!(await exists(file))) {
+    log.warn(`segment: ${file} not found; the chain table has no CAM / random walk / RCA / pseudo-mask rows`);
+    return [];
+  }
+  let json: { table?: unknown; split?: unknown };
+  try {
+    json = JSON.parse(await fs.readFile(file, 'utf8')) as typeof json;
+  } catch (err) {
+    throw new TagsegError(`cannot read the refine metrics: ${messageOf(err)}`, { file, hint: 'rerun `tagseg run refine`' });
+  }
+  const split = typeof json.split === 'string' ? json.split : 'train';
+  const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  const rowOf = (step: string, v: unknown): ChainRow => {
+    if (v !== null && typeof v === 'object') {
+      const r = v as Record<string, unknown>;
+      return { step, miou: num(r.miou), split: typeof r.split === 'string' ? r.split : split, ...(typeof r.images === 'number' ? { images: r.images } : {}) };
+    }
+    return { step, miou: num(v), split };
+  };
+  const t = json.table;
+  if (Array.isArray(t)) {
+    return t.map((r: unknown, i) => {
+      const o = (r ?? {}) as Record<string, unknown>;
+      const step = [o.step, o.name, o.stage].find((x): x is string => typeof x === 'string') ?? `row ${i}`;
+      return rowOf(step, o);
+    });
+  }
+  if (t !== null && typeof t === 'object') return Object.entries(t as Record<string, unknown>).map(([k, v]) => rowOf(k, v));
+  throw new TagsegError("has no 'table' field (the CAM -> pseudo-mask chain)", { file, hint: 'rerun `tagseg run refine`' });
+}
+
+export function formatSegment(r: SegmentRunResult): string {
+  const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
+  const width = Math.max(12, ...r.chain.map((c) => c.step.length));
+  return [
+    `segment: ${r.labels === 'gt' ? 'ground-truth masks (oracle)' : 'pseudo-masks'}${r.contrast !== 'none' ? ` + ${r.contrast} contrast` : ''}, ${r.epochs} epochs (resumed from ${r.training.resumedFrom}) on ${r.trainImages} images (${pct(r.labelledFraction)}% of pixels labelled), final loss ${r.training.losses.at(-1)?.toFixed(4) ?? '-'}`,
+    `validation (${r.valImages} images): mIoU ${pct(r.val.miou)}, pixel accuracy ${pct(r.val.pixel_accuracy)}${r.pseudo_val ? `; its pseudo-masks: mIoU ${pct(r.pseudo_val.miou)} at ${pct(r.pseudo_val.coverage)}% coverage` : ''}`,
+    `${'step'.padEnd(width)}  split  mIoU`,
+    ...r.chain.map((c) => `${c.step.padEnd(width)}  ${c.split.padEnd(5)}  ${pct(c.miou).padStart(5)}`),
+    `${r.training.imagesPerSecond.toFixed(1)} train images/s, ${r.seconds.toFixed(1)} s, peak RSS ${r.peakRssMiB} MiB`,
+  ].join('\n');
+}

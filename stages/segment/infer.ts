@@ -1,0 +1,69 @@
+/**
+ * SegNet inference: multi-scale + flip (DeepLab's test-time augmentation). For each scale s the
+ * batch is resized by s (bilinear, half-pixel centres), run together with its mirror when `flip`,
+ * the logits (already upsampled to the scaled input, net.ts segLogits) are resized back to the
+ * working size, turned into probabilities, mirrored back and averaged over all views (DeepLab
+ * averages the per-view probabilities). The averaged probabilities are then resized bilinearly
+ * to the requested output size (the original image size: scores are taken there, against the
+ * full-resolution masks) and the argmax is the label.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { TagsegError } from '../../pipeline/errors.js';
+import { type SegNet, segLogits } from './net.js';
+
+export interface InferOptions {
+  scales: number[];
+  flip: boolean;
+}
+
+/**
+ * Probabilities [B, H, W, K] of images x [B, H, W, 3] (float in [0, 255]), averaged over the
+ * views of `o`. Pure tensor function (the caller disposes the result).
+ */
+export function segProbs(net: SegNet, x: tf.Tensor4D, o: InferOptions): tf.Tensor4D {
+  if (o.scales.length === 0) throw new TagsegError('inference needs at least one scale');
+  return tf.tidy(() => {
+    const [b, H, W] = x.shape;
+    let sum: tf.Tensor4D | null = null;
+    for (const s of o.scales) {
+      const sh = Math.max(1, Math.round(H * s));
+      const sw = Math.max(1, Math.round(W * s));
+      const xs = sh === H && sw === W ? x : tf.image.resizeBilinear(x, [sh, sw], false, true);
+      const views = o.flip ? tf.concat([xs, tf.reverse(xs, 2)], 0) : xs;
+      let logits = segLogits(net, views, false);
+      if (sh !== H || sw !== W) logits = tf.image.resizeBilinear(logits, [H, W], false, true);
+      let p = tf.softmax(logits) as tf.Tensor4D;
+      if (o.flip) {
+        const [a, m] = tf.split(p, [b, b], 0) as [tf.Tensor4D, tf.Tensor4D];
+        p = tf.add(a, tf.reverse(m, 2)) as tf.Tensor4D;
+      }
+      sum = sum ? (tf.add(sum, p) as tf.Tensor4D) : p;
+    }
+    return tf.div(sum!, o.scales.length * (o.flip ? 2 : 1)) as tf.Tensor4D;
+  });
+}
+
+/**
+ * Labels of a batch of same-size images: `pixels` uint8 RGB [H, W, 3] each, at the working size
+ * -> one uint8 [outH, outW] label map per image (argmax of the probabilities resized to `out`).
+ */
+export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H: number, W: number, out: [number, number], o: InferOptions): Promise<Uint8Array[]> {
+  const n = pixels.length;
+  if (n === 0) return [];
+  for (const p of pixels) if (p.length !== H * W * 3) throw new TagsegError(`segmentBatch: an image has ${p.length} values, expected ${H} x ${W} x 3`);
+  const labels = tf.tidy(() => {
+    const data = new Int32Array(n * H * W * 3);
+    pixels.forEach((p, i) => data.set(p, i * H * W * 3));
+    const x = tf.cast(tf.tensor4d(data, [n, H, W, 3], 'int32'), 'float32') as tf.Tensor4D;
+    let p = segProbs(net, x, o);
+    if (out[0] !== H || out[1] !== W) p = tf.image.resizeBilinear(p, out, false, true);
+    return tf.argMax(p, 3);
+  });
+  try {
+    const flat = (await labels.data()) as Int32Array;
+    const size = out[0] * out[1];
+    return Array.from({ length: n }, (_, i) => Uint8Array.from(flat.subarray(i * size, (i + 1) * size)));
+  } finally {
+    labels.dispose();
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * SegNet: the CAM stage's backbone + ContextHead (head.ts), and its on-disk form, a
+ * self-contained model directory that `tagseg predict` loads without the project:
+ *
+ *   <dir>/config.json    SegModelConfig: backbone settings (the CAM model's config), classes,
+ *                        background, head settings, working size and default inference scales
+ *   <dir>/classes.json   {"classes": [...], "background": ..., "void": 255}, for `tagseg eval --classes`
+ *   <dir>/weights/       nn/checkpoint format, variables 'backbone/<name>' and 'seg/<name>'
+ *
+ * Backbone choice: the weights of models/cam, i.e. on photos the ImageNet-pretrained MobileNet
+ * fine-tuned on the dataset's tags, on the synthetic set the from-scratch ResNet the cam stage
+ * trained; so the backbone always matches the cam params (IRN and PSA start their segmentation
+ * networks from ImageNet weights; starting from the tag classifier is at least as informed, and
+ * costs nothing). A loaded model rebuilds the backbone as an empty shell and fills it from
+ * weights/, so the pretrained MobileNet file is not needed at prediction time.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
+import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import type { NormUpdates } from '../../nn/norm.js';
+import { type NamedVariables, mergeNamed } from '../../nn/params.js';
+import { TagsegError, messageOf } from '../../pipeline/errors.js';
+import { writeFileAtomic } from '../../pipeline/fsutil.js';
+import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
+import { ContextHead, upsampleLogits } from './head.js';
+
+export const SEG_MODEL_FORMAT = 'tagseg-segment-model';
+
+export interface SegModelConfig {
+  format: typeof SEG_MODEL_FORMAT;
+  version: 1;
+  /** The CAM model the backbone came from (its backbone settings rebuild the same network). */
+  cam: CamModelConfig;
+  /** Dataset classes; output channel k = class k. */
+  classes: string[];
+  background: number | null;
+  head: { dim: number; decoder: boolean };
+  /** Long side images are resized to before the network (ingest.size; 0 = original size). */
+  workingSize: number;
+  /** Default inference settings of `tagseg predict`. */
+  scales: number[];
+  flip: boolean;
+  /** Provenance. */
+  labels?: 'pseudo' | 'gt';
+  paramsHash?: string;
+  epochs?: number;
+}
+
+export interface SegNet {
+  backbone: Backbone;
+  head: ContextHead;
+  config: SegModelConfig;
+  named(): NamedVariables;
+  dispose(): void;
+}
+
+export interface SegNetOptions {
+  classes: string[];
+  background: number | null;
+  dim: number;
+  decoder: boolean;
+  workingSize: number;
+  scales: number[];
+  flip: boolean;
+  seed: number;
+}
+
+function assemble(backbone: Backbone, cam: CamModelConfig, o: SegNetOptions): SegNet {
+  let head: ContextHead;
+  try {
+    head = new ContextHead(backbone.channels, { dim: o.dim, classes: o.classes.length, decoder: o.decoder, seed: o.seed + 11 });
+  } catch (err) {
+    backbone.dispose();
+    throw err;
+  }
+  const config: SegModelConfig = {
+    format: SEG_MODEL_FORMAT, version: 1, cam, classes: [...o.classes], background: o.background,
+    head: { dim: o.dim, decoder: o.decoder }, workingSize: o.workingSize, scales: [...o.scales], flip: o.flip,
+  };
+  return {
+    backbone,
+    head,
+    config,
+    named: () => mergeNamed(backbone.params.named('backbone/'), head.params.named('seg/')),
+    dispose() {
+      backbone.dispose();
+      head.dispose();
+    },
+  };
+}
+
+/** Backbone from the CAM model in `camDir` (its classifier dropped) + a fresh ContextHead. */
+export async function segNetFromCam(camDir: string, o: SegNetOptions): Promise<SegNet> {
+  const cam = await loadCamModel(camDir);
+  cam.head.dispose();
+  if (JSON.stringify(cam.config.classes) !== JSON.stringify(o.classes)) {
+    cam.backbone.dispose();
+    throw new TagsegError('the CAM model was trained on another class list than images.arrow holds', { file: path.join(camDir, 'config.json'), hint: 'rerun `tagseg run cam`' });
+  }
+  return assemble(cam.backbone, cam.config, o);
+}
+
+/** Write config.json, classes.json and weights/ into `dir` (weights first, config last). */
+export async function saveSegModel(dir: string, net: SegNet): Promise<void> {
+  await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
+  const classes = { classes: net.config.classes, background: net.config.background, void: 255 };
+  await writeFileAtomic(path.join(dir, 'classes.json'), `${JSON.stringify(classes, null, 1)}\n`);
+  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+}
+
+/** Load a model directory written by the segment stage. The caller disposes it. */
+export async function loadSegModel(dir: string): Promise<SegNet> {
+  const file = path.join(dir, 'config.json');
+  let config: SegModelConfig;
+  try {
+    config = JSON.parse(await fs.readFile(file, 'utf8')) as SegModelConfig;
+  } catch (err) {
+    throw new TagsegError(`cannot read the segmentation model config: ${messageOf(err)}`, { file, hint: 'pass the folder the segment stage wrote (models/segment)' });
+  }
+  if (config.format !== SEG_MODEL_FORMAT) throw new TagsegError(`not a ${SEG_MODEL_FORMAT} config (format '${String(config.format)}')`, { file });
+  const shell = await buildCamNet(config.cam, 0, false);
+  shell.head.dispose();
+  const net = assemble(shell.backbone, config.cam, {
+    classes: config.classes, background: config.background, dim: config.head.dim, decoder: config.head.decoder,
+    workingSize: config.workingSize, scales: config.scales, flip: config.flip, seed: 0,
+  });
+  net.config = { ...config };
+  try {
+    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
+  } catch (err) {
+    net.dispose();
+    throw err;
+  }
+  return net;
+}
+
+/**
+ * RGB images x [B, H, W, 3] in [0, 255] -> logits [B, H, W, K] at the input size (upsampled
+ * bilinearly from the head's stride). training: backbone BatchNorm in training mode, its batch
+ * statistics recorded into `updates` (nn/norm.ts); the head has no statistics.
+ */
+export function segLogits(net: SegNet, x: tf.Tensor4D, training: boolean, updates?: NormUpdates): tf.Tensor4D {
+  return tf.tidy(() => {
+    const f = net.backbone.forward(net.backbone.preprocess(x), training, updates);
+    const logits = net.head.forward(f);
+    disposeFeatures(f);
+    return upsampleLogits(logits, [x.shape[1], x.shape[2]]);
+  });
+}

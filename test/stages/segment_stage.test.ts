@@ -1,0 +1,141 @@
+/**
+ * The segment stage on a tiny synthetic workspace (12 images, 32 px; cam trained by repro) with
+ * a hand-made pseudo_masks.arrow: validation carve written and excluded from training, scores of
+ * the network and of the validation pseudo-masks, the chain table, flat tensor count, resume,
+ * oracle mode, and errors naming the file.
+ */
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readAll } from '../../pipeline/arrow.js';
+import { initBackend } from '../../pipeline/backend.js';
+import { repro } from '../../pipeline/dag.js';
+import { setQuiet } from '../../pipeline/log.js';
+import { loadParams } from '../../pipeline/params.js';
+import { createWorkspace } from '../../pipeline/workspace.js';
+import { refineChain, runSegment } from '../../stages/segment/index.js';
+import { carveVal } from '../../stages/segment/labels.js';
+import { writePseudoMasks, writeRefineMetrics } from './segment_fixtures.js';
+
+const TINY = [
+  'synth.images=12', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
+  'segment.epochs=2', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.val_fraction=0.4',
+];
+
+let root: string;
+beforeAll(async () => {
+  setQuiet(true);
+  await initBackend();
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-segment-'));
+  root = await createWorkspace(path.join(tmp, 'ws'), TINY);
+  const r = await repro(root, { target: 'cam' });
+  expect(r.ok).toBe(true);
+  await writePseudoMasks(root, { ignoreRows: 4, wrong: 6, wrongClass: 1 });
+  await writeRefineMetrics(root);
+}, 300_000);
+afterAll(async () => {
+  await fs.rm(path.dirname(root), { recursive: true, force: true });
+});
+
+const run = async (overrides: string[], stopAfter?: number) =>
+  runSegment({ params: await loadParams(path.join(root, 'params.yaml'), overrides), path: (rel) => path.join(root, rel), stopAfter });
+
+describe('segment stage (tiny)', () => {
+  it('trains on the pseudo-masks of the train carve, scores the validation carve, and writes a loadable model', async () => {
+    const before = tf.memory().numTensors;
+    const r = await run(['segment.epochs=3']);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(r.training.tensorsAfterEpoch).toHaveLength(3);
+    expect(new Set(r.training.tensorsAfterEpoch).size).toBe(1);
+    const images = await readAll(path.join(root, 'cache/dataset.arrow'));
+    const trainIds = images.filter((x) => x.split === 'train').map((x) => x.id as string);
+    const carve = carveVal(trainIds, 0.4, 0);
+    expect(r.trainImages).toBe(carve.train.length);
+    expect(r.valImages).toBe(carve.val.length);
+    expect((await fs.readFile(path.join(root, 'models/segment/val_ids.txt'), 'utf8')).trim().split('\n')).toEqual(carve.val);
+    // 4 of 32 rows ignored, but for the 6 x 6 wrong corner (synthetic masks have no void)
+    const labelled = (28 * 32 + 4 * 6) / (32 * 32);
+    expect(r.labelledFraction).toBeCloseTo(labelled, 5);
+    expect(r.val.images).toBe(carve.val.length);
+    expect(typeof r.val.miou).toBe('number');
+    expect(r.val.coverage).toBe(1);
+    // the validation pseudo-masks: the same coverage; a wrong corner -> mIoU < 1
+    expect(r.pseudo_val?.coverage).toBeCloseTo(labelled, 3);
+    expect(r.pseudo_val!.miou!).toBeLessThan(1);
+    expect(r.chain.map((c) => [c.step, c.split])).toEqual([
+      ['cam', 'train'], ['random_walk', 'train'], ['rca', 'train'], ['rca_random_walk', 'train'], ['pseudo_masks', 'train'],
+      ['pseudo_masks', 'val'], ['segmentation', 'val'],
+    ]);
+    expect(r.chain.at(-1)!.miou).toBe(r.val.miou);
+    for (const f of ['config.json', 'classes.json', 'weights/manifest.json', 'train/manifest.json']) {
+      await expect(fs.access(path.join(root, 'models/segment', f))).resolves.toBeUndefined();
+    }
+  }, 120_000);
+
+  it('resumes a killed run at its last epoch and restarts when a training key changes', async () => {
+    await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
+    const killed = await run(['segment.epochs=3'], 1);
+    expect(killed.epochs).toBe(1);
+    expect(killed.val.miou).toBeNull();
+    const resumed = await run(['segment.epochs=3']);
+    expect(resumed.training.resumedFrom).toBe(1);
+    expect(resumed.training.losses[0]).toBe(killed.training.losses[0]);
+    const uninterrupted = await run(['segment.epochs=3', 'segment.lr=0.0021']);
+    expect(uninterrupted.training.resumedFrom).toBe(0);
+    expect(uninterrupted.training.restartReason).toMatch(/differs/);
+  }, 120_000);
+
+  it('oracle mode trains on the ground truth of the same train carve and does not read pseudo_masks.arrow', async () => {
+    const saved = path.join(root, 'cache/pseudo_masks.keep');
+    await fs.rename(path.join(root, 'cache/pseudo_masks.arrow'), saved);
+    try {
+      const r = await run(['segment.labels=gt', 'segment.epochs=1']);
+      expect(r.labels).toBe('gt');
+      expect(r.labelledFraction).toBe(1);
+      expect(r.pseudo_val).toBeUndefined();
+      expect(r.chain.at(-1)!.step).toBe('segmentation (gt oracle)');
+      await expect(run(['segment.epochs=1'])).rejects.toThrow(/pseudo_masks\.arrow: table not found/);
+    } finally {
+      await fs.rename(saved, path.join(root, 'cache/pseudo_masks.arrow'));
+    }
+  }, 120_000);
+
+  it('names the table when a training image has no pseudo-mask, or a label is not a class', async () => {
+    const keep = await fs.readFile(path.join(root, 'cache/pseudo_masks.arrow'));
+    try {
+      await writePseudoMasks(root, { wrong: 3, wrongClass: 9 });
+      await expect(run(['segment.epochs=1'])).rejects.toThrow(/pseudo_masks\.arrow: row '.*': label 9 at pixel 0 is not a class index/);
+    } finally {
+      await fs.writeFile(path.join(root, 'cache/pseudo_masks.arrow'), keep);
+    }
+  }, 60_000);
+
+  it('trains with each contrastive loss: on after one warm-up epoch, its variables checkpointed, no leak', async () => {
+    for (const kind of ['reco', 'spml', 'pixel']) {
+      await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
+      const before = tf.memory().numTensors;
+      const r = await run(['segment.epochs=2', `segment.contrast=${kind}`, 'segment.contrast_dim=8']);
+      expect(tf.memory().numTensors, kind).toBe(before);
+      expect(r.contrast).toBe(kind);
+      expect(r.training.losses.every(Number.isFinite), kind).toBe(true);
+      const manifest = JSON.parse(await fs.readFile(path.join(root, 'models/segment/train/manifest.json'), 'utf8')) as { tensors: { name: string }[] };
+      const names = manifest.tensors.map((t) => t.name);
+      expect(names.some((n) => n.startsWith('model/contrast/proj/')), kind).toBe(true);
+      if (kind === 'pixel') expect(names.some((n) => n.startsWith('model/contrast/memory/')), kind).toBe(true);
+      // the shipped model has no projection head: predict never needs it
+      const shipped = JSON.parse(await fs.readFile(path.join(root, 'models/segment/weights/manifest.json'), 'utf8')) as { tensors: { name: string }[] };
+      expect(shipped.tensors.some((t) => t.name.includes('contrast/')), kind).toBe(false);
+    }
+  }, 180_000);
+
+  it('refineChain reads the table as a mapping or a list, and names a file without one', async () => {
+    const f = path.join(root, 'metrics/chain_test.json');
+    await fs.writeFile(f, JSON.stringify({ split: 'train', table: [{ step: 'cam', miou: 0.4, images: 3 }, { name: 'pseudo_masks', miou: null }] }));
+    expect(await refineChain(f)).toEqual([{ step: 'cam', miou: 0.4, split: 'train', images: 3 }, { step: 'pseudo_masks', miou: null, split: 'train' }]);
+    await fs.writeFile(f, JSON.stringify({ miou: 0.3 }));
+    await expect(refineChain(f)).rejects.toThrow(/chain_test\.json: has no 'table' field/);
+    expect(await refineChain(path.join(root, 'metrics/none.json'))).toEqual([]);
+  });
+});
