@@ -1,0 +1,120 @@
+/**
+ * The audit's tables and what every column means (the docs are stored in the Arrow schema, shown
+ * in the HTML report and referenced from the README: this file is the documentation).
+ *
+ * cache/audit.arrow         one row per (image, class): every class that is tagged, in the final
+ *                           pseudo-mask, or in the ground truth of that image
+ * cache/audit_images.arrow  one row per image, with the suspicion score and its rank
+ * reports/audit/*.csv       the same tables as CSV (audit.csv, images.csv) + classes.csv (summary.ts)
+ *
+ * All measures are taken at the working size of images.arrow (image.ts says why). "Stages":
+ * cam = cams.arrow, random_walk = affinity_cams.arrow, rca = contrast_cams.arrow (its
+ * `audit.rca_map` column), each turned into labels by argmax over the tagged classes (with a
+ * background class: a constant background score, `audit.bg_threshold`); final = refine's
+ * pseudo_masks.arrow. Ratios whose denominator is 0 are null.
+ */
+import type { ColumnSpec, Row } from '../../pipeline/arrow.js';
+import { SUSPICION_TERMS } from './suspicion.js';
+import type { ClassRow, ImageRow } from './image.js';
+
+export const AUDIT_OUTPUTS = {
+  classes: 'cache/audit.arrow',
+  images: 'cache/audit_images.arrow',
+  report: 'reports/audit',
+  metrics: 'metrics/audit.json',
+} as const;
+
+const f = (name: string, doc: string): ColumnSpec => ({ name, type: 'float32', nullable: true, doc });
+
+export const AUDIT_CLASS_COLUMNS: ColumnSpec[] = [
+  { name: 'id', type: 'utf8', doc: 'image id' },
+  { name: 'split', type: 'utf8', doc: 'dataset split' },
+  { name: 'class', type: 'int32', doc: 'dataset class index' },
+  { name: 'class_name', type: 'utf8', doc: 'class name' },
+  { name: 'tagged', type: 'bool', doc: 'the class is one of the image-level tags' },
+  { name: 'in_gt', type: 'bool', nullable: true, doc: 'the ground truth has pixels of the class (null: no ground truth)' },
+  f('area', 'fraction of the image the final pseudo-mask labels with the class'),
+  f('area_cam', 'fraction labelled with the class by the CAM labels'),
+  f('area_random_walk', 'fraction labelled with the class by the random-walk labels'),
+  f('area_rca', 'fraction labelled with the class by the RCA labels'),
+  f('gt_area', 'fraction of the non-void ground-truth pixels of the class (null: no ground truth)'),
+  f('ignore_fraction', 'of the pixels the RCA labels give the class, the fraction the final mask leaves as ignore (refine was unsure there)'),
+  { name: 'components', type: 'int32', doc: 'number of 4-connected regions of the class in the final mask' },
+  f('largest_share', 'pixels of the largest region / pixels of the class (1 = one solid region)'),
+  f('iou_cam_random_walk', 'IoU of the class between the CAM and random-walk labels (pixels neither map ignores)'),
+  f('iou_random_walk_rca', 'IoU of the class between the random-walk and RCA labels'),
+  f('iou_rca_final', 'IoU of the class between the RCA labels and the final mask (its labelled pixels)'),
+  f('iou_cam_final', 'IoU of the class between the CAM labels and the final mask'),
+  f('confidence', 'mean refine confidence (posterior of the chosen class, 0..1) over the class pixels of the final mask'),
+  f('boundary_alignment', 'fraction of the class outline (pixels next to another class or ignore) within audit.edge_tolerance px of a strong image edge (Sobel magnitude in the image\'s top 1 - audit.edge_quantile); compare with the image\'s edge_chance'),
+  { name: 'boundary_pixels', type: 'int32', doc: 'length of the class outline in pixels' },
+  { name: 'empty_tag', type: 'bool', doc: 'tagged foreground class with no pixel in the final mask (tag consistency)' },
+  { name: 'large_low_confidence', type: 'bool', doc: 'area >= audit.large_area with confidence < audit.low_confidence (tag consistency)' },
+  f('gt_iou', 'IoU of the final mask with the ground truth for the class (void and ignored pixels left out; null: no ground truth, or class in neither)'),
+  f('gt_precision', 'of the pixels the final mask labels with the class, the fraction the ground truth agrees with'),
+  f('gt_recall', 'of the ground-truth pixels of the class, the fraction the final mask labels with it (ignored pixels left out)'),
+];
+
+const TERM_DOCS: Record<(typeof SUSPICION_TERMS)[number], string> = {
+  ignore: 'suspicion term: ignore_fraction',
+  low_confidence: 'suspicion term: 1 - mean_confidence',
+  disagreement: 'suspicion term: 1 - mean of agree_*_final',
+  empty_tags: 'suspicion term: empty tags / foreground tags',
+  fragmentation: 'suspicion term: fragmentation',
+  misalignment: 'suspicion term: 1 - (boundary_alignment - edge_chance) / (1 - edge_chance), clamped to [0, 1]',
+  large_low_confidence: 'suspicion term: large_low_confidence / classes present',
+};
+
+export const AUDIT_IMAGE_COLUMNS: ColumnSpec[] = [
+  { name: 'id', type: 'utf8', doc: 'image id' },
+  { name: 'split', type: 'utf8', doc: 'dataset split' },
+  { name: 'rank', type: 'int32', doc: 'rank by suspicion over all images, 1 = most suspicious (review these first)' },
+  { name: 'suspicion', type: 'float32', doc: 'suspicion score in [0, 1]: weighted mean of the t_* terms with audit.weights (suspicion.ts); never uses ground truth' },
+  { name: 'reasons', type: 'list<utf8>', doc: 'the terms contributing most to the score (at most 3, each >= 0.05 of it)' },
+  { name: 'width', type: 'int32', doc: 'working width (the audit\'s resolution)' },
+  { name: 'height', type: 'int32', doc: 'working height' },
+  { name: 'tags', type: 'list<utf8>', doc: 'image-level tags (class names)' },
+  { name: 'classes', type: 'list<utf8>', doc: 'classes present in the final mask' },
+  { name: 'ignore_fraction', type: 'float32', doc: 'fraction of the final mask that is ignore (255)' },
+  f('mean_confidence', 'mean refine confidence (0..1) over the labelled pixels'),
+  f('mean_margin', 'refine\'s mean margin (pseudo_masks.arrow mean_margin)'),
+  f('agree_cam_final', 'fraction of the final mask\'s labelled pixels where the CAM labels agree'),
+  f('agree_random_walk_final', 'same for the random-walk labels'),
+  f('agree_rca_final', 'same for the RCA labels'),
+  f('boundary_alignment', 'boundary_alignment over every class outline of the final mask'),
+  { name: 'edge_chance', type: 'float32', doc: 'fraction of the image within audit.edge_tolerance of a strong edge: what a random outline would score' },
+  { name: 'fragmentation', type: 'float32', doc: 'foreground pixels outside their class\'s largest region / foreground pixels' },
+  { name: 'empty_tags', type: 'int32', doc: 'tagged foreground classes absent from the final mask' },
+  { name: 'large_low_confidence', type: 'int32', doc: 'classes flagged large_low_confidence' },
+  { name: 'refine_flags', type: 'list<utf8>', doc: 'refine\'s flags for the image (e.g. empty:<class>, mostly_ignore)' },
+  f('gt_miou', 'mean gt_iou over the image\'s classes in ground truth or final mask (null: no ground truth)'),
+  f('gt_pixel_accuracy', 'fraction of pixels labelled in both final mask and ground truth where they agree'),
+  f('gt_coverage', 'fraction of the non-void ground-truth pixels the final mask labels (not ignore): gt_miou describes only these'),
+  ...SUSPICION_TERMS.map((t): ColumnSpec => ({ name: `t_${t}`, type: 'float32', doc: TERM_DOCS[t] })),
+];
+
+export function imageRowToArrow(r: ImageRow): Row {
+  const { terms, ...rest } = r;
+  const out: Row = { ...rest };
+  for (const t of SUSPICION_TERMS) out[`t_${t}`] = terms[t];
+  return out;
+}
+
+export function classRowToArrow(r: ClassRow): Row {
+  return { ...r };
+}
+
+/** RFC 4180 CSV of `rows` with the given columns; lists joined with '|', null as empty. */
+export function toCsv(columns: readonly ColumnSpec[], rows: readonly Row[]): string {
+  const cell = (v: unknown): string => {
+    if (v === null || v === undefined) return '';
+    let s: string;
+    if (Array.isArray(v)) s = v.join('|');
+    else if (typeof v === 'number') s = Number.isInteger(v) ? String(v) : String(Math.round(v * 1e6) / 1e6);
+    else s = String(v);
+    return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const lines = [columns.map((c) => cell(c.name)).join(',')];
+  for (const r of rows) lines.push(columns.map((c) => cell(r[c.name])).join(','));
+  return `${lines.join('\n')}\n`;
+}

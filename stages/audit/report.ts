@@ -1,0 +1,111 @@
+/**
+ * reports/audit/: a self-contained static report (no server: open index.html from the file
+ * system, or serve the folder from any static host).
+ *
+ *   index.html        page + inlined CSS and JS (templates in stages/audit/report/)
+ *   data.js           `window.AUDIT = {...}`: a script, not JSON, because fetch() of a local
+ *                     file fails under file://
+ *   img/<stage>/<file>.jpg   thumbnails, one per view stage (cam, random_walk, rca, final, gt)
+ *   img/full/<file>.jpg      the final pseudo-mask over the original image at its original size
+ *   images.csv, audit.csv, classes.csv
+ *
+ * The page renders one page of rows at a time (pagination) from compact row arrays, so it stays
+ * fast with tens of thousands of images (a row costs ~150 bytes of data.js).
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ColumnSpec } from '../../pipeline/arrow.js';
+import { writeFileAtomic } from '../../pipeline/fsutil.js';
+import type { ImageRow } from './image.js';
+import { classColour } from './overlay.js';
+import type { AuditSummary } from './summary.js';
+
+const TEMPLATE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'report');
+export const IMAGE_DIR = 'img';
+
+/** Stages the report can show, in pipeline order, with their labels. */
+export const REPORT_STAGES = [
+  { key: 'cam', label: 'CAM' },
+  { key: 'random_walk', label: 'random walk' },
+  { key: 'rca', label: 'RCA' },
+  { key: 'final', label: 'pseudo-mask' },
+  { key: 'gt', label: 'ground truth' },
+] as const;
+export type ReportStage = (typeof REPORT_STAGES)[number]['key'];
+
+/** File stem (no extension) of an image's overlays: row index + a filesystem-safe id. */
+export function imageFileStem(index: number, id: string): string {
+  return `${String(index).padStart(6, '0')}_${id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80)}`;
+}
+
+export interface ReportImage {
+  row: ImageRow;
+  /** Dataset class indices of the tags and of the classes present in the final mask. */
+  tags: number[];
+  classes: number[];
+  file: string;
+  hasGt: boolean;
+}
+
+export interface ReportData {
+  title: string;
+  generated: string;
+  classes: readonly string[];
+  background: number | null;
+  images: ReportImage[];
+  summary: AuditSummary;
+  overview: {
+    meanSuspicion: number | null;
+    meanIgnore: number | null;
+    gt: null | { images: number; stages: NonNullable<AuditSummary['gt']>['stages']; spearman: number | null };
+  };
+  imageColumns: ColumnSpec[];
+  classColumns: ColumnSpec[];
+}
+
+const IMAGE_FIELDS = ['id', 'split', 'rank', 'suspicion', 'ignore', 'confidence', 'agreement', 'gt_miou', 'gt_coverage', 'tags', 'classes', 'reasons', 'flags', 'file', 'gt'] as const;
+
+const hex = (c: [number, number, number]) => `#${c.map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+const r4 = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
+
+/** The object data.js assigns to window.AUDIT. */
+export function reportPayload(d: ReportData): Record<string, unknown> {
+  const anyGt = d.images.some((i) => i.hasGt);
+  return {
+    title: d.title,
+    generated: d.generated,
+    imageDir: IMAGE_DIR,
+    stages: REPORT_STAGES.filter((s) => s.key !== 'gt' || anyGt),
+    classes: d.classes.map((name, c) => ({ name, colour: c === d.background ? '#dddddd' : hex(classColour(c)) })),
+    background: d.background,
+    splits: [...new Set(d.images.map((i) => i.row.split))].sort(),
+    imageFields: IMAGE_FIELDS,
+    images: d.images.map((i) => [
+      i.row.id, i.row.split, i.row.rank, r4(i.row.suspicion), r4(i.row.ignore_fraction), r4(i.row.mean_confidence), r4(i.row.agree_rca_final),
+      r4(i.row.gt_miou), r4(i.row.gt_coverage), i.tags, i.classes, i.row.reasons, i.row.refine_flags, i.file, i.hasGt,
+    ]),
+    summary: d.summary,
+    overview: d.overview,
+    imageColumns: d.imageColumns.map((c) => ({ name: c.name, doc: c.doc ?? '' })),
+    classColumns: d.classColumns.map((c) => ({ name: c.name, doc: c.doc ?? '' })),
+  };
+}
+
+/** Writes index.html and data.js into `dir` (images and CSVs are written by the stage). */
+export async function writeReport(dir: string, d: ReportData): Promise<void> {
+  const [html, css, js] = await Promise.all(['index.html', 'style.css', 'app.js'].map((f) => fs.readFile(path.join(TEMPLATE_DIR, f), 'utf8')));
+  // Function replacers: the JS contains `$` patterns that a replacement string would expand.
+  const page = html
+    .replace('__TITLE__', () => escapeHtml(d.title))
+    .replace('__STYLE__', () => css)
+    .replace('__APP__', () => js.replace(/<\/script/gi, '<\\/script'));
+  // JSON inside a script: escape '<' so no id or class name can close the script element.
+  const data = `window.AUDIT = ${JSON.stringify(reportPayload(d)).replace(/</g, '\\u003c')};\n`;
+  await writeFileAtomic(path.join(dir, 'index.html'), page);
+  await writeFileAtomic(path.join(dir, 'data.js'), data);
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
+}

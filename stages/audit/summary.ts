@@ -1,0 +1,183 @@
+/**
+ * Class-level summary of the audit, accumulated image by image (memory flat in the number of
+ * images except one area value per (image, tagged class)):
+ *
+ * - area distribution of each class over the images tagged with it (mean, quantiles, histogram),
+ * - agreement between stages per class: IoU accumulated over all images (sum of intersections /
+ *   sum of unions, pixels that either map ignores left out),
+ * - with ground truth: per-class IoU, precision and recall of every stage's labels (eval/metrics.ts
+ *   conventions: void and ignored pixels left out, coverage reported), and the most confused
+ *   (ground truth, final) class pairs.
+ */
+import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
+import type { ClassRow, ImageRow, MapStage, ViewStage } from './image.js';
+import { VIEW_STAGES } from './image.js';
+import { IGNORE } from './measures.js';
+
+export const HISTOGRAM_BINS = 10;
+/** Stage pairs whose per-class agreement is summarised. */
+export const AGREEMENT_PAIRS: [ViewStage, ViewStage][] = [['cam', 'random_walk'], ['random_walk', 'rca'], ['rca', 'final'], ['cam', 'final']];
+const pairName = ([a, b]: [ViewStage, ViewStage]) => `${a}_${b}`;
+
+export interface ClassSummary {
+  class: number;
+  name: string;
+  /** Images tagged with the class. */
+  tagged: number;
+  /** Images whose final mask has the class. */
+  present: number;
+  /** Tagged foreground images where the final mask lost the class. */
+  empty_tags: number;
+  /** Area of the class in the final mask over the images tagged with it. */
+  area: { mean: number | null; p10: number | null; p50: number | null; p90: number | null; histogram: number[] };
+  mean_confidence: number | null;
+  /** Per stage pair (`cam_final`, ...): IoU accumulated over all images. */
+  agreement: Record<string, number | null>;
+  /** With ground truth: scores of the final mask. */
+  gt: { iou: number | null; precision: number | null; recall: number | null; images: number } | null;
+  /** Mean suspicion of the images tagged with the class. */
+  mean_suspicion: number | null;
+}
+
+export interface ConfusedPair {
+  gt: string;
+  predicted: string;
+  pixels: number;
+  /** pixels / ground-truth pixels of `gt` (labelled in the final mask). */
+  share: number;
+}
+
+export interface AuditSummary {
+  images: number;
+  classes: ClassSummary[];
+  /** With ground truth: mIoU etc. of each stage's labels over the images that have it. */
+  gt: null | {
+    images: number;
+    stages: Record<ViewStage, { miou: number | null; pixelAccuracy: number | null; coverage: number | null }>;
+    confused: ConfusedPair[];
+  };
+}
+
+function quantile(sorted: number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  const pos = q * (sorted.length - 1);
+  const lo = Math.floor(pos);
+  const hi = Math.min(sorted.length - 1, lo + 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+export class SummaryAccumulator {
+  private readonly k: number;
+  private readonly areas: number[][];
+  private readonly present: Float64Array;
+  private readonly empty: Float64Array;
+  private readonly confSum: Float64Array;
+  private readonly confN: Float64Array;
+  private readonly susSum: Float64Array;
+  private readonly inter: Float64Array[];
+  private readonly union: Float64Array[];
+  private readonly cms: Record<ViewStage, ConfusionMatrix>;
+  private gtImages = 0;
+  private readonly gtImagesPerClass: Float64Array;
+  private images = 0;
+
+  constructor(readonly classes: readonly string[]) {
+    this.k = classes.length;
+    this.areas = classes.map(() => []);
+    this.present = new Float64Array(this.k);
+    this.empty = new Float64Array(this.k);
+    this.confSum = new Float64Array(this.k);
+    this.confN = new Float64Array(this.k);
+    this.susSum = new Float64Array(this.k);
+    this.inter = AGREEMENT_PAIRS.map(() => new Float64Array(256));
+    this.union = AGREEMENT_PAIRS.map(() => new Float64Array(256));
+    this.cms = Object.fromEntries(VIEW_STAGES.map((s) => [s, new ConfusionMatrix(this.k)])) as Record<ViewStage, ConfusionMatrix>;
+    this.gtImagesPerClass = new Float64Array(this.k);
+  }
+
+  add(maps: Record<MapStage, Uint8Array> & { final: Uint8Array }, gt: Uint8Array | null, rows: ClassRow[], image: ImageRow): void {
+    this.images++;
+    for (const r of rows) {
+      if (r.tagged) {
+        this.areas[r.class].push(r.area);
+        this.susSum[r.class] += image.suspicion;
+      }
+      if (r.area > 0) this.present[r.class]++;
+      if (r.empty_tag) this.empty[r.class]++;
+      if (r.confidence !== null) {
+        this.confSum[r.class] += r.confidence;
+        this.confN[r.class]++;
+      }
+      if (gt && (r.in_gt || r.area > 0)) this.gtImagesPerClass[r.class]++;
+    }
+    AGREEMENT_PAIRS.forEach(([sa, sb], j) => {
+      const a = maps[sa];
+      const b = maps[sb];
+      const inter = this.inter[j];
+      const union = this.union[j];
+      for (let i = 0; i < a.length; i++) {
+        const x = a[i];
+        const y = b[i];
+        if (x === IGNORE || y === IGNORE) continue;
+        union[x]++;
+        if (x === y) inter[x]++;
+        else union[y]++;
+      }
+    });
+    if (gt) {
+      this.gtImages++;
+      for (const s of VIEW_STAGES) this.cms[s].add(maps[s], gt);
+    }
+  }
+
+  result(topConfused = 10): AuditSummary {
+    const final = this.gtImages > 0 ? segmentationScores(this.cms.final) : null;
+    const classes: ClassSummary[] = this.classes.map((name, c) => {
+      const areas = [...this.areas[c]].sort((a, b) => a - b);
+      const histogram = new Array<number>(HISTOGRAM_BINS).fill(0);
+      for (const a of areas) histogram[Math.min(HISTOGRAM_BINS - 1, Math.floor(a * HISTOGRAM_BINS))]++;
+      const agreement: Record<string, number | null> = {};
+      AGREEMENT_PAIRS.forEach((p, j) => {
+        agreement[pairName(p)] = this.union[j][c] > 0 ? this.inter[j][c] / this.union[j][c] : null;
+      });
+      return {
+        class: c,
+        name,
+        tagged: areas.length,
+        present: this.present[c],
+        empty_tags: this.empty[c],
+        area: {
+          mean: areas.length ? areas.reduce((a, b) => a + b, 0) / areas.length : null,
+          p10: quantile(areas, 0.1),
+          p50: quantile(areas, 0.5),
+          p90: quantile(areas, 0.9),
+          histogram,
+        },
+        mean_confidence: this.confN[c] > 0 ? this.confSum[c] / this.confN[c] : null,
+        agreement,
+        gt: final ? { iou: final.iou[c], precision: final.precision[c], recall: final.recall[c], images: this.gtImagesPerClass[c] } : null,
+        mean_suspicion: areas.length ? this.susSum[c] / areas.length : null,
+      };
+    });
+    let gtBlock: AuditSummary['gt'] = null;
+    if (final) {
+      const cm = this.cms.final;
+      const pairs: ConfusedPair[] = [];
+      for (let g = 0; g < this.k; g++) {
+        let row = 0;
+        for (let p = 0; p < this.k; p++) row += cm.get(g, p);
+        for (let p = 0; p < this.k; p++) {
+          const v = cm.get(g, p);
+          if (p !== g && v > 0) pairs.push({ gt: this.classes[g], predicted: this.classes[p], pixels: v, share: v / row });
+        }
+      }
+      pairs.sort((a, b) => b.pixels - a.pixels);
+      const stages = Object.fromEntries(VIEW_STAGES.map((s) => {
+        const sc = segmentationScores(this.cms[s]);
+        return [s, { miou: sc.miou, pixelAccuracy: sc.pixelAccuracy, coverage: sc.coverage }];
+      })) as NonNullable<AuditSummary['gt']>['stages'];
+      gtBlock = { images: this.gtImages, stages, confused: pairs.slice(0, topConfused) };
+    }
+    return { images: this.images, classes, gt: gtBlock };
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * What a reviewer does with reports/audit/index.html, as browser steps with checks: open it from
+ * the file system, sort by suspicion, filter a class and a split, toggle the mask stage, page
+ * through thousands of rows. Written against a small `ReportPage` driver so the steps read the
+ * same whatever drives the browser (audit_report.test.ts: playwright-core + Debian's chromium).
+ */
+import { expect } from 'vitest';
+
+export interface ReportPage {
+  goto(url: string): Promise<void>;
+  /** Evaluates a JS expression in the page and returns its (JSON) value. */
+  evaluate<T>(expression: string): Promise<T>;
+  click(selector: string): Promise<void>;
+  /** Chooses the <option> with this label in a <select>. */
+  selectLabel(selector: string, label: string): Promise<void>;
+  /** Uncaught page errors so far. */
+  errors(): string[];
+}
+
+interface ShownRow { id: string; rank: number; suspicion: number; split: string; tags: string[]; src: string; stage: string; loaded: boolean; href: string }
+
+const SHOWN = `Array.from(document.querySelectorAll('#images tbody tr[data-id]')).map(function (tr) {
+  var img = tr.querySelector('td.thumb img');
+  return { id: tr.getAttribute('data-id'), rank: Number(tr.querySelector('td.rank').textContent), suspicion: parseFloat(tr.querySelector('td.suspicion').textContent),
+    split: tr.querySelector('td.split').textContent, tags: Array.from(tr.querySelectorAll('td.tags .chip')).map(function (c) { return c.getAttribute('data-class'); }),
+    src: img.getAttribute('src'), stage: img.getAttribute('data-stage'), loaded: img.complete && img.naturalWidth > 0, href: tr.querySelector('td.thumb a').href };
+})`;
+
+const shown = (page: ReportPage) => page.evaluate<ShownRow[]>(SHOWN);
+const text = (page: ReportPage, sel: string) => page.evaluate<string>(`document.querySelector(${JSON.stringify(sel)}).textContent`);
+/** Waits until every thumbnail has finished loading (or failed). */
+const imagesSettled = (page: ReportPage) => page.evaluate<boolean>(`new Promise(function (ok) {
+  var t0 = Date.now();
+  (function poll() {
+    var imgs = Array.from(document.querySelectorAll('#images img'));
+    if (imgs.every(function (i) { return i.complete; }) || Date.now() - t0 > 5000) ok(true); else setTimeout(poll, 50);
+  })();
+})`);
+
+/** The report of test/stages/audit_fixtures.ts (4 images; 'bad' is the bad one; good-3 has no ground truth). */
+export async function fixtureScenario(page: ReportPage, url: string): Promise<void> {
+  await page.goto(url);
+  expect(await page.evaluate<boolean>('window.auditReady === true')).toBe(true);
+  // Default view: most suspicious first, pseudo-masks shown, every thumbnail loads from file://.
+  let rows = await shown(page);
+  expect(rows.map((r) => r.id)).toEqual(['bad', 'good-3', 'good-2', 'good-1']);
+  await imagesSettled(page);
+  rows = await shown(page);
+  expect(rows.every((r) => r.stage === 'final' && r.src.includes('/final/') && r.loaded)).toBe(true);
+  expect(rows[0].href).toMatch(/img\/full\/\d{6}_bad\.jpg$/);
+
+  // Sort by suspicion: clicking the sorted column flips it to ascending, again back to descending.
+  await page.click('th[data-sort="suspicion"]');
+  rows = await shown(page);
+  expect(rows.map((r) => r.suspicion)).toEqual([...rows.map((r) => r.suspicion)].sort((a, b) => a - b));
+  expect(rows.at(-1)?.id).toBe('bad');
+  expect(await page.evaluate<string>(`document.querySelector('th[data-sort="suspicion"]').className`)).toBe('sorted-asc');
+  await page.click('th[data-sort="suspicion"]');
+  rows = await shown(page);
+  expect(rows[0]).toMatchObject({ id: 'bad', rank: 1 });
+  expect(rows.map((r) => r.suspicion)).toEqual([...rows.map((r) => r.suspicion)].sort((a, b) => b - a));
+
+  // Filter a class: only images tagged with (or masked as) dog.
+  await page.selectLabel('#class-filter', 'dog');
+  rows = await shown(page);
+  expect(rows.map((r) => r.id)).toEqual(['bad', 'good-2']);
+  expect(rows.every((r) => r.tags.includes('dog'))).toBe(true);
+  expect(await text(page, '#row-count')).toBe('2 of 4 images');
+
+  // Toggle a stage: the thumbnails switch to the CAM overlays, and they load.
+  await page.click('input[name="stage"][value="cam"]');
+  await imagesSettled(page);
+  rows = await shown(page);
+  expect(rows.every((r) => r.stage === 'cam' && r.src.includes('/cam/') && r.loaded)).toBe(true);
+  // The view is in the URL, so a reload (or a shared link) shows the same.
+  expect(await page.evaluate<string>('location.hash')).toContain('stage=cam');
+
+  // Ground truth: shown where it exists; the image without it falls back to the pseudo-mask.
+  await page.selectLabel('#class-filter', 'all classes');
+  await page.click('input[name="stage"][value="gt"]');
+  rows = await shown(page);
+  expect(Object.fromEntries(rows.map((r) => [r.id, r.stage]))).toEqual({ bad: 'gt', 'good-1': 'gt', 'good-2': 'gt', 'good-3': 'final' });
+
+  // Split filter.
+  await page.selectLabel('#split-filter', 'val');
+  rows = await shown(page);
+  expect(rows.map((r) => r.id)).toEqual(['good-3']);
+
+  // The class table and charts are there.
+  expect(await page.evaluate<number>(`document.querySelectorAll('#class-table tbody tr').length`)).toBe(3);
+  expect(await page.evaluate<number>(`document.querySelectorAll('#class-charts svg').length`)).toBe(4);
+  expect(page.errors()).toEqual([]);
+}
+
+/** A report with `n` images (data.js made large by the caller): one page in the DOM, paging works, fast. */
+export async function largeScenario(page: ReportPage, url: string, n: number): Promise<{ loadMs: number; filterMs: number }> {
+  const t0 = Date.now();
+  await page.goto(url);
+  expect(await page.evaluate<boolean>('window.auditReady === true')).toBe(true);
+  const loadMs = Date.now() - t0;
+  expect(await page.evaluate<number>(`document.querySelectorAll('#images tbody tr').length`)).toBe(50);
+  expect(await text(page, '#row-count')).toBe(`${n} of ${n} images`);
+  expect(await text(page, '#page-info')).toBe(`page 1 of ${Math.ceil(n / 50)}`);
+  const first = await shown(page);
+  await page.click('#next');
+  const second = await shown(page);
+  expect(await text(page, '#page-info')).toBe(`page 2 of ${Math.ceil(n / 50)}`);
+  expect(second[0].rank).toBe(first.at(-1)!.rank + 1);
+  const t1 = Date.now();
+  await page.selectLabel('#class-filter', 'cat');
+  const filterMs = Date.now() - t1;
+  expect((await shown(page)).every((r) => r.tags.includes('cat'))).toBe(true);
+  expect(await text(page, '#page-info')).toMatch(/^page 1 of /);
+  expect(page.errors()).toEqual([]);
+  return { loadMs, filterMs };
+}
+
+/** data.js with the fixture's rows repeated to `n` rows (distinct ids, ranks and decreasing suspicion). */
+export function enlargeData(dataJs: string, n: number): string {
+  const prefix = 'window.AUDIT = ';
+  const A = JSON.parse(dataJs.slice(prefix.length).trim().replace(/;$/, '')) as { images: unknown[][]; imageFields: string[] };
+  const idI = A.imageFields.indexOf('id');
+  const rankI = A.imageFields.indexOf('rank');
+  const susI = A.imageFields.indexOf('suspicion');
+  const base = A.images;
+  A.images = Array.from({ length: n }, (_, i) => {
+    const r = [...base[i % base.length]];
+    r[idI] = `${String(r[idI])}-${i}`;
+    r[rankI] = i + 1;
+    r[susI] = 1 - i / n;
+    return r;
+  });
+  return `${prefix}${JSON.stringify(A)};\n`;
+}
