@@ -186,6 +186,87 @@ program
     process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
   });
 
+/** Parse a comma-separated list of positive numbers (inference scales). */
+function scaleList(v: string): number[] {
+  const xs = v.split(',').map((x) => Number(x.trim()));
+  if (xs.length === 0 || xs.some((x) => !(x > 0))) throw new InvalidArgumentError(`--scales must be positive numbers separated by commas, got '${v}'`);
+  return xs;
+}
+
+program
+  .command('predict')
+  .description('segment a folder of images with a trained model: one palette PNG mask per image (VOC colours, the dataset\'s class indices, original image size)')
+  .requiredOption('--model <dir>', 'model folder written by the segment stage (models/segment: config.json + weights/)')
+  .requiredOption('--images <dir>', 'folder of .jpg/.jpeg/.png images')
+  .option('--ids <file>', 'only the ids listed in this file (one per line, e.g. ImageSets/Segmentation/test.txt)')
+  .requiredOption('--out <dir>', 'output folder for <id>.png')
+  .option('--scales <list>', "inference scales, e.g. 0.75,1,1.25 (default: the model's segment.scales)", scaleList)
+  .option('--no-flip', 'do not add the mirrored image at each scale')
+  .option('--flip', "add the mirrored image at each scale (default: the model's segment.flip)")
+  .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
+  .option('--json', 'print a JSON summary')
+  .addHelpText(
+    'after',
+    `
+Example: masks for MSRC-v2's test images, then their scores where masks exist
+  tagseg predict --model models/segment --images ../shared/datasets/msrc-v2/JPEGImages \\
+    --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
+  tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
+  )
+  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
+    const { predictFolder } = await import('../stages/segment/predict.js');
+    const { readIdsFile } = await import('../eval/segeval.js');
+    const flipSet = cmd.getOptionValueSource('flip') === 'cli';
+    const r = await predictFolder({
+      model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
+      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
+      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, batchSize: o.batchSize,
+    });
+    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
+  });
+
+program
+  .command('eval')
+  .description('score predicted masks against ground-truth masks (<id>.png in both folders): per-class IoU, mIoU, pixel accuracy, confusion matrix; void pixels ignored')
+  .requiredOption('--pred <dir>', 'predicted masks (palette or 8-bit grey PNGs, pixel value = class index)')
+  .requiredOption('--gt <dir>', 'ground-truth masks, same file names (e.g. the dataset\'s SegmentationClass/)')
+  .requiredOption('--classes <file>', 'classes.json: {"classes": [...], "background": 0 | null, "void": 255} (models/segment/classes.json, or the dataset\'s)')
+  .option('--ids <file>', 'score only these ids (default: every PNG in --pred; each needs a ground-truth mask)')
+  .option('--out <file>', 'write the JSON report here (default: <pred>/eval.json)')
+  .option('--json', 'print the JSON report instead of the table')
+  .action(async (o: { pred: string; gt: string; classes: string; ids?: string; out?: string; json?: boolean }) => {
+    const { evaluateFolders, formatFolderEval, readIdsFile } = await import('../eval/segeval.js');
+    const { writeFileAtomic } = await import('./fsutil.js');
+    const r = await evaluateFolders({
+      pred: path.resolve(o.pred), gt: path.resolve(o.gt), classes: path.resolve(o.classes),
+      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
+    });
+    const out = path.resolve(o.out ?? path.join(o.pred, 'eval.json'));
+    await writeFileAtomic(out, `${JSON.stringify(r, null, 1)}\n`);
+    print(Boolean(o.json), r, () => `${formatFolderEval(r)}\nreport: ${out}`);
+  });
+
+program
+  .command('audit')
+  .description('audit the pseudo-masks (the `audit` stage, run now): per-image and per-class measures, a suspicion ranking, reports/audit/index.html')
+  .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set audit.weights.ignore=2 (repeatable)', collect, [])
+  .option('--json', 'print the summary as JSON (metrics/audit.json + report path and timings)')
+  .addHelpText(
+    'after',
+    `
+Reads every earlier stage's table (run \`tagseg repro refine\` first). Writes cache/audit.arrow (one row
+per image and class), cache/audit_images.arrow (one row per image, ranked by suspicion), CSVs and a static
+HTML report in reports/audit/ (open index.html in a browser, no server needed), metrics/audit.json.
+Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts.`,
+  )
+  .action(async (o: { set: string[]; json?: boolean }) => {
+    const { runStages } = await import('./runner.js');
+    const { formatAudit } = await import('../stages/audit/index.js');
+    // json: true keeps the stage from printing its own summary; this command prints it.
+    const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;
+    print(Boolean(o.json), r, () => formatAudit(r));
+  });
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);

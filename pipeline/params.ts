@@ -83,6 +83,90 @@ const affinitySchema = z.strictObject({
   alpha: z.number().gt(0),
 });
 
+const contrastSchema = z.strictObject({
+  region: z.enum(['cam', 'affinity']),
+  pooling: z.enum(['mask', 'weighted']),
+  memory_size: z.number().int().min(1),
+  memory_update: z.enum(['replace', 'blend']),
+  memory_momentum: z.number().min(0).lt(1),
+  enqueue_prob: z.number().min(0).max(1),
+  centroids: z.number().int().min(1),
+  kmeans_iters: z.number().int().min(0),
+  dim: z.number().int().min(1),
+  similarity: z.enum(['raw', 'softmax']),
+  aggregation: z.boolean(),
+  contrast_weight: z.number().min(0),
+  temperature: z.number().gt(0),
+  contrast_from: z.number().int().min(0),
+  coarse_weight: z.number().min(0),
+  ...trainingFields,
+  crop_scale: z.array(z.number().gt(0).max(1)).length(2),
+  jitter: z.number().min(0).max(1),
+  scales: z.array(z.number().gt(0)).min(1),
+  flip: z.boolean(),
+  dtype: z.enum(['float16', 'float32']),
+});
+
+const refineSchema = z.strictObject({
+  source: z.enum(['contrast', 'affinity', 'cam']),
+  bg: z.enum(['threshold', 'power']),
+  bg_threshold: z.number().min(0).max(1),
+  bg_power: z.number().gt(0),
+  crf: z.strictObject({
+    iterations: z.number().int().min(0),
+    gaussian_sxy: z.number().gt(0),
+    gaussian_compat: z.number().min(0),
+    bilateral_sxy: z.number().gt(0),
+    bilateral_srgb: z.number().gt(0),
+    bilateral_compat: z.number().min(0),
+  }),
+  ignore: z.enum(['none', 'margin', 'disagree', 'either']),
+  ignore_margin: z.number().min(0).max(1),
+  mostly_ignore: z.number().min(0).max(1),
+  concurrency: z.number().int().min(1),
+});
+
+const segmentSchema = z.strictObject({
+  labels: z.enum(['pseudo', 'gt']),
+  val_fraction: z.number().gt(0).lt(1),
+  head_dim: z.number().int().min(8),
+  decoder: z.boolean(),
+  contrast: z.enum(['none', 'pixel', 'reco', 'spml']),
+  contrast_weight: z.number().min(0),
+  contrast_dim: z.number().int().min(2),
+  ...trainingFields,
+  scale_range: z.array(z.number().gt(0)).length(2),
+  jitter: z.number().min(0).max(1),
+  scales: z.array(z.number().gt(0)).min(1),
+  flip: z.boolean(),
+});
+
+const auditSchema = z.strictObject({
+  rca_map: z.enum(['propagated', 'cams']),
+  cam_threshold: z.number().min(0).max(1),
+  random_walk_threshold: z.number().min(0).max(1),
+  rca_threshold: z.number().min(0).max(1),
+  edge_quantile: z.number().min(0).max(1),
+  edge_floor: z.number().min(0),
+  edge_tolerance: z.number().int().min(0),
+  large_area: z.number().gt(0).max(1),
+  low_confidence: z.number().min(0).max(1),
+  weights: z.strictObject({
+    ignore: z.number().min(0),
+    low_confidence: z.number().min(0),
+    disagreement: z.number().min(0),
+    empty_tags: z.number().min(0),
+    fragmentation: z.number().min(0),
+    misalignment: z.number().min(0),
+    large_low_confidence: z.number().min(0),
+  }),
+  bad_miou: z.number().min(0).max(1),
+  bad_coverage: z.number().min(0).max(1),
+  top: z.number().int().min(1),
+  thumb_size: z.number().int().min(16),
+  full_overlays: z.boolean(),
+});
+
 /** Top-level sections of params.yaml. Later stages add theirs here (one line each). */
 const SECTIONS = {
   seed: seedSchema,
@@ -91,6 +175,10 @@ const SECTIONS = {
   ingest: ingestSchema,
   cam: camSchema,
   affinity: affinitySchema,
+  contrast: contrastSchema,
+  refine: refineSchema,
+  segment: segmentSchema,
+  audit: auditSchema,
 };
 
 export const paramsSchema = z.strictObject(SECTIONS);
@@ -151,6 +239,92 @@ affinity:
   beta: 32                    # random walk: affinity exponent (PSA 8, IRN 10; synthetic: 8 -> 61.5, 32 -> 73.0 mIoU)
   logt: 4                     # random walk: 2^logt steps (PSA/IRN 8; on 32x32 synthetic grids more steps only lose mIoU)
   alpha: 16                   # bg map (1 - max CAM)^alpha for propagation (PSA 16)
+contrast:
+  region: cam                 # region of a tagged class: cam (RCA: coarse CAM softmax > its mean) | affinity (affinity_cams.arrow maps > their mean)
+  pooling: mask               # region embedding: mask (RCA: mean over the binary region) | weighted (CAM-weighted mean)
+  memory_size: 500            # embeddings per class queue (RCA 500)
+  memory_update: replace      # replace (FIFO queue) | blend (RCA: slot <- 0.99 slot + 0.01 new)
+  memory_momentum: 0.99       # blend only: weight of the old slot (RCA 0.99)
+  enqueue_prob: 0.7           # enqueue a region when its refined class probability exceeds this (RCA 0.7)
+  centroids: 10               # k-means centres per class, recomputed at every epoch start after the first (RCA 10)
+  kmeans_iters: 10            # Lloyd iterations of that k-means
+  dim: 64                     # aggregation Q/K/V channels (RCA 512 = its feature channels)
+  similarity: softmax         # aggregation: softmax (attention) | raw (RCA: Q K^T x 20 / centroids; synthetic RCA 84.0 vs 83.5 but its loss spikes 0.4 -> 7.4 when centroids appear)
+  aggregation: true           # fuse the memory context before the refined head (false: contrast only; synthetic RCA 83.1 without, 83.5 with)
+  contrast_weight: 0.01       # weight of the InfoNCE term (RCA 0.01; 0 = aggregation only; synthetic: 0 / 0.01 / 0.1 -> RCA 83.5 / 83.5 / 83.2)
+  temperature: 0.07           # InfoNCE temperature (RCA 0.07)
+  contrast_from: 2            # first epoch (0-based) with the contrast term (RCA 2)
+  coarse_weight: 0.4          # weight of the coarse head's loss (RCA 0.4)
+  optimizer: adamw            # sgd (RCA: lr 0.001, Nesterov) | adamw
+  lr: 0.0005                  # base lr (backbone, starts from models/cam); poly decay, power 0.9
+  head_lr_mult: 10            # lr multiplier of the heads, aggregation and projection (RCA: 10 on its new layers)
+  weight_decay: 0.0001        # (RCA 5e-4)
+  epochs: 6                   # (RCA 30 from ImageNet VGG; here from the trained CAM model)
+  batch_size: 16              # (RCA 8)
+  crop: 112                   # training crop side (random resized crop, as cam)
+  crop_scale: [0.35, 1.0]     # crop area range as a fraction of the image
+  jitter: 0.3                 # colour jitter strength (brightness/contrast/saturation)
+  scales: [1.0, 0.5, 1.5, 2.0] # inference scales (each with its horizontal flip), as cam
+  flip: true                  # inference: add the flipped image at every scale
+  dtype: float16              # contrast_cams.arrow storage: float16 | float32
+refine:
+  source: contrast            # maps to refine: contrast (RCA + random walk: contrast_cams.arrow propagated) | affinity (random walk of the CAMs) | cam
+  bg: threshold               # with a background class: threshold (constant bg score, IRN) | power (bg = (1 - max map)^bg_power, PSA)
+  bg_threshold: 0.25          # constant bg score (IRN sem_seg_bg_thres 0.25 on random-walk maps)
+  bg_power: 16                # exponent of (1 - max map) (PSA alpha 4 / 16 / 32)
+  crf:                        # dense CRF on the original image (PSA crf_inference = pydensecrf defaults)
+    iterations: 10            # mean-field iterations (PSA/IRN 10; 0 = no CRF)
+    gaussian_sxy: 3           # smoothness kernel width in original pixels (PSA 3)
+    gaussian_compat: 3        # its Potts weight (PSA 3)
+    bilateral_sxy: 80         # appearance kernel width in original pixels (PSA 80, IRN 50)
+    bilateral_srgb: 13        # its colour width, 0-255 RGB (PSA 13, IRN 5)
+    bilateral_compat: 10      # its Potts weight (PSA/IRN 10)
+  ignore: either              # pixels set to 255: margin (top-two posterior margin < ignore_margin) | disagree (CRF label != the maps' label) | either | none
+  ignore_margin: 0.1          # minimum top1 - top2 posterior margin kept by margin / either
+  mostly_ignore: 0.5          # flag an image 'mostly_ignore' when more than this fraction of it is ignore
+  concurrency: 4              # images decoded and refined at once (the CRF itself is single-threaded JS)
+segment:
+  labels: pseudo              # pseudo (cache/pseudo_masks.arrow) | gt (ground-truth masks: the oracle upper bound)
+  val_fraction: 0.2           # share of dataset.train_split held out for validation (seeded hash of the id; never trained on)
+  head_dim: 64                # context head channels (DeepLab v3+: 256)
+  decoder: true               # DeepLab v3+ decoder: fuse the stride-4 backbone level before the classifier
+  contrast: none              # auxiliary contrastive loss: none | pixel | reco | spml (methods.md 4-6)
+  contrast_weight: 0.1        # weight of the contrastive loss (ContrastiveSeg 0.1 without memory)
+  contrast_dim: 64            # projection head output channels (ContrastiveSeg/ReCo 256, SPML 64)
+  optimizer: adamw            # sgd (DeepLab: lr 0.007, momentum 0.9) | adamw
+  lr: 0.002                   # base lr (backbone); poly decay, power 0.9
+  head_lr_mult: 10            # lr multiplier of the new head (DeepLab: 10 on the classifier)
+  weight_decay: 0.0001
+  epochs: 12
+  batch_size: 8
+  crop: 96                    # training crop side in pixels (DeepLab 321-513)
+  scale_range: [0.75, 1.25]   # random rescale of image + mask before the crop (DeepLab 0.5-2.0)
+  jitter: 0.2                 # colour jitter strength (brightness/contrast/saturation)
+  scales: [1.0]               # inference scales (DeepLab multi-scale test: 0.5-1.75)
+  flip: true                  # inference: add the mirrored image at every scale
+audit:
+  rca_map: propagated         # contrast_cams.arrow column taken as the RCA labels: propagated (RCA + random walk) | cams (RCA alone)
+  cam_threshold: 0.15         # with a background class: constant bg score for the CAM labels (IRN cam_eval_thres 0.15)
+  random_walk_threshold: 0.25 # same for the random-walk labels (IRN sem_seg_bg_thres 0.25)
+  rca_threshold: 0.25         # same for the RCA labels
+  edge_quantile: 0.9          # a strong image edge = Sobel magnitude in the image's top 10%
+  edge_floor: 16              # ... and above this (3x3 Sobel on 0-255 grey; a ~4-level step), so flat images have none
+  edge_tolerance: 2           # mask outline pixels within this many px of a strong edge count as aligned
+  large_area: 0.3             # tag consistency: a class covering >= this fraction ...
+  low_confidence: 0.5         # ... with mean confidence below this is flagged large_low_confidence
+  weights:                    # suspicion score = weighted mean of these terms (stages/audit/suspicion.ts)
+    ignore: 1.0
+    low_confidence: 1.0
+    disagreement: 1.0
+    empty_tags: 1.0
+    fragmentation: 0.5        # lower: several real instances of a class also fragment a mask
+    misalignment: 0.5         # lower: edges inside textured objects blur this term
+    large_low_confidence: 0.5
+  bad_miou: 0.5               # with ground truth: an image whose pseudo-mask mIoU is below this counts as bad (scores the ranking) ...
+  bad_coverage: 0.5           # ... or one that labels (not ignore) less than this share of the ground truth
+  top: 20                     # most suspicious images listed in metrics/audit.json (and scored against ground truth)
+  thumb_size: 160             # report thumbnails: long side in pixels
+  full_overlays: true         # report: the final mask over each original image at full size (img/full/)
 `;
 
 /** The defaults as a validated object (tests and `tagseg init`-like code start from these). */

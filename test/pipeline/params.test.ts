@@ -56,6 +56,28 @@ describe('params.yaml schema', () => {
         radius: 5, conf_fg: 0.65, conf_bg: 0.05, margin: 0.2, floor: 0.3, crf: false, dim: 448, optimizer: 'adamw',
         lr: 0.001, head_lr_mult: 10, weight_decay: 0.0001, epochs: 6, batch_size: 8, crop: 96, beta: 32, logt: 4, alpha: 16,
       },
+      contrast: {
+        region: 'cam', pooling: 'mask', memory_size: 500, memory_update: 'replace', memory_momentum: 0.99, enqueue_prob: 0.7,
+        centroids: 10, kmeans_iters: 10, dim: 64, similarity: 'softmax', aggregation: true, contrast_weight: 0.01, temperature: 0.07,
+        contrast_from: 2, coarse_weight: 0.4, optimizer: 'adamw', lr: 0.0005, head_lr_mult: 10, weight_decay: 0.0001, epochs: 6,
+        batch_size: 16, crop: 112, crop_scale: [0.35, 1], jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
+      },
+      refine: {
+        source: 'contrast', bg: 'threshold', bg_threshold: 0.25, bg_power: 16,
+        crf: { iterations: 10, gaussian_sxy: 3, gaussian_compat: 3, bilateral_sxy: 80, bilateral_srgb: 13, bilateral_compat: 10 },
+        ignore: 'either', ignore_margin: 0.1, mostly_ignore: 0.5, concurrency: 4,
+      },
+      segment: {
+        labels: 'pseudo', val_fraction: 0.2, head_dim: 64, decoder: true, contrast: 'none', contrast_weight: 0.1, contrast_dim: 64,
+        optimizer: 'adamw', lr: 0.002, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 8, crop: 96,
+        scale_range: [0.75, 1.25], jitter: 0.2, scales: [1], flip: true,
+      },
+      audit: {
+        rca_map: 'propagated', cam_threshold: 0.15, random_walk_threshold: 0.25, rca_threshold: 0.25, edge_quantile: 0.9,
+        edge_floor: 16, edge_tolerance: 2, large_area: 0.3, low_confidence: 0.5,
+        weights: { ignore: 1, low_confidence: 1, disagreement: 1, empty_tags: 1, fragmentation: 0.5, misalignment: 0.5, large_low_confidence: 0.5 },
+        bad_miou: 0.5, bad_coverage: 0.5, top: 20, thumb_size: 160, full_overlays: true,
+      },
     });
     expect(defaultParams()).toEqual(p);
   });
