@@ -23,8 +23,8 @@
  *           --oracle adds the same walks over GT affinities (1 same label, 0 different; the model's
  *           a_ij where an end is void): the ceiling the walk itself allows with perfect affinities.
  * Model: --model DIR (default <workspace>/models/affinity), or --train: train a fresh AffinityNet
- * with the workspace params (+ --set affinity.key=value ..., --levels i,j,k: backbone levels of the
- * head, --reduce c,c,c: their reduced channels) into a temp dir, as the stage would; reports the training time.
+ * with the workspace params (+ --set affinity.key=value ..., e.g. --set affinity.levels=[1,2,3]
+ * --set affinity.reduce=[64,128,256]) into a temp dir, as the stage would; reports the training time.
  * Output: text tables on stdout; --json FILE writes every figure.
  */
 import * as fs from 'node:fs/promises';
@@ -52,8 +52,6 @@ interface Args {
   model: string | null;
   train: boolean;
   sets: string[];
-  levels: number[] | undefined;
-  reduce: number[] | undefined;
   limit: number;
   betas: number[];
   logts: number[];
@@ -66,7 +64,7 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
-    ws: '', sections: new Set(['labels', 'auc', 'walk']), model: null, train: false, sets: [], levels: undefined, reduce: undefined, limit: Infinity,
+    ws: '', sections: new Set(['labels', 'auc', 'walk']), model: null, train: false, sets: [], limit: Infinity,
     betas: [], logts: [], bg: ['alpha', 'none'], norm: ['max', 'none'], confFg: [], oracle: false, json: null,
   };
   const nums = (s: string) => s.split(',').map(Number);
@@ -81,8 +79,6 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--model') a.model = v();
     else if (k === '--train') a.train = true;
     else if (k === '--set') a.sets.push(v());
-    else if (k === '--levels') a.levels = nums(v());
-    else if (k === '--reduce') a.reduce = nums(v());
     else if (k === '--limit') a.limit = Number(v());
     else if (k === '--betas') a.betas = nums(v());
     else if (k === '--logts') a.logts = nums(v());
@@ -94,7 +90,7 @@ function parseArgs(argv: string[]): Args {
     else if (!k.startsWith('--') && !a.ws) a.ws = k;
     else throw new Error(`unknown argument ${k}`);
   }
-  if (!a.ws) throw new Error('usage: affinity_diag <workspace> [--train] [--set affinity.k=v] [--levels 0,1,2,3] [--betas ..] [--logts ..] [--oracle]');
+  if (!a.ws) throw new Error('usage: affinity_diag <workspace> [--train] [--set affinity.k=v] [--betas ..] [--logts ..] [--oracle]');
   return a;
 }
 
@@ -349,7 +345,7 @@ async function main(): Promise<void> {
   const a = p.affinity;
   const t0 = performance.now();
   const { items, classes, background } = await loadItems(ws, p, args.limit);
-  const out: Record<string, unknown> = { workspace: ws, images: items.length, affinity: a, levels: args.levels ?? null };
+  const out: Record<string, unknown> = { workspace: ws, images: items.length, affinity: a };
   console.log(`${items.length} train images with masks (${classes.length} classes, background ${background ?? 'none'}), loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   if (args.sections.has('labels')) {
@@ -369,7 +365,7 @@ async function main(): Promise<void> {
   let tmp: string | null = null;
   if (args.train) {
     tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'affdiag-'));
-    net = await affinityNetFromCam(path.join(ws, 'models/cam'), { dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: args.levels, reduce: args.reduce });
+    net = await affinityNetFromCam(path.join(ws, 'models/cam'), { dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce });
     const train = items.map((it) => ({
       id: it.id, pixels: it.pixels, height: it.H, width: it.W,
       labels: imageAffinityLabels(it.cams, it.tags, it.h, it.w, { pixels: it.pixels, height: it.H, width: it.W },

@@ -50,7 +50,7 @@ const INPUTS = { images: 'cache/images.arrow', cams: CAM_OUTPUTS.cams, camModel:
 /** affinity keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
 const NOT_IN_TRAIN_HASH = ['epochs', 'beta', 'logt', 'alpha'];
 /** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */
-const BG_LABEL_KEYS = ['conf_fg', 'conf_bg', 'crf'];
+const BG_LABEL_KEYS = ['conf_fg', 'conf_bg'];
 const NO_BG_LABEL_KEYS = ['margin', 'floor'];
 
 /**
@@ -150,7 +150,9 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
   // 2. training
   const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}`, background);
   const modelDir = o.path(AFFINITY_OUTPUTS.model);
-  const net = await affinityNetFromCam(o.path(INPUTS.camModel), { dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed });
+  const net = await affinityNetFromCam(o.path(INPUTS.camModel), {
+    dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce,
+  });
   try {
     const training = await trainAffinity({ net, images: train, affinity: a, background, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash });
     const trainImages = train.length;

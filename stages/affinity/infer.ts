@@ -54,11 +54,12 @@ export function gridCrfOptions(stride: number): DenseCrfOptions {
 
 /**
  * A LabelRefiner (labels.ts) running the dense CRF on `image` ([h, w, 3] at the label grid) with
- * unary from the label map at gt_prob 0.7 (IRN crf_inference_label). The C labels are the
- * background and the image's tags; with no tag there is nothing to refine.
+ * unary from the label map at gt_prob 0.7 (IRN crf_inference_label; 255 cells get a uniform
+ * unary). The C labels are the background (when not null) and the image's tags; with fewer than
+ * two there is nothing to refine.
  */
-export function crfRefiner(image: Uint8Array, background: number, tags: readonly number[], stride: number): LabelRefiner {
-  const ids = [background, ...tags];
+export function crfRefiner(image: Uint8Array, background: number | null, tags: readonly number[], stride: number): LabelRefiner {
+  const ids = background === null ? [...tags] : [background, ...tags];
   const toCompact = new Map(ids.map((c, i) => [c, i]));
   const opts = gridCrfOptions(stride);
   return (labels, { height, width }) => {
@@ -84,8 +85,8 @@ export interface LabelSettings {
 
 /**
  * Affinity labels [h * w] of one image from its stored CAMs [C, h, w] (float32) and tags; with
- * `crf` (and a background class) each confidence map is CRF-refined on the image box-averaged to
- * the grid.
+ * `crf` each of the two label maps (labels.ts, with or without a background class) is
+ * CRF-refined on the image box-averaged to the grid.
  */
 export function imageAffinityLabels(
   cams: Float32Array, tags: readonly number[], h: number, w: number,
@@ -93,7 +94,7 @@ export function imageAffinityLabels(
 ): Uint8Array {
   const t = tf.tensor3d(cams, [tags.length, h, w]);
   try {
-    const refine = s.crf && s.background !== null && image
+    const refine = s.crf && image
       ? crfRefiner(downsampleImage(image.pixels, image.height, image.width, h, w), s.background, tags, stride)
       : undefined;
     return affinityLabels(t, tags, {

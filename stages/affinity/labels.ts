@@ -13,7 +13,11 @@
  * tagseg's own rule, no reference code):
  *   one tag:   that class where its CAM >= floor, else 255;
  *   two+ tags: the top class where top >= floor AND top - second >= margin, else 255;
- *   no tag:    255 everywhere. No refinement.
+ *   no tag:    255 everywhere.
+ *   With a refiner, IRN's two-map scheme carried over: the confident map above (255 = unsure) and
+ *   the plain argmax over the tags are each refined, and a cell keeps the class on which both
+ *   refined maps agree, else 255 (the refined confident map grows into the unsure band along
+ *   image edges; the argmax map vetoes where the CAMs disagree).
  */
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -24,7 +28,13 @@ import { IGNORE } from './pairs.js';
  * closure over the image calling ops/crf.ts. `which` says whether it is the fg (high threshold) or
  * bg (low threshold) map. Must return a map of the same size.
  */
-export type LabelRefiner = (labels: Uint8Array, info: { height: number; width: number; which: 'fg' | 'bg' }) => Uint8Array;
+export type LabelRefiner = (labels: Uint8Array, info: { height: number; width: number; which: RefinedMap }) => Uint8Array;
+
+/**
+ * Which map a LabelRefiner gets. With bg: 'fg' (high bg score, no 255) or 'bg' (low bg score, no
+ * 255). Without bg: 'confident' (the margin/floor rule, 255 where unsure) or 'argmax' (no 255).
+ */
+export type RefinedMap = 'fg' | 'bg' | 'confident' | 'argmax';
 
 export interface AffinityLabelOptions {
   /** Dataset index of the background class, or null when the dataset has none. */
@@ -37,7 +47,7 @@ export interface AffinityLabelOptions {
   margin?: number;
   /** Without bg: the top class score must be at least this. Default 0.3. */
   floor?: number;
-  /** With bg: refinement of each map before combining (IRN: dense CRF). */
+  /** Refinement of each map before combining (IRN: dense CRF; see the file comment without bg). */
   refine?: LabelRefiner;
 }
 
@@ -80,6 +90,14 @@ export function combineConfidence(fg: Uint8Array, bg: Uint8Array, background: nu
   return out;
 }
 
+/** Without bg: the class where the two refined maps agree (and it is not 255), else 255. */
+export function combineAgreement(confident: Uint8Array, argmax: Uint8Array): Uint8Array {
+  if (confident.length !== argmax.length) throw new TagsegError(`combineAgreement: maps of ${confident.length} and ${argmax.length} pixels`);
+  const out = new Uint8Array(confident.length);
+  for (let i = 0; i < confident.length; i++) out[i] = confident[i] === argmax[i] ? confident[i] : IGNORE;
+  return out;
+}
+
 /**
  * Without bg: cams [C, h, w] of the tagged classes, classes their dataset indices -> int32
  * [h, w] of dataset class indices or 255, by the margin/floor rule of the file comment.
@@ -111,12 +129,21 @@ export function noBackgroundLabels(cams: tf.Tensor3D, classes: readonly number[]
 export function affinityLabels(cams: tf.Tensor3D, classes: readonly number[], opts: AffinityLabelOptions): Uint8Array {
   const [, h, w] = cams.shape;
   if (opts.background === null) {
-    const t = noBackgroundLabels(cams, classes, opts.margin ?? 0.2, opts.floor ?? 0.3);
-    try {
-      return Uint8Array.from(t.dataSync());
-    } finally {
-      t.dispose();
-    }
+    const read = (t: tf.Tensor2D): Uint8Array => {
+      try {
+        return Uint8Array.from(t.dataSync());
+      } finally {
+        t.dispose();
+      }
+    };
+    const confident = read(noBackgroundLabels(cams, classes, opts.margin ?? 0.2, opts.floor ?? 0.3));
+    if (!opts.refine || classes.length < 2) return confident;
+    // margin 0 and floor 0 accept every cell: the plain argmax over the tags
+    const argmax = read(noBackgroundLabels(cams, classes, 0, 0));
+    return combineAgreement(
+      checkRefined(opts.refine(confident, { height: h, width: w, which: 'confident' }), h * w),
+      checkRefined(opts.refine(argmax, { height: h, width: w, which: 'argmax' }), h * w),
+    );
   }
   const background = opts.background;
   const maps = confidenceMaps(cams, classes, background, opts.confFgThres ?? 0.3, opts.confBgThres ?? 0.05);

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { affinityLabels, combineConfidence, confidenceMaps, noBackgroundLabels } from '../../stages/affinity/labels.js';
+import { affinityLabels, combineAgreement, combineConfidence, confidenceMaps, noBackgroundLabels } from '../../stages/affinity/labels.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -94,5 +94,38 @@ describe('affinity labels without a background class (margin / floor rule)', () 
     const empty = tf.zeros([0, 1, 2]) as tf.Tensor3D;
     expect(Array.from(affinityLabels(empty, [], { background: null }))).toEqual([255, 255]);
     tf.dispose([three, t, one, empty]);
+  });
+
+  it('refine sees the confident map (255 = unsure) and the argmax map; cells keep the class both refined maps agree on', () => {
+    const before = tf.memory().numTensors;
+    // the two-tag case above: confident [4, 255, 255, 4, 9], argmax [4, 4, 4, 4, 9]
+    const cams = tf.tensor3d([0.9, 0.5, 0.25, 0.6, 0.0, 0.1, 0.4, 0.0, 0.35, 0.8], [2, 1, 5]);
+    const seen: string[] = [];
+    const labels = affinityLabels(cams, [4, 9], {
+      background: null,
+      refine: (map, info) => {
+        seen.push(`${info.which}:${info.height}x${info.width}:${Array.from(map).join(',')}`);
+        const out = Uint8Array.from(map);
+        if (info.which === 'confident') {
+          out[1] = 4; // the "CRF" fills unsure cell 1 with class 4 ...
+          out[2] = 9; // ... and cell 2 with class 9, which the refined argmax map does not confirm
+        } else out[3] = 9; // and moves cell 3 to class 9 in the argmax map: disagreement -> 255
+        return out;
+      },
+    });
+    expect(seen).toEqual(['confident:1x5:4,255,255,4,9', 'argmax:1x5:4,4,4,4,9']);
+    expect(Array.from(labels)).toEqual([4, 4, 255, 255, 9]);
+    // one tag: nothing to refine (every cell is that class or unsure)
+    const one = tf.tensor3d([0.3, 0.29, 1], [1, 1, 3]);
+    let called = false;
+    expect(Array.from(affinityLabels(one, [6], { background: null, refine: (m) => ((called = true), m) }))).toEqual([6, 255, 6]);
+    expect(called).toBe(false);
+    tf.dispose([cams, one]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('combineAgreement: the class where both maps agree, 255 elsewhere and where both are 255', () => {
+    expect(Array.from(combineAgreement(Uint8Array.from([1, 2, 255, 3]), Uint8Array.from([1, 3, 255, 3])))).toEqual([1, 255, 255, 3]);
+    expect(() => combineAgreement(new Uint8Array(2), new Uint8Array(3))).toThrow(/2 and 3/);
   });
 });
