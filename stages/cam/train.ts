@@ -5,6 +5,9 @@
  * augmentation draw come from one Rng whose state is checkpointed, so a resumed run continues the
  * same random stream.
  *
+ * With `probe_iters` > 0 the head is first fitted alone on the frozen backbone's pooled features
+ * (probe.ts, LP-FT), so fine-tuning starts from a head that already classifies.
+ *
  * Checkpoint every epoch and resume (nn/loop.ts) in `models/cam/train/`, when the hash equals the
  * current one (see `trainHash` in index.ts); otherwise it starts over and says why.
  */
@@ -16,7 +19,9 @@ import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
 import type { Params } from '../../pipeline/params.js';
+import { log } from '../../pipeline/log.js';
 import type { CamNet } from './net.js';
+import { probeHead } from './probe.js';
 
 export interface TrainImage {
   id: string;
@@ -75,6 +80,12 @@ export async function trainCam(o: TrainOptions): Promise<TrainResult> {
       name: 'cam', size: images.length, batchSize: cam.batch_size, epochs: cam.epochs, lr: cam.lr,
       optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed, stopAfter: o.stopAfter,
+      // Epoch 0 only starts a run from scratch (a resume starts later): probe the head first.
+      onEpochStart: (epoch) => {
+        if (epoch !== 0 || cam.probe_iters === 0) return;
+        const loss = probeHead(net, images, cam.probe_iters, cam.weight_decay);
+        log.info(`cam: linear probe of the head (${cam.probe_iters} iterations on ${2 * images.length} pooled features): loss ${loss.toFixed(4)}`);
+      },
       step: (idx, rng) => {
         const { x, y } = makeBatch(images, idx, rng, cam);
         try {

@@ -48,13 +48,14 @@ describe('params.yaml schema', () => {
       synth: { out: 'datasets/synthetic', images: 240, size: 128, classes: 4, val_fraction: 0.25 },
       ingest: { size: 128, concurrency: 4, on_error: 'fail' },
       cam: {
-        backbone: 'resnet', pretrained: '', width: 16, depth: [1, 1, 1, 1], output_stride: 8, norm: 'batch', optimizer: 'adamw',
+        backbone: 'resnet', pretrained: '', width: 16, depth: [1, 1, 1, 1], output_stride: 8, norm: 'batch', probe_iters: 0, optimizer: 'adamw',
         lr: 0.003, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 16, crop: 112, crop_scale: [0.35, 1],
         jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
       },
       affinity: {
-        radius: 5, conf_fg: 0.65, conf_bg: 0.05, margin: 0.2, floor: 0.3, crf: false, dim: 448, optimizer: 'adamw',
-        lr: 0.001, head_lr_mult: 10, weight_decay: 0.0001, epochs: 6, batch_size: 8, crop: 96, beta: 32, logt: 4, alpha: 16,
+        radius: 5, conf_fg: 0.65, conf_bg: 0.05, margin: 0.2, floor: 0.3, crf: true, dim: 448, levels: [0, 1, 2, 3],
+        reduce: [32, 64, 128, 128], optimizer: 'adamw', lr: 0.001, head_lr_mult: 10, weight_decay: 0.0001, epochs: 6,
+        batch_size: 8, crop: 96, beta: 8, logt: 4, alpha: 16,
       },
       contrast: {
         region: 'cam', pooling: 'mask', memory_size: 500, memory_update: 'replace', memory_momentum: 0.99, enqueue_prob: 0.7,
@@ -124,6 +125,16 @@ describe('params.yaml schema', () => {
     const { concurrency: _c, ...noConcurrency } = p.ingest;
     await expect(async () => validateParams({ ...p, ingest: noConcurrency })).rejects.toThrow(
       "params.yaml: missing key 'ingest.concurrency' (expected a number)",
+    );
+  });
+
+  it('checks that affinity.reduce has one channel count per affinity.levels entry', async () => {
+    const p = defaultParams();
+    await expect(async () => validateParams({ ...p, affinity: { ...p.affinity, reduce: [32, 64] } })).rejects.toThrow(
+      'params.yaml: affinity.reduce: needs one channel count per level: 4 levels, got 2 counts',
+    );
+    await expect(async () => validateParams({ ...p, affinity: { ...p.affinity, levels: [1, 1], reduce: [8, 8] } })).rejects.toThrow(
+      'params.yaml: affinity.levels: levels must be distinct',
     );
   });
 
