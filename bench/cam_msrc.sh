@@ -15,14 +15,13 @@ run() {
   /usr/bin/time -f "peak RSS %M KiB, wall %e s" node bin/tagseg.js run cam "$@" 2>&1 | grep -v "^cam maps\|^cam train\|oneDNN\|absl"
   cat metrics/cam.json
 }
-# MobileNet: pretrained, frozen BN statistics, stride 16; a gentle backbone lr with a fast new head
-# (head 100x: measured 0.320 -> 0.409 CAM mIoU at 10x), crops covering most of the image (small
-# crops cut tagged objects out: 0.409 -> 0.452 with [0.7, 1] and 8 epochs).
+# MobileNet: the MSRC-v2 recipe of bench/msrc_recipe.sh (its comments give the measurements).
+# shellcheck source=msrc_recipe.sh
+source "$here/bench/msrc_recipe.sh"
 if [ "$which" = mobilenet ] || [ "$which" = both ]; then
-  run --set cam.backbone=mobilenet --set cam.norm=frozen --set cam.output_stride=16 --set cam.optimizer=adamw --set cam.lr=0.0001 \
-      --set cam.head_lr_mult=100 --set cam.epochs=8 --set cam.batch_size=16 --set cam.crop=224 --set cam.crop_scale=[0.7,1.0] "$@"
+  run "${MSRC_SETS[@]}" "$@"
 fi
 if [ "$which" = resnet ] || [ "$which" = both ]; then
-  run --set cam.backbone=resnet --set cam.width=32 --set cam.optimizer=adamw --set cam.lr=0.003 \
+  run --set cam.backbone=resnet --set cam.probe_iters=0 --set cam.scales=[1.0,0.5,1.5] --set cam.width=32 --set cam.optimizer=adamw --set cam.lr=0.003 \
       --set cam.epochs=15 --set cam.batch_size=16 --set cam.crop=224 --set cam.crop_scale=[0.3,1.0] "$@"
 fi

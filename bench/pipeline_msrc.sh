@@ -2,18 +2,16 @@
 # The whole pipeline on MSRC-v2 from scratch, stage by stage: wall time and peak RSS of each, total, and the chain table.
 #   npm run bench -- pipeline_msrc [extra --set args...]
 # Fresh workspace WS (default /tmp/tagseg-pipeline-msrc, deleted first) with the MSRC-v2 recipe
-# of each stage (cam: bench/cam_msrc.sh; segment: bench/segment_msrc.sh) plus your --set args;
+# (bench/msrc_recipe.sh) plus your --set args;
 # then `tagseg repro <stage>` for every dvc.yaml stage in order (synth skipped: MSRC has its own
 # images), each under /usr/bin/time. Target: < 60 minutes on the 2-core dev machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 ws=${WS:-/tmp/tagseg-pipeline-msrc}
 rm -rf "$ws"
-node "$here/bin/tagseg.js" workspace "$ws" --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" --set ingest.size=320 \
-  --set cam.backbone=mobilenet --set cam.norm=frozen --set cam.output_stride=16 --set cam.optimizer=adamw --set cam.lr=0.0001 \
-  --set cam.head_lr_mult=100 --set cam.epochs=8 --set cam.batch_size=16 --set cam.crop=224 --set cam.crop_scale=[0.7,1.0] \
-  --set segment.crop=224 --set segment.batch_size=8 --set segment.optimizer=adamw --set segment.lr=0.0001 \
-  --set segment.head_lr_mult=10 --set segment.epochs=10 --set segment.head_dim=64 "$@" >/dev/null
+# shellcheck source=msrc_recipe.sh
+source "$here/bench/msrc_recipe.sh"
+node "$here/bin/tagseg.js" workspace "$ws" --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" "${MSRC_SETS[@]}" "$@" >/dev/null
 cd "$ws"
 stages=$(node -e "const y=require('yaml'); const d=y.parse(require('fs').readFileSync('dvc.yaml','utf8')); console.log(Object.keys(d.stages).filter((s) => s !== 'synth').join(' '))")
 report=$(mktemp)

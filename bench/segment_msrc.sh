@@ -10,11 +10,13 @@ which=${1:-both}; shift || true
 here=$(cd "$(dirname "$0")/.." && pwd)
 src=${SRC:-$here/runs/msrc-bench}
 ws=${WS:-/tmp/tagseg-segment-msrc}
-# The MSRC-v2 recipe (pretrained MobileNet from models/cam, stride 16 + decoder at stride 4):
-# crops of 224 px, a gentle backbone lr with a 10x head (as the cam recipe: a large lr destroys
-# the pretrained features), 10 epochs.
-MSRC=(--set segment.crop=224 --set segment.batch_size=8 --set segment.optimizer=adamw --set segment.lr=0.0001
-      --set segment.head_lr_mult=10 --set segment.epochs=10 --set segment.head_dim=64)
+# The MSRC-v2 recipe (bench/msrc_recipe.sh): its segment keys apply to these runs.
+# shellcheck source=msrc_recipe.sh
+source "$here/bench/msrc_recipe.sh"
+MSRC=()
+for ((i = 0; i < ${#MSRC_SETS[@]}; i += 2)); do
+  case "${MSRC_SETS[i+1]}" in segment.*) MSRC+=(--set "${MSRC_SETS[i+1]}") ;; esac
+done
 if [ ! -f "$ws/params.yaml" ]; then
   node "$here/bin/tagseg.js" workspace "$ws" --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" --set ingest.size=320 >/dev/null
 fi
