@@ -293,7 +293,7 @@ refine:
   ignore: either              # pixels set to 255: margin (top-two posterior margin < ignore_margin) | disagree (CRF label != the maps' label) | either | none
   ignore_margin: 0.1          # minimum top1 - top2 posterior margin kept by margin / either
   mostly_ignore: 0.5          # flag an image 'mostly_ignore' when more than this fraction of it is ignore
-  concurrency: 4              # images decoded and refined at once (the CRF itself is single-threaded JS)
+  concurrency: 4              # images decoded and refined at once; CRFs run in min(this, cores) worker threads
 segment:
   labels: pseudo              # pseudo (cache/pseudo_masks.arrow) | gt (ground-truth masks: the oracle upper bound)
   val_fraction: 0.2           # share of dataset.train_split held out for validation (seeded hash of the id; never trained on)

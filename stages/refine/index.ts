@@ -11,9 +11,9 @@
  * 3. ignore (255) where the ignore rule says the label is unsure (confidence.ts);
  * 4. flags: a tag with no pixel, an image that is mostly ignore (sanity.ts);
  * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).
- * Images are decoded `refine.concurrency` at a time (data/load.ts orderedMap keeps row order);
- * the CRF is synchronous JS, so that overlaps decoding with the CRF rather than running CRFs in
- * parallel.
+ * Images are decoded and refined `refine.concurrency` at a time (data/load.ts orderedMap keeps
+ * row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
+ * threads as the concurrency and the machine's cores allow).
  * metrics/refine.json: the chain table (evaluate.ts: CAM -> random walk -> RCA -> RCA + random
  * walk -> pseudo-masks, all scored at the original size on the train split's masks), the
  * CRF/ignore ablation of the pseudo-masks, ignore fraction, flags, time and throughput.
@@ -32,7 +32,8 @@ import type { Stage } from '../../pipeline/stage.js';
 import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
 import { PngExport } from './export.js';
-import { type RefinedImage, type RefineSettings, refineImage } from './refine.js';
+import { RefinePool } from './pool.js';
+import type { RefinedImage, RefineSettings } from './refine.js';
 import { classPixelCounts, imageFlags } from './sanity.js';
 import { PSEUDO_MASK_COLUMNS, REFINE_OUTPUTS, type RefineExtra, type RefineSource } from './tables.js';
 
@@ -99,6 +100,8 @@ export interface RefineRunResult {
   images_per_second: number;
   crf_seconds_per_image: number;
   concurrency: number;
+  /** CRF threads used (pool.ts; 1 = the main thread). */
+  threads: number;
 }
 
 export interface RunRefineOptions {
@@ -204,12 +207,14 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
     const W = img.width;
     const gt = z.cam.split === split && d.maskPath ? (await readMask(d.maskPath, W, H)).data : null;
     const src = z[rp.source]!;
-    const r = refineImage({
+    const r = await pool.run({
       maps: decodeMaps(rp.source, src, SOURCE_MAPS[rp.source].column), tags: src.tags as number[], h: src.height as number, w: src.width as number, rgb: img.rgb, H, W,
     }, settings);
     return { z, H, W, gt, r };
   };
 
+  const pool = new RefinePool(rp.concurrency);
+  const threads = pool.size;
   const bar = progress('refine', numRows);
   let rows = 0;
   let crfSeconds = 0;
@@ -262,6 +267,8 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
     await writer.abort();
     await pngs.abort();
     throw err;
+  } finally {
+    await pool.close();
   }
   const loopSeconds = (performance.now() - loopStart) / 1000;
   if (scored === 0) log.warn(`refine: no image of split '${split}' has a ground-truth mask; the chain table is empty`);
@@ -284,6 +291,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
     images_per_second: loopSeconds > 0 ? rows / loopSeconds : 0,
     crf_seconds_per_image: crfImages > 0 ? crfSeconds / crfImages : 0,
     concurrency: rp.concurrency,
+    threads,
   };
 }
 
@@ -341,6 +349,6 @@ export function formatRefine(r: RefineRunResult): string {
     `${r.split} split at the original size (${r.table.pseudo_masks.images} images): step  mIoU  precision  recall`,
     ...steps.map(([n, s]) => `  ${n.padEnd(22)} ${pct(s?.miou).padStart(5)}  ${pct(s?.precision).padStart(5)}  ${pct(s?.recall).padStart(5)}${at(s)}`),
     `  pseudo-masks leave ${pct(r.table.pseudo_masks.ignore_fraction)}% of the scored pixels as ignore`,
-    `${r.images_per_second.toFixed(1)} images/s (concurrency ${r.concurrency}), CRF ${(1000 * r.crf_seconds_per_image).toFixed(0)} ms/image, ${r.seconds.toFixed(1)} s`,
+    `${r.images_per_second.toFixed(1)} images/s (concurrency ${r.concurrency}, ${r.threads} CRF threads), CRF ${(1000 * r.crf_seconds_per_image).toFixed(0)} ms/image, ${r.seconds.toFixed(1)} s`,
   ].join('\n');
 }
