@@ -39,11 +39,16 @@ export function infoNCE(
     const same = tf.cast(tf.equal(tf.reshape(anchorClass, [-1, 1]), tf.reshape(memoryClass, [1, -1])), 'float32'); // [R, N]
     const pos = tf.mul(same, v);
     const neg = tf.mul(tf.sub(1, same), v);
-    // shift by the row max over valid entries (cancels in -(l_p - log(...)))
+    // shift by the row max over valid entries (cancels in -(l_p - log(...))). Invalid entries get
+    // l = -1e4 (exp 0) rather than their shifted logit: with no valid entry at all (an empty
+    // memory) the shift is -1e9 and exp would overflow to inf, whose 0 * inf is NaN in the
+    // forward and backward passes. The 1e-30 keeps log finite where both terms are 0 (entries
+    // that are not positives); a valid positive's exp(l) is >= exp(-2 / tau), far above it.
     const shift = tf.max(tf.add(logits, tf.mul(tf.sub(1, v), -1e9)), 1, true);
-    const l = tf.sub(logits, detach(shift));
+    const isValid = tf.greater(tf.tile(v, [anchors.shape[0], 1]), 0);
+    const l = tf.where(isValid, tf.sub(logits, detach(shift)), tf.fill(logits.shape, -1e4));
     const negSum = tf.sum(tf.mul(tf.exp(l), neg), 1, true); // [R, 1]
-    const perEntry = tf.neg(tf.sub(l, tf.log(tf.add(tf.exp(l), negSum)))); // [R, N]
+    const perEntry = tf.neg(tf.sub(l, tf.log(tf.add(tf.add(tf.exp(l), negSum), 1e-30)))); // [R, N]
     const nPos = tf.sum(pos, 1); // [R]
     const perAnchor = tf.div(tf.sum(tf.mul(perEntry, pos), 1), tf.maximum(nPos, 1));
     const has = tf.cast(tf.greater(nPos, 0), 'float32');

@@ -51,6 +51,19 @@ describe('infoNCE', () => {
     expect(() => infoNCE(tf.zeros([1, 2]) as tf.Tensor2D, tf.tensor1d([0], 'int32'), tf.ones([2, 2]) as tf.Tensor2D, tf.tensor1d([0, 1], 'int32'), tf.ones([2]) as tf.Tensor1D, 0)).toThrow(/temperature/);
   });
 
+  it('an empty memory (no valid entry: the first steps with contrast_from 0) gives 0 and a finite, zero gradient', () => {
+    const a = tf.tensor2d([[0.6, 0.8], [1, 0]]);
+    const mem = tf.zeros([3, 2]) as tf.Tensor2D;
+    const f = (x: tf.Tensor) => infoNCE(x as tf.Tensor2D, tf.tensor1d([0, 1], 'int32'), mem, tf.tensor1d([0, 0, 1], 'int32'), tf.zeros([3]) as tf.Tensor1D, 0.07);
+    expect(f(a).dataSync()[0]).toBe(0);
+    const g = tf.grad(f)(a);
+    expect(Array.from(g.dataSync())).toEqual([0, 0, 0, 0]);
+    // one valid entry of class 1 only: anchor 1 has a positive and no negative -> -log(1) = 0, finite
+    const one = infoNCE(a, tf.tensor1d([0, 1], 'int32'), tf.tensor2d([[0, 0], [0, 0], [1, 0]]), tf.tensor1d([0, 0, 1], 'int32'), tf.tensor1d([0, 0, 1]), 0.07);
+    expect(one.dataSync()[0]).toBeCloseTo(0, 6);
+    tf.dispose([a, mem, g, one]);
+  });
+
   it('pulls the anchor toward its class: the gradient step lowers the loss', () => {
     const a = tf.variable(tf.tensor2d([[0.6, 0.8]]));
     const f = () => infoNCE(a as unknown as tf.Tensor2D, tf.tensor1d([0], 'int32'), tf.tensor2d([[1, 0], [0, 1]]), tf.tensor1d([0, 1], 'int32'), tf.ones([2]) as tf.Tensor1D, 0.2);
