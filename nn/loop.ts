@@ -7,12 +7,14 @@
  * Why one loop: resume semantics are easy to get subtly wrong (irn restarts schedules on resume);
  * with one loop, one test of kill + resume covers every stage.
  */
+import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from './checkpoint.js';
 import { type Optimizer, polyLr } from './optim.js';
 import type { NamedVariables } from './params.js';
 import { Rng, type RngState } from './rng.js';
 import { log, progress } from '../pipeline/log.js';
+import { type Params, stableStringify } from '../pipeline/params.js';
 
 export interface LoopState {
   /** Epochs finished. */
@@ -73,6 +75,20 @@ export interface LoopOptions {
   onEpochStart?(epoch: number, rng: Rng): void | Promise<void>;
   /** One optimizer step on the items `idx`; returns the batch's mean loss. Must not leak tensors. */
   step(idx: number[], rng: Rng, ctx: StepContext): number | Promise<number>;
+}
+
+/** The params sections of the network stages. */
+export type TrainedSection = 'cam' | 'affinity' | 'contrast' | 'segment';
+
+/**
+ * Resume key of a stage's training (LoopOptions.hash): seed, train split, the stage's params
+ * section without `exclude` (keys that do not change the trained weights, such as inference
+ * scales, and `epochs`, which a resume may extend), and `dataHash` (the content of the inputs).
+ */
+export function trainingHash(p: Params, section: TrainedSection, exclude: readonly string[], dataHash: string): string {
+  const kept = Object.fromEntries(Object.entries(p[section]).filter(([k]) => !exclude.includes(k)));
+  const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, [section]: kept, data: dataHash });
+  return createHash('sha256').update(key).digest('hex').slice(0, 16);
 }
 
 export async function runTraining(o: LoopOptions): Promise<LoopResult> {

@@ -17,18 +17,18 @@
  *    without a background class) -> metrics/affinity.json { cam, random_walk }; with a background
  *    class also `random_walk_bg`: PSA's argmax over the propagated [bg, fg] before normalisation.
  */
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
+import { trainingHash } from '../../nn/loop.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash, stableStringify } from '../../pipeline/params.js';
+import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../cam/evaluate.js';
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
@@ -59,10 +59,7 @@ const NO_BG_LABEL_KEYS = ['margin', 'floor'];
  * e.g. a new conf_bg default does not retrain an MSRC-v2 model.
  */
 export function affinityTrainHash(p: Params, dataHash: string, background: number | null = null): string {
-  const unused = [...NOT_IN_TRAIN_HASH, ...(background === null ? BG_LABEL_KEYS : NO_BG_LABEL_KEYS)];
-  const a = Object.fromEntries(Object.entries(p.affinity).filter(([k]) => !unused.includes(k)));
-  const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, affinity: a, data: dataHash });
-  return createHash('sha256').update(key).digest('hex').slice(0, 16);
+  return trainingHash(p, 'affinity', [...NOT_IN_TRAIN_HASH, ...(background === null ? BG_LABEL_KEYS : NO_BG_LABEL_KEYS)], dataHash);
 }
 
 export const stage: Stage = {

@@ -22,15 +22,15 @@
  * (scales, flip, dtype) and `epochs` are left out: more epochs continue from the last finished
  * one (the poly schedule is then computed for the new total), other changes start over.
  */
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
+import { trainingHash } from '../../nn/loop.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash, stableStringify } from '../../pipeline/params.js';
+import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
 import { ThresholdSweep, summarizeSweep } from './evaluate.js';
@@ -47,9 +47,7 @@ const INPUTS = { dataset: 'cache/dataset.arrow', images: 'cache/images.arrow' } 
 const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'dtype'];
 
 export function trainHash(p: Params, dataHash: string): string {
-  const cam = Object.fromEntries(Object.entries(p.cam).filter(([k]) => !NOT_IN_TRAIN_HASH.includes(k)));
-  const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, cam, data: dataHash });
-  return createHash('sha256').update(key).digest('hex').slice(0, 16);
+  return trainingHash(p, 'cam', NOT_IN_TRAIN_HASH, dataHash);
 }
 
 export const stage: Stage = {

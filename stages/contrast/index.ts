@@ -17,17 +17,17 @@
  *    metrics/contrast.json { cam, random_walk, rca, rca_random_walk }.
  * No saliency maps (RCA's published masks use them): the random walk takes their place.
  */
-import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
+import { trainingHash } from '../../nn/loop.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash, stableStringify } from '../../pipeline/params.js';
+import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { walkImage } from '../affinity/infer.js';
 import { loadAffinityModel } from '../affinity/net.js';
@@ -55,9 +55,7 @@ const INPUTS = {
 const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'dtype'];
 
 export function contrastTrainHash(p: Params, dataHash: string): string {
-  const c = Object.fromEntries(Object.entries(p.contrast).filter(([k]) => !NOT_IN_TRAIN_HASH.includes(k)));
-  const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, contrast: c, data: dataHash });
-  return createHash('sha256').update(key).digest('hex').slice(0, 16);
+  return trainingHash(p, 'contrast', NOT_IN_TRAIN_HASH, dataHash);
 }
 
 export const stage: Stage = {

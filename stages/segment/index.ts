@@ -19,18 +19,18 @@
  *    walk -> RCA -> pseudo-masks, scored by refine on the train split) + pseudo-masks and the
  *    segmentation network on the validation carve, in one table.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
+import { trainingHash } from '../../nn/loop.js';
 import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, stableStringify } from '../../pipeline/params.js';
+import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CAM_OUTPUTS } from '../cam/tables.js';
 import { segmentBatch } from './infer.js';
@@ -54,9 +54,7 @@ const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip'];
 const VAL_BATCH = 4;
 
 export function segmentTrainHash(p: Params, dataHash: string): string {
-  const s = Object.fromEntries(Object.entries(p.segment).filter(([k]) => !NOT_IN_TRAIN_HASH.includes(k)));
-  const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, segment: s, data: dataHash });
-  return createHash('sha256').update(key).digest('hex').slice(0, 16);
+  return trainingHash(p, 'segment', NOT_IN_TRAIN_HASH, dataHash);
 }
 
 export const stage: Stage = {
