@@ -54,6 +54,15 @@ const trainingFields = {
   crop: z.number().int().min(16),
 };
 
+/** Augmentation, multi-scale inference and map storage keys of the two classifier stages (cam, contrast). */
+const camLikeFields = {
+  crop_scale: z.array(z.number().gt(0).max(1)).length(2),
+  jitter: z.number().min(0).max(1),
+  scales: z.array(z.number().gt(0)).min(1),
+  flip: z.boolean(),
+  dtype: z.enum(['float16', 'float32']),
+};
+
 const camSchema = z.strictObject({
   backbone: z.enum(['resnet', 'mobilenet']),
   pretrained: z.string(),
@@ -63,11 +72,7 @@ const camSchema = z.strictObject({
   norm: z.enum(['batch', 'group', 'frozen']),
   probe_iters: z.number().int().min(0),
   ...trainingFields,
-  crop_scale: z.array(z.number().gt(0).max(1)).length(2),
-  jitter: z.number().min(0).max(1),
-  scales: z.array(z.number().gt(0)).min(1),
-  flip: z.boolean(),
-  dtype: z.enum(['float16', 'float32']),
+  ...camLikeFields,
 });
 
 const affinitySchema = z.strictObject({
@@ -108,11 +113,7 @@ const contrastSchema = z.strictObject({
   contrast_from: z.number().int().min(0),
   coarse_weight: z.number().min(0),
   ...trainingFields,
-  crop_scale: z.array(z.number().gt(0).max(1)).length(2),
-  jitter: z.number().min(0).max(1),
-  scales: z.array(z.number().gt(0)).min(1),
-  flip: z.boolean(),
-  dtype: z.enum(['float16', 'float32']),
+  ...camLikeFields,
 });
 
 const refineSchema = z.strictObject({
