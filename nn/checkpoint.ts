@@ -16,7 +16,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { ensureDir, replaceDirAtomic, tempPathFor, writeFileSynced } from '../pipeline/fsutil.js';
+import { ensureDir, replaceDirAtomic, tempPathFor, writeFileAtomic, writeFileSynced } from '../pipeline/fsutil.js';
 import type { Optimizer, OptimizerStateJson } from './optim.js';
 import type { NamedVariables } from './params.js';
 
@@ -245,4 +245,32 @@ export async function readTrainState<T>(dir: string): Promise<T | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A model folder, the form every network stage saves (models/cam, models/affinity, ...):
+ * `<dir>/weights/` (a checkpoint of `variables`, without optimizer state) then
+ * `<dir>/config.json` (`config`), plus any `extra` JSON files before the config. The config is
+ * written last, so a folder with a config always has the weights it describes.
+ */
+export async function saveModelDir(dir: string, variables: NamedVariables, config: object, extra: Record<string, unknown> = {}): Promise<void> {
+  await saveCheckpoint(path.join(dir, 'weights'), { variables, meta: config });
+  for (const [name, value] of Object.entries(extra)) await writeFileAtomic(path.join(dir, name), `${JSON.stringify(value, null, 1)}\n`);
+  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/**
+ * `<dir>/config.json` of a model folder, checked for its `format` tag. `what` names the model in
+ * errors ('CAM model'); `hint` says how to make one.
+ */
+export async function readModelConfig<T extends { format: string }>(dir: string, format: T['format'], what: string, hint: string): Promise<T> {
+  const file = path.join(dir, 'config.json');
+  let config: T;
+  try {
+    config = JSON.parse(await fs.readFile(file, 'utf8')) as T;
+  } catch (err) {
+    throw new TagsegError(`cannot read the ${what} config: ${messageOf(err)}`, { file, hint });
+  }
+  if (config?.format !== format) throw new TagsegError(`not a ${format} config (format '${String(config?.format)}')`, { file, hint });
+  return config;
 }

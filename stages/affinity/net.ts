@@ -9,14 +9,11 @@
  * whose resnet38 keeps every BatchNorm in eval mode while training AffinityNet; gradients still
  * reach the convolutions. The head uses GroupNorm (no statistics).
  */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
-import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { TagsegError, messageOf } from '../../pipeline/errors.js';
-import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
 import { AffinityHead } from './head.js';
 
@@ -82,20 +79,12 @@ function assemble(backbone: Backbone, head: AffinityHead, config: AffinityModelC
 
 /** Write config.json + weights/ into `dir`. */
 export async function saveAffinityModel(dir: string, net: AffinityNet): Promise<void> {
-  await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
-  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+  await saveModelDir(dir, net.named(), net.config);
 }
 
 /** Load a model written by saveAffinityModel (models/affinity; the contrast stage walks with it). The caller disposes it. */
 export async function loadAffinityModel(dir: string): Promise<AffinityNet> {
-  const file = path.join(dir, 'config.json');
-  let config: AffinityModelConfig;
-  try {
-    config = JSON.parse(await fs.readFile(file, 'utf8')) as AffinityModelConfig;
-  } catch (err) {
-    throw new TagsegError(`cannot read the affinity model config: ${messageOf(err)}`, { file, hint: 'run `tagseg run affinity` first' });
-  }
-  if (config.format !== AFFINITY_MODEL_FORMAT) throw new TagsegError(`not a ${AFFINITY_MODEL_FORMAT} config`, { file });
+  const config = await readModelConfig<AffinityModelConfig>(dir, AFFINITY_MODEL_FORMAT, 'affinity model', 'run `tagseg run affinity` first');
   const cam = await buildCamNet(config.cam, 0, false);
   cam.head.dispose();
   const backbone = cam.backbone;

@@ -6,18 +6,16 @@
  *   <dir>/weights/      nn/checkpoint format (manifest.json + weights.bin), variables named
  *                       'backbone/<name>' and 'head/<name>', no optimizer state
  */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Backbone, OutputStride } from '../../nn/backbone.js';
-import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
 import { MobileNetV1, loadMobileNetV1 } from '../../nn/mobilenet.js';
 import type { NormKind } from '../../nn/norm.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { ResNet } from '../../nn/resnet.js';
-import { TagsegError, messageOf } from '../../pipeline/errors.js';
-import { writeFileAtomic } from '../../pipeline/fsutil.js';
+import { TagsegError } from '../../pipeline/errors.js';
 
 export const CAM_MODEL_FORMAT = 'tagseg-cam-model';
 
@@ -89,20 +87,13 @@ export async function buildCamNet(config: Omit<CamModelConfig, 'featureChannels'
 
 /** Write config.json + weights/ into `dir` (weights replaced atomically, config after them). */
 export async function saveCamModel(dir: string, net: CamNet): Promise<void> {
-  await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
-  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+  await saveModelDir(dir, net.named(), net.config);
 }
 
 /** Load a model written by the cam stage (models/cam). The caller disposes it. */
 export async function loadCamModel(dir: string): Promise<CamNet> {
+  const config = await readModelConfig<CamModelConfig>(dir, CAM_MODEL_FORMAT, 'CAM model', 'run `tagseg run cam` first');
   const file = path.join(dir, 'config.json');
-  let config: CamModelConfig;
-  try {
-    config = JSON.parse(await fs.readFile(file, 'utf8')) as CamModelConfig;
-  } catch (err) {
-    throw new TagsegError(`cannot read the CAM model config: ${messageOf(err)}`, { file, hint: 'run `tagseg run cam` first' });
-  }
-  if (config.format !== CAM_MODEL_FORMAT) throw new TagsegError(`not a ${CAM_MODEL_FORMAT} config`, { file });
   const net = await buildCamNet(config, 0, false);
   try {
     await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });

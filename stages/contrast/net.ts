@@ -15,15 +15,12 @@
  *   <dir>/weights/      nn/checkpoint format: 'backbone/', 'coarse/', 'refined/', 'aggregation/',
  *                       'projection/', 'memory/' variables (the memory makes inference reproducible)
  */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from '../../nn/backbone.js';
-import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { TagsegError, messageOf } from '../../pipeline/errors.js';
-import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
 import { Aggregation, Projection, type Similarity } from './aggregate.js';
 import { MemoryBank } from './memory.js';
@@ -136,20 +133,12 @@ export async function contrastNetFromCam(camDir: string, s: ContrastSettings): P
 
 /** Write config.json + weights/ into `dir`. */
 export async function saveContrastModel(dir: string, net: ContrastNet): Promise<void> {
-  await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
-  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+  await saveModelDir(dir, net.named(), net.config);
 }
 
 /** Load a model written by saveContrastModel (models/contrast). The caller disposes it. */
 export async function loadContrastModel(dir: string): Promise<ContrastNet> {
-  const file = path.join(dir, 'config.json');
-  let config: ContrastModelConfig;
-  try {
-    config = JSON.parse(await fs.readFile(file, 'utf8')) as ContrastModelConfig;
-  } catch (err) {
-    throw new TagsegError(`cannot read the contrast model config: ${messageOf(err)}`, { file, hint: 'run `tagseg run contrast` first' });
-  }
-  if (config.format !== CONTRAST_MODEL_FORMAT) throw new TagsegError(`not a ${CONTRAST_MODEL_FORMAT} config`, { file });
+  const config = await readModelConfig<ContrastModelConfig>(dir, CONTRAST_MODEL_FORMAT, 'contrast model', 'run `tagseg run contrast` first');
   const cam = await buildCamNet(config.cam, 0, false);
   const net = assemble(cam.backbone, cam.head, cam.config, {
     memorySize: config.memory.size, centroids: config.memory.centroids, dim: config.aggregation.dim,

@@ -14,15 +14,13 @@
  * costs nothing). A loaded model rebuilds the backbone as an empty shell and fills it from
  * weights/, so the pretrained MobileNet file is not needed at prediction time.
  */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
-import { loadCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import type { NormUpdates } from '../../nn/norm.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { TagsegError, messageOf } from '../../pipeline/errors.js';
-import { writeFileAtomic } from '../../pipeline/fsutil.js';
+import { TagsegError } from '../../pipeline/errors.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
 import { ContextHead, upsampleLogits } from './head.js';
 
@@ -104,22 +102,13 @@ export async function segNetFromCam(camDir: string, o: SegNetOptions): Promise<S
 
 /** Write config.json, classes.json and weights/ into `dir` (weights first, config last). */
 export async function saveSegModel(dir: string, net: SegNet): Promise<void> {
-  await saveCheckpoint(path.join(dir, 'weights'), { variables: net.named(), meta: net.config });
   const classes = { classes: net.config.classes, background: net.config.background, void: 255 };
-  await writeFileAtomic(path.join(dir, 'classes.json'), `${JSON.stringify(classes, null, 1)}\n`);
-  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(net.config, null, 2)}\n`);
+  await saveModelDir(dir, net.named(), net.config, { 'classes.json': classes });
 }
 
 /** Load a model directory written by the segment stage. The caller disposes it. */
 export async function loadSegModel(dir: string): Promise<SegNet> {
-  const file = path.join(dir, 'config.json');
-  let config: SegModelConfig;
-  try {
-    config = JSON.parse(await fs.readFile(file, 'utf8')) as SegModelConfig;
-  } catch (err) {
-    throw new TagsegError(`cannot read the segmentation model config: ${messageOf(err)}`, { file, hint: 'pass the folder the segment stage wrote (models/segment)' });
-  }
-  if (config.format !== SEG_MODEL_FORMAT) throw new TagsegError(`not a ${SEG_MODEL_FORMAT} config (format '${String(config.format)}')`, { file });
+  const config = await readModelConfig<SegModelConfig>(dir, SEG_MODEL_FORMAT, 'segmentation model', 'pass the folder the segment stage wrote (models/segment)');
   const shell = await buildCamNet(config.cam, 0, false);
   shell.head.dispose();
   const net = assemble(shell.backbone, config.cam, {

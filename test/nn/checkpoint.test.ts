@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { checkpointExists, loadCheckpoint, readCheckpoint, saveCheckpoint } from '../../nn/checkpoint.js';
+import { checkpointExists, loadCheckpoint, readCheckpoint, readModelConfig, saveCheckpoint, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
 import { SGD } from '../../nn/optim.js';
 import { mergeNamed } from '../../nn/params.js';
@@ -138,5 +138,22 @@ describe('checkpoint', () => {
     await expect(loadCheckpoint(path.join(tmp, 'nope'), { variables: a.vars })).rejects.toThrow(/cannot read checkpoint manifest/);
     expect(await checkpointExists(path.join(tmp, 'nope'))).toBe(false);
     a.dispose();
+  });
+
+  it('model folders: weights, extra files, then config.json; the config is checked for its format', async () => {
+    const a = model(2);
+    const dir = path.join(tmp, 'modeldir');
+    await saveModelDir(dir, a.vars, { format: 'tagseg-test-model', n: 3 }, { 'classes.json': { classes: ['a', 'b'] } });
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'classes.json'), 'utf8'))).toEqual({ classes: ['a', 'b'] });
+    expect(await readModelConfig(dir, 'tagseg-test-model', 'test model', 'make one')).toEqual({ format: 'tagseg-test-model', n: 3 });
+    const b = model(3);
+    await loadCheckpoint(path.join(dir, 'weights'), { variables: b.vars });
+    expect(Array.from(b.vars.get('head/classifier.kernel')!.dataSync())).toEqual(Array.from(a.vars.get('head/classifier.kernel')!.dataSync()));
+    await expect(readModelConfig(dir, 'tagseg-other-model', 'other model', 'run it')).rejects.toThrow(
+      /config\.json: not a tagseg-other-model config \(format 'tagseg-test-model'\)/,
+    );
+    await expect(readModelConfig(path.join(tmp, 'nope'), 'x', 'test model', 'make one')).rejects.toThrow(/cannot read the test model config/);
+    a.dispose();
+    b.dispose();
   });
 });
