@@ -7,7 +7,7 @@
  * kept, each divided by its own spatial max (a class whose map is all 0 stays 0).
  */
 import * as tf from '@tensorflow/tfjs';
-import { disposeFeatures } from '../../nn/backbone.js';
+import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
 import type { ClassMap } from './labels.js';
 import type { CamNet } from './net.js';
 
@@ -28,6 +28,45 @@ export function strideSize(n: number, stride = CAM_STRIDE): number {
 }
 
 /**
+ * The recipe above for any class-map function of the backbone's last features (the cam stage's
+ * classifier conv, the contrast stage's refined head): img [1, H, W, 3] in [0, 255] -> the maps
+ * summed over scales (each ReLU'd, its mirror flipped back and added, resized to [h, w]) [1, h, w, K].
+ * `atScale1` sees the unflipped image's last features at scale 1 (the classifier logits). Call
+ * inside tf.tidy.
+ */
+export function multiScaleMaps(
+  backbone: Backbone, classMaps: (last: tf.Tensor4D) => tf.Tensor4D, img: tf.Tensor4D, h: number, w: number,
+  opts: { scales: number[]; flip: boolean }, atScale1?: (last: tf.Tensor4D) => void,
+): tf.Tensor4D {
+  const [, H, W] = img.shape;
+  let sum: tf.Tensor4D | null = null;
+  for (const s of opts.scales) {
+    const x = s === 1 ? img : tf.image.resizeBilinear(img, [Math.max(1, Math.round(H * s)), Math.max(1, Math.round(W * s))], false, true);
+    const batch = opts.flip ? tf.concat([x, tf.reverse(x, 2)], 0) : x;
+    const f = backbone.forward(backbone.preprocess(batch), false);
+    if (s === 1 && atScale1) atScale1(tf.slice(f.last, [0, 0, 0, 0], [1, -1, -1, -1]));
+    let cam = tf.relu(classMaps(f.last)) as tf.Tensor4D;
+    disposeFeatures(f);
+    if (opts.flip) {
+      const [a, b] = tf.split(cam, 2, 0) as [tf.Tensor4D, tf.Tensor4D];
+      cam = tf.add(a, tf.reverse(b, 2)) as tf.Tensor4D;
+    }
+    const r = tf.image.resizeBilinear(cam, [h, w], false, true);
+    sum = sum ? (tf.add(sum, r) as tf.Tensor4D) : r;
+  }
+  return sum!;
+}
+
+/** Summed maps [1, h, w, K] -> the channels `outIdx` as [C, h, w], each divided by its max (all-zero stays 0). Call inside tf.tidy. */
+export function taggedMaxNormalized(sum: tf.Tensor4D, outIdx: readonly number[]): tf.Tensor3D {
+  const [, h, w] = sum.shape;
+  if (outIdx.length === 0) return tf.zeros([0, h, w]);
+  const picked = tf.transpose(tf.gather(tf.squeeze(sum, [0]), tf.tensor1d(outIdx as number[], 'int32'), 2), [2, 0, 1]); // [C,h,w]
+  const mx = tf.max(picked, [1, 2], true);
+  return tf.div(picked, tf.where(tf.greater(mx, 0), mx, tf.onesLike(mx))) as tf.Tensor3D;
+}
+
+/**
  * CAMs of one image. `pixels`: uint8 RGB [H, W, 3]; `tags`: dataset class indices of the maps to
  * keep (foreground only, in this order). Returns plain arrays; no tensor outlives the call.
  */
@@ -39,31 +78,12 @@ export async function computeCams(
   const w = strideSize(W);
   const { maps, logits } = tf.tidy(() => {
     const img = tf.cast(tf.tensor4d(Int32Array.from(pixels), [1, H, W, 3], 'int32'), 'float32') as tf.Tensor4D;
-    let sum: tf.Tensor4D | null = null;
     let logitsT: tf.Tensor2D | null = null;
-    for (const s of opts.scales) {
-      const sh = Math.max(1, Math.round(H * s));
-      const sw = Math.max(1, Math.round(W * s));
-      const x = s === 1 ? img : tf.image.resizeBilinear(img, [sh, sw], false, true);
-      const batch = opts.flip ? tf.concat([x, tf.reverse(x, 2)], 0) : x;
-      const f = net.backbone.forward(net.backbone.preprocess(batch), false);
-      if (s === 1 && !logitsT) logitsT = net.head.classifierLogits(tf.slice(f.last, [0, 0, 0, 0], [1, -1, -1, -1]));
-      let cam = tf.relu(net.head.camMaps(f.last)) as tf.Tensor4D;
-      disposeFeatures(f);
-      if (opts.flip) {
-        const [a, b] = tf.split(cam, 2, 0) as [tf.Tensor4D, tf.Tensor4D];
-        cam = tf.add(a, tf.reverse(b, 2)) as tf.Tensor4D;
-      }
-      const r = tf.image.resizeBilinear(cam, [h, w], false, true);
-      sum = sum ? (tf.add(sum, r) as tf.Tensor4D) : r;
-    }
+    const sum = multiScaleMaps(net.backbone, (f) => net.head.camMaps(f), img, h, w, opts, (last) => {
+      logitsT ??= net.head.classifierLogits(last);
+    });
     logitsT ??= net.head.classifierLogits(net.backbone.forward(net.backbone.preprocess(img), false).last);
-    const outIdx = tags.map((t) => map.toOutput[t]);
-    if (outIdx.length === 0) return { maps: tf.zeros([0, h, w]), logits: tf.squeeze(logitsT, [0]) };
-    const picked = tf.transpose(tf.gather(tf.squeeze(sum!, [0]), tf.tensor1d(outIdx, 'int32'), 2), [2, 0, 1]); // [C,h,w]
-    const mx = tf.max(picked, [1, 2], true);
-    const safe = tf.where(tf.greater(mx, 0), mx, tf.onesLike(mx));
-    return { maps: tf.div(picked, safe), logits: tf.squeeze(logitsT, [0]) };
+    return { maps: taggedMaxNormalized(sum, tags.map((t) => map.toOutput[t])), logits: tf.squeeze(logitsT as tf.Tensor2D, [0]) };
   });
   try {
     const [m, l] = await Promise.all([maps.data(), logits.data()]);
