@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # RCA ablation / design-choice runs on a prepared workspace (cache/ + models/cam + models/affinity
-# present): each variant runs `tagseg run contrast` in its own copy of the workspace, then one
-# line per variant with the four mIoUs of metrics/contrast.json.
-#   bench/contrast_synth.sh BASE_WS OUT_DIR LANES 'name|--set a=b --set c=d' ...
+# present; synthetic or MSRC-v2): each variant runs `tagseg run contrast` with the workspace's
+# params.yaml + its --set in its own copy of the workspace, then one line per variant with the
+# four mIoUs of metrics/contrast.json (the `dvc exp run -S` of this runner).
+#   npm run bench -- contrast_ablation BASE_WS OUT_DIR LANES 'name|--set a=b --set c=d' ...
+# e.g. 'both|' 'contrast-only|--set contrast.aggregation=false' 'aggregation-only|--set contrast.contrast_weight=0'
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 base=$(cd "$1" && pwd); out=$2; lanes=$3; shift 3
@@ -12,9 +14,11 @@ run_one() {
   local ws="$out/$name"
   rm -rf "$ws"
   node "$repo/bin/tagseg.js" workspace "$ws" > /dev/null
-  # params.yaml: the repo defaults of the new workspace (a copied one may lack keys added since)
+  # params.yaml: the base workspace's (its dataset and recipe), so variants differ only by their --set
+  cp "$base/params.yaml" "$ws/params.yaml"
   mkdir -p "$ws/models" "$ws/metrics"
-  cp -r "$base/cache" "$base/datasets" "$ws/"
+  cp -r "$base/cache" "$ws/"
+  if [ -d "$base/datasets" ]; then cp -r "$base/datasets" "$ws/"; fi
   cp -r "$base/models/cam" "$base/models/affinity" "$ws/models/"
   rm -f "$ws/cache/contrast_cams.arrow"
   # shellcheck disable=SC2086
