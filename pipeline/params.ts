@@ -143,6 +143,7 @@ const segmentSchema = z.strictObject({
   contrast: z.enum(['none', 'pixel', 'reco', 'spml']),
   contrast_weight: z.number().min(0),
   contrast_dim: z.number().int().min(2),
+  pixel_memory: z.number().int().min(0),
   ...trainingFields,
   scale_range: z.array(z.number().gt(0)).length(2),
   jitter: z.number().min(0).max(1),
@@ -303,6 +304,7 @@ segment:
   contrast: none              # auxiliary contrastive loss: none | pixel | reco | spml (methods.md 4-6)
   contrast_weight: 0.1        # weight of the contrastive loss (ContrastiveSeg 0.1 without memory)
   contrast_dim: 64            # projection head output channels (ContrastiveSeg/ReCo 256, SPML 64)
+  pixel_memory: 5000          # contrast pixel: slots per class in each of its two queues (ContrastiveSeg 5000; 0 = contrast within the batch). Loss memory ~ 1024 anchors x 2 x slots x classes: MSRC-v2 at 5000 peaked at 12.2 GB RSS
   optimizer: adamw            # sgd (DeepLab: lr 0.007, momentum 0.9) | adamw
   lr: 0.002                   # base lr (backbone); poly decay, power 0.9
   head_lr_mult: 10            # lr multiplier of the new head (DeepLab: 10 on the classifier)

@@ -7,7 +7,7 @@
  * 1. scores at the original size, background by a constant or (1 - max)^power, argmax over the
  *    tags without a background class (labels.ts);
  * 2. dense CRF on the original RGB (ops/crf.ts: permutohedral lattice, Gaussian + bilateral, Potts,
- *    mean field; PSA's crf_inference settings by default);
+ *    mean field; PSA's crf_inference with IRN's bilateral kernel, sxy 50 srgb 5, by default);
  * 3. ignore (255) where the ignore rule says the label is unsure (confidence.ts);
  * 4. flags: a tag with no pixel, an image that is mostly ignore (sanity.ts);
  * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).

@@ -52,7 +52,9 @@ export function createSegAux(s: Params['segment'], o: SegAuxOptions): SegAux | u
   const proj = new ProjectionHead(o.inChannels, { dim: s.contrast_dim, norm: { kind: 'group' }, seed: o.seed + 17 });
   let loss: ContrastLoss;
   try {
-    loss = createContrastLoss(s.contrast, { classes: o.classes, dim: s.contrast_dim, seed: o.seed, background: o.background });
+    loss = createContrastLoss(s.contrast, {
+      classes: o.classes, dim: s.contrast_dim, seed: o.seed, background: o.background, pixel: { memorySize: s.pixel_memory },
+    });
   } catch (err) {
     proj.dispose();
     throw err;

@@ -69,7 +69,7 @@ describe('params.yaml schema', () => {
         ignore: 'either', ignore_margin: 0.1, mostly_ignore: 0.5, concurrency: 4,
       },
       segment: {
-        labels: 'pseudo', val_fraction: 0.2, head_dim: 64, decoder: true, contrast: 'none', contrast_weight: 0.1, contrast_dim: 64,
+        labels: 'pseudo', val_fraction: 0.2, head_dim: 64, decoder: true, contrast: 'none', contrast_weight: 0.1, contrast_dim: 64, pixel_memory: 5000,
         optimizer: 'adamw', lr: 0.002, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 8, crop: 96,
         scale_range: [0.75, 1.25], jitter: 0.2, scales: [1], flip: true,
       },

@@ -12,6 +12,7 @@ import { Rng } from '../../nn/rng.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { createSegAux } from '../../stages/segment/contrast.js';
 import { ContextHead, upsampleLogits } from '../../stages/segment/head.js';
 import { segProbs, segmentBatch } from '../../stages/segment/infer.js';
 import { carveVal, idHash, isValId, labelledFraction, labelsAtWorkingSize } from '../../stages/segment/labels.js';
@@ -229,5 +230,20 @@ describe('SegNet inference and model directory', () => {
     }
     await fs.writeFile(path.join(dir, 'config.json'), '{"format": "other"}');
     await expect(loadSegModel(dir)).rejects.toThrow(/config\.json: not a tagseg-segment-model config/);
+  });
+});
+
+describe('segment.contrast loss options', () => {
+  it('sizes the pixel contrast queues from segment.pixel_memory (slots per class, two queues)', () => {
+    const s = { ...defaultParams().segment, contrast: 'pixel' as const, contrast_dim: 8, pixel_memory: 7 };
+    const aux = createSegAux(s, { classes: 3, background: null, inChannels: 16, seed: 0, startIter: 0 })!;
+    try {
+      const memory = new Map([...aux.variables()].filter(([k]) => k.startsWith('contrast/memory/')));
+      // the pixel and the region queue: classes x pixel_memory slots of contrast_dim each
+      expect(memory.get('contrast/memory/pixel_queue')?.shape).toEqual([3 * 7, 8]);
+      expect(memory.get('contrast/memory/region_queue')?.shape).toEqual([3 * 7, 8]);
+    } finally {
+      aux.dispose();
+    }
   });
 });
