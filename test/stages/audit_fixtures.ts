@@ -13,26 +13,17 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { type ColumnSpec, TableWriter } from '../../pipeline/arrow.js';
+import { TableWriter } from '../../pipeline/arrow.js';
 import { encodeFloat16 } from '../../stages/cam/f16.js';
 import { camColumns } from '../../stages/cam/tables.js';
+import { contrastColumns } from '../../stages/contrast/tables.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS } from '../../stages/ingest/tables.js';
+import { PSEUDO_MASK_COLUMNS } from '../../stages/refine/tables.js';
 
 export const FIX = { H: 24, W: 32, classes: ['background', 'cat', 'dog'], background: 0 } as const;
 
-export const PSEUDO_COLUMNS: ColumnSpec[] = [
-  { name: 'id', type: 'utf8' },
-  { name: 'split', type: 'utf8' },
-  { name: 'height', type: 'int32' },
-  { name: 'width', type: 'int32' },
-  { name: 'tags', type: 'list<int32>' },
-  { name: 'mask', type: 'binary', tensor: { dtype: 'uint8', shape: '[height, width]' } },
-  { name: 'confidence', type: 'binary', tensor: { dtype: 'uint8', shape: '[height, width]' } },
-  { name: 'class_pixels', type: 'list<int32>' },
-  { name: 'ignore_fraction', type: 'float32' },
-  { name: 'mean_margin', type: 'float32' },
-  { name: 'flags', type: 'list<utf8>' },
-];
+/** The refine stage's own schema, so fixtures follow it when it changes. */
+export const PSEUDO_COLUMNS = PSEUDO_MASK_COLUMNS;
 
 export interface FixtureImage { id: string; split: string; cls: number; box: [number, number, number, number]; bad?: boolean; noGt?: boolean }
 
@@ -75,8 +66,7 @@ export async function writeAuditFixture(root: string): Promise<void> {
   const camExtra = { stride: 4, dtype: 'float16', scales: [1], flip: false, model: 'models/cam' };
   const cams = await TableWriter.open(path.join(dir, 'cams.arrow'), camColumns('float16'), meta('cam', camExtra));
   const rw = await TableWriter.open(path.join(dir, 'affinity_cams.arrow'), camColumns('float16'), meta('affinity', camExtra));
-  const contrastCols: ColumnSpec[] = [...camColumns('float16'), { name: 'propagated', type: 'binary', tensor: { dtype: 'float16', shape: '[tags, height, width]' } }];
-  const rca = await TableWriter.open(path.join(dir, 'contrast_cams.arrow'), contrastCols, meta('contrast', camExtra));
+  const rca = await TableWriter.open(path.join(dir, 'contrast_cams.arrow'), contrastColumns('float16'), meta('contrast', camExtra));
   const pm = await TableWriter.open(path.join(dir, 'pseudo_masks.arrow'), PSEUDO_COLUMNS, meta('refine'));
   for (const im of FIXTURE_IMAGES) {
     const gt = labelsOf(im, H, W);

@@ -6,21 +6,11 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
-import { type ColumnSpec, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { PSEUDO_MASK_COLUMNS } from '../../stages/refine/tables.js';
 
-export const PSEUDO_COLUMNS: ColumnSpec[] = [
-  { name: 'id', type: 'utf8' },
-  { name: 'split', type: 'utf8' },
-  { name: 'height', type: 'int32' },
-  { name: 'width', type: 'int32' },
-  { name: 'tags', type: 'list<int32>' },
-  { name: 'mask', type: 'binary', tensor: { dtype: 'uint8', shape: '[height, width]' } },
-  { name: 'confidence', type: 'binary', tensor: { dtype: 'uint8', shape: '[height, width]' } },
-  { name: 'class_pixels', type: 'list<int32>' },
-  { name: 'ignore_fraction', type: 'float32' },
-  { name: 'mean_margin', type: 'float32' },
-  { name: 'flags', type: 'list<utf8>' },
-];
+/** The refine stage's own schema, so fixtures follow it when it changes. */
+export const PSEUDO_COLUMNS = PSEUDO_MASK_COLUMNS;
 
 /**
  * Write `<root>/cache/pseudo_masks.arrow` from `<root>/cache/dataset.arrow`: each mask = the
