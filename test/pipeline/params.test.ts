@@ -59,7 +59,7 @@ describe('params.yaml schema', () => {
       },
       contrast: {
         region: 'cam', pooling: 'mask', memory_size: 500, memory_update: 'replace', memory_momentum: 0.99, enqueue_prob: 0.7,
-        centroids: 10, kmeans_iters: 10, dim: 64, similarity: 'raw', aggregation: true, contrast_weight: 0.01, temperature: 0.07,
+        centroids: 10, kmeans_iters: 10, dim: 64, similarity: 'softmax', aggregation: true, contrast_weight: 0.01, temperature: 0.07,
         contrast_from: 2, coarse_weight: 0.4, optimizer: 'adamw', lr: 0.0005, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12,
         batch_size: 16, crop: 112, crop_scale: [0.35, 1], jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
       },
