@@ -10,7 +10,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 base=$(cd "$1" && pwd); out=$2; lanes=$3; shift 3
 mkdir -p "$out"
 run_one() {
-  local spec=$1 name=${1%%|*} sets=${1#*|}
+  local name=${1%%|*} sets=${1#*|}
   local ws="$out/$name"
   rm -rf "$ws"
   node "$repo/bin/tagseg.js" workspace "$ws" > /dev/null
