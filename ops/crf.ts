@@ -107,6 +107,26 @@ export const CRF_PRESETS = Object.freeze({
   }) as Readonly<DenseCrfOptions>,
 });
 
+/** The flat CRF keys of params.yaml (refine.crf, segment.crf). */
+export interface CrfKeys {
+  iterations: number;
+  gaussian_sxy: number;
+  gaussian_compat: number;
+  bilateral_sxy: number;
+  bilateral_srgb: number;
+  bilateral_compat: number;
+}
+
+/** params.yaml's flat keys -> DenseCrfOptions (symmetric normalisation; iterations 0 = no CRF). */
+export function crfFromKeys(c: CrfKeys): DenseCrfOptions {
+  return {
+    iterations: c.iterations,
+    gaussian: { sxy: c.gaussian_sxy, compat: c.gaussian_compat },
+    bilateral: { sxy: c.bilateral_sxy, srgb: c.bilateral_srgb, compat: c.bilateral_compat },
+    normalization: 'symmetric',
+  };
+}
+
 /** Fill in defaults and validate. */
 export function resolveCrfOptions(opts: DenseCrfOptionsInput = {}): DenseCrfOptions {
   const d = DEFAULT_CRF_OPTIONS;

@@ -7,6 +7,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { TagsegError, messageOf } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
+import type { DenseCrfOptions } from '../ops/crf.js';
+import type { SegModelConfig } from '../stages/segment/net.js';
 
 const program = new Command();
 
@@ -203,6 +205,8 @@ program
   .option('--scales <list>', "inference scales, e.g. 0.75,1,1.25 (default: the model's segment.scales)", scaleList)
   .option('--no-flip', 'do not add the mirrored image at each scale')
   .option('--flip', "add the mirrored image at each scale (default: the model's segment.flip)")
+  .option('--no-crf', "skip the dense CRF on the probabilities (default: the model's segment.crf)")
+  .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
   .option('--json', 'print a JSON summary')
   .addHelpText(
@@ -213,16 +217,28 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
+    let crf: DenseCrfOptions | null | undefined;
+    if (cmd.getOptionValueSource('crf') === 'cli') {
+      if (!o.crf) crf = null;
+      else {
+        const { readModelConfig } = await import('../nn/checkpoint.js');
+        const { crfFromKeys } = await import('../ops/crf.js');
+        const { SEG_MODEL_FORMAT } = await import('../stages/segment/net.js');
+        const { defaultParams } = await import('./params.js');
+        const config = await readModelConfig<SegModelConfig>(path.resolve(o.model), SEG_MODEL_FORMAT, 'segmentation model', 'pass the folder the segment stage wrote (models/segment)');
+        crf = config.crf ?? crfFromKeys(defaultParams().segment.crf);
+      }
+    }
     const r = await predictFolder({
       model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
-      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, batchSize: o.batchSize,
+      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf, batchSize: o.batchSize,
     });
-    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
+    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
   });
 
 program

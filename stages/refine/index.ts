@@ -21,7 +21,7 @@
 import { decodeImage, readMask } from '../../data/decode.js';
 import { orderedMap } from '../../data/load.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
-import type { DenseCrfOptions } from '../../ops/crf.js';
+import { crfFromKeys } from '../../ops/crf.js';
 import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
@@ -114,15 +114,6 @@ interface DatasetEntry { imagePath: string; maskPath: string | null; width: numb
 /** One row of every map table that exists, for the same image. */
 type Zipped = Partial<Record<RefineSource, Row>> & { cam: Row };
 
-export function crfOptions(p: Params['refine']): DenseCrfOptions {
-  return {
-    iterations: p.crf.iterations,
-    gaussian: { sxy: p.crf.gaussian_sxy, compat: p.crf.gaussian_compat },
-    bilateral: { sxy: p.crf.bilateral_sxy, srgb: p.crf.bilateral_srgb, compat: p.crf.bilateral_compat },
-    normalization: 'symmetric',
-  };
-}
-
 export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const t0 = performance.now();
   const p = o.params;
@@ -167,7 +158,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
 
   const settings: RefineSettings = {
     bg: { background, mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
-    crf: crfOptions(rp),
+    crf: crfFromKeys(rp.crf),
     ignore: { rule: rp.ignore, margin: rp.ignore_margin },
   };
   const crf = settings.crf;

@@ -11,8 +11,8 @@
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
  *    models/segment/train (resumed when `segmentTrainHash` matches) -> models/segment
  *    (config.json, classes.json, weights/, val_ids.txt), self-contained for `tagseg predict`.
- * 4. Validate: predictions at the working size with `segment.scales` x flip, probabilities
- *    upsampled bilinearly to the original size, scored against the masks at mask_path (original
+ * 4. Validate: predictions at the working size with `segment.scales` x flip and the dense CRF of
+ *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored against the masks at mask_path (original
  *    resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
  *    same validation images are scored too (does the network beat its own labels?).
  * 5. metrics/segment.json, with `chain`: the rows of metrics/refine.json's `table` (CAM -> random
@@ -24,6 +24,7 @@ import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { trainingHash } from '../../nn/loop.js';
+import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
@@ -49,7 +50,7 @@ const INPUTS = {
   refineMetrics: 'metrics/refine.json',
 } as const;
 /** segment keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
-const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip'];
+const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'crf'];
 /** Images per inference batch during validation (same-size images only). */
 const VAL_BATCH = 4;
 
@@ -182,7 +183,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const hash = segmentTrainHash(p, dataHash);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
-    classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, seed: p.seed,
+    classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: p.seed,
   });
   let aux: SegAux | undefined;
   try {
@@ -219,6 +220,11 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
     net.dispose();
     aux?.dispose();
   }
+}
+
+/** segment.crf as inference options: null when its iterations are 0. */
+export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
+  return s.crf.iterations > 0 ? crfFromKeys(s.crf) : null;
 }
 
 const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
@@ -285,7 +291,7 @@ async function validate(
       if (nx.height !== first.height || nx.width !== first.width || d.origHeight !== d0.origHeight || d.origWidth !== d0.origWidth) break;
       batch.push(nx);
     }
-    const preds = await segmentBatch(net, batch.map((b) => b.pixels), first.height, first.width, [d0.origHeight, d0.origWidth], { scales: s.scales, flip: s.flip });
+    const preds = await segmentBatch(net, batch.map((b) => b.pixels), first.height, first.width, [d0.origHeight, d0.origWidth], { scales: s.scales, flip: s.flip, crf: inferCrf(s) });
     for (let k = 0; k < batch.length; k++) {
       const d = dataset.get(batch[k].id)!;
       const gt = await readMask(d.maskPath!, d.origWidth, d.origHeight);

@@ -8,12 +8,15 @@
  * full-resolution masks) and the argmax is the label.
  */
 import * as tf from '@tensorflow/tfjs';
+import { type DenseCrfOptions, denseCrf, unaryFromProbs } from '../../ops/crf.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { type SegNet, segLogits } from './net.js';
 
 export interface InferOptions {
   scales: number[];
   flip: boolean;
+  /** Dense CRF on the averaged probabilities at the working size (DeepLab v1/v2 post-processing); null/absent: none. */
+  crf?: DenseCrfOptions | null;
 }
 
 /**
@@ -51,14 +54,33 @@ export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H
   const n = pixels.length;
   if (n === 0) return [];
   for (const p of pixels) if (p.length !== H * W * 3) throw new TagsegError(`segmentBatch: an image has ${p.length} values, expected ${H} x ${W} x 3`);
-  const labels = tf.tidy(() => {
+  const probs = tf.tidy(() => {
     const data = new Int32Array(n * H * W * 3);
     pixels.forEach((p, i) => data.set(p, i * H * W * 3));
     const x = tf.cast(tf.tensor4d(data, [n, H, W, 3], 'int32'), 'float32') as tf.Tensor4D;
-    let p = segProbs(net, x, o);
+    return segProbs(net, x, o);
+  });
+  let refined: tf.Tensor4D = probs;
+  if (o.crf) {
+    // The CRF reads the image at the grid of the probabilities (the working size), so it runs
+    // before the resize to `out`; its marginals are resized like the probabilities would be.
+    const K = probs.shape[3];
+    const flat = (await probs.data()) as Float32Array;
+    probs.dispose();
+    const q = new Float32Array(flat.length);
+    const N = H * W;
+    for (let i = 0; i < n; i++) {
+      const u = unaryFromProbs(flat.subarray(i * N * K, (i + 1) * N * K), K);
+      q.set(denseCrf(u, pixels[i], H, W, K, o.crf), i * N * K);
+    }
+    refined = tf.tensor4d(q, [n, H, W, K]);
+  }
+  const labels = tf.tidy(() => {
+    let p = refined;
     if (out[0] !== H || out[1] !== W) p = tf.image.resizeBilinear(p, out, false, true);
     return tf.argMax(p, 3);
   });
+  refined.dispose();
   try {
     const flat = (await labels.data()) as Int32Array;
     const size = out[0] * out[1];

@@ -19,6 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
 import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import type { NormUpdates } from '../../nn/norm.js';
+import type { DenseCrfOptions } from '../../ops/crf.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
@@ -40,6 +41,8 @@ export interface SegModelConfig {
   /** Default inference settings of `tagseg predict`. */
   scales: number[];
   flip: boolean;
+  /** Dense CRF on the probabilities, or null (absent in models written before segment.crf: none). */
+  crf?: DenseCrfOptions | null;
   /** Provenance. */
   labels?: 'pseudo' | 'gt';
   paramsHash?: string;
@@ -62,6 +65,7 @@ export interface SegNetOptions {
   workingSize: number;
   scales: number[];
   flip: boolean;
+  crf: DenseCrfOptions | null;
   seed: number;
 }
 
@@ -76,6 +80,7 @@ function assemble(backbone: Backbone, cam: CamModelConfig, o: SegNetOptions): Se
   const config: SegModelConfig = {
     format: SEG_MODEL_FORMAT, version: 1, cam, classes: [...o.classes], background: o.background,
     head: { dim: o.dim, decoder: o.decoder }, workingSize: o.workingSize, scales: [...o.scales], flip: o.flip,
+    crf: o.crf,
   };
   return {
     backbone,
@@ -113,7 +118,7 @@ export async function loadSegModel(dir: string): Promise<SegNet> {
   shell.head.dispose();
   const net = assemble(shell.backbone, config.cam, {
     classes: config.classes, background: config.background, dim: config.head.dim, decoder: config.head.decoder,
-    workingSize: config.workingSize, scales: config.scales, flip: config.flip, seed: 0,
+    workingSize: config.workingSize, scales: config.scales, flip: config.flip, crf: config.crf ?? null, seed: 0,
   });
   net.config = { ...config };
   try {

@@ -1,7 +1,8 @@
 /**
  * `tagseg predict`: masks for any folder of images from a model directory written by the segment
  * stage (net.ts), without the project: each image is decoded at the model's working size
- * (data/decode.ts, the rule ingest uses), segmented with multi-scale + flip (infer.ts) and the
+ * (data/decode.ts, the rule ingest uses), segmented with multi-scale + flip and the model's dense
+ * CRF (infer.ts; the model's config.json holds the segment stage's settings) and the
  * label map, taken at the image's ORIGINAL size, is written as `<out>/<id>.png`: an 8-bit palette
  * PNG with the VOC colours whose pixel values are the dataset's class indices (data/palette.ts),
  * so `tagseg eval` and any VOC tool read it directly.
@@ -19,6 +20,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
+import type { DenseCrfOptions } from '../../ops/crf.js';
 import { segmentBatch } from './infer.js';
 import { loadSegModel } from './net.js';
 
@@ -34,6 +36,8 @@ export interface PredictOptions {
   /** Inference scales / flip; default the model's (config.json). */
   scales?: number[];
   flip?: boolean;
+  /** Dense CRF on the probabilities, or null for none; default the model's (config.json `crf`). */
+  crf?: DenseCrfOptions | null;
   /** Images per network batch (same-size images only). */
   batchSize: number;
 }
@@ -43,6 +47,7 @@ export interface PredictResult {
   out: string;
   scales: number[];
   flip: boolean;
+  crf: boolean;
   batches: number;
   seconds: number;
   imagesPerSecond: number;
@@ -62,6 +67,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const net = await loadSegModel(o.model);
   const scales = o.scales ?? net.config.scales;
   const flip = o.flip ?? net.config.flip;
+  const crf = o.crf !== undefined ? o.crf : (net.config.crf ?? null);
   const size = net.config.workingSize;
   await ensureDir(o.out);
   const chunk = o.batchSize * 4;
@@ -91,7 +97,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
         for (let i = 0; i < g.length; i += o.batchSize) {
           const b = g.slice(i, i + o.batchSize);
           const im0 = b[0].image;
-          const labels = await segmentBatch(net, b.map((x) => x.image.rgb), im0.height, im0.width, [im0.origHeight, im0.origWidth], { scales, flip });
+          const labels = await segmentBatch(net, b.map((x) => x.image.rgb), im0.height, im0.width, [im0.origHeight, im0.origWidth], { scales, flip, crf });
           batches++;
           await Promise.all(b.map((x, k) => writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels[k], im0.origWidth, im0.origHeight))));
           bar.tick(b.length);
@@ -103,5 +109,5 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     net.dispose();
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { images: ids.length, out: o.out, scales, flip, batches, seconds, imagesPerSecond: ids.length / seconds };
+  return { images: ids.length, out: o.out, scales, flip, crf: crf !== null, batches, seconds, imagesPerSecond: ids.length / seconds };
 }

@@ -53,6 +53,10 @@ describe('segment end to end', () => {
     const summary = JSON.parse(p.stdout);
     expect(summary.images).toBe(metrics.val.images);
     expect(summary.scales).toEqual([1, 0.75]);
+    expect(summary.crf).toBe(true); // the model's segment.crf (the default: on)
+    const plain = await tagseg(['predict', '--model', 'models/segment', '--images', path.join(data, 'JPEGImages'), '--ids', 'models/segment/val_ids.txt', '--out', path.join(root, 'outputs/plain'), '--no-crf', '--json']);
+    expect(plain.exitCode).toBe(0);
+    expect(JSON.parse(plain.stdout).crf).toBe(false);
     const ids = (await fs.readFile(path.join(root, 'models/segment/val_ids.txt'), 'utf8')).trim().split('\n');
     const mask = decodeIndexedPng(await fs.readFile(path.join(out, `${ids[0]}.png`)), ids[0]);
     expect([mask.width, mask.height]).toEqual([48, 48]); // the original size, not the working size

@@ -72,6 +72,7 @@ describe('params.yaml schema', () => {
         labels: 'pseudo', val_fraction: 0.2, head_dim: 64, decoder: true, contrast: 'none', contrast_weight: 0.1, contrast_dim: 64, pixel_memory: 5000,
         optimizer: 'adamw', lr: 0.002, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 8, crop: 96,
         scale_range: [0.75, 1.25], jitter: 0.2, scales: [1], flip: true,
+        crf: { iterations: 10, gaussian_sxy: 3, gaussian_compat: 3, bilateral_sxy: 50, bilateral_srgb: 5, bilateral_compat: 10 },
       },
       audit: {
         rca_map: 'propagated', cam_threshold: 0.15, random_walk_threshold: 0.25, rca_threshold: 0.25, edge_quantile: 0.9,

@@ -15,6 +15,7 @@ import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/ne
 import { createSegAux } from '../../stages/segment/contrast.js';
 import { ContextHead, upsampleLogits } from '../../stages/segment/head.js';
 import { segProbs, segmentBatch } from '../../stages/segment/infer.js';
+import { type DenseCrfOptions, argmaxLabels, denseCrf, unaryFromProbs } from '../../ops/crf.js';
 import { carveVal, idHash, isValId, labelledFraction, labelsAtWorkingSize } from '../../stages/segment/labels.js';
 import { type SegNet, loadSegModel, saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { type SegTrainImage, makeSegBatch, sampleScaledCrop } from '../../stages/segment/train.js';
@@ -164,6 +165,8 @@ describe('training crops and batches', () => {
   });
 });
 
+const CRF: DenseCrfOptions = { iterations: 5, gaussian: { sxy: 3, compat: 3 }, bilateral: { sxy: 10, srgb: 20, compat: 10 }, normalization: 'symmetric' };
+
 describe('SegNet inference and model directory', () => {
   let tmp: string;
   let net: SegNet;
@@ -175,7 +178,7 @@ describe('SegNet inference and model directory', () => {
     }, 5, true);
     await saveCamModel(path.join(tmp, 'cam'), cam);
     cam.dispose();
-    net = await segNetFromCam(path.join(tmp, 'cam'), { classes: ['bg', 'a', 'b'], background: 0, dim: 8, decoder: true, workingSize: 24, scales: [1, 0.5], flip: true, seed: 2 });
+    net = await segNetFromCam(path.join(tmp, 'cam'), { classes: ['bg', 'a', 'b'], background: 0, dim: 8, decoder: true, workingSize: 24, scales: [1, 0.5], flip: true, crf: CRF, seed: 2 });
   });
   afterAll(async () => {
     net.dispose();
@@ -210,6 +213,29 @@ describe('SegNet inference and model directory', () => {
     expect(both[1]).toEqual(b[0]);
     const big = await segmentBatch(net, [px], H, W, [40, 48], opts);
     expect(big[0]).toHaveLength(40 * 48);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('with a CRF, labels are the argmax of the dense CRF of the averaged probabilities, then resized', async () => {
+    const H = 18;
+    const W = 22;
+    const px = image(H, W, 3);
+    const opts = { scales: [1, 0.5], flip: true };
+    const before = tf.memory().numTensors;
+    const probs = tf.tidy(() => segProbs(net, tf.cast(tf.tensor4d(px, [1, H, W, 3], 'int32'), 'float32') as tf.Tensor4D, opts));
+    const q = denseCrf(unaryFromProbs(probs.dataSync() as Float32Array, 3), px, H, W, 3, CRF);
+    probs.dispose();
+    const [withCrf] = await segmentBatch(net, [px], H, W, [H, W], { ...opts, crf: CRF });
+    expect(withCrf).toEqual(argmaxLabels(q, H * W, 3));
+    // at another output size: the marginals are resized bilinearly before the argmax
+    const up = tf.tidy(() => tf.argMax(tf.image.resizeBilinear(tf.tensor4d(q, [1, H, W, 3]), [36, 44], false, true), 3).dataSync());
+    const [big] = await segmentBatch(net, [px], H, W, [36, 44], { ...opts, crf: CRF });
+    expect(Array.from(big)).toEqual(Array.from(up));
+    // a strong CRF changes some labels of a random-noise image (the test would pass vacuously otherwise)
+    const [plain] = await segmentBatch(net, [px], H, W, [H, W], opts);
+    const strong = { ...CRF, bilateral: { sxy: 50, srgb: 60, compat: 30 } };
+    const [smoothed] = await segmentBatch(net, [px], H, W, [H, W], { ...opts, crf: strong });
+    expect(Array.from(smoothed).some((v, i) => v !== plain[i])).toBe(true);
     expect(tf.memory().numTensors).toBe(before);
   });
 

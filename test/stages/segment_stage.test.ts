@@ -82,6 +82,13 @@ describe('segment stage (tiny)', () => {
     const resumed = await run(['segment.epochs=3']);
     expect(resumed.training.resumedFrom).toBe(1);
     expect(resumed.training.losses[0]).toBe(killed.training.losses[0]);
+    // segment.crf is inference only: a change rescores the trained model, and the model keeps it for predict
+    const modelCrf = async () => JSON.parse(await fs.readFile(path.join(root, 'models/segment/config.json'), 'utf8')).crf;
+    expect(await modelCrf()).toEqual({ iterations: 10, gaussian: { sxy: 3, compat: 3 }, bilateral: { sxy: 50, srgb: 5, compat: 10 }, normalization: 'symmetric' });
+    const noCrf = await run(['segment.epochs=3', 'segment.crf.iterations=0']);
+    expect(noCrf.training.resumedFrom).toBe(3);
+    expect(noCrf.training.losses).toEqual(resumed.training.losses);
+    expect(await modelCrf()).toBeNull();
     const uninterrupted = await run(['segment.epochs=3', 'segment.lr=0.0021']);
     expect(uninterrupted.training.resumedFrom).toBe(0);
     expect(uninterrupted.training.restartReason).toMatch(/differs/);
