@@ -125,7 +125,6 @@ const crfSchema = z.strictObject({
   bilateral_srgb: z.number().gt(0),
   bilateral_compat: z.number().min(0),
 });
-export type CrfParams = z.infer<typeof crfSchema>;
 
 const refineSchema = z.strictObject({
   source: z.enum(['contrast', 'affinity', 'cam']),

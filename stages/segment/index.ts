@@ -12,8 +12,8 @@
  *    models/segment/train (resumed when `segmentTrainHash` matches) -> models/segment
  *    (config.json, classes.json, weights/, val_ids.txt), self-contained for `tagseg predict`.
  * 4. Validate: predictions at the working size with `segment.scales` x flip and the dense CRF of
- *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored against the masks at mask_path (original
- *    resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
+ *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
+ *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
  *    same validation images are scored too (does the network beat its own labels?).
  * 5. metrics/segment.json, with `chain`: the rows of metrics/refine.json's `table` (CAM -> random
  *    walk -> RCA -> pseudo-masks, scored by refine on the train split) + pseudo-masks and the

@@ -3,9 +3,11 @@
  * batch is resized by s (bilinear, half-pixel centres), run together with its mirror when `flip`,
  * the logits (already upsampled to the scaled input, net.ts segLogits) are resized back to the
  * working size, turned into probabilities, mirrored back and averaged over all views (DeepLab
- * averages the per-view probabilities). The averaged probabilities are then resized bilinearly
- * to the requested output size (the original image size: scores are taken there, against the
- * full-resolution masks) and the argmax is the label.
+ * averages the per-view probabilities). With `crf`, a dense CRF (ops/crf.ts, unary -log p) then
+ * refines them at the working size, where the RGB is (DeepLab v1/v2's post-processing; SPML and
+ * RCA publish their VOC figures with it). The result is resized bilinearly to the requested
+ * output size (the original image size: scores are taken there, against the full-resolution
+ * masks) and the argmax is the label.
  */
 import * as tf from '@tensorflow/tfjs';
 import { type DenseCrfOptions, denseCrf, unaryFromProbs } from '../../ops/crf.js';
