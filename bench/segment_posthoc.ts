@@ -1,8 +1,8 @@
 /**
  * Test-time options of a trained segmentation model on its validation carve (diagnostic, not a test).
  *   npm run bench -- segment_posthoc <workspace> [variant ...]
- * A variant is `scales=1,0.75,1.25` and/or `crf=SXY/SRGB/COMPAT` (bilateral kernel; Gaussian 3/3,
- * 10 iterations), joined by '+', e.g. `scales=1+crf=50/5/10`. Default variants: single scale,
+ * A variant is `scales=1,0.75,1.25` and/or `crf=SXY/SRGB/COMPAT` (bilateral kernel; the rest
+ * from params.yaml's default segment.crf), joined by '+', e.g. `scales=1+crf=50/5/10`. Default variants: single scale,
  * three scales, each with and without IRN's CRF. Reads models/segment (weights + val_ids.txt),
  * cache/images.arrow (working-size pixels) and cache/dataset.arrow (mask paths); scores at the
  * original resolution as the segment stage does. Prints mIoU, pixel accuracy and seconds per variant.
@@ -11,9 +11,10 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../data/decode.js';
 import { ConfusionMatrix, segmentationScores } from '../eval/metrics.js';
-import type { DenseCrfOptions } from '../ops/crf.js';
+import { type DenseCrfOptions, crfFromKeys } from '../ops/crf.js';
 import { readAll } from '../pipeline/arrow.js';
 import { initBackend } from '../pipeline/backend.js';
+import { defaultParams } from '../pipeline/params.js';
 import { segmentBatch } from '../stages/segment/infer.js';
 import { loadSegModel } from '../stages/segment/net.js';
 
@@ -32,7 +33,7 @@ function parseVariant(v: string): { scales: number[]; crf: DenseCrfOptions | nul
     if (k === 'scales') scales = val.split(',').map(Number);
     else if (k === 'crf') {
       const [sxy, srgb, compat] = val.split('/').map(Number);
-      crf = { iterations: 10, gaussian: { sxy: 3, compat: 3 }, bilateral: { sxy, srgb, compat }, normalization: 'symmetric' };
+      crf = { ...crfFromKeys(defaultParams().segment.crf), bilateral: { sxy, srgb, compat } };
     } else throw new Error(`unknown variant part '${part}'`);
   }
   return { scales, crf };

@@ -7,8 +7,6 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { TagsegError, messageOf } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
-import type { DenseCrfOptions } from '../ops/crf.js';
-import type { SegModelConfig } from '../stages/segment/net.js';
 
 const program = new Command();
 
@@ -221,22 +219,11 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
-    let crf: DenseCrfOptions | null | undefined;
-    if (cmd.getOptionValueSource('crf') === 'cli') {
-      if (!o.crf) crf = null;
-      else {
-        const { readModelConfig } = await import('../nn/checkpoint.js');
-        const { crfFromKeys } = await import('../ops/crf.js');
-        const { SEG_MODEL_FORMAT } = await import('../stages/segment/net.js');
-        const { defaultParams } = await import('./params.js');
-        const config = await readModelConfig<SegModelConfig>(path.resolve(o.model), SEG_MODEL_FORMAT, 'segmentation model', 'pass the folder the segment stage wrote (models/segment)');
-        crf = config.crf ?? crfFromKeys(defaultParams().segment.crf);
-      }
-    }
+    const crfSet = cmd.getOptionValueSource('crf') === 'cli';
     const r = await predictFolder({
       model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
-      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf, batchSize: o.batchSize,
+      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
     });
     print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
   });

@@ -280,6 +280,7 @@ async function validate(
   if (scored.length < val.length) log.warn(`segment: ${val.length - scored.length} validation images have no ground-truth mask and are not scored`);
   const bar = progress('segment validation', scored.length);
   let pseudoImages = 0;
+  const crf = inferCrf(s);
   // Consecutive images of one working and original size go through the network together.
   for (let i = 0; i < scored.length;) {
     const first = scored[i];
@@ -291,7 +292,7 @@ async function validate(
       if (nx.height !== first.height || nx.width !== first.width || d.origHeight !== d0.origHeight || d.origWidth !== d0.origWidth) break;
       batch.push(nx);
     }
-    const preds = await segmentBatch(net, batch.map((b) => b.pixels), first.height, first.width, [d0.origHeight, d0.origWidth], { scales: s.scales, flip: s.flip, crf: inferCrf(s) });
+    const preds = await segmentBatch(net, batch.map((b) => b.pixels), first.height, first.width, [d0.origHeight, d0.origWidth], { scales: s.scales, flip: s.flip, crf });
     for (let k = 0; k < batch.length; k++) {
       const d = dataset.get(batch[k].id)!;
       const gt = await readMask(d.maskPath!, d.origWidth, d.origHeight);

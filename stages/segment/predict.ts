@@ -20,7 +20,8 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import type { DenseCrfOptions } from '../../ops/crf.js';
+import { crfFromKeys } from '../../ops/crf.js';
+import { defaultParams } from '../../pipeline/params.js';
 import { segmentBatch } from './infer.js';
 import { loadSegModel } from './net.js';
 
@@ -36,8 +37,9 @@ export interface PredictOptions {
   /** Inference scales / flip; default the model's (config.json). */
   scales?: number[];
   flip?: boolean;
-  /** Dense CRF on the probabilities, or null for none; default the model's (config.json `crf`). */
-  crf?: DenseCrfOptions | null;
+  /** Dense CRF on the probabilities: false none; true the model's (config.json `crf`), or
+   * params.yaml's default segment.crf for a model without one; default the model's. */
+  crf?: boolean;
   /** Images per network batch (same-size images only). */
   batchSize: number;
 }
@@ -67,7 +69,8 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const net = await loadSegModel(o.model);
   const scales = o.scales ?? net.config.scales;
   const flip = o.flip ?? net.config.flip;
-  const crf = o.crf !== undefined ? o.crf : (net.config.crf ?? null);
+  const modelCrf = net.config.crf ?? null;
+  const crf = o.crf === undefined ? modelCrf : o.crf ? (modelCrf ?? crfFromKeys(defaultParams().segment.crf)) : null;
   const size = net.config.workingSize;
   await ensureDir(o.out);
   const chunk = o.batchSize * 4;
