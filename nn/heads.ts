@@ -53,6 +53,11 @@ export class CamHead {
     });
   }
 
+  /** The 1x1 kernel as a matrix [Cin, C] (for losses that classify pooled features with it). */
+  weightMatrix(): tf.Tensor2D {
+    return tf.reshape(this.kernel, [this.inChannels, this.numClasses]);
+  }
+
   variables(): tf.Variable[] {
     return this.params.trainable();
   }

@@ -71,6 +71,7 @@ const camSchema = z.strictObject({
   output_stride: z.union([z.literal(8), z.literal(16)]),
   norm: z.enum(['batch', 'group', 'frozen']),
   probe_iters: z.number().int().min(0),
+  recam_weight: z.number().min(0),
   ...trainingFields,
   ...camLikeFields,
 });
@@ -112,6 +113,7 @@ const contrastSchema = z.strictObject({
   temperature: z.number().gt(0),
   contrast_from: z.number().int().min(0),
   coarse_weight: z.number().min(0),
+  recam_weight: z.number().min(0),
   ...trainingFields,
   ...camLikeFields,
 });
@@ -224,6 +226,7 @@ cam:
   output_stride: 8            # 8 | 16 (8: fewer downsamplings, no dilation)
   norm: batch                 # batch | group | frozen (frozen = pretrained BN statistics, mobilenet)
   probe_iters: 0              # fit the head alone on frozen pooled features first (LP-FT; 0 = off; for pretrained backbones)
+  recam_weight: 0             # class re-activation loss weight (ReCAM: 1; 0 = off): softmax CE on CAM-masked pooled features, parts co-occurring classes
   optimizer: adamw            # sgd (IRN: lr 0.1, momentum 0.9) | adamw; adamw won on synthetic (bench/cam_synth.sh)
   lr: 0.003                   # base lr (backbone); poly decay, power 0.9
   head_lr_mult: 10            # lr multiplier of the new classifier (IRN: 10)
@@ -272,6 +275,7 @@ contrast:
   temperature: 0.07           # InfoNCE temperature (RCA 0.07)
   contrast_from: 2            # first epoch (0-based) with the contrast term (RCA 2)
   coarse_weight: 0.4          # weight of the coarse head's loss (RCA 0.4)
+  recam_weight: 0             # class re-activation loss on both heads (cam.recam_weight's loss; 0 = off)
   optimizer: adamw            # sgd (RCA: lr 0.001, Nesterov) | adamw
   lr: 0.0005                  # base lr (backbone, starts from models/cam); poly decay, power 0.9
   head_lr_mult: 10            # lr multiplier of the heads, aggregation and projection (RCA: 10 on its new layers)

@@ -5,6 +5,9 @@
  * augmentation draw come from one Rng whose state is checkpointed, so a resumed run continues the
  * same random stream.
  *
+ * With `recam_weight` > 0 the class re-activation loss (recam.ts, ReCAM) is added to the
+ * multi-label loss, so that classes tagged together get CAMs of their own.
+ *
  * With `probe_iters` > 0 the head is first fitted alone on the frozen backbone's pooled features
  * (probe.ts, LP-FT), so fine-tuning starts from a head that already classifies.
  *
@@ -22,6 +25,7 @@ import type { Params } from '../../pipeline/params.js';
 import { log } from '../../pipeline/log.js';
 import type { CamNet } from './net.js';
 import { probeHead } from './probe.js';
+import { reactivationLoss } from './recam.js';
 
 export interface TrainImage {
   id: string;
@@ -91,7 +95,10 @@ export async function trainCam(o: TrainOptions): Promise<TrainResult> {
         try {
           return trainStep(opt, (u) => tf.tidy(() => {
             const f = net.backbone.forward(net.backbone.preprocess(x), true, u);
-            return multilabelSoftMarginLoss(net.head.classifierLogits(f.last), y);
+            const mlsm = multilabelSoftMarginLoss(net.head.classifierLogits(f.last), y);
+            if (cam.recam_weight === 0) return mlsm;
+            // ReCAM: L = L_mlsm + lambda L_ce on the CAM-masked features (recam.ts)
+            return tf.add(mlsm, tf.mul(cam.recam_weight, reactivationLoss(f.last, net.head.weightMatrix(), y))) as tf.Scalar;
           })).loss;
         } finally {
           tf.dispose([x, y]);

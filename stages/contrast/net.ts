@@ -79,17 +79,18 @@ export class ContrastNet {
   }
 
   /**
-   * Refined class maps before ReLU [B, h, w, K] from backbone features f [B, h, w, C]: the
-   * aggregation with the memory centroids (when enabled), then the refined head.
+   * What the refined head reads, from backbone features f [B, h, w, C]: f aggregated with the
+   * memory centroids when aggregation is enabled, else f itself.
    */
+  refinedFeatures(f: tf.Tensor4D): tf.Tensor4D {
+    const a = this.config.aggregation;
+    if (!a.enabled) return f;
+    return this.aggregation.forward(f, this.memory.centroids as tf.Tensor2D, this.memory.valid as tf.Tensor1D, a.similarity, 20 / this.config.memory.centroids);
+  }
+
+  /** Refined class maps before ReLU [B, h, w, K] from backbone features f [B, h, w, C]. */
   refinedMaps(f: tf.Tensor4D): tf.Tensor4D {
-    return tf.tidy(() => {
-      const a = this.config.aggregation;
-      const fused = a.enabled
-        ? this.aggregation.forward(f, this.memory.centroids as tf.Tensor2D, this.memory.valid as tf.Tensor1D, a.similarity, 20 / this.config.memory.centroids)
-        : f;
-      return this.refined.camMaps(fused);
-    });
+    return tf.tidy(() => this.refined.camMaps(this.refinedFeatures(f)));
   }
 
   dispose(): void {

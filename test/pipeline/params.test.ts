@@ -48,7 +48,7 @@ describe('params.yaml schema', () => {
       synth: { out: 'datasets/synthetic', images: 240, size: 128, classes: 4, val_fraction: 0.25 },
       ingest: { size: 128, concurrency: 4, on_error: 'fail' },
       cam: {
-        backbone: 'resnet', pretrained: '', width: 16, depth: [1, 1, 1, 1], output_stride: 8, norm: 'batch', probe_iters: 0, optimizer: 'adamw',
+        backbone: 'resnet', pretrained: '', width: 16, depth: [1, 1, 1, 1], output_stride: 8, norm: 'batch', probe_iters: 0, recam_weight: 0, optimizer: 'adamw',
         lr: 0.003, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 16, crop: 112, crop_scale: [0.35, 1],
         jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
       },
@@ -60,7 +60,7 @@ describe('params.yaml schema', () => {
       contrast: {
         region: 'cam', pooling: 'mask', memory_size: 500, memory_update: 'replace', memory_momentum: 0.99, enqueue_prob: 0.7,
         centroids: 10, kmeans_iters: 10, dim: 64, similarity: 'softmax', aggregation: true, contrast_weight: 0.01, temperature: 0.07,
-        contrast_from: 2, coarse_weight: 0.4, optimizer: 'adamw', lr: 0.0005, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12,
+        contrast_from: 2, coarse_weight: 0.4, recam_weight: 0, optimizer: 'adamw', lr: 0.0005, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12,
         batch_size: 16, crop: 112, crop_scale: [0.35, 1], jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
       },
       refine: {

@@ -53,6 +53,19 @@ describe('cam stage (tiny)', () => {
     expect(r.training.losses.every(Number.isFinite)).toBe(true);
   });
 
+  it('cam.recam_weight adds the ReCAM term (a larger loss from the same start), is a training key, and does not leak', async () => {
+    await fs.rm(path.join(root, 'models'), { recursive: true, force: true });
+    const plain = await run(['cam.epochs=1', 'cam.scales=[1.0]']);
+    const before = tf.memory().numTensors;
+    const re = await run(['cam.epochs=1', 'cam.scales=[1.0]', 'cam.recam_weight=1']);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(re.training.resumedFrom).toBe(0);
+    expect(re.training.restartReason).toMatch(/hash/);
+    // same seed, same batches: the softmax term (>= 0, about log K at the start) comes on top
+    expect(re.training.losses[0]).toBeGreaterThan(plain.training.losses[0]);
+    expect(Number.isFinite(re.training.losses[0])).toBe(true);
+  });
+
   it('resumes after a kill and gives the same model as an uninterrupted run', async () => {
     await fs.rm(path.join(root, 'models'), { recursive: true, force: true });
     const full = await run(['cam.epochs=2']);

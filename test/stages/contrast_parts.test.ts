@@ -18,6 +18,7 @@ import { MemoryBank } from '../../stages/contrast/memory.js';
 import { type ContrastNet, contrastNetFromCam, loadContrastModel, saveContrastModel } from '../../stages/contrast/net.js';
 import { detach, regionPool, regionWeights } from '../../stages/contrast/regions.js';
 import { contrastObjective, taggedRegions } from '../../stages/contrast/train.js';
+import { reactivationLoss } from '../../stages/cam/recam.js';
 import { toOutputMaps } from '../../stages/contrast/index.js';
 import { classMap } from '../../stages/cam/labels.js';
 
@@ -228,6 +229,30 @@ describe('aggregation and gradient flow', () => {
       tf.dispose([x, y]);
     });
   }
+
+  it('recam_weight adds the ReCAM terms of both heads, weighted as their MLSM terms', () => {
+    net.config.aggregation.similarity = 'softmax';
+    const x = tf.randomUniform([2, 32, 32, 3], 0, 255, 'float32', 5) as tf.Tensor4D;
+    const y = tf.tensor2d([[1, 1], [0, 1]]);
+    const regions = taggedRegions([1, 1, 0, 1], 2, 2);
+    const before = tf.memory().numTensors;
+    const value = (w: number) => {
+      const t = contrastObjective(net, x, y, null, regions, { c: { ...params.contrast, recam_weight: w }, contrastOn: false, training: false });
+      const v = t.loss.dataSync()[0];
+      tf.dispose([t.loss, t.contrast, t.embeddings, t.probs]);
+      return v;
+    };
+    const expected = tf.tidy(() => {
+      const f = net.backbone.forward(net.backbone.preprocess(x), false).last;
+      const refined = reactivationLoss(net.refinedFeatures(f), net.refined.weightMatrix(), y);
+      const coarse = reactivationLoss(f, net.coarse.weightMatrix(), y);
+      return refined.dataSync()[0] + params.contrast.coarse_weight * coarse.dataSync()[0];
+    });
+    expect(expected).toBeGreaterThan(0);
+    expect(value(0.5) - value(0)).toBeCloseTo(0.5 * expected, 4);
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([x, y]);
+  });
 
   it('save + load keeps weights and memory: the refined maps are identical', async () => {
     net.config.aggregation.similarity = 'softmax';
