@@ -96,10 +96,10 @@ describe('scanVoc on a tiny VOC tree', () => {
     expect(tv.items.map((i) => i.id)).toEqual(['a', 'b', 'c']);
   });
 
-  it('prefers tags.csv (header, | ; and space separators) and classes.json', async () => {
+  it('prefers tags.csv (header, | separators, a class name with a space) and classes.json', async () => {
     const root = await buildVoc({
       'classes.json': JSON.stringify({ classes: ['bg', 'bird', 'cat', 'dog', 'sea lion'], background: 0, void: 255 }),
-      'tags.csv': 'image_id,tags\na,dog|bird\nb,"sea lion;cat"\nc,cat dog\nd,bird\n',
+      'tags.csv': 'image_id,tags\na,dog|bird\nb,"sea lion|cat"\nc,cat | dog\nd,bird\n',
     });
     const m = await scanVoc(root, {});
     expect(m.classes).toEqual(['bg', 'bird', 'cat', 'dog', 'sea lion']);
