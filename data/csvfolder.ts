@@ -75,25 +75,19 @@ export async function scanCsvFolder(root: string, opts: CsvFolderOptions): Promi
   const ids = new IdRegistry(root);
   const rows: Row[] = [];
   for (const { line, cells } of csvRows) {
-    const row = errors.guard(cells[0], () => {
-      if (cells.length < 2 || cells.length > 3 || cells[0] === '') {
+    const ref = cells[0];
+    const ext = path.extname(ref).toLowerCase();
+    const isPath = (IMAGE_EXTS as readonly string[]).includes(ext);
+    const id = isPath ? path.basename(ref, path.extname(ref)) : ref;
+    const row = errors.guard(id, (): Row => {
+      if (cells.length < 2 || cells.length > 3 || ref === '') {
         throw new TagsegError(`line ${line}: malformed line, expected "image_id,tags[,split]" (got ${cells.length} field(s))`, {
           file: csvFile,
           hint: 'separate tags with "|", not commas (or quote the tags field)',
         });
       }
-      const ref = cells[0];
-      const ext = path.extname(ref).toLowerCase();
-      const isPath = (IMAGE_EXTS as readonly string[]).includes(ext);
-      const r: Row = {
-        line,
-        id: isPath ? path.basename(ref, path.extname(ref)) : ref,
-        explicitPath: isPath ? path.resolve(root, ref) : null,
-        tagCell: cells[1],
-        split: cells[2] || 'train',
-      };
-      ids.add(r.id, { file: csvFile, line });
-      return r;
+      ids.add(id, { file: csvFile, line });
+      return { line, id, explicitPath: isPath ? path.resolve(root, ref) : null, tagCell: cells[1], split: cells[2] || 'train' };
     });
     if (row) rows.push(row);
   }

@@ -74,7 +74,8 @@ export async function decodeImage(file: string, size: number): Promise<DecodedIm
     // Orientation + colour conversion first; metadata of this stage gives the oriented size.
     // sharp's default failOn ('warning') rejects truncated files instead of padding them grey.
     const oriented = sharp(input, { limitInputPixels: MAX_INPUT_PIXELS }).autoOrient();
-    const meta = await sharp(input).metadata();
+    // The header alone, without the limit, so an oversized image gets a message saying so.
+    const meta = await sharp(input, { limitInputPixels: false }).metadata();
     if ((meta.width ?? 0) * (meta.height ?? 0) > MAX_INPUT_PIXELS) {
       throw new TagsegError(`image declares ${meta.width}x${meta.height} pixels, above the decode limit of ${MAX_INPUT_PIXELS} (a decompression bomb?)`, {
         file,

@@ -79,8 +79,8 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
   }
 
   const listed = await readSplits(root, images, opts.splits, errors);
-  const whereOf = new Map(listed.map((l) => [l.id, l.where]));
-  let items: ItemSpec[] = listed.map(({ id, split, imagePath }) => ({
+  const whereOf = new Map(listed.items.map((l) => [l.id, l.where]));
+  let items: ItemSpec[] = listed.items.map(({ id, split, imagePath }) => ({
     id,
     split,
     imagePath,
@@ -93,7 +93,7 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
   let tagSource: string;
   let found: Map<string, number[] | TagsegError> = new Map();
   if (await isFile(tagsFile)) {
-    found = await readTagsCsv(tagsFile, info, images, new Set(listed.map((l) => l.id)), errors);
+    found = await readTagsCsv(tagsFile, info, images, listed.named, errors);
     tagSource = 'tags.csv';
   } else if (await isDirectory(annDir)) {
     found = await readXmlTags(items, annDir, info);
@@ -129,7 +129,7 @@ async function readSplits(
   images: ImageIndex,
   splits: string[] | undefined,
   errors: ItemErrors,
-): Promise<{ id: string; split: string; imagePath: string; where: Where }[]> {
+): Promise<{ items: { id: string; split: string; imagePath: string; where: Where }[]; named: Set<string> }> {
   const setDir = path.join(root, 'ImageSets', 'Segmentation');
   let names: string[];
   if (splits !== undefined) {
@@ -146,11 +146,13 @@ async function readSplits(
     const imageDir = path.join(root, 'JPEGImages');
     log.info(`${setDir} not found: using every image in ${imageDir} as split "train"`);
     const where = { file: imageDir };
-    return [...images.byId.keys()].sort().map((id) => ({ id, split: 'train', imagePath: imageFor(images, id, 'JPEGImages', where), where }));
+    const ids = [...images.byId.keys()].sort();
+    return { items: ids.map((id) => ({ id, split: 'train', imagePath: imageFor(images, id, 'JPEGImages', where), where })), named: new Set(ids) };
   }
 
   const ids = new IdRegistry(root);
   const out: { id: string; split: string; imagePath: string; where: Where }[] = [];
+  const named = new Set<string>();
   for (const split of names) {
     const file = path.join(setDir, `${split}.txt`);
     let text: string;
@@ -169,6 +171,7 @@ async function readSplits(
       const id = lines[i].trim();
       if (!id) continue;
       const where = { file, line: i + 1 };
+      named.add(id);
       const imagePath = errors.guard(id, () => {
         ids.add(id, where);
         return imageFor(images, id, 'JPEGImages', where);
@@ -176,7 +179,7 @@ async function readSplits(
       if (imagePath !== undefined) out.push({ id, split, imagePath, where });
     }
   }
-  return out;
+  return { items: out, named };
 }
 
 function rank(split: string): number {
@@ -188,7 +191,8 @@ function rank(split: string): number {
  * `tags.csv`: `image_id,tags` (optional header), tags separated by `|` only. Returns each id's
  * tags, or the TagsegError of its row (unknown class, empty list, malformed row, a second row
  * for the id: its tags are then ambiguous), which skips that item when it is imported. A row
- * naming no image at all (a typo would silently drop its tags) is reported at once.
+ * naming no image at all (a typo would silently drop its tags) is reported at once, unless a
+ * split file named it (then its missing image is already reported).
  */
 async function readTagsCsv(
   file: string,
