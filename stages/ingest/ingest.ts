@@ -163,7 +163,7 @@ export function formatIngest(r: IngestSummary): string {
  * skipped items' files are relative to the dataset root.
  */
 export function ingestRecord(r: IngestSummary, dataset: string): Record<string, unknown> {
-  const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, dataset: _d, skipped, ...stable } = r;
+  const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, dataset: _d, classesFile: _c, skipped, ...stable } = r;
   return {
     dataset,
     ...stable,
