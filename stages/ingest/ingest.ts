@@ -203,7 +203,7 @@ async function pinClasses(file: string, m: Manifest): Promise<void> {
   await writeFileAtomic(file, classesJson(m));
   log.warn(
     `no classes.json: the ${m.classes.length} classes are the sorted tag names [${m.classes.join(', ')}]; ` +
-      `wrote them to ${file} so that later imports keep these indices (pin it; a tag not in it is then an unknown class)`,
+      `wrote them to ${file}: pin it (tagseg import --classes, params dataset.classes) so later imports keep these indices (a new tag is then an unknown class)`,
   );
 }
 
