@@ -134,6 +134,15 @@ describe('scanVoc errors name the file and the reason', () => {
     await expectTagsegError(scanVoc(root, {}), path.join(root, 'ImageSets/Segmentation/train.txt'), /^line 3: missing image: no zz\.jpg/);
   });
 
+  it('an id that differs from an image only in Unicode normalisation: missing, with a hint naming the image', async () => {
+    const nfd = 'cafe\u0301';
+    const root = await buildVoc({ 'ImageSets/Segmentation/train.txt': 'a\nb\ncaf\u00e9\n' });
+    await writeRgb(path.join(root, 'JPEGImages', `${nfd}.png`), 8, 6);
+    const err = await expectTagsegError(scanVoc(root, {}), path.join(root, 'ImageSets/Segmentation/train.txt'), /^line 3: missing image: no "café"\.jpg/);
+    // The combining accent is escaped, so the two spellings look different in the message.
+    expect(err.hint).toBe('an image with the id "cafe\\u0301" exists: the names differ in Unicode normalisation or spacing');
+  });
+
   it('duplicate id across splits', async () => {
     const root = await buildVoc({ 'ImageSets/Segmentation/val.txt': 'c\na\n' });
     const err = await expectTagsegError(scanVoc(root, {}), path.join(root, 'ImageSets/Segmentation/val.txt'), /line 2: duplicate image id "a"/);
