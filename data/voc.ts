@@ -101,7 +101,22 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
   } else {
     tagSource = 'tags.csv or Annotations/';
   }
-  items = items.filter((item) => {
+  items = attachTags(items, found, errors, { tagSource, tagsFile, maskDir });
+  items = await checkImageFiles(items, errors, root, (item) => whereOf.get(item.id) as Where);
+  return { root, classes: info.classes, background: info.background, void: info.void, items, classesFile: info.file };
+}
+
+/**
+ * Give each item its tags (from `found`), leaving out those whose tag row is an error and those
+ * with neither tags nor a mask to derive them from.
+ */
+function attachTags(
+  items: ItemSpec[],
+  found: Map<string, number[] | TagsegError>,
+  errors: ItemErrors,
+  src: { tagSource: string; tagsFile: string; maskDir: string },
+): ItemSpec[] {
+  return items.filter((item) => {
     const tags = found.get(item.id);
     if (tags instanceof TagsegError) {
       errors.report(item.id, tags);
@@ -111,17 +126,15 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
     if (item.tags === null && item.maskPath === null) {
       errors.report(
         item.id,
-        new TagsegError(`image ${showId(item.id)} has no tags (not in ${tagSource}) and no mask to derive them from`, {
+        new TagsegError(`image ${showId(item.id)} has no tags (not in ${src.tagSource}) and no mask to derive them from`, {
           file: item.imagePath,
-          hint: `add a line "${item.id},<class>|<class>" to ${tagsFile} or a mask ${path.join(maskDir, `${item.id}.png`)}`,
+          hint: `add a line "${item.id},<class>|<class>" to ${src.tagsFile} or a mask ${path.join(src.maskDir, `${item.id}.png`)}`,
         }),
       );
       return false;
     }
     return true;
   });
-  items = await checkImageFiles(items, errors, root, (item) => whereOf.get(item.id) as Where);
-  return { root, classes: info.classes, background: info.background, void: info.void, items, classesFile: info.file };
 }
 
 async function readSplits(
