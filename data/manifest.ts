@@ -63,7 +63,7 @@ export class ItemErrors {
   report(id: string, err: TagsegError): void {
     if (this.mode === 'fail') throw err;
     const item = { id, file: err.file ?? '', reason: err.reason };
-    log.warn(`skipped ${JSON.stringify(id)}: ${item.file}: ${item.reason}`);
+    log.warn(`skipped ${quoteId(id)}: ${item.file}: ${item.reason}`);
     this.list.push(item);
   }
 

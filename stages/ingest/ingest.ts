@@ -11,7 +11,7 @@ import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { scanCsvFolder } from '../../data/csvfolder.js';
 import { loadItems } from '../../data/load.js';
-import { readClassesFile, relTo, type Manifest, type SkippedItem } from '../../data/manifest.js';
+import { quoteId, readClassesFile, relTo, type Manifest, type SkippedItem } from '../../data/manifest.js';
 import { scanVoc } from '../../data/voc.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS, type DatasetExtra } from './tables.js';
 
@@ -151,7 +151,7 @@ export function formatIngest(r: IngestSummary): string {
   ];
   if (r.skipped.length) {
     lines.push(`skipped ${r.skipped.length}:`);
-    for (const s of r.skipped.slice(0, 50)) lines.push(`  ${JSON.stringify(s.id)}: ${s.reason} (${relTo(r.dataset, s.file)})`);
+    for (const s of r.skipped.slice(0, 50)) lines.push(`  ${quoteId(s.id)}: ${s.reason} (${relTo(r.dataset, s.file)})`);
     if (r.skipped.length > 50) lines.push(`  ... ${r.skipped.length - 50} more (see --json or metrics/ingest.json)`);
   }
   return lines.join('\n');
