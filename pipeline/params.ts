@@ -26,6 +26,7 @@ const datasetSchema = z.strictObject({
   csv: z.string().min(1),
   splits: z.array(z.string().min(1)),
   train_split: z.string().min(1),
+  classes: z.string(),
 });
 
 const synthSchema = z.strictObject({
@@ -208,6 +209,7 @@ dataset:
   csv: tags.csv               # csv format only: image_id,tags file, relative to root
   splits: []                  # VOC ImageSets/Segmentation/<split>.txt to import; [] = all but trainval
   train_split: train          # split whose tags train the classifier and whose masks score pseudo-masks
+  classes: ''                 # classes.json fixing the class indices (project-relative); '' = the dataset's, else VOC's 21 (voc) or the sorted tags (csv: written to classes.json and set here)
 synth:
   out: datasets/synthetic
   images: 240
