@@ -82,6 +82,8 @@ export interface CvRun {
   segmenter: SegScores;
   /** The pseudo-masks of the held-out fold (pseudo mode only). */
   pseudo_masks: SegScores | null;
+  /** Epoch its training resumed from (> 0: an interrupted run continued). */
+  resumedFrom: number;
   seconds: number;
 }
 
@@ -167,7 +169,10 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
       const kept = await readRun(file, hash);
       if (!kept && (await exists(file))) log.warn(`cv: ${file} is not a finished run of recipe ${hash}; running it again`);
       const r = kept ?? (await runOne(root, dir, hash, p, folds, k, seed));
-      if (!kept) await writeFileAtomic(file, `${JSON.stringify(r, null, 1)}\n`);
+      if (!kept) {
+        await writeFileAtomic(file, `${JSON.stringify(r, null, 1)}\n`);
+        await fs.rm(cvWorkDir(dir, k, seed), { recursive: true, force: true });
+      }
       runs.push(r);
       o.onRun?.(r, !kept);
     }
@@ -182,20 +187,29 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   return summary;
 }
 
-/** Train and score one (fold, seed); its segment model and checkpoints live in `fold<k>-seed<s>.work/` until it is done. */
-async function runOne(root: string, dir: string, hash: string, p: Params, folds: string[][], k: number, seed: number): Promise<CvRun> {
-  const work = path.join(dir, `fold${k}-seed${seed}.work`);
+/** The folder of an unfinished (fold, seed): its segment model and epoch checkpoints. */
+export const cvWorkDir = (dir: string, k: number, seed: number) => path.join(dir, `fold${k}-seed${seed}.work`);
+
+/** runSegment's `path` for a protocol run: the workspace's files, but models/segment inside `work`. */
+export function cvRunPaths(root: string, work: string): (rel: string) => string {
   const modelRel = SEGMENT_OUTPUTS.model;
-  const at = (rel: string) => (rel === modelRel || rel.startsWith(`${modelRel}/`) ? path.join(work, 'model', rel.slice(modelRel.length)) : path.resolve(root, rel));
-  const split = { train: folds.filter((_, f) => f !== k).flat(), val: folds[k] };
+  return (rel) => (rel === modelRel || rel.startsWith(`${modelRel}/`) ? path.join(work, 'model', rel.slice(modelRel.length)) : path.resolve(root, rel));
+}
+
+/** The training and held-out ids of fold k. */
+export const foldSplit = (folds: string[][], k: number) => ({ train: folds.filter((_, f) => f !== k).flat(), val: folds[k] });
+
+/** Train and score one (fold, seed); its work folder goes once the record is written. */
+async function runOne(root: string, dir: string, hash: string, p: Params, folds: string[][], k: number, seed: number): Promise<CvRun> {
+  const work = cvWorkDir(dir, k, seed);
+  const split = foldSplit(folds, k);
   log.info(`cv: fold ${k} seed ${seed}: training on ${split.train.length} images, scoring ${split.val.length} held out (${path.relative(root, work)})`);
-  const r = await runSegment({ params: { ...p, seed }, path: at, split });
-  await fs.rm(work, { recursive: true, force: true });
+  const r = await runSegment({ params: { ...p, seed }, path: cvRunPaths(root, work), split });
   return {
     protocol: CV_PROTOCOL_VERSION, recipe: hash, fold: k, seed,
     split: `${p.dataset.train_split}, fold ${k} of ${folds.length} held out`,
     labels: r.labels, epochs: r.epochs, trainImages: r.trainImages, heldOutImages: r.val.images,
-    segmenter: r.val, pseudo_masks: r.pseudo_val ?? null, seconds: Math.round(r.seconds * 10) / 10,
+    segmenter: r.val, pseudo_masks: r.pseudo_val ?? null, resumedFrom: r.training.resumedFrom, seconds: Math.round(r.seconds * 10) / 10,
   };
 }
 

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMask } from '../../data/decode.js';
-import { type CvRun, assignFolds, runCv } from '../../eval/cv.js';
+import { type CvRun, assignFolds, cvParams, cvRecipe, cvRunPaths, cvWorkDir, foldSplit, runCv } from '../../eval/cv.js';
 import type { CvSummary } from '../../eval/cv_summary.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
@@ -138,6 +138,22 @@ describe('CV protocol (tiny)', () => {
     const other = await runCv({ root, ...SHORT, sets: ['segment.lr=0.001'], onRun: () => undefined });
     expect(other.recipe).not.toBe(weak.recipe);
   }, 180_000);
+
+  it('an interrupted (fold, seed) resumes its training from the last epoch of its work folder', async () => {
+    const sets = ['segment.lr=0.003'];
+    const p = await cvParams(root, { ...SHORT, sets });
+    const { hash } = await cvRecipe(root, p, 'pseudo', 2, 0);
+    const dir = path.join(root, 'runs/cv', hash);
+    const masked = (await readAll(path.join(root, 'cache/dataset.arrow'))).filter((r) => r.split === 'train').map((r) => r.id as string);
+    // What `tagseg cv` leaves when killed after fold 0's first epoch.
+    const killed = await runSegment({ params: p, path: cvRunPaths(root, cvWorkDir(dir, 0, 0)), split: foldSplit(assignFolds(masked, 2, 0), 0), stopAfter: 1 });
+    expect(killed.training.epochs).toBe(1);
+    const s = await runCv({ root, ...SHORT, sets });
+    expect(s.recipe).toBe(hash);
+    const runs = await Promise.all([0, 1].map(async (k) => JSON.parse(await fs.readFile(path.join(dir, `fold${k}-seed0.json`), 'utf8')) as CvRun));
+    expect(runs.map((r) => [r.resumedFrom, r.epochs])).toEqual([[1, 4], [0, 4]]);
+    expect(await fs.stat(cvWorkDir(dir, 0, 0)).catch(() => null)).toBeNull();
+  }, 120_000);
 
   it('--oracle trains on ground truth under the same folds and gives the weak / oracle ratio', async () => {
     const oracle = await runCv({ root, ...SHORT, oracle: true });

@@ -74,7 +74,7 @@ const scores = (full: number, miou = full, coverage = 1): SegScores => ({
 });
 const run = (fold: number, seed: number, full: number, labels: 'pseudo' | 'gt' = 'pseudo', pseudoFull = 0.6 + fold / 10): CvRun => ({
   protocol: 1, recipe: 'r', fold, seed, split: `train, fold ${fold} of 2 held out`, labels, epochs: 3, trainImages: 5, heldOutImages: 5,
-  segmenter: scores(full), pseudo_masks: labels === 'pseudo' ? scores(pseudoFull, pseudoFull + 0.1, 0.8) : null, seconds: 1,
+  segmenter: scores(full), pseudo_masks: labels === 'pseudo' ? scores(pseudoFull, pseudoFull + 0.1, 0.8) : null, resumedFrom: 0, seconds: 1,
 });
 const recipe = (labels: 'pseudo' | 'gt'): CvRecipe => ({
   protocol: 1, labels, seed: 0, train_split: 'train', folds: 2, fold_seed: 0, segment: { epochs: 3 } as CvRecipe['segment'], data: {},
