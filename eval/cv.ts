@@ -31,6 +31,8 @@ import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil
 import { log } from '../pipeline/log.js';
 import { type Params, loadParams } from '../pipeline/params.js';
 import { CAM_OUTPUTS } from '../stages/cam/tables.js';
+import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
+import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';
 import { idHash } from '../stages/segment/labels.js';
 import { type CvSummary, summariseCv } from './cv_summary.js';
@@ -45,7 +47,7 @@ export const CV_PRESETS = {
 } as const;
 export type CvPreset = keyof typeof CV_PRESETS;
 
-const INPUTS = { dataset: 'cache/dataset.arrow', images: 'cache/images.arrow', pseudo: 'cache/pseudo_masks.arrow' } as const;
+const INPUTS = { dataset: INGEST_OUTPUTS.dataset, images: INGEST_OUTPUTS.images, pseudo: REFINE_OUTPUTS.masks } as const;
 
 export interface CvOptions {
   /** Workspace: params.yaml, cache/, models/cam (after `tagseg repro refine`). */
