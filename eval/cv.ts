@@ -125,14 +125,20 @@ export async function cvParams(root: string, o: Pick<CvOptions, 'sets' | 'epochs
   return { ...p, segment: { ...p.segment, epochs, labels: o.oracle ? 'gt' : p.segment.labels } };
 }
 
+/** sha256 of a pipeline output the protocol reads; missing: an error saying which stage to run. */
+async function hashInput(file: string): Promise<string> {
+  if (!(await exists(file))) throw new TagsegError('not found', { file, hint: 'the protocol needs the pipeline run up to refine: tagseg repro refine' });
+  return hashFile(file);
+}
+
 /** The recipe of `p` in label mode `labels`, and its 16-hex key. */
 export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number): Promise<{ recipe: CvRecipe; hash: string }> {
   const at = (rel: string) => path.resolve(root, rel);
   const data: Record<string, string> = {
-    [INPUTS.images]: await hashFile(at(INPUTS.images)),
-    [CAM_OUTPUTS.model]: await hashFile(path.join(at(CAM_OUTPUTS.model), 'weights', 'weights.bin')),
+    [INPUTS.images]: await hashInput(at(INPUTS.images)),
+    [CAM_OUTPUTS.model]: await hashInput(path.join(at(CAM_OUTPUTS.model), 'weights', 'weights.bin')),
   };
-  if (labels === 'pseudo') data[INPUTS.pseudo] = await hashFile(at(INPUTS.pseudo));
+  if (labels === 'pseudo') data[INPUTS.pseudo] = await hashInput(at(INPUTS.pseudo));
   const recipe: CvRecipe = {
     protocol: CV_PROTOCOL_VERSION, labels, seed: p.seed, train_split: p.dataset.train_split, folds, fold_seed: foldSeed,
     segment: { ...p.segment, labels }, data,
@@ -143,7 +149,7 @@ export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt',
 /** The masked ids of the train split (images.arrow order) and the count left out for want of a mask. */
 async function maskedTrainIds(root: string, split: string): Promise<{ ids: string[]; unmasked: number }> {
   const file = path.resolve(root, INPUTS.dataset);
-  if (!(await exists(file))) throw new TagsegError('not found', { file, hint: 'run the pipeline up to refine first: tagseg repro refine' });
+  if (!(await exists(file))) throw new TagsegError('not found', { file, hint: 'the protocol needs the pipeline run up to refine: tagseg repro refine' });
   const rows = (await readAll(file, { stage: 'ingest' })).filter((r) => r.split === split);
   const ids = rows.filter((r) => r.mask_path).map((r) => r.id as string);
   if (ids.length === 0) throw new TagsegError(`no image of split '${split}' has a ground-truth mask; the protocol scores held-out folds against masks`, { file, hint: 'check dataset.train_split' });

@@ -180,6 +180,15 @@ describe('CV protocol (tiny)', () => {
     const bad = await tagseg(['cv', '--set', 'refine.power=2']);
     expect(bad.exitCode).toBe(1);
     expect(bad.stderr).toMatch(/--set refine.power=2: the protocol retrains only the segment stage/);
+    const pseudo = path.join(root, 'cache/pseudo_masks.arrow');
+    await fs.rename(pseudo, `${pseudo}.away`);
+    try {
+      const missing = await tagseg(['cv', '--folds', '2']);
+      expect(missing.exitCode).toBe(1);
+      expect(missing.stderr).toMatch(/^tagseg: \S*cache\/pseudo_masks\.arrow: not found\n {2}hint: .*tagseg repro refine/);
+    } finally {
+      await fs.rename(`${pseudo}.away`, pseudo);
+    }
   }, 120_000);
 
   it('segment stage with an explicit split: its checkpoint is resumed by the same split only', async () => {
