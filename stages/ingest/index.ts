@@ -2,6 +2,7 @@
  * Stage `ingest`: the first node of the DAG. params.yaml `dataset` + `ingest` in ->
  * cache/dataset.arrow + cache/images.arrow + metrics/ingest.json out.
  */
+import { datasetRelative } from '../../data/manifest.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
@@ -22,8 +23,9 @@ export const stage: Stage = {
   }),
   async run(ctx) {
     const p = ctx.params;
+    const root = ctx.path(p.dataset.root);
     const r = await ingestDataset({
-      root: ctx.path(p.dataset.root),
+      root,
       format: p.dataset.format,
       csv: p.dataset.csv,
       splits: p.dataset.splits,
@@ -36,7 +38,9 @@ export const stage: Stage = {
     });
     // Timing and RSS vary run to run: kept out of the DVC metrics file so `dvc metrics diff` shows data changes only.
     const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, ...stable } = r;
-    await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), { ...stable, skipped: r.skipped.length, skippedItems: r.skipped });
+    // Paths as params name them (dataset.root) or relative to it: the file must not depend on the checkout's location.
+    const skippedItems = r.skipped.map((s) => ({ ...s, file: datasetRelative(root, s.file) }));
+    await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), { ...stable, dataset: p.dataset.root, skipped: r.skipped.length, skippedItems });
     if (!ctx.json) process.stderr.write(`${formatIngest(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

@@ -8,7 +8,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { progress } from '../../pipeline/log.js';
 import { scanCsvFolder } from '../../data/csvfolder.js';
 import { loadItems, type LoadError } from '../../data/load.js';
-import type { Manifest } from '../../data/manifest.js';
+import { type Manifest, datasetRelative } from '../../data/manifest.js';
 import { scanVoc } from '../../data/voc.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS, type DatasetExtra } from './tables.js';
 
@@ -48,7 +48,7 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
   const t0 = performance.now();
   const manifest = await scanDataset(o);
   if (manifest.items.length === 0) throw new TagsegError('the dataset has no images in the selected splits', { file: o.root });
-  const extra: DatasetExtra = { background: manifest.background, void: manifest.void, dataset_root: manifest.root, working_size: o.size };
+  const extra: DatasetExtra = { background: manifest.background, void: manifest.void, working_size: o.size };
   const meta: TableMeta = { stage: 'ingest', paramsHash: o.paramsHash, classes: manifest.classes, extra: { ...extra } };
   const datasetW = await TableWriter.open(o.datasetTable, DATASET_COLUMNS, meta, { batchRows: 1024 });
   // ~16 MiB batches: small enough for flat memory, big enough for fast sequential reads.
@@ -66,8 +66,8 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
       await datasetW.write({
         id: item.id,
         split: item.split,
-        image_path: item.imagePath,
-        mask_path: item.maskPath,
+        image_path: datasetRelative(manifest.root, item.imagePath),
+        mask_path: item.maskPath === null ? null : datasetRelative(manifest.root, item.maskPath),
         orig_width: image.origWidth,
         orig_height: image.origHeight,
         width: image.width,

@@ -23,6 +23,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
@@ -137,7 +138,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const bgRaw = info.meta.extra?.background;
   const background = typeof bgRaw === 'number' ? bgRaw : null;
   const workingSize = typeof info.meta.extra?.working_size === 'number' ? info.meta.extra.working_size : 0;
-  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows);
+  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows, o.path(p.dataset.root));
 
   // 1. train split ids in images.arrow order, the validation carve
   const trainIds: string[] = [];
@@ -231,11 +232,12 @@ export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
 
 const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
-async function readDataset(file: string, expectRows: number): Promise<Map<string, DatasetRow>> {
+/** dataset.arrow's rows by id, mask paths resolved against `root` (dataset.root). */
+async function readDataset(file: string, expectRows: number, root: string): Promise<Map<string, DatasetRow>> {
   const rows = await readAll(file, { stage: 'ingest' });
   if (rows.length !== expectRows) throw new TagsegError('cache/dataset.arrow and cache/images.arrow have different row counts', { file, hint: 'rerun `tagseg run ingest`' });
   return new Map(rows.map((r) => [r.id as string, {
-    split: r.split as string, maskPath: (r.mask_path as string | null) ?? null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
+    split: r.split as string, maskPath: r.mask_path ? resolveDatasetPath(root, r.mask_path as string) : null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
   }]));
 }
 
