@@ -238,8 +238,10 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 /**
  * The JSON training state of the checkpoint in `dir`, without loading weights; undefined when
- * `dir` holds no manifest. A manifest that exists but does not parse is a TagsegError naming it:
- * treating it as "no checkpoint" would silently throw away the training it records.
+ * `dir` holds no manifest. A manifest that exists but does not parse is a TagsegError naming it,
+ * not a warning and a fresh start: checkpoints are written to a temp folder, fsynced and renamed,
+ * so a corrupt one means a failing disk or a hand edit, which the user should see before hours of
+ * training are overwritten; starting over is one `rm -r` of the folder the hint names.
  */
 export async function readTrainState<T>(dir: string): Promise<T | undefined> {
   const file = path.join(dir, MANIFEST);
