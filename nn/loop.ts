@@ -16,7 +16,7 @@ import { loadCheckpoint, readTrainState, saveCheckpoint } from './checkpoint.js'
 import { type Optimizer, polyLr } from './optim.js';
 import type { NamedVariables } from './params.js';
 import { Rng, type RngState } from './rng.js';
-import { codeFingerprint, commitEpoch, latestCheckpoint, openStore, removeStore, storeOf } from './train_store.js';
+import { filesFingerprint, commitEpoch, latestCheckpoint, openStore, removeStore, storeOf } from './train_store.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { log, progress } from '../pipeline/log.js';
 import { type Params, stableStringify } from '../pipeline/params.js';
@@ -99,7 +99,7 @@ export function trainingHash(p: Params, section: TrainedSection, exclude: readon
   return createHash('sha256').update(key).digest('hex').slice(0, 16);
 }
 
-/** The checkpoint store key: the training hash and the fingerprint of the code that trains (train_store codeFingerprint). */
+/** The checkpoint store key: the training hash and the fingerprint of the code that trains (train_store filesFingerprint). */
 export function trainingKey(trainHash: string, code: string): string {
   return createHash('sha256').update(`${trainHash}:${code}`).digest('hex').slice(0, 16);
 }
@@ -109,7 +109,7 @@ export function trainingKey(trainHash: string, code: string): string {
  * and the key, from `hash` (trainingHash) and the fingerprint of the stage's code folders.
  */
 export async function trainingStore(stage: string, code: readonly string[], hash: string, pathOf: (rel: string) => string): Promise<{ checkpointDir: string; key: string }> {
-  return { checkpointDir: pathOf(storeOf(stage)), key: trainingKey(hash, await codeFingerprint(pathOf('.'), code)) };
+  return { checkpointDir: pathOf(storeOf(stage)), key: trainingKey(hash, await filesFingerprint(pathOf('.'), code)) };
 }
 
 /** After the finished model is saved: remove the stage's resumable state (the whole store folder). */

@@ -122,12 +122,12 @@ export async function removeStore(stageDir: string): Promise<void> {
 }
 
 /**
- * Fingerprint of source code: sha256 over the sorted relative paths and contents of every file
- * under `paths` (files or folders, relative to `root`; symlinked folders are followed, as a
- * workspace links the repository's). Part of the store key, so that a resumed run never mixes
- * weights trained by two versions of the code.
+ * Fingerprint of files (source code, pretrained weights): sha256 over the sorted relative paths
+ * and contents of every file under `paths` (files or folders, relative to `root`; symlinked
+ * folders are followed, as a workspace links the repository's). The code's is part of the store
+ * key, so that a resumed run never mixes weights trained by two versions of the code.
  */
-export async function codeFingerprint(root: string, paths: readonly string[]): Promise<string> {
+export async function filesFingerprint(root: string, paths: readonly string[]): Promise<string> {
   const files: string[] = [];
   const walk = async (rel: string): Promise<void> => {
     const abs = path.join(root, rel);

@@ -145,7 +145,9 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' in cams.arrow`, { file: camsFile, hint: 'check dataset.train_split' });
 
   // 2. training
-  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}`, background);
+  // the data: CAM labels, images, and the CAM model whose backbone the network starts from
+  const camWeights = `${o.path(INPUTS.camModel)}/weights/weights.bin`;
+  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
   const store = await trainingStore('affinity', stage.io(p).code, hash, o.path);
   const modelDir = o.path(AFFINITY_OUTPUTS.model);
   const net = await affinityNetFromCam(o.path(INPUTS.camModel), {

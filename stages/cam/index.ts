@@ -23,7 +23,10 @@
  * content hash of images.arrow) plus the stage's code. Any other change trains from scratch; a
  * finished training leaves only models/cam.
  */
+import * as path from 'node:path';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
+import { defaultMobileNetPath } from '../../nn/mobilenet.js';
+import { filesFingerprint } from '../../nn/train_store.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -48,6 +51,14 @@ const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'dtype'];
 
 export function trainHash(p: Params, dataHash: string): string {
   return trainingHash(p, 'cam', NOT_IN_TRAIN_HASH, dataHash);
+}
+
+/** The pretrained MobileNet's files ('' = the default location), or the URL itself. */
+async function pretrainedFingerprint(src: string, pathOf: (rel: string) => string): Promise<string> {
+  if (/^[a-z]+:\/\//i.test(src)) return src;
+  const where = src === '' ? await defaultMobileNetPath() : pathOf(src);
+  const dir = where.endsWith('.json') ? path.dirname(where) : where;
+  return filesFingerprint(dir, ['.']);
 }
 
 export const stage: Stage = {
@@ -131,7 +142,8 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     throw new TagsegError(`no image of split '${p.dataset.train_split}' has a foreground tag`, { file: imagesFile, hint: 'check dataset.train_split' });
   }
 
-  const hash = trainHash(p, await hashFile(imagesFile));
+  // the data: images, and the pretrained weights a MobileNet starts from
+  const hash = trainHash(p, [await hashFile(imagesFile), ...(cam.backbone === 'mobilenet' ? [await pretrainedFingerprint(cam.pretrained, o.path)] : [])].join(':'));
   const store = await trainingStore('cam', stage.io(p).code, hash, o.path);
   const modelDir = o.path(CAM_OUTPUTS.model);
   const net = await buildCamNet(

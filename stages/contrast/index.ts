@@ -165,7 +165,8 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' has a foreground tag`, { file: camsFile, hint: 'check dataset.train_split' });
 
   // 2. training
-  const dataFiles = [imagesFile, camsFile, ...(c.region === 'affinity' ? [affFile] : [])];
+  // the data, and the CAM model the network starts from
+  const dataFiles = [imagesFile, camsFile, ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
   const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashFile(f)))).join(':'));
   const store = await trainingStore('contrast', stage.io(p).code, hash, o.path);
   const modelDir = o.path(CONTRAST_OUTPUTS.model);
