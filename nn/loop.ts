@@ -132,6 +132,10 @@ async function resumeState(o: LoopOptions): Promise<{ dir: string; state?: LoopS
   if (!saved || saved.hash !== o.hash || !Number.isInteger(saved.epoch)) {
     throw new TagsegError(`checkpoint training state does not belong to key ${o.hash}`, { file: path.join(ckpt, 'manifest.json'), hint: `delete ${opened.dir} to train from scratch` });
   }
+  if (saved.epoch > o.epochs) {
+    // a key without epochs would pass a longer run off as this one (the bug the key prevents)
+    throw new TagsegError(`checkpoint is at epoch ${saved.epoch}, beyond this run's ${o.epochs} epochs`, { file: path.join(ckpt, 'manifest.json'), hint: 'the training key must include epochs' });
+  }
   await loadCheckpoint(ckpt, { variables: o.variables, optimizer: o.optimizer });
   log.info(`${o.name}: resuming from the checkpoint at epoch ${saved.epoch} (${ckpt})`);
   return { dir: opened.dir, state: { ...saved, runs: saved.runs ?? [] }, restartReason };

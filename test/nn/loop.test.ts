@@ -109,6 +109,12 @@ describe('runTraining', () => {
     await expect(toy([1, 2], store, 'k')).resolves.toMatchObject({ resumedFrom: 1, epochs: 3 }); // control: repaired, it resumes
   });
 
+  it('a key that leaves out epochs cannot pass a longer run off as a shorter one: it stops', async () => {
+    const store = path.join(dir, 'epochs');
+    await toy([1, 2], store, 'same', { stopAfter: 2 });
+    await expect(toy([1, 2], store, 'same', { epochs: 1 })).rejects.toThrow(/at epoch 2, beyond this run's 1 epochs/);
+  });
+
   it('epochs is part of the training hash (a run of 8 never resumes one of 12); inference keys are not', async () => {
     const p = await loadParams(path.join(import.meta.dirname, '../../params.yaml'), []);
     const at = (over: Partial<typeof p.cam>) => trainingHash({ ...p, cam: { ...p.cam, ...over } }, 'cam', ['scales'], 'data');
