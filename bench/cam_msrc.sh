@@ -5,6 +5,8 @@
 set -euo pipefail
 which=${1:-both}; shift || true
 here=$(cd "$(dirname "$0")/.." && pwd)
+# The pretrained MobileNet (cam.pretrained) from the shared models folder, never downloaded.
+export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 ws=${WS:-$here/runs/msrc-bench}
 [ -f "$ws/params.yaml" ] || node "$here/bin/tagseg.js" workspace "$ws" --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" --set ingest.size=320 >/dev/null
 cd "$ws"

@@ -7,6 +7,8 @@
 # images), each under /usr/bin/time. Target: < 60 minutes on the 2-core dev machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+# The pretrained MobileNet (cam.pretrained) from the shared models folder, never downloaded.
+export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 ws=${WS:-/tmp/tagseg-pipeline-msrc}
 rm -rf "$ws"
 # shellcheck source=msrc_recipe.sh

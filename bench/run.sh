@@ -2,6 +2,8 @@
 # `npm run bench -- <name> [args]` runs bench/<name>.sh or bench/<name>.ts (tsx). Never part of npm test.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# The pretrained MobileNet (cam.pretrained) from the shared models folder, never downloaded.
+export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../../shared/models}
 name=${1:-}
 if [ -z "$name" ]; then
   echo "usage: npm run bench -- <name> [args]"; echo "benchmarks:"

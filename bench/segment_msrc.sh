@@ -8,6 +8,8 @@
 set -euo pipefail
 which=${1:-both}; shift || true
 here=$(cd "$(dirname "$0")/.." && pwd)
+# The pretrained MobileNet (cam.pretrained) from the shared models folder, never downloaded.
+export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 src=${SRC:-$here/runs/msrc-bench}
 ws=${WS:-/tmp/tagseg-segment-msrc}
 # The MSRC-v2 recipe (bench/msrc_recipe.sh): its segment keys apply to these runs.

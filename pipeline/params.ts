@@ -220,7 +220,7 @@ ingest:
   on_error: fail              # fail | skip
 cam:
   backbone: resnet            # resnet (from scratch) | mobilenet (ImageNet-pretrained MobileNet v1; use it for photos)
-  pretrained: ''              # mobilenet only: LayersModel dir / model.json / URL; '' = ../shared/models/mobilenet-v1-imagenet
+  pretrained: ''              # mobilenet only: a model name, LayersModel dir / model.json / URL; '' = mobilenet_v1_1.0_224 (README: Pretrained weights)
   width: 16                   # resnet: channels of the first stage (stages: width x [1, 2, 4, 8])
   depth: [1, 1, 1, 1]         # resnet: basic blocks per stage
   output_stride: 8            # 8 | 16 (8: fewer downsamplings, no dilation)
