@@ -15,6 +15,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import YAML, { isCollection, isScalar } from 'yaml';
 import { z } from 'zod';
+import { backboneKinds } from '../nn/backbones/index.js';
 import { TagsegError, messageOf } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 
@@ -64,7 +65,7 @@ const camLikeFields = {
 };
 
 const camSchema = z.strictObject({
-  backbone: z.enum(['resnet', 'mobilenet']),
+  backbone: z.enum(backboneKinds()),
   pretrained: z.string(),
   width: z.number().int().min(1),
   depth: z.array(z.number().int().min(1)).length(4),
