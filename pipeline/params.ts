@@ -704,7 +704,7 @@ function getIn(data: unknown, keyPath: readonly PropertyKey[]): unknown {
   return cur;
 }
 
-function setIn(data: Record<string, unknown>, keyPath: string[], value: unknown): void {
+export function setIn(data: Record<string, unknown>, keyPath: string[], value: unknown): void {
   let cur = data;
   for (const k of keyPath.slice(0, -1)) {
     if (!isPlainObject(cur[k])) cur[k] = {};
