@@ -1,7 +1,7 @@
 /**
- * The CAM network: a backbone (the registry of nn/backbones: from-scratch ResNet, pretrained
- * MobileNet v1, ...) + CamHead, and
- * its on-disk form so later stages (affinity, contrast) can load backbone + head:
+ * The CAM network: a backbone from the registry of nn/backbones (from-scratch ResNet, pretrained
+ * MobileNet v1, ...) + CamHead, and its on-disk form so later stages (affinity, contrast) can
+ * load backbone + head:
  *
  *   <dir>/config.json   CamModelConfig (backbone settings, dataset classes, classifier outputs)
  *   <dir>/weights/      nn/checkpoint format (manifest.json + weights.bin), variables named
