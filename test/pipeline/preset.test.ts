@@ -6,11 +6,12 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TagsegError } from '../../pipeline/errors.js';
 import { defaultParams, getParam, loadParams } from '../../pipeline/params.js';
 import { presetOverrides } from '../../pipeline/preset.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
 
 /** bench/msrc_recipe.sh's MSRC_SETS as of commit f7a91b4 (the array presets/photos.yaml replaces). */
 const OLD_MSRC_SETS = [
@@ -79,6 +80,10 @@ describe('presets', () => {
     const ws = await createWorkspace(path.join(tmp, 'c'), ['cam.lr=0.5', 'segment.epochs=3'], 'photos');
     const p = await loadParams(path.join(ws, 'params.yaml'));
     expect([getParam(p, 'cam.lr'), getParam(p, 'segment.epochs'), getParam(p, 'contrast.lr')]).toEqual([0.5, 3, 0.0001]);
+
+    // the same through the command line
+    await execa('node', [path.join(REPO_ROOT, 'bin/tagseg.js'), 'workspace', path.join(tmp, 'cli'), '--preset', 'photos', '--set', 'cam.lr=0.5']);
+    expect(await loadParams(path.join(tmp, 'cli', 'params.yaml'))).toEqual({ ...p, segment: { ...p.segment, epochs: 20 } });
 
     const file = path.join(tmp, 'mine.yaml');
     await fs.writeFile(file, 'cam:\n  lr: 0.01\n  scales: [1.0, 2.0]\n');
