@@ -181,10 +181,11 @@ program
   .command('workspace')
   .description('create a project directory for another dataset or experiment: own params.yaml, dvc.yaml, cache/; code linked to this repo')
   .argument('<dir>', 'new directory, e.g. runs/msrc')
-  .option('--set <key=value>', 'params.yaml override (repeatable), e.g. --set dataset.root=../../../shared/datasets/msrc-v2', collect, [])
-  .action(async (dir: string, o: { set: string[] }) => {
+  .option('--preset <name|file>', 'start params.yaml from a preset: a name in presets/ (photos: real photos, pretrained MobileNet) or a YAML file')
+  .option('--set <key=value>', 'params.yaml override, wins over the preset (repeatable), e.g. --set dataset.root=/data/my-photos', collect, [])
+  .action(async (dir: string, o: { set: string[]; preset?: string }) => {
     const { createWorkspace } = await import('./workspace.js');
-    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set);
+    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set, o.preset);
     process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
   });
 

@@ -15,6 +15,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import YAML, { isCollection, isScalar } from 'yaml';
 import { z } from 'zod';
+import { backboneKinds } from '../nn/backbones/index.js';
 import { TagsegError, messageOf } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 
@@ -65,7 +66,7 @@ const camLikeFields = {
 };
 
 const camSchema = z.strictObject({
-  backbone: z.enum(['resnet', 'mobilenet']),
+  backbone: z.enum(backboneKinds()),
   pretrained: z.string(),
   width: z.number().int().min(1),
   depth: z.array(z.number().int().min(1)).length(4),
@@ -222,7 +223,7 @@ ingest:
   on_error: fail              # fail | skip
 cam:
   backbone: resnet            # resnet (from scratch) | mobilenet (ImageNet-pretrained MobileNet v1; use it for photos)
-  pretrained: ''              # mobilenet only: LayersModel dir / model.json / URL; '' = ../shared/models/mobilenet-v1-imagenet
+  pretrained: ''              # mobilenet only: a model name, LayersModel dir / model.json / URL; '' = mobilenet_v1_1.0_224 (README: Pretrained weights)
   width: 16                   # resnet: channels of the first stage (stages: width x [1, 2, 4, 8])
   depth: [1, 1, 1, 1]         # resnet: basic blocks per stage
   output_stride: 8            # 8 | 16 (8: fewer downsamplings, no dilation)
@@ -705,7 +706,7 @@ function getIn(data: unknown, keyPath: readonly PropertyKey[]): unknown {
   return cur;
 }
 
-function setIn(data: Record<string, unknown>, keyPath: string[], value: unknown): void {
+export function setIn(data: Record<string, unknown>, keyPath: string[], value: unknown): void {
   let cur = data;
   for (const k of keyPath.slice(0, -1)) {
     if (!isPlainObject(cur[k])) cur[k] = {};
