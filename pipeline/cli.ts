@@ -98,6 +98,7 @@ program
   .addOption(new Option('--format <f>', 'dataset layout').choices(['voc', 'csv']).default('voc'))
   .option('--csv <file>', 'csv format: image_id,tags[,split] file, relative to the dataset folder', 'tags.csv')
   .option('--splits <list>', 'comma-separated VOC splits to import (default: all but trainval)')
+  .option('--classes <file>', "classes.json that fixes the class indices (default: the dataset's; csv without one: derived and written to <out>/classes.json)")
   .option('--size <px>', 'long side of the working size (0 = original)', int('--size'), 320)
   .option('--concurrency <n>', 'images decoded at once', int('--concurrency'), 4)
   .addOption(new Option('--on-error <mode>', 'fail on the first bad item, or skip bad items and report them').choices(['fail', 'skip']).default('fail'))
@@ -114,6 +115,7 @@ program
       size: o.size as number,
       concurrency: o.concurrency as number,
       onError: o.onError as 'fail' | 'skip',
+      classesFile: o.classes ? path.resolve(rootOf(), o.classes as string) : undefined,
       datasetTable: path.join(out, 'dataset.arrow'),
       imagesTable: path.join(out, 'images.arrow'),
       paramsHash: 'cli-import',
@@ -179,10 +181,11 @@ program
   .command('workspace')
   .description('create a project directory for another dataset or experiment: own params.yaml, dvc.yaml, cache/; code linked to this repo')
   .argument('<dir>', 'new directory, e.g. runs/msrc')
-  .option('--set <key=value>', 'params.yaml override (repeatable), e.g. --set dataset.root=../../../shared/datasets/msrc-v2', collect, [])
-  .action(async (dir: string, o: { set: string[] }) => {
+  .option('--preset <name|file>', 'start params.yaml from a preset: a name in presets/ (photos: real photos, pretrained MobileNet) or a YAML file')
+  .option('--set <key=value>', 'params.yaml override, wins over the preset (repeatable), e.g. --set dataset.root=/data/my-photos', collect, [])
+  .action(async (dir: string, o: { set: string[]; preset?: string }) => {
     const { createWorkspace } = await import('./workspace.js');
-    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set);
+    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set, o.preset);
     process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
   });
 

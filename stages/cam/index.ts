@@ -24,8 +24,10 @@
  * finished training leaves only models/cam.
  */
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { backboneConfig } from '../../nn/backbones/index.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
-import { defaultMobileNetPath } from '../../nn/mobilenet.js';
+import { pretrainedModel } from '../../nn/pretrained.js';
 import { filesFingerprint } from '../../nn/train_store.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
@@ -53,10 +55,14 @@ export function trainHash(p: Params, dataHash: string): string {
   return trainingHash(p, 'cam', NOT_IN_TRAIN_HASH, dataHash);
 }
 
-/** The pretrained MobileNet's files ('' = the default location), or the URL itself. */
+/**
+ * What names the pretrained weights a MobileNet starts from: a registered name ('' = the default
+ * one; nn/pretrained.ts checks its files against recorded checksums) or an http(s) URL as given,
+ * else the content of the local folder / model.json.
+ */
 async function pretrainedFingerprint(src: string, pathOf: (rel: string) => string): Promise<string> {
-  if (/^[a-z]+:\/\//i.test(src)) return src;
-  const where = src === '' ? await defaultMobileNetPath() : pathOf(src);
+  if (src === '' || pretrainedModel(src) || /^https?:\/\//i.test(src)) return src;
+  const where = /^file:\/\//i.test(src) ? fileURLToPath(src) : pathOf(src);
   const dir = where.endsWith('.json') ? path.dirname(where) : where;
   return filesFingerprint(dir, ['.']);
 }
@@ -150,9 +156,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     {
       format: CAM_MODEL_FORMAT,
       version: 1,
-      backbone: cam.backbone === 'resnet'
-        ? { kind: 'resnet', outputStride: cam.output_stride, norm: cam.norm, width: cam.width, depth: cam.depth }
-        : { kind: 'mobilenet', outputStride: cam.output_stride, norm: cam.norm, pretrained: cam.pretrained },
+      backbone: await backboneConfig(cam.backbone, cam),
       classes,
       background,
       outputs: map.outputs,
