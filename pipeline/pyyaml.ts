@@ -8,8 +8,8 @@
  *   - `parsePy` keeps the Python type of each scalar: `1.0` stays a float (`PyFloat`) and is written
  *     back as `1.0`, `1` an int; strings are resolved with ruamel's 1.2 resolver.
  *   - `dumpPy` is a block emitter following ruamel's scalar analysis, quoting and line folding.
- * Not reproduced: folding of double-quoted strings wider than the line (only strings with `'`, a
- * line break or a control character are double-quoted; they are written on one line).
+ * Not reproduced: line breaks other than `\n` in single-quoted strings, and documents other
+ * than a block mapping at the top (all dvc.lock needs).
  */
 import YAML, { isMap, isScalar, isSeq, type Node } from 'yaml';
 import { TagsegError } from './errors.js';
@@ -256,7 +256,7 @@ class Writer {
     const style = chooseStyle(v, simpleKey);
     if (style === 'plain') this.plain(v, indent, !simpleKey);
     else if (style === 'single') this.singleQuoted(v, indent, !simpleKey);
-    else this.doubleQuoted(v);
+    else this.doubleQuoted(v, indent, !simpleKey);
   }
 
   /** ruamel's write_plain: a word that would pass the width starts a new line; a single space
@@ -290,19 +290,66 @@ class Writer {
     this.write("'");
   }
 
-  private doubleQuoted(s: string): void {
-    let out = '"';
-    for (const ch of s) {
-      const cp = ch.codePointAt(0)!;
-      const printable = (cp >= 0x20 && cp <= 0x7e) || (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || cp >= 0x10000;
-      if (printable && !'"\\\x85\u2028\u2029\ufeff'.includes(ch)) out += ch;
-      else if (ch in ESCAPES) out += `\\${ESCAPES[ch]}`;
-      else if (cp <= 0xff) out += `\\x${cp.toString(16).toUpperCase().padStart(2, '0')}`;
-      else if (cp <= 0xffff) out += `\\u${cp.toString(16).toUpperCase().padStart(4, '0')}`;
-      else out += `\\U${cp.toString(16).toUpperCase().padStart(8, '0')}`;
+  /** ruamel's write_double_quoted: escapes, and folding at a space or escape past the width
+   *  (a backslash keeps the break out of the value where a plain fold would change it). */
+  private doubleQuoted(s: string, indent: number, split: boolean): void {
+    const t = [...s];
+    const slice = (a: number, b: number) => t.slice(a, b).join('');
+    this.write('"');
+    let start = 0;
+    for (let end = 0; end <= t.length; end++) {
+      const ch = end < t.length ? t[end]! : null;
+      if (ch === null || needsEscape(ch)) {
+        if (start < end) {
+          this.write(slice(start, end));
+          start = end;
+        }
+        if (ch !== null) {
+          this.write(escapeChar(ch));
+          start = end + 1;
+        }
+      }
+      if (end > 0 && end < t.length - 1 && (ch === ' ' || start >= end) && this.column + (end - start) > WIDTH && split) {
+        const backslash = needsBackslash(t, start, end);
+        const data = slice(start, end) + (backslash ? '\\' : '');
+        if (start < end) start = end;
+        this.write(data);
+        this.newline(indent);
+        if (t[start] === ' ') {
+          if (!backslash) start += 1; // the fold itself reads back as this space
+          else this.write('\\');
+        }
+      }
     }
-    this.write(`${out}"`);
+    this.write('"');
   }
+}
+
+function needsEscape(ch: string): boolean {
+  const cp = ch.codePointAt(0)!;
+  const printable = (cp >= 0x20 && cp <= 0x7e) || (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || cp >= 0x10000;
+  return !printable || '"\\\x85\u2028\u2029\ufeff'.includes(ch);
+}
+
+function escapeChar(ch: string): string {
+  const cp = ch.codePointAt(0)!;
+  if (ch in ESCAPES) return `\\${ESCAPES[ch]}`;
+  if (cp <= 0xff) return `\\x${cp.toString(16).toUpperCase().padStart(2, '0')}`;
+  if (cp <= 0xffff) return `\\u${cp.toString(16).toUpperCase().padStart(4, '0')}`;
+  return `\\U${cp.toString(16).toUpperCase().padStart(8, '0')}`;
+}
+
+/** Whether a double-quoted fold at `end` needs a trailing backslash (ruamel's look-ahead rule). */
+function needsBackslash(t: string[], start: number, end: number): boolean {
+  let spacePos = t.indexOf(' ', end);
+  if (spacePos === -1) return true;
+  const nl = t.slice(end, spacePos).indexOf('\n');
+  if (nl !== -1) spacePos = end + nl;
+  const next = t[spacePos + 1];
+  if (next === undefined) return true;
+  if (t[spacePos] === '\n' && next !== ' ') return true;
+  const word = t.slice(end, spacePos);
+  return word.includes('"') || word.includes("'") || next === ' ' || next === '\n' || t.slice(end - 1, end + 1).join('') === '  ' || start === end;
 }
 
 function scalarText(v: PyValue): string {
