@@ -28,6 +28,7 @@ import { type PyMap, type PyValue, parsePy, pyEqual, pyStr } from './pyyaml.js';
 
 export { DVC_LOCK } from './dvclock.js';
 const PID_FILE = '.tagseg/repro.pid';
+const OLD_LOCK_FILE = '.tagseg/lock.json';
 
 // ---------------------------------------------------------------------------------------------
 // Graph
@@ -410,6 +411,8 @@ export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCm
   const release = await acquirePidLock(root);
   const hasher = await new DvcHasher(root).open();
   try {
+    // The lock file of tagseg before dvc.lock: nothing reads it any more.
+    await fs.rm(path.join(root, OLD_LOCK_FILE), { force: true });
     const lock = await readDvcLock(root);
     for (const stage of selected) {
       if (stage.frozen) {

@@ -211,6 +211,14 @@ describe('repro', () => {
     await expect(run({ target: 'bb' })).rejects.toThrow("unknown stage 'bb' (did you mean 'b'?)");
   });
 
+  it('records runs in dvc.lock and removes the old .tagseg/lock.json', async () => {
+    await fs.mkdir(path.join(root, '.tagseg'));
+    await write('.tagseg/lock.json', '{"version": 1, "stages": {}, "hashes": {}}');
+    await run({ target: 'a' });
+    await expect(fs.access(path.join(root, '.tagseg/lock.json'))).rejects.toThrow();
+    expect([...(await readDvcLock(root)).keys()]).toEqual(['a']);
+  });
+
   it('dry run reports what would run and changes nothing', async () => {
     const r = await run({ dryRun: true });
     expect(r.ran).toEqual(['a', 'b', 'c', 'd']);

@@ -71,6 +71,14 @@ describe('dvc.lock against DVC 3.64 (fixtures/basic)', () => {
     expect(text).toContain('size: 31'); // one byte less
   });
 
+  it('records isexec for an executable file, as dvc-data\'s Meta does (mode & 0o111)', async () => {
+    const h = new DvcHasher(root);
+    expect((await h.info('src/report.sh'))?.isexec).toBeUndefined();
+    await fs.chmod(path.join(root, 'src/report.sh'), 0o755);
+    expect(await new DvcHasher(root).info('src/report.sh')).toEqual({ path: 'src/report.sh', md5: 'dde51ff57ef86819f47b6481e10380ee', size: 158, isexec: true });
+    expect(await computedLock()).toContain('      size: 158\n      isexec: true\n');
+  });
+
   it('expands foreach and matrix stages as DVC names them', async () => {
     const names = [...(await lockFromWorkspace(root, { validate: false })).keys()];
     expect(names).toEqual(['prepare', 'report', 'shard@0', 'shard@1', 'grid@a-1', 'grid@a-2', 'grid@b-1', 'grid@b-2']);
