@@ -14,10 +14,9 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import YAML from 'yaml';
 import { TagsegError, messageOf } from './errors.js';
 import { closest, isPlainObject } from './params.js';
-import { PyFloat, PyRaw, type PyValue, pyStr } from './pyyaml.js';
+import { PyFloat, PyRaw, type PyValue, parsePy, pyStr } from './pyyaml.js';
 
 /** An output (outs, metrics or plots entry). */
 export interface DvcOut {
@@ -76,9 +75,8 @@ export async function loadDvcYaml(root: string, vars: Record<string, unknown>): 
 
 /** Parse and interpolate dvc.yaml text. */
 export function parseDvcYaml(text: string, vars: Record<string, unknown>, file = 'dvc.yaml'): DvcFile {
-  const doc = YAML.parseDocument(text);
-  if (doc.errors.length) throw new TagsegError(`invalid YAML: ${doc.errors[0]!.message}`, { file });
-  const raw: unknown = doc.toJS();
+  // Python-typed as DVC reads it: `foreach: [1.0]` generates `name@1.0`, not `name@1`.
+  const raw: unknown = parsePy(text, file);
   const fail = (reason: string, hint?: string): never => {
     throw new TagsegError(reason, { file, hint });
   };
@@ -108,17 +106,13 @@ function expandStage(name: string, def: unknown, index: number, vars: Record<str
     const found = m ? lookup(vars, m[1]!) : undefined;
     return found === undefined ? fail(`\`${field}\` must be a list, a mapping or '\${key}' of one in params.yaml`) : found;
   };
-  let generated: Array<{ key: string; ctx: Record<string, unknown>; def: unknown }>;
+  let generated: Generated[];
   if ('foreach' in def) {
     if ('matrix' in def) fail('a stage cannot have both `foreach` and `matrix`');
     for (const k of Object.keys(def)) if (k !== 'foreach' && k !== 'do') fail(`unknown field '${k}' next to \`foreach\` (the stage goes under \`do\`)`);
     const it = resolve(def.foreach, 'foreach');
-    if (Array.isArray(it)) {
-      // DVC: a list of scalars is keyed by the values, a list with mappings or lists by the index.
-      const composite = it.some((v) => isMapping(v) || Array.isArray(v));
-      generated = it.map((item, i) => ({ key: composite ? String(i) : pyStr(item as PyValue), ctx: { item }, def: def.do }));
-    } else if (isMapping(it)) generated = Object.entries(it).map(([key, item]) => ({ key, ctx: { key, item }, def: def.do }));
-    else return fail('`foreach` must be a list or a mapping');
+    if (!Array.isArray(it) && !isMapping(it)) return fail('`foreach` must be a list or a mapping');
+    generated = foreachItems(it, def.do);
   } else {
     const m = resolve(def.matrix, 'matrix');
     if (!isMapping(m) || !Object.keys(m).length) return fail('`matrix` must be a mapping of names to lists');
@@ -126,14 +120,7 @@ function expandStage(name: string, def: unknown, index: number, vars: Record<str
       const values = resolve(v, `matrix.${k}`);
       return Array.isArray(values) ? { k, values } : fail(`\`matrix.${k}\` must be a list`);
     });
-    const stageDef = Object.fromEntries(Object.entries(def).filter(([k]) => k !== 'matrix'));
-    let combos: Array<{ frags: string[]; item: Record<string, unknown> }> = [{ frags: [], item: {} }];
-    for (const { k, values } of axes) {
-      combos = combos.flatMap((c) =>
-        values.map((v, i) => ({ frags: [...c.frags, isMapping(v) || Array.isArray(v) ? `${k}${i}` : pyStr(v as PyValue)], item: { ...c.item, [k]: v } })),
-      );
-    }
-    generated = combos.map((c) => ({ key: c.frags.join('-'), ctx: { item: c.item }, def: stageDef }));
+    generated = matrixItems(axes, Object.fromEntries(Object.entries(def).filter(([k]) => k !== 'matrix')));
   }
   const seen = new Set<string>();
   return generated.map((g) => {
@@ -143,7 +130,33 @@ function expandStage(name: string, def: unknown, index: number, vars: Record<str
   });
 }
 
-function parseStage(name: string, def: unknown, index: number, vars: Record<string, unknown>, params0: Record<string, unknown>, file: string): DvcStage {
+interface Generated {
+  key: string;
+  /** Variables the generated stage adds: `item` (and `key` for a mapping). */
+  ctx: Record<string, unknown>;
+  def: unknown;
+}
+
+/** DVC's keys: a list of scalars is keyed by its values, a list with mappings or lists by index. */
+function foreachItems(it: unknown[] | Record<string, unknown>, def: unknown): Generated[] {
+  if (!Array.isArray(it)) return Object.entries(it).map(([key, item]) => ({ key, ctx: { key, item }, def }));
+  const composite = it.some((v) => isMapping(v) || Array.isArray(v));
+  return it.map((item, i) => ({ key: composite ? String(i) : pyStr(item as PyValue), ctx: { item }, def }));
+}
+
+/** Every combination, in key order; the key joins the values (`<name><index>` for a composite one) with `-`. */
+function matrixItems(axes: Array<{ k: string; values: unknown[] }>, def: unknown): Generated[] {
+  let combos: Array<{ frags: string[]; item: Record<string, unknown> }> = [{ frags: [], item: {} }];
+  for (const { k, values } of axes) {
+    combos = combos.flatMap((c) =>
+      values.map((v, i) => ({ frags: [...c.frags, isMapping(v) || Array.isArray(v) ? `${k}${i}` : pyStr(v as PyValue)], item: { ...c.item, [k]: v } })),
+    );
+  }
+  return combos.map((c) => ({ key: c.frags.join('-'), ctx: { item: c.item }, def }));
+}
+
+/** One stage; `vars` interpolate `${...}` (params.yaml plus a generated stage's item), `paramsYaml` is params.yaml. */
+function parseStage(name: string, def: unknown, index: number, vars: Record<string, unknown>, paramsYaml: Record<string, unknown>, file: string): DvcStage {
   const fail = (reason: string, hint?: string): never => {
     throw new TagsegError(`stage '${name}': ${reason}`, { file, hint });
   };
@@ -183,7 +196,7 @@ function parseStage(name: string, def: unknown, index: number, vars: Record<stri
         if (normalize(paramsFile) !== 'params.yaml') {
           fail(`params from '${paramsFile}' are not supported: tagseg tracks params.yaml only`, 'move these keys into params.yaml');
         }
-        if (keys === null) params.push(...Object.keys(params0)); // `params.yaml:` with no list = every key
+        if (keys === null) params.push(...Object.keys(paramsYaml)); // `params.yaml:` with no list = every key
         else if (Array.isArray(keys) && keys.every((k) => typeof k === 'string')) params.push(...keys.map((k) => interp(k as string, 'params')));
         else fail(`\`params\`: '${paramsFile}' must map to a list of keys`);
       }
@@ -191,8 +204,8 @@ function parseStage(name: string, def: unknown, index: number, vars: Record<stri
   }
   assertUnique(params, 'params', fail);
   for (const key of params) {
-    if (lookup(params0, key) === undefined) {
-      const suggestion = closest(key, flattenKeys(params0));
+    if (lookup(paramsYaml, key) === undefined) {
+      const suggestion = closest(key, flattenKeys(paramsYaml));
       fail(`param '${key}' is not in params.yaml${suggestion ? ` (did you mean '${suggestion}'?)` : ''}`);
     }
   }

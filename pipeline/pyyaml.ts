@@ -11,7 +11,7 @@
  * Not reproduced: line breaks other than `\n` in single-quoted strings, and documents other
  * than a block mapping at the top (all dvc.lock needs).
  */
-import YAML, { isMap, isScalar, isSeq, type Node } from 'yaml';
+import YAML, { type Document, isAlias, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { TagsegError } from './errors.js';
 
 /** A Python float (JS numbers cannot tell `1.0` from `1`). */
@@ -65,15 +65,16 @@ function plainValue(src: string): PyValue {
   return src;
 }
 
-function toPy(node: unknown, file: string): PyValue {
+function toPy(node: unknown, file: string, doc: Document): PyValue {
   if (node === null || node === undefined) return null;
+  if (isAlias(node)) return toPy(node.resolve(doc), file, doc);
   if (isScalar(node)) {
     if (node.type === 'PLAIN' && typeof node.source === 'string' && !node.tag) return plainValue(node.source);
     const v = node.value;
     if (typeof v === 'number') return Number.isInteger(v) ? v : new PyFloat(v);
     return v as PyValue;
   }
-  if (isSeq(node)) return node.items.map((i) => toPy(i, file));
+  if (isSeq(node)) return node.items.map((i) => toPy(i, file, doc));
   if (isMap(node)) {
     const out: PyMap = {};
     for (const pair of node.items) {
@@ -81,18 +82,18 @@ function toPy(node: unknown, file: string): PyValue {
       if (typeof k !== 'string' && typeof k !== 'number' && typeof k !== 'boolean') {
         throw new TagsegError('mapping keys must be scalars', { file });
       }
-      out[String(k)] = toPy(pair.value, file);
+      out[String(k)] = toPy(pair.value, file, doc);
     }
     return out;
   }
-  throw new TagsegError('aliases and tags are not supported', { file });
+  throw new TagsegError('unsupported YAML node (custom tag?)', { file });
 }
 
 /** Parse YAML text into Python-typed values (throws a TagsegError naming `file`). */
 export function parsePy(text: string, file: string): PyValue {
   const doc = YAML.parseDocument(text);
   if (doc.errors.length) throw new TagsegError(`invalid YAML: ${doc.errors[0]!.message}`, { file });
-  return toPy(doc.contents as Node | null, file);
+  return toPy(doc.contents as Node | null, file, doc);
 }
 
 /** Python's repr of a float (shortest round trip; exponent below 1e-4 and from 1e16). */

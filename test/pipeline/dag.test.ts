@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DVC_LOCK, type RunCmd, buildDag, repro, shellRunCmd, status } from '../../pipeline/dag.js';
 import { readDvcLock } from '../../pipeline/dvclock.js';
+import { type PyMap, parsePy } from '../../pipeline/pyyaml.js';
 import { dvcAvailable, dvcRepro } from '../../pipeline/dvc.js';
 import { type DvcStage, parseDvcYaml } from '../../pipeline/dvcfile.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -395,6 +396,16 @@ describe('dvc.yaml templating and checks', () => {
     expect(() => parse('stages:\n  t:\n    cmd: x\n    params: [{other.yaml: [lr]}]\n')).toThrow(
       "stage 't': params from 'other.yaml' are not supported",
     );
+  });
+
+  it('expands foreach (list, list of mappings, mapping, ${param}) and matrix stages as DVC names them', () => {
+    const names = (y: string) => parse(y).stages.map((s) => `${s.name}: ${s.cmd}`);
+    expect(names('stages:\n  s:\n    foreach: [a, 1.0, true]\n    do: {cmd: "echo ${item}"}\n')).toEqual(['s@a: echo a', 's@1.0: echo 1.0', 's@true: echo true']);
+    expect(names('stages:\n  s:\n    foreach: [{n: x}, {n: y}]\n    do: {cmd: "echo ${item.n}"}\n')).toEqual(['s@0: echo x', 's@1: echo y']);
+    expect(names('stages:\n  s:\n    foreach: {us: 1, uk: 2}\n    do: {cmd: "echo ${key} ${item}"}\n')).toEqual(['s@us: echo us 1', 's@uk: echo uk 2']);
+    const fromParams = parseDvcYaml('stages:\n  s:\n    foreach: ${xs}\n    do: {cmd: "echo ${item}"}\n', parsePy('xs: [1.0, 0.5]\n', 'p') as PyMap);
+    expect(fromParams.stages.map((s) => `${s.name}: ${s.cmd}`)).toEqual(['s@1.0: echo 1.0', 's@0.5: echo 0.5']); // Python's str(1.0)
+    expect(names('stages:\n  g:\n    matrix: {m: [x], l: [[1, 2], [3]]}\n    cmd: "echo ${item.m}"\n')).toEqual(['g@x-l0: echo x', 'g@x-l1: echo x']);
   });
 
   it('rejects what the runner cannot honour', () => {
