@@ -20,7 +20,7 @@ import * as fs from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { type DvcFile, type DvcStage, loadDvcYaml, lookup, stageOutputs } from './dvcfile.js';
-import { DVC_LOCK, DvcHasher, type PathInfo, lockEntry, parseLockEntry, readDvcLock, writeDvcLock } from './dvclock.js';
+import { DVC_LOCK, DvcHasher, type PathInfo, dvcCacheDir, lockEntry, parseLockEntry, readDvcLock, storeInCache, writeDvcLock } from './dvclock.js';
 import { TagsegError, messageOf } from './errors.js';
 import { log } from './log.js';
 import { applyOverridesToText, closest, isPlainObject, loadParams } from './params.js';
@@ -414,6 +414,7 @@ export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCm
     // The lock file of tagseg before dvc.lock: nothing reads it any more.
     await fs.rm(path.join(root, OLD_LOCK_FILE), { force: true });
     const lock = await readDvcLock(root);
+    const cacheDir = await dvcCacheDir(root);
     for (const stage of selected) {
       if (stage.frozen) {
         log.info(`Stage '${stage.name}' is frozen, skipping`);
@@ -437,6 +438,11 @@ export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCm
         break;
       }
       const deps = ev.deps.map((d) => d.info!);
+      if (cacheDir) {
+        // In a DVC project, cached outputs go to DVC's cache too, or `dvc status` says "not in cache".
+        const cached = new Set(stageOutputs(stage).filter((o) => o.cache).map((o) => o.path));
+        for (const info of outcome.outs) if (cached.has(info.path)) await storeInCache(cacheDir, hasher, info);
+      }
       lock.set(stage.name, lockEntry({ cmd: stage.lockCmd, deps, params: ev.params, outs: outcome.outs }));
       await writeDvcLock(root, lock);
       log.info(`Updating lock file '${DVC_LOCK}'`);

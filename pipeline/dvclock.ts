@@ -96,6 +96,10 @@ export class DvcHasher {
 
   constructor(private readonly root: string) {}
 
+  get rootDir(): string {
+    return this.root;
+  }
+
   /** Load the hash cache (a missing or unreadable cache only costs re-reading files). */
   async open(): Promise<this> {
     try {
@@ -128,19 +132,26 @@ export class DvcHasher {
       throw err;
     }
     if (st.isDirectory()) {
-      const entries: Array<{ relpath: string; md5: string }> = [];
-      let size = 0;
-      for (const f of await listFiles(abs)) {
-        const fst = await fs.stat(path.join(abs, f));
-        entries.push({ relpath: f, md5: await this.fileMd5(path.join(abs, f), fst) });
-        size += fst.size;
-      }
+      const { entries, size } = await this.dirEntries(rel);
       const md5 = createHash('md5').update(dirListing(entries), 'utf8').digest('hex');
       return { path: rel, md5: `${md5}.dir`, size, nfiles: entries.length };
     }
     const out: PathInfo = { path: rel, md5: await this.fileMd5(abs, st), size: st.size };
     if (st.mode & 0o111) out.isexec = true;
     return out;
+  }
+
+  /** The files of a project directory with their MD5s, and their total size. */
+  async dirEntries(rel: string): Promise<{ entries: Array<{ relpath: string; md5: string }>; size: number }> {
+    const abs = path.resolve(this.root, rel);
+    const entries: Array<{ relpath: string; md5: string }> = [];
+    let size = 0;
+    for (const f of await listFiles(abs)) {
+      const fst = await fs.stat(path.join(abs, f));
+      entries.push({ relpath: f, md5: await this.fileMd5(path.join(abs, f), fst) });
+      size += fst.size;
+    }
+    return { entries, size };
   }
 
   private async fileMd5(abs: string, st: Stats): Promise<string> {
@@ -244,4 +255,58 @@ export function parseLockEntry(entry: PyMap): LockStage {
   const params = isMap(entry.params) && isMap(entry.params['params.yaml']) ? entry.params['params.yaml'] : {};
   const cmd = Array.isArray(entry.cmd) ? entry.cmd.map(String) : String(entry.cmd ?? '');
   return { cmd, deps: infos(entry.deps), params, outs: infos(entry.outs) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// DVC's cache
+
+/**
+ * The cache folder of a DVC project (`.dvc/cache`, or `[cache] dir` of .dvc/config(.local),
+ * relative to .dvc/); null when `root` is not a DVC project.
+ */
+export async function dvcCacheDir(root: string): Promise<string | null> {
+  const dotDvc = path.join(root, '.dvc');
+  if (!(await fs.stat(dotDvc).then((st) => st.isDirectory(), () => false))) return null;
+  let dir = 'cache';
+  for (const f of ['config', 'config.local']) {
+    const text = await fs.readFile(path.join(dotDvc, f), 'utf8').catch(() => '');
+    let section = '';
+    for (const line of text.split(/\r?\n/)) {
+      const head = /^\s*\[\s*([^\]]+?)\s*\]/.exec(line);
+      if (head) section = head[1]!.replace(/['"]/g, '');
+      const kv = /^\s*dir\s*=\s*(.+?)\s*$/.exec(line);
+      if (section === 'cache' && kv) dir = kv[1]!;
+    }
+  }
+  return path.resolve(dotDvc, dir);
+}
+
+/** Where DVC 3 keeps an object: files/md5/<2 hex>/<rest> (a directory's `.dir` listing too). */
+function objectPath(cacheDir: string, md5: string): string {
+  return path.join(cacheDir, 'files', 'md5', md5.slice(0, 2), md5.slice(2));
+}
+
+async function storeObject(cacheDir: string, md5: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  const dest = objectPath(cacheDir, md5);
+  if (await fs.access(dest).then(() => true, () => false)) return;
+  await fs.mkdir(path.dirname(dest), { recursive: true });
+  const tmp = `${dest}.${process.pid}.tmp`;
+  await write(tmp);
+  await fs.chmod(tmp, 0o444); // DVC keeps its cache read-only
+  await fs.rename(tmp, dest);
+}
+
+/**
+ * Put an output in DVC's cache as `dvc commit` does (copies), so that `dvc status` finds it
+ * ("not in cache" otherwise) and `dvc push` / `dvc checkout` can use it.
+ */
+export async function storeInCache(cacheDir: string, hasher: DvcHasher, info: PathInfo): Promise<void> {
+  const abs = path.resolve(hasher.rootDir, info.path);
+  if (info.nfiles === undefined) {
+    await storeObject(cacheDir, info.md5, (tmp) => fs.copyFile(abs, tmp));
+    return;
+  }
+  const { entries } = await hasher.dirEntries(info.path);
+  for (const e of entries) await storeObject(cacheDir, e.md5, (tmp) => fs.copyFile(path.join(abs, e.relpath), tmp));
+  await storeObject(cacheDir, info.md5, (tmp) => fs.writeFile(tmp, dirListing(entries)));
 }

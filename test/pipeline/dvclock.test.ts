@@ -111,5 +111,20 @@ describe('dvc.lock against DVC 3.64 (fixtures/basic)', () => {
     expect(await fs.readFile(path.join(root, 'dvc.lock'), 'utf8')).toBe(await fixtureLock());
     const again = await repro(root, { validate: false });
     expect(again.ran).toEqual([]);
+    await expect(fs.access(path.join(root, '.dvc'))).rejects.toThrow(); // not a DVC project: no cache
+  });
+
+  it('in a DVC project, repro puts cached outputs into .dvc/cache as DVC 3 lays it out (not cache: false ones)', async () => {
+    for (const d of ['out', 'metrics', 'plots', 'models.txt', 'shards', 'grid']) await fs.rm(path.join(root, d), { recursive: true, force: true });
+    await fs.mkdir(path.join(root, '.dvc'));
+    await fs.writeFile(path.join(root, '.dvc/config'), '');
+    expect((await repro(root, { validate: false })).ok).toBe(true);
+    const obj = (md5: string) => path.join(root, '.dvc/cache/files/md5', md5.slice(0, 2), md5.slice(2));
+    expect(await fs.readFile(obj('7c0127b3aafd54693bc54a3055a35b32'))).toEqual(await fs.readFile(path.join(FIXTURE, 'outputs/out/file.bin')));
+    expect(await fs.readFile(obj('2af3288ffb08df75bc779c7ba9170cad.dir'), 'utf8')).toBe(await fs.readFile(path.join(FIXTURE, 'out-dir.dir.json'), 'utf8'));
+    expect(await fs.readFile(obj('3586bc8c9933d81bde147aac45a950ed'))).toEqual(await fs.readFile(path.join(FIXTURE, 'outputs/out/dir/nested/b.txt')));
+    expect(await fs.readFile(obj('678e5e019a79526d0fcca5e29f6e5f78'), 'utf8')).toBe('done\n'); // models.txt
+    await expect(fs.access(obj('483be52ddfe54ccdac34c8049d12f4be'))).rejects.toThrow(); // metrics/report.json: cache: false
+    expect(((await fs.stat(obj('7c0127b3aafd54693bc54a3055a35b32'))).mode & 0o222)).toBe(0); // read-only, as DVC keeps it
   });
 });
