@@ -525,6 +525,14 @@ function describeValue(v: unknown): string {
  * anything is written, so a bad `--set` leaves params.yaml untouched. Returns the new params.
  */
 export async function writeOverrides(file: string, overrides: string[]): Promise<Params> {
+  const text = await applyOverridesToText(file, overrides);
+  const written = validateParams(parseYamlText(text, displayPath(file)), displayPath(file));
+  await writeFileAtomic(file, text);
+  return written;
+}
+
+/** params.yaml's text with `overrides` spliced in (comments and layout kept); the file is not written. */
+export async function applyOverridesToText(file: string, overrides: string[]): Promise<string> {
   const label = displayPath(file);
   let text = await readText(file, label);
   // Throws (naming --set or the file) before we touch anything.
@@ -535,8 +543,7 @@ export async function writeOverrides(file: string, overrides: string[]): Promise
     // Defensive: the splice must mean exactly what the overrides mean.
     throw new TagsegError('internal error: editing params.yaml did not give the expected values', { file: label });
   }
-  await writeFileAtomic(file, text);
-  return written;
+  return text;
 }
 
 function spliceValue(text: string, o: Override, label: string): string {
