@@ -11,7 +11,8 @@ import { chooseRunner, dvcRepro, dvcRun } from './dvc.js';
 import { TagsegError } from './errors.js';
 import { log } from './log.js';
 import { loadParams, writeOverrides } from './params.js';
-import type { StageContext } from './stage.js';
+import { removeLeftovers } from './fsutil.js';
+import type { Stage, StageContext } from './stage.js';
 
 export async function runStages(root: string, names: string[], overrides: string[], json: boolean): Promise<Record<string, unknown>> {
   const stages = names.map((n) => {
@@ -25,10 +26,20 @@ export async function runStages(root: string, names: string[], overrides: string
   for (const s of stages) {
     const t0 = performance.now();
     log.info(`== ${s.name}: ${s.summary}`);
+    await removeStageLeftovers(s, ctx);
     results[s.name] = await s.run(ctx);
     log.info(`== ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
   return results;
+}
+
+/** What killed runs of the stage left next to its outputs (temp files, old folders); never inside an output. */
+async function removeStageLeftovers(s: Stage, ctx: StageContext): Promise<void> {
+  const io = s.io(ctx.params);
+  for (const rel of [...io.writes, ...io.metrics, ...io.plots]) {
+    const gone = await removeLeftovers(ctx.path(rel));
+    if (gone.length) log.info(`${s.name}: removed leftovers of a killed run next to ${rel}: ${gone.join(', ')}`);
+  }
 }
 
 export async function reproCommand(
