@@ -25,6 +25,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { storeOf } from '../nn/train_store.js';
 import { readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
@@ -198,10 +199,17 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
 /** The folder of an unfinished (fold, seed): its segment model and epoch checkpoints. */
 export const cvWorkDir = (dir: string, k: number, seed: number) => path.join(dir, `fold${k}-seed${seed}.work`);
 
-/** runSegment's `path` for a protocol run: the workspace's files, but models/segment inside `work`. */
+/**
+ * runSegment's `path` for a protocol run: the workspace's files, but models/segment and the
+ * segment checkpoint store inside `work`, so a protocol run and the stage's own unfinished
+ * training never evict each other's state (the store keeps one unfinished run).
+ */
 export function cvRunPaths(root: string, work: string): (rel: string) => string {
-  const modelRel = SEGMENT_OUTPUTS.model;
-  return (rel) => (rel === modelRel || rel.startsWith(`${modelRel}/`) ? path.join(work, 'model', rel.slice(modelRel.length)) : path.resolve(root, rel));
+  const moved: [string, string][] = [[SEGMENT_OUTPUTS.model, 'model'], [storeOf('segment'), 'checkpoints']];
+  return (rel) => {
+    for (const [from, to] of moved) if (rel === from || rel.startsWith(`${from}/`)) return path.join(work, to, rel.slice(from.length));
+    return path.resolve(root, rel);
+  };
 }
 
 /** The training and held-out ids of fold k. */

@@ -22,6 +22,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import PQueue from 'p-queue';
 import { decodeImage } from '../../data/decode.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
@@ -274,7 +275,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
         encode(path.join(staging, IMAGE_DIR, s, `${stem}.jpg`), async () => ({ rgb: overlayRgb(pixels, labels, H, W, background), H, W }), a.thumb_size);
       }
       if (a.full_overlays) {
-        const imagePath = ds.image_path as string;
+        const imagePath = resolveDatasetPath(o.path(o.params.dataset.root), ds.image_path as string);
         encode(path.join(staging, IMAGE_DIR, 'full', `${stem}.jpg`), async () => {
           const d = await decodeImage(imagePath, 0);
           if (d.width !== PW || d.height !== PH) {
@@ -326,8 +327,8 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
   await writeFileAtomic(path.join(staging, 'audit.csv'), toCsv(AUDIT_CLASS_COLUMNS, classRows));
   await writeFileAtomic(path.join(staging, 'classes.csv'), classesCsv(sum));
   await writeReport(staging, {
-    title: path.basename(path.resolve(o.path('.'))),
-    generated: new Date().toISOString().slice(0, 16).replace('T', ' '),
+    // the dataset's folder name as params give it, not the project's (which depends on the checkout); no time
+    title: path.basename(o.params.dataset.root),
     classes, background, images: reportImages, summary: sum,
     overview: {
       meanSuspicion: metrics.mean_suspicion, meanIgnore: metrics.mean_ignore,

@@ -50,7 +50,6 @@ export interface ReportImage {
 
 export interface ReportData {
   title: string;
-  generated: string;
   classes: readonly string[];
   background: number | null;
   images: ReportImage[];
@@ -74,7 +73,6 @@ export function reportPayload(d: ReportData): Record<string, unknown> {
   const anyGt = d.images.some((i) => i.hasGt);
   return {
     title: d.title,
-    generated: d.generated,
     imageDir: IMAGE_DIR,
     stages: REPORT_STAGES.filter((s) => s.key !== 'gt' || anyGt),
     classes: d.classes.map((name, c) => ({ name, colour: c === d.background ? '#dddddd' : hex(classColour(c)) })),

@@ -20,6 +20,7 @@
  */
 import { decodeImage, readMask } from '../../data/decode.js';
 import { orderedMap } from '../../data/load.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
@@ -150,9 +151,11 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
 
   const datasetFile = o.path(REFINE_INPUTS.dataset);
   const dataset = new Map<string, DatasetEntry>();
+  const root = o.path(p.dataset.root); // dataset.arrow's paths are relative to it
   for (const r of await readAll(datasetFile, { stage: 'ingest' })) {
+    const mask = (r.mask_path as string | null) ?? null;
     dataset.set(r.id as string, {
-      imagePath: r.image_path as string, maskPath: (r.mask_path as string | null) ?? null, width: r.orig_width as number, height: r.orig_height as number,
+      imagePath: resolveDatasetPath(root, r.image_path as string), maskPath: mask === null ? null : resolveDatasetPath(root, mask), width: r.orig_width as number, height: r.orig_height as number,
     });
   }
 

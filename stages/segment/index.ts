@@ -10,8 +10,9 @@
  *    declared dep in both modes (io is static), but gt mode does not open it.
  * 3. Train (train.ts): backbone of models/cam + ContextHead (head.ts, net.ts), cross-entropy
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
- *    models/segment/train (resumed when `segmentTrainHash` matches) -> models/segment
- *    (config.json, classes.json, weights/, val_ids.txt), self-contained for `tagseg predict`.
+ *    the checkpoint store, .tagseg/checkpoints/segment/ (an unfinished run is resumed when its key,
+ *    `segmentTrainHash` + the code, matches) -> models/segment (config.json, classes.json,
+ *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied.
  * 4. Validate: predictions at the working size with `segment.scales` x flip and the dense CRF of
  *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
  *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
@@ -23,13 +24,14 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
-import { trainingHash } from '../../nn/loop.js';
+import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
-import { exists, hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
+import { exists, hashFile } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../../pipeline/params.js';
@@ -50,8 +52,8 @@ const INPUTS = {
   camModel: CAM_OUTPUTS.model,
   refineMetrics: 'metrics/refine.json',
 } as const;
-/** segment keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
-const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'crf'];
+/** segment keys that do not change the trained weights (inference only). */
+const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'crf'];
 /** Images per inference batch during validation (same-size images only). */
 const VAL_BATCH = 4;
 
@@ -142,7 +144,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const bgRaw = info.meta.extra?.background;
   const background = typeof bgRaw === 'number' ? bgRaw : null;
   const workingSize = typeof info.meta.extra?.working_size === 'number' ? info.meta.extra.working_size : 0;
-  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows);
+  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows, o.path(p.dataset.root));
 
   // 1. train split ids in images.arrow order, the validation carve
   const trainIds: string[] = [];
@@ -187,6 +189,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
   const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt'].join(':');
   const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
+  const store = await trainingStore('segment', stage.io(p).code, hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
     classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: p.seed,
@@ -194,7 +197,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   let aux: SegAux | undefined;
   try {
     aux = createSegAux(s, { classes: classes.length, background, inChannels: s.head_dim, seed: p.seed, startIter: Math.ceil(train.length / s.batch_size) });
-    const training = await trainSegNet({ net, images: train, segment: s, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash, aux, stopAfter: o.stopAfter });
+    const training = await trainSegNet({ net, images: train, segment: s, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, aux, stopAfter: o.stopAfter });
     const trainImages = train.length;
     train.length = 0;
     net.config.labels = s.labels;
@@ -208,8 +211,8 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
       const empty: SegScores = { miou: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
       return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
     }
-    await saveSegModel(modelDir, net);
-    await writeFileAtomic(path.join(modelDir, 'val_ids.txt'), `${carve.val.join('\n')}\n`);
+    await saveSegModel(modelDir, net, { 'val_ids.txt': `${carve.val.join('\n')}\n` });
+    await finishTraining(store.checkpointDir);
 
     // 4. validation at the original resolution
     const { scores, pseudoScores } = await validate(net, val, dataset, classes, s, pseudo?.val ?? null);
@@ -235,11 +238,12 @@ export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
 
 const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
-async function readDataset(file: string, expectRows: number): Promise<Map<string, DatasetRow>> {
+/** dataset.arrow's rows by id, mask paths resolved against `root` (dataset.root). */
+async function readDataset(file: string, expectRows: number, root: string): Promise<Map<string, DatasetRow>> {
   const rows = await readAll(file, { stage: 'ingest' });
   if (rows.length !== expectRows) throw new TagsegError('cache/dataset.arrow and cache/images.arrow have different row counts', { file, hint: 'rerun `tagseg run ingest`' });
   return new Map(rows.map((r) => [r.id as string, {
-    split: r.split as string, maskPath: (r.mask_path as string | null) ?? null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
+    split: r.split as string, maskPath: r.mask_path ? resolveDatasetPath(root, r.mask_path as string) : null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
   }]));
 }
 

@@ -59,7 +59,7 @@ async function fullMiouOf(ids: string[], constant?: number): Promise<number> {
   const bump = (m: Map<number, number>, c: number) => m.set(c, (m.get(c) ?? 0) + 1);
   for (const id of ids) {
     const d = rows.get(id)!;
-    const gt = (await readMask(d.mask_path as string, d.orig_width as number, d.orig_height as number)).data;
+    const gt = (await readMask(path.join(root, 'datasets/synthetic', d.mask_path as string), d.orig_width as number, d.orig_height as number)).data;
     const pm = constant === undefined ? pseudo.get(id)! : new Uint8Array(gt.length).fill(constant);
     for (let i = 0; i < gt.length; i++) {
       if (gt[i] === 255) continue;
@@ -148,6 +148,8 @@ describe('CV protocol (tiny)', () => {
     // What `tagseg cv` leaves when killed after fold 0's first epoch.
     const killed = await runSegment({ params: p, path: cvRunPaths(root, cvWorkDir(dir, 0, 0)), split: foldSplit(assignFolds(masked, 2, 0), 0), stopAfter: 1 });
     expect(killed.training.epochs).toBe(1);
+    expect(await fs.readdir(path.join(cvWorkDir(dir, 0, 0), 'checkpoints'))).toHaveLength(1); // its state: in the work folder
+    expect(await fs.stat(path.join(root, '.tagseg/checkpoints/segment')).catch(() => null)).toBeNull(); // not the stage's store
     const s = await runCv({ root, ...SHORT, sets });
     expect(s.recipe).toBe(hash);
     const runs = await Promise.all([0, 1].map(async (k) => JSON.parse(await fs.readFile(path.join(dir, `fold${k}-seed0.json`), 'utf8')) as CvRun));

@@ -152,7 +152,7 @@
   // ------------------------------------------------------------ overview, classes, charts, columns
   function overview() {
     var o = A.overview;
-    $('subtitle').textContent = A.title + ' \u00b7 ' + A.generated;
+    $('subtitle').textContent = A.title;
     var items = ['<span><b>' + rows.length + '</b> images</span>', '<span><b>' + A.classes.length + '</b> classes</span>',
       '<span>mean suspicion <b>' + num(o.meanSuspicion) + '</b></span>', '<span>mean ignore <b>' + pct(o.meanIgnore) + '</b></span>'];
     if (o.gt) {
