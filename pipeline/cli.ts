@@ -197,8 +197,9 @@ program
   .command('predict')
   .description('segment a folder of images with a trained model: one palette PNG mask per image (VOC colours, the dataset\'s class indices, original image size)')
   .requiredOption('--model <dir>', 'model folder written by the segment stage (models/segment: config.json + weights/)')
-  .requiredOption('--images <dir>', 'folder of .jpg/.jpeg/.png images')
+  .requiredOption('--images <dir>', 'folder of images, any format sharp reads (.jpg .jpeg .png .webp .tif .tiff .gif .avif ..., any case); its top level only: subfolders are not read, they are listed as skipped')
   .option('--ids <file>', 'only the ids listed in this file (one per line, e.g. ImageSets/Segmentation/test.txt)')
+  .addOption(new Option('--on-error <mode>', 'a missing, ambiguous (a.jpg + a.png) or undecodable image: fail (stop, naming it) or skip (list it with the reason and go on)').choices(['fail', 'skip']).default('fail'))
   .requiredOption('--out <dir>', 'output folder for <id>.png')
   .option('--scales <list>', "inference scales, e.g. 0.75,1,1.25 (default: the model's segment.scales)", scaleList)
   .option('--no-flip', 'do not add the mirrored image at each scale')
@@ -215,17 +216,19 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
     const crfSet = cmd.getOptionValueSource('crf') === 'cli';
     const r = await predictFolder({
       model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
-      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
+      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
       scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
+      onError: o.onError,
     });
-    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
+    const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
+    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s; ${r.skipped.length} skipped${skippedLines}`);
   });
 
 program

@@ -11,27 +11,37 @@
  * the network, so memory is flat in the number of images; inside a chunk, images of the same
  * working and original size form batches of up to `batchSize` (photo collections have a few
  * sizes). Output files are written atomically; the order of the work is the order of the ids.
+ *
+ * Inputs (predict_files.ts): every raster format sharp reads, top level of the folder only;
+ * subfolders and other entries are listed in `skipped` with the reason. A missing, ambiguous or
+ * undecodable image stops the run with a TagsegError naming it, or with `onError: 'skip'` is
+ * listed in `skipped` too.
  */
 import * as path from 'node:path';
 import { type DecodedImage, decodeImage } from '../../data/decode.js';
-import { indexImages, imageFor, isDirectory } from '../../data/manifest.js';
+import { isDirectory } from '../../data/manifest.js';
 import { encodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { TagsegError } from '../../pipeline/errors.js';
+import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { segmentBatch } from './infer.js';
 import { loadSegModel } from './net.js';
+import { type SkippedFile, imageOf, listImages } from './predict_files.js';
+
+export type { SkippedFile } from './predict_files.js';
 
 export interface PredictOptions {
   /** Model directory (models/segment). */
   model: string;
-  /** Folder of .jpg/.jpeg/.png images. */
+  /** Folder of images (every raster format sharp reads: predict_files.ts); its top level only. */
   images: string;
   /** Only these ids (file names without extension); default every image of the folder. */
   ids?: string[];
+  /** The file the ids came from, named in errors. */
+  idsFile?: string;
   /** Output folder for `<id>.png`. */
   out: string;
   /** Inference scales / flip; default the model's (config.json). */
@@ -42,9 +52,13 @@ export interface PredictOptions {
   crf?: boolean;
   /** Images per network batch (same-size images only). */
   batchSize: number;
+  /** A missing, ambiguous or undecodable image: 'fail' (default) stops with its TagsegError;
+   * 'skip' lists it in `skipped` and goes on. */
+  onError?: 'fail' | 'skip';
 }
 
 export interface PredictResult {
+  /** Masks written. */
   images: number;
   out: string;
   scales: number[];
@@ -53,18 +67,38 @@ export interface PredictResult {
   batches: number;
   seconds: number;
   imagesPerSecond: number;
+  /** Folder entries that are not images, and (with onError 'skip') images that failed, with the reason. */
+  skipped: SkippedFile[];
 }
 
 interface Item { id: string; file: string; image: DecodedImage }
 
+/** The files to segment (in id order) and what is skipped; per-item errors follow `onError`. */
+async function resolveInputs(o: PredictOptions): Promise<{ todo: { id: string; file: string }[]; skipped: SkippedFile[] }> {
+  if (!(await isDirectory(o.images))) throw new TagsegError('images folder not found', { file: o.images });
+  const listing = await listImages(o.images);
+  const skipped = [...listing.skipped];
+  const todo: { id: string; file: string }[] = [];
+  const ids = o.ids ?? [...new Set([...listing.byId.keys(), ...listing.ambiguous.keys()])].sort();
+  for (const id of ids) {
+    const r = imageOf(listing, id, o.images);
+    if ('file' in r) todo.push({ id, file: r.file });
+    else if (o.onError === 'skip') skipped.push({ file: listing.ambiguous.has(id) ? path.join(o.images, id) : (o.idsFile ?? o.images), reason: r.reason });
+    else throw new TagsegError(r.reason, { file: o.idsFile ?? o.images, hint: 'or pass --on-error skip to list it and go on' });
+  }
+  if (todo.length === 0) {
+    throw new TagsegError(`no images to segment (${skipped.length} entries skipped)`, {
+      file: o.images,
+      hint: skipped.slice(0, 3).map((s) => `${path.basename(s.file)}: ${s.reason}`).join('; ') || undefined,
+    });
+  }
+  return { todo, skipped };
+}
+
 export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const t0 = performance.now();
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
-  if (!(await isDirectory(o.images))) throw new TagsegError('images folder not found', { file: o.images });
-  const index = await indexImages(o.images);
-  const ids = o.ids ?? [...index.byId.keys()];
-  if (ids.length === 0) throw new TagsegError('no .jpg/.jpeg/.png images in the folder', { file: o.images });
-  const files = ids.map((id) => imageFor(index, id, o.images, { file: o.images }));
+  const { todo, skipped } = await resolveInputs(o);
   await initBackend();
   const net = await loadSegModel(o.model);
   const scales = o.scales ?? net.config.scales;
@@ -74,20 +108,31 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const size = net.config.workingSize;
   await ensureDir(o.out);
   const chunk = o.batchSize * 4;
+  const decodeOne = async (t: { id: string; file: string }): Promise<Item | null> => {
+    try {
+      return { ...t, image: await decodeImage(t.file, size) };
+    } catch (err) {
+      if (o.onError !== 'skip') throw err;
+      skipped.push({ file: t.file, reason: err instanceof TagsegError ? err.reason : messageOf(err) });
+      return null;
+    }
+  };
   const decodeChunk = (start: number): Promise<Item[]> => {
-    const p = Promise.all(ids.slice(start, start + chunk).map(async (id, k) => ({ id, file: files[start + k], image: await decodeImage(files[start + k], size) })));
+    const p = Promise.all(todo.slice(start, start + chunk).map(decodeOne)).then((xs) => xs.filter((x): x is Item => x !== null));
     // Decoded ahead: the error (a corrupt image, named) surfaces when the chunk is awaited, not as
     // an unhandled rejection while the previous chunk is still being segmented.
     p.catch(() => undefined);
     return p;
   };
-  const bar = progress('predict', ids.length);
+  const bar = progress('predict', todo.length);
   let batches = 0;
+  let written = 0;
   try {
     let next: Promise<Item[]> | null = decodeChunk(0);
     for (let start = 0; next; start += chunk) {
       const items: Item[] = await next;
-      next = start + chunk < ids.length ? decodeChunk(start + chunk) : null;
+      next = start + chunk < todo.length ? decodeChunk(start + chunk) : null;
+      bar.tick(Math.min(chunk, todo.length - start) - items.length);
       // Batches of one working + original size, in id order within the chunk.
       const groups = new Map<string, Item[]>();
       for (const it of items) {
@@ -103,6 +148,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
           const labels = await segmentBatch(net, b.map((x) => x.image.rgb), im0.height, im0.width, [im0.origHeight, im0.origWidth], { scales, flip, crf });
           batches++;
           await Promise.all(b.map((x, k) => writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels[k], im0.origWidth, im0.origHeight))));
+          written += b.length;
           bar.tick(b.length);
         }
       }
@@ -112,5 +158,5 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     net.dispose();
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { images: ids.length, out: o.out, scales, flip, crf: crf !== null, batches, seconds, imagesPerSecond: ids.length / seconds };
+  return { images: written, out: o.out, scales, flip, crf: crf !== null, batches, seconds, imagesPerSecond: written / seconds, skipped: skipped.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0)) };
 }
