@@ -4,8 +4,9 @@
  * (data/decode.ts, the rule ingest uses), segmented with multi-scale + flip and the model's dense
  * CRF (infer.ts; the model's config.json holds the segment stage's settings) and the
  * label map, taken at the image's ORIGINAL size, is written as `<out>/<id>.png`: an 8-bit palette
- * PNG with the VOC colours whose pixel values are the dataset's class indices (data/palette.ts),
- * so `tagseg eval` and any VOC tool read it directly.
+ * PNG in the dataset's class palette (data/palette.ts classPalette) whose pixel values are the
+ * dataset's class indices, so `tagseg eval` and any VOC tool read it directly; `overlay` adds a
+ * colour overlay with a legend per image (predict_overlay.ts).
  *
  * Streaming: images are decoded in chunks (`batchSize` x 4) while the previous chunk runs through
  * the network, so memory is flat in the number of images; inside a chunk, images of the same
@@ -20,7 +21,7 @@
 import * as path from 'node:path';
 import { type DecodedImage, decodeImage } from '../../data/decode.js';
 import { isDirectory } from '../../data/manifest.js';
-import { encodeIndexedPng } from '../../data/palette.js';
+import { classPalette, encodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
@@ -30,6 +31,7 @@ import { defaultParams } from '../../pipeline/params.js';
 import { segmentBatch } from './infer.js';
 import { loadSegModel } from './net.js';
 import { type SkippedFile, imageOf, listImages } from './predict_files.js';
+import { overlayWithLegend } from './predict_overlay.js';
 
 export type { SkippedFile } from './predict_files.js';
 
@@ -44,6 +46,8 @@ export interface PredictOptions {
   idsFile?: string;
   /** Output folder for `<id>.png`. */
   out: string;
+  /** Also write colour overlays with a legend as `<overlay>/<id>.png` (predict_overlay.ts); another folder than `out`. */
+  overlay?: string;
   /** Inference scales / flip; default the model's (config.json). */
   scales?: number[];
   flip?: boolean;
@@ -71,7 +75,7 @@ export interface PredictResult {
   skipped: SkippedFile[];
 }
 
-interface Item { id: string; file: string; image: DecodedImage }
+interface Item { id: string; file: string; image: DecodedImage; original?: DecodedImage }
 
 /** The files to segment (in id order) and what is skipped; per-item errors follow `onError`. */
 async function resolveInputs(o: PredictOptions): Promise<{ todo: { id: string; file: string }[]; skipped: SkippedFile[] }> {
@@ -98,6 +102,9 @@ async function resolveInputs(o: PredictOptions): Promise<{ todo: { id: string; f
 export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const t0 = performance.now();
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
+  if (o.overlay !== undefined && path.resolve(o.overlay) === path.resolve(o.out)) {
+    throw new TagsegError('--overlay must be another folder than --out (tagseg eval reads every PNG of --out as a mask)', { file: o.overlay });
+  }
   const { todo, skipped } = await resolveInputs(o);
   await initBackend();
   const net = await loadSegModel(o.model);
@@ -106,11 +113,15 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const modelCrf = net.config.crf ?? null;
   const crf = o.crf === undefined ? modelCrf : o.crf ? (modelCrf ?? crfFromKeys(defaultParams().segment.crf)) : null;
   const size = net.config.workingSize;
+  const palette = classPalette(net.config.background);
   await ensureDir(o.out);
+  if (o.overlay !== undefined) await ensureDir(o.overlay);
   const chunk = o.batchSize * 4;
   const decodeOne = async (t: { id: string; file: string }): Promise<Item | null> => {
     try {
-      return { ...t, image: await decodeImage(t.file, size) };
+      // The overlay is drawn at the original size, where the mask is.
+      const original = o.overlay !== undefined ? await decodeImage(t.file, 0) : undefined;
+      return { ...t, image: await decodeImage(t.file, size), original };
     } catch (err) {
       if (o.onError !== 'skip') throw err;
       skipped.push({ file: t.file, reason: err instanceof TagsegError ? err.reason : messageOf(err) });
@@ -147,7 +158,13 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
           const im0 = b[0].image;
           const labels = await segmentBatch(net, b.map((x) => x.image.rgb), im0.height, im0.width, [im0.origHeight, im0.origWidth], { scales, flip, crf });
           batches++;
-          await Promise.all(b.map((x, k) => writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels[k], im0.origWidth, im0.origHeight))));
+          await Promise.all(b.map(async (x, k) => {
+            await writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels[k], im0.origWidth, im0.origHeight, palette));
+            if (o.overlay !== undefined && x.original) {
+              const png = await overlayWithLegend(x.original.rgb, labels[k], im0.origHeight, im0.origWidth, net.config.classes, net.config.background);
+              await writeFileAtomic(path.join(o.overlay, `${x.id}.png`), png);
+            }
+          }));
           written += b.length;
           bar.tick(b.length);
         }

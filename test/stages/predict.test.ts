@@ -2,19 +2,23 @@
  * `tagseg predict` on hostile folders (stages/segment/predict.ts, predict_files.ts): every raster
  * format sharp reads is segmented whatever the extension's case; other entries, subfolders and
  * (with --on-error skip) corrupt or missing images are listed with their reason; the default
- * stops at a bad image with an error naming it.
+ * stops at a bad image with an error naming it. --overlay: the photo blended with the class
+ * palette of data/palette.ts plus a legend, checked pixel by pixel on a hand-made case.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeIndexedPng } from '../../data/palette.js';
+import { decodeImage } from '../../data/decode.js';
+import { VOC_PALETTE, classPalette, decodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
 import { saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { predictFolder } from '../../stages/segment/predict.js';
 import { PREDICT_EXTS } from '../../stages/segment/predict_files.js';
+import { LEGEND_BACKGROUND, legendEntries, overlayWithLegend } from '../../stages/segment/predict_overlay.js';
+import { overlayRgb } from '../../stages/audit/overlay.js';
 
 let tmp: string;
 let model: string;
@@ -110,5 +114,59 @@ describe('predict inputs', () => {
     await fs.rm(path.join(dup, 'x.jpg'));
     await fs.rm(path.join(dup, 'x.png'));
     await expect(predictFolder({ ...base(), images: dup })).rejects.toThrow(/no images to segment \(1 entries skipped\)/);
+  });
+});
+
+/** Raw RGB of a PNG. */
+async function rawOf(png: Buffer): Promise<{ data: Buffer; width: number; height: number }> {
+  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { data, width: info.width, height: info.height };
+}
+
+describe('predict --overlay', () => {
+  it('blends each class with its palette colour (no background: class 0 tinted too) and draws a legend swatch in it', async () => {
+    const H = 12;
+    const W = 10;
+    const rgb = new Uint8Array(H * W * 3).fill(100);
+    // class 0 on the left 4 columns, class 2 on the rest (a dataset without background)
+    const labels = Uint8Array.from({ length: H * W }, (_, p) => (p % W < 4 ? 0 : 2));
+    const { data, width, height } = await rawOf(await overlayWithLegend(rgb, labels, H, W, ['building', 'grass', 'sky'], null));
+    expect([width, height]).toEqual([W + 200, 2 * 8 + 2 * 22]);
+    const pal = classPalette(null);
+    const at = (x: number, y: number) => Array.from(data.subarray((y * width + x) * 3, (y * width + x) * 3 + 3));
+    const blend = (c: number) => [0, 1, 2].map((j) => Math.trunc(100 + (pal[3 * c + j] - 100) * 0.5));
+    expect(at(1, 5)).toEqual(blend(0));
+    expect(at(7, 5)).toEqual(blend(2));
+    expect(at(3, 5)).toEqual([255, 255, 255]); // outline between the two regions
+    // control: the palette really is the dataset's (VOC would leave class 0 black, darkening the photo)
+    expect(blend(0)).not.toEqual([50, 50, 50]);
+    expect(Array.from(VOC_PALETTE.subarray(0, 3))).toEqual([0, 0, 0]);
+    // legend: sky (60% of the pixels) first, then building; swatches in the palette colours
+    expect(legendEntries(labels, ['building', 'grass', 'sky'], null).map((e) => e.c)).toEqual([2, 0]);
+    expect(at(W + 8 + 8, 8 + 8)).toEqual(Array.from(pal.subarray(6, 9)));
+    expect(at(W + 8 + 8, 8 + 22 + 8)).toEqual(Array.from(pal.subarray(0, 3)));
+    expect(at(W + 190, 5)).toEqual([LEGEND_BACKGROUND.r, LEGEND_BACKGROUND.g, LEGEND_BACKGROUND.b]);
+    // with a background class at 0, background stays untinted
+    const bg = await rawOf(await overlayWithLegend(rgb, labels, H, W, ['background', 'grass', 'sky'], 0));
+    expect(Array.from(bg.data.subarray((5 * bg.width + 1) * 3, (5 * bg.width + 1) * 3 + 3))).toEqual([100, 100, 100]);
+  });
+
+  it('writes one overlay per mask: the original photo blended with its predicted mask, legend beside it', async () => {
+    const o = base();
+    const overlay = path.join(tmp, 'overlay');
+    const r = await predictFolder({ ...o, ids: ['a', 'c'], overlay });
+    expect(r.images).toBe(2);
+    expect((await fs.readdir(overlay)).sort()).toEqual(['a.png', 'c.png']);
+    for (const [id, file] of [['a', 'a.png'], ['c', 'c.webp']]) {
+      const mask = decodeIndexedPng(await fs.readFile(path.join(o.out, `${id}.png`)), id);
+      const photoRgb = await decodeImage(path.join(images, file), 0);
+      const want = overlayRgb(photoRgb.rgb, mask.data, mask.height, mask.width, 0);
+      const got = await rawOf(await fs.readFile(path.join(overlay, `${id}.png`)));
+      expect(got.width).toBe(mask.width + 200);
+      for (let y = 0; y < mask.height; y++) {
+        expect(Array.from(got.data.subarray(y * got.width * 3, (y * got.width + mask.width) * 3))).toEqual(Array.from(want.subarray(y * mask.width * 3, (y + 1) * mask.width * 3)));
+      }
+    }
+    await expect(predictFolder({ ...o, overlay: o.out })).rejects.toThrow(/--overlay must be another folder than --out/);
   });
 });
