@@ -201,6 +201,7 @@ program
   .option('--ids <file>', 'only the ids listed in this file (one per line, e.g. ImageSets/Segmentation/test.txt)')
   .addOption(new Option('--on-error <mode>', 'a missing, ambiguous (a.jpg + a.png) or undecodable image: fail (stop, naming it) or skip (list it with the reason and go on)').choices(['fail', 'skip']).default('fail'))
   .requiredOption('--out <dir>', 'output folder for <id>.png')
+  .option('--tags <file>', "the importer's image_id,tags CSV: each image's prediction restricted to its tagged classes (+ background); an image without a row is an error (or skipped with --on-error skip)")
   .option('--overlay <dir>', 'also write <dir>/<id>.png: the photo with the predicted classes blended in the class palette, and a legend (another folder than --out)')
   .option('--scales <list>', "inference scales, e.g. 0.75,1,1.25 (default: the model's segment.scales)", scaleList)
   .option('--no-flip', 'do not add the mirrored image at each scale')
@@ -217,7 +218,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
@@ -226,7 +227,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
       model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out), overlay: o.overlay ? path.resolve(o.overlay) : undefined,
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
       scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
-      onError: o.onError,
+      onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
     });
     const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
     print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s; ${r.skipped.length} skipped${skippedLines}`);

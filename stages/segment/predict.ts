@@ -28,10 +28,11 @@ import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { defaultParams } from '../../pipeline/params.js';
-import { segmentBatch } from './infer.js';
-import { loadSegModel } from './net.js';
+import { type InferOptions, batchProbs, crfMarginals, labelsOf } from './infer.js';
+import { type SegNet, loadSegModel } from './net.js';
 import { type SkippedFile, imageOf, listImages } from './predict_files.js';
 import { overlayWithLegend } from './predict_overlay.js';
+import { type TagMasks, readTagsFile, restrictProbs } from './predict_tags.js';
 
 export type { SkippedFile } from './predict_files.js';
 
@@ -44,6 +45,8 @@ export interface PredictOptions {
   ids?: string[];
   /** The file the ids came from, named in errors. */
   idsFile?: string;
+  /** The importer's `image_id,tags` CSV: each image's prediction restricted to its tags (+ background); predict_tags.ts. */
+  tags?: string;
   /** Output folder for `<id>.png`. */
   out: string;
   /** Also write colour overlays with a legend as `<overlay>/<id>.png` (predict_overlay.ts); another folder than `out`. */
@@ -75,7 +78,7 @@ export interface PredictResult {
   skipped: SkippedFile[];
 }
 
-interface Item { id: string; file: string; image: DecodedImage; original?: DecodedImage }
+interface Item { id: string; file: string; image: DecodedImage; original?: DecodedImage; allowed?: Uint8Array }
 
 /** The files to segment (in id order) and what is skipped; per-item errors follow `onError`. */
 async function resolveInputs(o: PredictOptions): Promise<{ todo: { id: string; file: string }[]; skipped: SkippedFile[] }> {
@@ -99,15 +102,56 @@ async function resolveInputs(o: PredictOptions): Promise<{ todo: { id: string; f
   return { todo, skipped };
 }
 
+/** `todo` with each image's allowed classes; an image without a row follows `onError`. */
+function withTags(todo: { id: string; file: string }[], tags: TagMasks, file: string, onError: PredictOptions['onError'], skipped: SkippedFile[]) {
+  const out: { id: string; file: string; allowed: Uint8Array }[] = [];
+  for (const t of todo) {
+    const allowed = tags.get(t.id);
+    if (allowed) out.push({ ...t, allowed });
+    else if (onError === 'skip') skipped.push({ file: t.file, reason: `no row for image "${t.id}" in the tags file ${file}` });
+    else throw new TagsegError(`no row for image "${t.id}"`, { file, hint: 'add its tags, leave it out with --ids, or pass --on-error skip' });
+  }
+  if (out.length === 0) throw new TagsegError('no image to segment has a row in the tags file', { file });
+  return out;
+}
+
+/**
+ * Labels at the original size of a batch of same-size items: the network's probabilities,
+ * restricted to each image's tags if it has some, the CRF (its marginals restricted again), then
+ * the resize and argmax.
+ */
+async function segmentItems(net: SegNet, b: Item[], o: InferOptions): Promise<Uint8Array[]> {
+  const { height: H, width: W, origHeight, origWidth } = b[0].image;
+  const K = net.config.classes.length;
+  const N = H * W * K;
+  const probs = await batchProbs(net, b.map((x) => x.image.rgb), H, W, o);
+  b.forEach((x, i) => {
+    const p = probs.subarray(i * N, (i + 1) * N);
+    if (x.allowed) restrictProbs(p, x.allowed);
+    if (!o.crf) return;
+    const q = crfMarginals(p, x.image.rgb, H, W, K, o.crf);
+    probs.set(x.allowed ? restrictProbs(q, x.allowed) : q, i * N);
+  });
+  return labelsOf(probs, b.length, H, W, K, [origHeight, origWidth]);
+}
+
 export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const t0 = performance.now();
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
   if (o.overlay !== undefined && path.resolve(o.overlay) === path.resolve(o.out)) {
     throw new TagsegError('--overlay must be another folder than --out (tagseg eval reads every PNG of --out as a mask)', { file: o.overlay });
   }
-  const { todo, skipped } = await resolveInputs(o);
+  const inputs = await resolveInputs(o);
+  const { skipped } = inputs;
   await initBackend();
   const net = await loadSegModel(o.model);
+  let todo: { id: string; file: string; allowed?: Uint8Array }[] = inputs.todo;
+  try {
+    if (o.tags !== undefined) todo = withTags(todo, await readTagsFile(o.tags, { ...net.config, void: 255 }), o.tags, o.onError, skipped);
+  } catch (err) {
+    net.dispose();
+    throw err;
+  }
   const scales = o.scales ?? net.config.scales;
   const flip = o.flip ?? net.config.flip;
   const modelCrf = net.config.crf ?? null;
@@ -117,7 +161,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   await ensureDir(o.out);
   if (o.overlay !== undefined) await ensureDir(o.overlay);
   const chunk = o.batchSize * 4;
-  const decodeOne = async (t: { id: string; file: string }): Promise<Item | null> => {
+  const decodeOne = async (t: { id: string; file: string; allowed?: Uint8Array }): Promise<Item | null> => {
     try {
       // The overlay is drawn at the original size, where the mask is.
       const original = o.overlay !== undefined ? await decodeImage(t.file, 0) : undefined;
@@ -156,7 +200,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
         for (let i = 0; i < g.length; i += o.batchSize) {
           const b = g.slice(i, i + o.batchSize);
           const im0 = b[0].image;
-          const labels = await segmentBatch(net, b.map((x) => x.image.rgb), im0.height, im0.width, [im0.origHeight, im0.origWidth], { scales, flip, crf });
+          const labels = await segmentItems(net, b, { scales, flip, crf });
           batches++;
           await Promise.all(b.map(async (x, k) => {
             await writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels[k], im0.origWidth, im0.origHeight, palette));

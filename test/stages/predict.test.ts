@@ -3,7 +3,8 @@
  * format sharp reads is segmented whatever the extension's case; other entries, subfolders and
  * (with --on-error skip) corrupt or missing images are listed with their reason; the default
  * stops at a bad image with an error naming it. --overlay: the photo blended with the class
- * palette of data/palette.ts plus a legend, checked pixel by pixel on a hand-made case.
+ * palette of data/palette.ts plus a legend, checked pixel by pixel on a hand-made case. --tags:
+ * a hand-made probability map restricted to the tagged classes, and masks that hold only those.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -19,6 +20,7 @@ import { predictFolder } from '../../stages/segment/predict.js';
 import { PREDICT_EXTS } from '../../stages/segment/predict_files.js';
 import { LEGEND_BACKGROUND, legendEntries, overlayWithLegend } from '../../stages/segment/predict_overlay.js';
 import { overlayRgb } from '../../stages/audit/overlay.js';
+import { readTagsFile, restrictProbs } from '../../stages/segment/predict_tags.js';
 
 let tmp: string;
 let model: string;
@@ -168,5 +170,66 @@ describe('predict --overlay', () => {
       }
     }
     await expect(predictFolder({ ...o, overlay: o.out })).rejects.toThrow(/--overlay must be another folder than --out/);
+  });
+});
+
+describe('predict --tags', () => {
+  const info = { classes: ['background', 'cat', 'dog', 'sheep'], background: 0, void: 255 };
+
+  it('restricts a hand-made probability map to the tagged classes plus background, renormalised', () => {
+    // 3 pixels x 4 classes (background, cat, dog, sheep)
+    const probs = Float32Array.from([
+      0.1, 0.6, 0.2, 0.1, // cat wins untagged
+      0.0, 0.5, 0.0, 0.5, // only untagged classes: uniform over the allowed ones
+      0.3, 0.1, 0.5, 0.1,
+    ]);
+    const untagged = [0, 1, 2].map((p) => Array.from(probs.subarray(4 * p, 4 * p + 4)).indexOf(Math.max(...probs.subarray(4 * p, 4 * p + 4))));
+    expect(untagged).toEqual([1, 1, 2]); // control: cat would win pixel 0
+    const allowed = Uint8Array.from([1, 0, 1, 0]); // tags: dog (+ background)
+    restrictProbs(probs, allowed);
+    const want = [1 / 3, 0, 2 / 3, 0, 0.5, 0, 0.5, 0, 0.375, 0, 0.625, 0];
+    Array.from(probs).forEach((v, i) => expect(v).toBeCloseTo(want[i], 6));
+  });
+
+  it('reads the importer CSV: header, paths as ids, background name dropped; errors name file and line', async () => {
+    const f = path.join(tmp, 'tags.csv');
+    await fs.writeFile(f, 'image_id,tags,split\nphotos/a.JPG,cat|background,test\nb,"dog|sheep"\n');
+    const tags = await readTagsFile(f, info);
+    expect([...tags.keys()]).toEqual(['a', 'b']);
+    expect(Array.from(tags.get('a')!)).toEqual([1, 1, 0, 0]);
+    expect(Array.from(tags.get('b')!)).toEqual([1, 0, 1, 1]);
+    // a dataset without background: only the tags
+    await fs.writeFile(f, 'b,dog|sheep\n');
+    expect(Array.from((await readTagsFile(f, { classes: ['cat', 'dog', 'sheep', 'x'], background: null, void: 255 })).get('b')!)).toEqual([0, 1, 1, 0]);
+    await fs.writeFile(f, 'a,cat\nb,horse\n');
+    await expect(readTagsFile(f, info)).rejects.toThrow(/tags\.csv: line 2: unknown class "horse"/);
+    await fs.writeFile(f, 'a,cat\na,dog\n');
+    await expect(readTagsFile(f, info)).rejects.toThrow(/line 2: duplicate image id "a"/);
+  });
+
+  it('predicts only tagged classes (+ background); an image without a row stops the run or is skipped', async () => {
+    const untagged = await predictFolder({ ...base(), ids: ['a', 'b', 'c', 'd'], crf: true });
+    const classesOf = async (out: string, id: string) => new Set(decodeIndexedPng(await fs.readFile(path.join(out, `${id}.png`)), id).data);
+    // tag each image with a class its untagged mask lacks where possible, so the restriction has work to do
+    const f = path.join(tmp, 'tags2.csv');
+    const rows: string[] = [];
+    const allowed: Record<string, number[]> = {};
+    let excluded = 0;
+    for (const id of ['a', 'b', 'c', 'd']) {
+      const seen = await classesOf(untagged.out, id);
+      const tag = seen.has(1) ? 2 : 1;
+      allowed[id] = [0, tag];
+      excluded += [...seen].filter((c) => !allowed[id].includes(c)).length;
+      rows.push(`${id},${['bg', 'a', 'b'][tag]}`);
+    }
+    expect(excluded).toBeGreaterThan(0); // control: untagged, some image has a class its tags exclude
+    await fs.writeFile(f, `${rows.join('\n')}\n`);
+    const r = await predictFolder({ ...base(), ids: ['a', 'b', 'c', 'd'], crf: true, tags: f });
+    expect(r.images).toBe(4);
+    for (const id of ['a', 'b', 'c', 'd']) for (const c of await classesOf(r.out, id)) expect(allowed[id]).toContain(c);
+    await expect(predictFolder({ ...base(), ids: ['a', 'e'], tags: f })).rejects.toThrow(/tags2\.csv: no row for image "e"/);
+    const skip = await predictFolder({ ...base(), ids: ['a', 'e'], tags: f, onError: 'skip' });
+    expect(skip.images).toBe(1);
+    expect(skip.skipped.map((s) => s.reason)).toContainEqual(expect.stringMatching(/no row for image "e"/));
   });
 });
