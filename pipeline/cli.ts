@@ -209,6 +209,7 @@ program
   .option('--no-crf', "skip the dense CRF on the probabilities (default: the model's segment.crf)")
   .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
+  .option('--threads <n>', 'CRF worker threads, each image\'s CRF on one while the next images are decoded and run through the network (default: every core; 1 = the main thread)', int('--threads'))
   .option('--json', 'print a JSON summary')
   .addHelpText(
     'after',
@@ -218,7 +219,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
@@ -226,11 +227,11 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     const r = await predictFolder({
       model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out), overlay: o.overlay ? path.resolve(o.overlay) : undefined,
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
-      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
+      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize, threads: o.threads,
       onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
     });
     const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
-    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s; ${r.skipped.length} skipped${skippedLines}`);
+    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s (${r.threads} CRF thread${r.threads === 1 ? '' : 's'}); ${r.skipped.length} skipped${skippedLines}`);
   });
 
 program

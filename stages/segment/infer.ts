@@ -10,7 +10,8 @@
  * masks) and the argmax is the label.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type DenseCrfOptions, denseCrf, unaryFromProbs } from '../../ops/crf.js';
+import type { DenseCrfOptions } from '../../ops/crf.js';
+import { crfOfProbs } from '../../ops/crf_pool.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { type SegNet, segLogits } from './net.js';
 
@@ -68,11 +69,6 @@ export async function batchProbs(net: SegNet, pixels: readonly Uint8Array[], H: 
   }
 }
 
-/** Dense CRF marginals [H, W, K] of one image's probabilities [H, W, K] (unary -log p) and its RGB at the same grid. */
-export function crfMarginals(probs: Float32Array, rgb: Uint8Array, H: number, W: number, K: number, crf: DenseCrfOptions): Float32Array {
-  return denseCrf(unaryFromProbs(probs, K), rgb, H, W, K, crf);
-}
-
 /** Label maps uint8 [outH, outW] of flat maps [n, H, W, K]: resized bilinearly to `out`, then the argmax. */
 export async function labelsOf(maps: Float32Array, n: number, H: number, W: number, K: number, out: [number, number]): Promise<Uint8Array[]> {
   const labels = tf.tidy(() => {
@@ -102,7 +98,7 @@ export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H
   const probs = await batchProbs(net, pixels, H, W, o);
   if (o.crf) {
     const N = H * W;
-    for (let i = 0; i < n; i++) probs.set(crfMarginals(probs.subarray(i * N * K, (i + 1) * N * K), pixels[i], H, W, K, o.crf), i * N * K);
+    for (let i = 0; i < n; i++) probs.set(crfOfProbs({ probs: probs.subarray(i * N * K, (i + 1) * N * K), rgb: pixels[i], H, W, K, crf: o.crf }), i * N * K);
   }
   return labelsOf(probs, n, H, W, K, out);
 }

@@ -8,17 +8,23 @@
  * dataset's class indices, so `tagseg eval` and any VOC tool read it directly; `overlay` adds a
  * colour overlay with a legend per image (predict_overlay.ts).
  *
- * Streaming: images are decoded in chunks (`batchSize` x 4) while the previous chunk runs through
- * the network, so memory is flat in the number of images; inside a chunk, images of the same
- * working and original size form batches of up to `batchSize` (photo collections have a few
- * sizes). Output files are written atomically; the order of the work is the order of the ids.
+ * A bounded pipeline, so memory is flat in the number of images: images are decoded in chunks
+ * (`batchSize` x 4) while the previous chunk runs through the network; inside a chunk, images of
+ * the same working and original size form batches of up to `batchSize` (photo collections have a
+ * few sizes). Each image's CRF then runs on a worker thread (ops/crf_pool.ts, every core by
+ * default), its resize + argmax and PNG after it, in a p-queue that holds at most one waiting
+ * image per thread, while the main thread decodes and runs the network on the next images. Every
+ * step is deterministic and per image, so the masks are the same bytes whatever the thread count.
+ * Output files are written atomically.
  *
  * Inputs (predict_files.ts): every raster format sharp reads, top level of the folder only;
  * subfolders and other entries are listed in `skipped` with the reason. A missing, ambiguous or
  * undecodable image stops the run with a TagsegError naming it, or with `onError: 'skip'` is
  * listed in `skipped` too.
  */
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
+import PQueue from 'p-queue';
 import { type DecodedImage, decodeImage } from '../../data/decode.js';
 import { isDirectory } from '../../data/manifest.js';
 import { classPalette, encodeIndexedPng } from '../../data/palette.js';
@@ -26,9 +32,10 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { crfFromKeys } from '../../ops/crf.js';
+import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
+import { crfPool } from '../../ops/crf_pool.js';
 import { defaultParams } from '../../pipeline/params.js';
-import { type InferOptions, batchProbs, crfMarginals, labelsOf } from './infer.js';
+import { batchProbs, labelsOf } from './infer.js';
 import { type SegNet, loadSegModel } from './net.js';
 import { type SkippedFile, imageOf, listImages } from './predict_files.js';
 import { overlayWithLegend } from './predict_overlay.js';
@@ -59,6 +66,8 @@ export interface PredictOptions {
   crf?: boolean;
   /** Images per network batch (same-size images only). */
   batchSize: number;
+  /** CRF threads (ops/workerpool.ts; 1 = on the main thread); default every core. */
+  threads?: number;
   /** A missing, ambiguous or undecodable image: 'fail' (default) stops with its TagsegError;
    * 'skip' lists it in `skipped` and goes on. */
   onError?: 'fail' | 'skip';
@@ -72,6 +81,8 @@ export interface PredictResult {
   flip: boolean;
   crf: boolean;
   batches: number;
+  /** CRF threads used. */
+  threads: number;
   seconds: number;
   imagesPerSecond: number;
   /** Folder entries that are not images, and (with onError 'skip') images that failed, with the reason. */
@@ -115,29 +126,32 @@ function withTags(todo: { id: string; file: string }[], tags: TagMasks, file: st
   return out;
 }
 
-/**
- * Labels at the original size of a batch of same-size items: the network's probabilities,
- * restricted to each image's tags if it has some, the CRF (its marginals restricted again), then
- * the resize and argmax.
- */
-async function segmentItems(net: SegNet, b: Item[], o: InferOptions): Promise<Uint8Array[]> {
-  const { height: H, width: W, origHeight, origWidth } = b[0].image;
-  const K = net.config.classes.length;
-  const N = H * W * K;
-  const probs = await batchProbs(net, b.map((x) => x.image.rgb), H, W, o);
-  b.forEach((x, i) => {
-    const p = probs.subarray(i * N, (i + 1) * N);
-    if (x.allowed) restrictProbs(p, x.allowed);
-    if (!o.crf) return;
-    const q = crfMarginals(p, x.image.rgb, H, W, K, o.crf);
-    probs.set(x.allowed ? restrictProbs(q, x.allowed) : q, i * N);
-  });
-  return labelsOf(probs, b.length, H, W, K, [origHeight, origWidth]);
+/** Network settings for predict: the options over the model's config.json. */
+function inferSettings(net: SegNet, o: PredictOptions): { scales: number[]; flip: boolean; crf: DenseCrfOptions | null } {
+  const modelCrf = net.config.crf ?? null;
+  return {
+    scales: o.scales ?? net.config.scales,
+    flip: o.flip ?? net.config.flip,
+    crf: o.crf === undefined ? modelCrf : o.crf ? (modelCrf ?? crfFromKeys(defaultParams().segment.crf)) : null,
+  };
+}
+
+/** Batches of one working + original size, at most `batchSize` each, in id order within the chunk. */
+function sizeBatches(items: Item[], batchSize: number): Item[][] {
+  const groups = new Map<string, Item[]>();
+  for (const it of items) {
+    const key = `${it.image.width}x${it.image.height}/${it.image.origWidth}x${it.image.origHeight}`;
+    const g = groups.get(key);
+    if (g) g.push(it);
+    else groups.set(key, [it]);
+  }
+  return [...groups.values()].flatMap((g) => Array.from({ length: Math.ceil(g.length / batchSize) }, (_, i) => g.slice(i * batchSize, (i + 1) * batchSize)));
 }
 
 export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const t0 = performance.now();
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new TagsegError(`--threads must be a positive integer, got ${o.threads}`);
   if (o.overlay !== undefined && path.resolve(o.overlay) === path.resolve(o.out)) {
     throw new TagsegError('--overlay must be another folder than --out (tagseg eval reads every PNG of --out as a mask)', { file: o.overlay });
   }
@@ -152,11 +166,9 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     net.dispose();
     throw err;
   }
-  const scales = o.scales ?? net.config.scales;
-  const flip = o.flip ?? net.config.flip;
-  const modelCrf = net.config.crf ?? null;
-  const crf = o.crf === undefined ? modelCrf : o.crf ? (modelCrf ?? crfFromKeys(defaultParams().segment.crf)) : null;
+  const { scales, flip, crf } = inferSettings(net, o);
   const size = net.config.workingSize;
+  const K = net.config.classes.length;
   const palette = classPalette(net.config.background);
   await ensureDir(o.out);
   if (o.overlay !== undefined) await ensureDir(o.overlay);
@@ -179,45 +191,59 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     p.catch(() => undefined);
     return p;
   };
+  const pool = crfPool(crf ? (o.threads ?? availableParallelism()) : 1);
+  const threads = pool.size;
+  const post = new PQueue({ concurrency: threads });
+  let failure: unknown = null;
   const bar = progress('predict', todo.length);
   let batches = 0;
   let written = 0;
+  /** CRF (on the pool), tags, resize + argmax, PNG and overlay of one image's probabilities. */
+  const finish = async (x: Item, p: Float32Array): Promise<void> => {
+    const { height: H, width: W, origHeight, origWidth } = x.image;
+    let q = crf ? await pool.run({ probs: p, rgb: x.image.rgb, H, W, K, crf }) : p;
+    if (crf && x.allowed) q = restrictProbs(q, x.allowed);
+    const [labels] = await labelsOf(q, 1, H, W, K, [origHeight, origWidth]);
+    await writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels, origWidth, origHeight, palette));
+    if (o.overlay !== undefined && x.original) {
+      await writeFileAtomic(path.join(o.overlay, `${x.id}.png`), await overlayWithLegend(x.original.rgb, labels, origHeight, origWidth, net.config.classes, net.config.background));
+    }
+    written++;
+    bar.tick(1);
+  };
   try {
     let next: Promise<Item[]> | null = decodeChunk(0);
-    for (let start = 0; next; start += chunk) {
+    for (let start = 0; next && failure === null; start += chunk) {
       const items: Item[] = await next;
       next = start + chunk < todo.length ? decodeChunk(start + chunk) : null;
       bar.tick(Math.min(chunk, todo.length - start) - items.length);
-      // Batches of one working + original size, in id order within the chunk.
-      const groups = new Map<string, Item[]>();
-      for (const it of items) {
-        const key = `${it.image.width}x${it.image.height}/${it.image.origWidth}x${it.image.origHeight}`;
-        const g = groups.get(key);
-        if (g) g.push(it);
-        else groups.set(key, [it]);
-      }
-      for (const g of groups.values()) {
-        for (let i = 0; i < g.length; i += o.batchSize) {
-          const b = g.slice(i, i + o.batchSize);
-          const im0 = b[0].image;
-          const labels = await segmentItems(net, b, { scales, flip, crf });
-          batches++;
-          await Promise.all(b.map(async (x, k) => {
-            await writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels[k], im0.origWidth, im0.origHeight, palette));
-            if (o.overlay !== undefined && x.original) {
-              const png = await overlayWithLegend(x.original.rgb, labels[k], im0.origHeight, im0.origWidth, net.config.classes, net.config.background);
-              await writeFileAtomic(path.join(o.overlay, `${x.id}.png`), png);
-            }
-          }));
-          written += b.length;
-          bar.tick(b.length);
+      for (const b of sizeBatches(items, o.batchSize)) {
+        const { height: H, width: W } = b[0].image;
+        const probs = await batchProbs(net, b.map((x) => x.image.rgb), H, W, { scales, flip });
+        batches++;
+        for (const [i, x] of b.entries()) {
+          // A copy per image: a worker gets its own buffer, not the whole batch's.
+          const p = probs.slice(i * H * W * K, (i + 1) * H * W * K);
+          if (x.allowed) restrictProbs(p, x.allowed);
+          await post.onSizeLessThan(threads);
+          post.add(() => finish(x, p)).catch((err: unknown) => {
+            failure ??= err;
+          });
         }
       }
     }
+    await post.onIdle();
+    if (failure !== null) throw failure;
   } finally {
+    post.clear();
+    await pool.close();
+    await post.onIdle();
     bar.stop();
     net.dispose();
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { images: written, out: o.out, scales, flip, crf: crf !== null, batches, seconds, imagesPerSecond: written / seconds, skipped: skipped.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0)) };
+  return {
+    images: written, out: o.out, scales, flip, crf: crf !== null, batches, threads, seconds, imagesPerSecond: written / seconds,
+    skipped: skipped.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0)),
+  };
 }

@@ -5,6 +5,7 @@
  * stops at a bad image with an error naming it. --overlay: the photo blended with the class
  * palette of data/palette.ts plus a legend, checked pixel by pixel on a hand-made case. --tags:
  * a hand-made probability map restricted to the tagged classes, and masks that hold only those.
+ * The CRF pool: the same bytes with 1 and 2 threads, and as segmentBatch (the sequential path).
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -15,7 +16,10 @@ import { decodeImage } from '../../data/decode.js';
 import { VOC_PALETTE, classPalette, decodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
-import { saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
+import { loadSegModel, saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
+import { segmentBatch } from '../../stages/segment/infer.js';
+import { crfFromKeys } from '../../ops/crf.js';
+import { defaultParams } from '../../pipeline/params.js';
 import { predictFolder } from '../../stages/segment/predict.js';
 import { PREDICT_EXTS } from '../../stages/segment/predict_files.js';
 import { LEGEND_BACKGROUND, legendEntries, overlayWithLegend } from '../../stages/segment/predict_overlay.js';
@@ -231,5 +235,32 @@ describe('predict --tags', () => {
     const skip = await predictFolder({ ...base(), ids: ['a', 'e'], tags: f, onError: 'skip' });
     expect(skip.images).toBe(1);
     expect(skip.skipped.map((s) => s.reason)).toContainEqual(expect.stringMatching(/no row for image "e"/));
+  });
+});
+
+describe('predict on the CRF pool', () => {
+  it('writes the same mask bytes with 1 and 2 CRF threads, equal to segmentBatch image by image', async () => {
+    const ids = ['a', 'b', 'c', 'd', 'f'];
+    const one = await predictFolder({ ...base(), ids, crf: true, threads: 1 });
+    const two = await predictFolder({ ...base(), ids, crf: true, threads: 2 });
+    expect(one.threads).toBe(1);
+    expect(two.threads).toBe(Math.min(2, os.availableParallelism()));
+    const net = await loadSegModel(model);
+    try {
+      const crf = crfFromKeys(defaultParams().segment.crf);
+      let differs = 0;
+      for (const [id, file] of [['a', 'a.png'], ['b', 'b.JPG'], ['c', 'c.webp'], ['d', 'd.TIF'], ['f', 'f.avif']]) {
+        const bytes = await fs.readFile(path.join(one.out, `${id}.png`));
+        expect(Buffer.compare(bytes, await fs.readFile(path.join(two.out, `${id}.png`)))).toBe(0);
+        const im = await decodeImage(path.join(images, file), 24);
+        const [want] = await segmentBatch(net, [im.rgb], im.height, im.width, [im.origHeight, im.origWidth], { scales: [1], flip: false, crf });
+        expect(Array.from(decodeIndexedPng(bytes, id).data)).toEqual(Array.from(want));
+        const [plain] = await segmentBatch(net, [im.rgb], im.height, im.width, [im.origHeight, im.origWidth], { scales: [1], flip: false });
+        differs += want.some((v, i) => v !== plain[i]) ? 1 : 0;
+      }
+      expect(differs).toBeGreaterThan(0); // control: the CRF changes some masks, so its path was compared
+    } finally {
+      net.dispose();
+    }
   });
 });
