@@ -148,6 +148,31 @@ function sizeBatches(items: Item[], batchSize: number): Item[][] {
   return [...groups.values()].flatMap((g) => Array.from({ length: Math.ceil(g.length / batchSize) }, (_, i) => g.slice(i * batchSize, (i + 1) * batchSize)));
 }
 
+/**
+ * decodeChunk(start): the images todo[start, start + chunk) decoded at the working size (and the
+ * original size for overlays); an undecodable one throws, or with onError 'skip' is listed.
+ */
+function chunkDecoder(todo: { id: string; file: string; allowed?: Uint8Array }[], chunk: number, size: number, o: PredictOptions, skipped: SkippedFile[]) {
+  const decodeOne = async (t: { id: string; file: string; allowed?: Uint8Array }): Promise<Item | null> => {
+    try {
+      // The overlay is drawn at the original size, where the mask is.
+      const original = o.overlay !== undefined ? await decodeImage(t.file, 0) : undefined;
+      return { ...t, image: await decodeImage(t.file, size), original };
+    } catch (err) {
+      if (o.onError !== 'skip') throw err;
+      skipped.push({ file: t.file, reason: err instanceof TagsegError ? err.reason : messageOf(err) });
+      return null;
+    }
+  };
+  return (start: number): Promise<Item[]> => {
+    const p = Promise.all(todo.slice(start, start + chunk).map(decodeOne)).then((xs) => xs.filter((x): x is Item => x !== null));
+    // Decoded ahead: the error (a corrupt image, named) surfaces when the chunk is awaited, not as
+    // an unhandled rejection while the previous chunk is still being segmented.
+    p.catch(() => undefined);
+    return p;
+  };
+}
+
 export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const t0 = performance.now();
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
@@ -173,24 +198,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   await ensureDir(o.out);
   if (o.overlay !== undefined) await ensureDir(o.overlay);
   const chunk = o.batchSize * 4;
-  const decodeOne = async (t: { id: string; file: string; allowed?: Uint8Array }): Promise<Item | null> => {
-    try {
-      // The overlay is drawn at the original size, where the mask is.
-      const original = o.overlay !== undefined ? await decodeImage(t.file, 0) : undefined;
-      return { ...t, image: await decodeImage(t.file, size), original };
-    } catch (err) {
-      if (o.onError !== 'skip') throw err;
-      skipped.push({ file: t.file, reason: err instanceof TagsegError ? err.reason : messageOf(err) });
-      return null;
-    }
-  };
-  const decodeChunk = (start: number): Promise<Item[]> => {
-    const p = Promise.all(todo.slice(start, start + chunk).map(decodeOne)).then((xs) => xs.filter((x): x is Item => x !== null));
-    // Decoded ahead: the error (a corrupt image, named) surfaces when the chunk is awaited, not as
-    // an unhandled rejection while the previous chunk is still being segmented.
-    p.catch(() => undefined);
-    return p;
-  };
+  const decodeChunk = chunkDecoder(todo, chunk, size, o, skipped);
   const pool = crfPool(crf ? (o.threads ?? availableParallelism()) : 1);
   const threads = pool.size;
   const post = new PQueue({ concurrency: threads });
