@@ -202,15 +202,19 @@ program
   .command('predict')
   .description('segment a folder of images with a trained model: one palette PNG mask per image (VOC colours, the dataset\'s class indices, original image size)')
   .requiredOption('--model <dir>', 'model folder written by the segment stage (models/segment: config.json + weights/)')
-  .requiredOption('--images <dir>', 'folder of .jpg/.jpeg/.png images')
+  .requiredOption('--images <dir>', 'folder of images, any format sharp reads (.jpg .jpeg .png .webp .tif .tiff .gif .avif ..., any case); its top level only: subfolders are not read, they are listed as skipped')
   .option('--ids <file>', 'only the ids listed in this file (one per line, e.g. ImageSets/Segmentation/test.txt)')
+  .addOption(new Option('--on-error <mode>', 'a missing, ambiguous (a.jpg + a.png) or undecodable image: fail (stop, naming it) or skip (list it with the reason and go on)').choices(['fail', 'skip']).default('fail'))
   .requiredOption('--out <dir>', 'output folder for <id>.png')
+  .option('--tags <file>', "the importer's image_id,tags CSV: each image's prediction restricted to its tagged classes (+ background); an image without a row is an error (or skipped with --on-error skip)")
+  .option('--overlay <dir>', 'also write <dir>/<id>.png: the photo with the predicted classes blended in the class palette, and a legend (another folder than --out)')
   .option('--scales <list>', "inference scales, e.g. 0.75,1,1.25 (default: the model's segment.scales)", scaleList)
   .option('--no-flip', 'do not add the mirrored image at each scale')
   .option('--flip', "add the mirrored image at each scale (default: the model's segment.flip)")
   .option('--no-crf', "skip the dense CRF on the probabilities (default: the model's segment.crf)")
   .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
+  .option('--threads <n>', 'CRF worker threads, each image\'s CRF on one while the next images are decoded and run through the network (default: every core; 1 = the main thread)', int('--threads'))
   .option('--json', 'print a JSON summary')
   .addHelpText(
     'after',
@@ -220,17 +224,19 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
     const crfSet = cmd.getOptionValueSource('crf') === 'cli';
     const r = await predictFolder({
-      model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
-      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
-      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
+      model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out), overlay: o.overlay ? path.resolve(o.overlay) : undefined,
+      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
+      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize, threads: o.threads,
+      onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
     });
-    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
+    const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
+    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s (${r.threads} CRF thread${r.threads === 1 ? '' : 's'}); ${r.skipped.length} skipped${skippedLines}`);
   });
 
 program

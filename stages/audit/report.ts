@@ -16,9 +16,9 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
+import { classPalette, paletteColour, paletteHex } from '../../data/palette.js';
 import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import type { ImageRow } from './image.js';
-import { classColour } from './overlay.js';
 import type { AuditSummary } from './summary.js';
 
 const TEMPLATE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'report');
@@ -65,17 +65,19 @@ export interface ReportData {
 
 const IMAGE_FIELDS = ['id', 'split', 'rank', 'suspicion', 'ignore', 'confidence', 'agreement', 'gt_miou', 'gt_coverage', 'tags', 'classes', 'reasons', 'flags', 'file', 'gt'] as const;
 
-const hex = (c: [number, number, number]) => `#${c.map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+const luminance = (c: [number, number, number]) => 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
 const r4 = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
 
 /** The object data.js assigns to window.AUDIT. */
 export function reportPayload(d: ReportData): Record<string, unknown> {
   const anyGt = d.images.some((i) => i.hasGt);
+  const palette = classPalette(d.background);
   return {
     title: d.title,
     imageDir: IMAGE_DIR,
     stages: REPORT_STAGES.filter((s) => s.key !== 'gt' || anyGt),
-    classes: d.classes.map((name, c) => ({ name, colour: c === d.background ? '#dddddd' : hex(classColour(c)) })),
+    // ink: black or white text, whichever reads on the class colour (VOC has dark navy, black).
+    classes: d.classes.map((name, c) => ({ name, colour: paletteHex(palette, c), ink: luminance(paletteColour(palette, c)) < 110 ? '#fff' : '#000' })),
     background: d.background,
     splits: [...new Set(d.images.map((i) => i.row.split))].sort(),
     imageFields: IMAGE_FIELDS,

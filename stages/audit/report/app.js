@@ -24,7 +24,7 @@
   function num(v, d) { return v === null || v === undefined ? '&ndash;' : v.toFixed(d === undefined ? 3 : d); }
   function chip(c, absent) {
     var k = A.classes[c];
-    return '<span class="chip' + (absent ? ' absent' : '') + '" style="background:' + k.colour + '" data-class="' + esc(k.name) + '"' +
+    return '<span class="chip' + (absent ? ' absent' : '') + '" style="background:' + k.colour + ';color:' + k.ink + '" data-class="' + esc(k.name) + '"' +
       (absent ? ' title="tagged, but not in the pseudo-mask"' : '') + '>' + esc(k.name) + '</span>';
   }
   function thumbSrc(r, stage) { return A.imageDir + '/' + stage + '/' + r.file + '.jpg'; }
