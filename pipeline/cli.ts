@@ -270,6 +270,62 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
     print(Boolean(o.json), r, () => formatAudit(r));
   });
 
+const review = program
+  .command('review')
+  .description('record review decisions (accept / reject / relabel, per image or per class) in review/decisions.csv')
+  .addHelpText(
+    'after',
+    `
+review/decisions.csv (id,decision,class,note; plain RFC 4180 CSV) is a dep of the segment stage: rejected
+images leave its training, a class rejected on one image is ignored there, and hand-fixed masks in
+dataset.corrections replace pseudo-masks. The audit report downloads its marks as a decisions.csv:
+merge it with \`tagseg review import <file>\`.`,
+  );
+
+review
+  .command('set')
+  .description('record a decision for an image (or one class of it); replaces an earlier one')
+  .argument('<id>', 'image id (as in reports/audit/images.csv)')
+  .argument('<decision>', 'accept | reject | relabel')
+  .option('--class <name>', 'the decision is about this class of the image only')
+  .option('--note <text>', 'free text')
+  .action(async (id: string, decision: string, o: { class?: string; note?: string }) => {
+    const { reviewSet } = await import('../stages/audit/review.js');
+    const rows = await reviewSet(rootOf(), { id, decision, class: o.class, note: o.note });
+    process.stdout.write(`${id}${o.class ? ` (${o.class})` : ''}: ${decision.toLowerCase()}; ${rows.length} decisions in review/decisions.csv\n`);
+  });
+
+review
+  .command('unset')
+  .description('remove the decision of an image (or of one class of it)')
+  .argument('<id>', 'image id')
+  .option('--class <name>', 'the per-class decision to remove')
+  .action(async (id: string, o: { class?: string }) => {
+    const { reviewUnset } = await import('../stages/audit/review.js');
+    const removed = await reviewUnset(rootOf(), id, o.class ?? '');
+    process.stdout.write(removed ? `removed the decision of ${id}${o.class ? ` (${o.class})` : ''}\n` : `${id} had no such decision\n`);
+  });
+
+review
+  .command('list')
+  .description('print the decisions')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { reviewList, formatReviewList } = await import('../stages/audit/review.js');
+    const rows = await reviewList(rootOf());
+    print(Boolean(o.json), rows, () => formatReviewList(rows));
+  });
+
+review
+  .command('import')
+  .description("merge a decisions CSV (the audit report's download) into review/decisions.csv; its rows win")
+  .argument('<file>', 'a CSV with id,decision[,class,note]')
+  .action(async (file: string) => {
+    const { reviewImport } = await import('../stages/audit/review.js');
+    const r = await reviewImport(rootOf(), path.resolve(file));
+    process.stdout.write(`imported ${r.imported} decisions; review/decisions.csv has ${r.total}\n`);
+  });
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
