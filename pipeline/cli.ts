@@ -3,7 +3,7 @@
  * the functions and DVC calls these commands; both run the same code.
  */
 import * as path from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, InvalidArgumentError, Option } from 'commander';
 import { TagsegError, messageOf } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
@@ -324,6 +324,36 @@ review
     const { reviewImport } = await import('../stages/audit/review.js');
     const r = await reviewImport(rootOf(), path.resolve(file));
     process.stdout.write(`imported ${r.imported} decisions; review/decisions.csv has ${r.total}\n`);
+  });
+
+program
+  .command('export')
+  .description('export a selection of images + pseudo-masks: a relabel list (CSV), a FiftyOne ImageSegmentationDirectory, or a CVAT "Segmentation mask 1.1" zip')
+  .addArgument(new Argument('<format>', 'relabel | fiftyone | cvat').choices(['relabel', 'fiftyone', 'cvat']))
+  .requiredOption('--out <path>', 'relabel: a .csv file; fiftyone: a folder (replaced); cvat: a .zip file')
+  .option('--decision <list>', 'only images with one of these decisions (comma-separated: accept,reject,relabel), per image or per class')
+  .option('--split <name>', 'only images of this split')
+  .option('--class <name>', "rank by this class's suspicion (cache/audit.arrow) instead of the image's")
+  .option('--min-suspicion <x>', 'only images at least this suspicious', parseFloat)
+  .option('--top <k>', 'the k most suspicious images of the selection', int('--top'))
+  .option('--json', 'print a JSON summary')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  tagseg export relabel --out review/relabel.csv --decision relabel,reject
+  tagseg export cvat --out review/cvat.zip --top 50          # the 50 most suspicious images, for CVAT
+  tagseg export fiftyone --out review/fiftyone --class dog --top 20`,
+  )
+  .action(async (format: 'relabel' | 'fiftyone' | 'cvat', o: { out: string; decision?: string; split?: string; class?: string; minSuspicion?: number; top?: number; json?: boolean }) => {
+    const ex = await import('../stages/audit/export.js');
+    const project = await ex.loadReviewProject(rootOf());
+    const items = ex.selectItems(project, {
+      decisions: o.decision?.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean), split: o.split, class: o.class, minSuspicion: o.minSuspicion, top: o.top,
+    });
+    const out = path.resolve(rootOf(), o.out);
+    const n = format === 'relabel' ? await ex.exportRelabel(items, out) : format === 'fiftyone' ? await ex.exportFiftyOne(project, items, out) : await ex.exportCvat(project, items, out);
+    print(Boolean(o.json), { format, out, images: n, ids: items.map((it) => it.id) }, () => `exported ${n} of ${project.items.length} images (${format}) to ${out}`);
   });
 
 async function main(): Promise<void> {
