@@ -89,6 +89,33 @@ export function isDecision(v: string): v is Decision {
   return (DECISIONS as readonly string[]).includes(v);
 }
 
+const CORRECTIONS_README = `Hand-fixed masks for the segment stage (params.yaml dataset.corrections).
+
+Put <id>.png here: a palette or 8-bit greyscale PNG at the image's original size whose pixel values
+are class indices (255 = ignore), e.g. a mask from outputs/pseudo_masks/ fixed in an editor, or one
+exported from CVAT / FiftyOne and converted back to indices. It replaces that image's pseudo-mask
+when the segment stage trains (metrics/segment.json: review.corrected).
+`;
+
+/**
+ * A new project's review files: decisions.csv with its header only, and the corrections folder
+ * with a README; both are deps of the segment stage, which DVC needs to exist. Keeps what is there.
+ */
+export async function ensureReviewFiles(root: string, corrections = 'review/corrections'): Promise<void> {
+  const file = path.join(root, DECISIONS_FILE);
+  await ensureDir(path.dirname(file));
+  try {
+    await fs.writeFile(file, formatDecisions([]), { flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  if (!corrections) return;
+  await ensureDir(path.join(root, corrections));
+  await fs.writeFile(path.join(root, corrections, 'README.md'), CORRECTIONS_README, { flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+}
+
 /** Decision rows of a decisions.csv text; for a repeated (id, class) the last row wins. */
 export function parseDecisions(text: string, file: string): DecisionRow[] {
   const records = parseCsv(text, file).filter((r) => !(r.length === 1 && r[0] === ''));

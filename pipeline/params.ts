@@ -26,6 +26,9 @@ const datasetSchema = z.strictObject({
   csv: z.string().min(1),
   splits: z.array(z.string().min(1)),
   train_split: z.string().min(1),
+  // Folder of hand-fixed masks (<id>.png) for the segment stage ('' = none, built-in runner only:
+  // DVC needs the dep to exist). Defaulted so older params.yaml files stay valid.
+  corrections: z.string().default('review/corrections'),
 });
 
 const synthSchema = z.strictObject({
@@ -208,6 +211,7 @@ dataset:
   csv: tags.csv               # csv format only: image_id,tags file, relative to root
   splits: []                  # VOC ImageSets/Segmentation/<split>.txt to import; [] = all but trainval
   train_split: train          # split whose tags train the classifier and whose masks score pseudo-masks
+  corrections: review/corrections # hand-fixed masks <id>.png (VOC PNGs, project-relative) replacing pseudo-masks in segment; empty folder = none
 synth:
   out: datasets/synthetic
   images: 240

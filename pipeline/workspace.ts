@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TagsegError } from './errors.js';
 import { ensureDir, exists, writeFileAtomic } from './fsutil.js';
-import { writeOverrides } from './params.js';
+import { loadParams, writeOverrides } from './params.js';
 
 /** The repository this code runs from. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -29,5 +29,8 @@ export async function createWorkspace(dir: string, overrides: string[] = []): Pr
   await writeFileAtomic(path.join(target, 'dvc.yaml'), await fs.readFile(path.join(REPO_ROOT, 'dvc.yaml')));
   await writeFileAtomic(path.join(target, 'params.yaml'), await fs.readFile(path.join(REPO_ROOT, 'params.yaml')));
   if (overrides.length) await writeOverrides(path.join(target, 'params.yaml'), overrides);
+  // review/decisions.csv and the corrections folder: segment deps, so they must exist.
+  const { ensureReviewFiles } = await import('../data/review.js');
+  await ensureReviewFiles(target, (await loadParams(path.join(target, 'params.yaml'))).dataset.corrections);
   return target;
 }
