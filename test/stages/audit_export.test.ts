@@ -56,6 +56,9 @@ describe('selection', () => {
     expect(selectItems(p, { top: 2 }).map((i) => i.id)).toEqual(['bad', 'good-3']);
     expect(selectItems(p, { split: 'val' }).map((i) => i.id)).toEqual(['good-3']);
     expect(selectItems(p, { minSuspicion: p.items[0].suspicion }).map((i) => i.id)).toEqual(['bad']);
+    // a class: ranked by that class's suspicion (cache/audit.arrow), images without it left out
+    expect(selectItems(p, { class: 'dog' }).map((i) => i.id)).toEqual(['bad', 'good-2']);
+    expect(p.items.find((i) => i.id === 'bad')!.classSuspicion.get('dog')!).toBeGreaterThan(p.items.find((i) => i.id === 'good-2')!.classSuspicion.get('dog')!);
     expect(() => selectItems(p, { decisions: ['maybe'] })).toThrow(/not one of accept, reject, relabel/);
     expect(() => selectItems(p, { class: 'horse' })).toThrow(/--class 'horse' is not a class/);
   });
