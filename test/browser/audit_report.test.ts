@@ -18,7 +18,7 @@ import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { runAudit } from '../../stages/audit/index.js';
 import { writeAuditFixture } from '../stages/audit_fixtures.js';
-import { type ReportPage, enlargeData, fixtureScenario, largeScenario } from './audit_scenario.js';
+import { type ReportPage, detailScenario, enlargeData, fixtureScenario, largeScenario } from './audit_scenario.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -30,6 +30,9 @@ interface PwPage {
   selectOption(selector: string, value: { label: string }): Promise<string[]>;
   on(event: 'pageerror', fn: (err: Error) => void): void;
   waitForFunction(expression: string): Promise<unknown>;
+  reload(): Promise<unknown>;
+  keyboard: { press(key: string): Promise<void> };
+  waitForEvent(event: 'download'): Promise<{ path(): Promise<string | null> }>;
   close(): Promise<void>;
 }
 interface PwBrowser { newPage(): Promise<PwPage>; close(): Promise<void> }
@@ -79,6 +82,17 @@ describe.skipIf(typeof pw === 'string')('audit report in Chromium', () => {
         await page.selectOption(selector, { label });
       },
       errors: () => errors,
+      press: (key) => page.keyboard.press(key),
+      async reload() {
+        await page.reload();
+        await page.waitForFunction('window.auditReady === true');
+      },
+      async download(selector) {
+        const [dl] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
+        const file = await dl.path();
+        if (!file) throw new Error('the download failed');
+        return fs.readFile(file, 'utf8');
+      },
       close: () => page.close(),
     };
   }
@@ -87,6 +101,15 @@ describe.skipIf(typeof pw === 'string')('audit report in Chromium', () => {
     const page = await open();
     try {
       await fixtureScenario(page, pathToFileURL(path.join(root, 'reports/audit/index.html')).href);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('detail view: every stage side by side, keyboard navigation and marking, state in the URL, decisions.csv download', async () => {
+    const page = await open();
+    try {
+      await detailScenario(page, pathToFileURL(path.join(root, 'reports/audit/index.html')).href);
     } finally {
       await page.close();
     }
