@@ -8,9 +8,11 @@
  *   (`# label:color_rgb:parts:actions`, lines `name:r,g,b::`), ImageSets/Segmentation/default.txt
  *   (names without extension), SegmentationClass/<name>.png whose colours are the labelmap's.
  */
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { decode as decodePng } from 'fast-png';
 import { unzipSync, strFromU8 } from 'fflate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -146,4 +148,20 @@ describe('CVAT Segmentation mask 1.1', () => {
     const it = { ...p.items[0], pseudoMaskPath: path.join(root, 'outputs/pseudo_masks/missing.png') };
     await expect(cvatFiles(p, [it])).rejects.toThrow(/missing\.png: pseudo-mask not found/);
   });
+});
+
+describe('the CLI (tagseg review / tagseg export)', () => {
+  const cli = (...args: string[]) => promisify(execFile)(process.execPath, [path.resolve('bin/tagseg.js'), '--root', root, ...args]);
+
+  it('records a decision, lists it, and exports the selection it makes', async () => {
+    await cli('review', 'set', 'good-3', 'relabel', '--class', 'cat', '--note', 'ear, "left"');
+    const list = JSON.parse((await cli('review', 'list', '--json')).stdout) as { id: string; decision: string; class: string; note: string }[];
+    expect(list.find((r) => r.id === 'good-3')).toEqual({ id: 'good-3', decision: 'relabel', class: 'cat', note: 'ear, "left"' });
+    const r = JSON.parse((await cli('export', 'cvat', '--out', 'export/cli.zip', '--decision', 'relabel', '--json')).stdout) as { images: number; ids: string[] };
+    expect(r).toMatchObject({ images: 2, ids: ['bad', 'good-3'] });
+    const zip = unzipSync(new Uint8Array(await fs.readFile(path.join(root, 'export/cli.zip'))));
+    expect(strFromU8(zip['ImageSets/Segmentation/default.txt'])).toBe('bad\ngood-3\n');
+    await expect(cli('export', 'cvat', '--out', 'x.zip', '--decision', 'maybe')).rejects.toThrow(/--decision 'maybe' is not one of/);
+    await expect(cli('review', 'set', 'ghost', 'accept')).rejects.toThrow(/image 'ghost' is not in the dataset/);
+  }, 60_000);
 });
