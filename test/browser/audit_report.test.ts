@@ -33,6 +33,7 @@ interface PwPage {
   reload(): Promise<unknown>;
   keyboard: { press(key: string): Promise<void> };
   waitForEvent(event: 'download'): Promise<{ path(): Promise<string | null> }>;
+  setInputFiles(selector: string, files: { name: string; mimeType: string; buffer: Buffer }): Promise<void>;
   close(): Promise<void>;
 }
 interface PwBrowser { newPage(): Promise<PwPage>; close(): Promise<void> }
@@ -92,6 +93,13 @@ describe.skipIf(typeof pw === 'string')('audit report in Chromium', () => {
         const file = await dl.path();
         if (!file) throw new Error('the download failed');
         return fs.readFile(file, 'utf8');
+      },
+      async upload(selector, name, text) {
+        const loads = `Number(document.getElementById('decision-count').getAttribute('data-loads') || 0)`;
+        const before = await page.evaluate<number>(loads);
+        await page.setInputFiles(selector, { name, mimeType: 'text/csv', buffer: Buffer.from(text) });
+        // FileReader is asynchronous: wait until the page has taken the file in
+        await page.waitForFunction(`${loads} > ${before}`);
       },
       close: () => page.close(),
     };

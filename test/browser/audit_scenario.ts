@@ -22,6 +22,8 @@ export interface ReportPage {
   reload(): Promise<void>;
   /** Clicks `selector`, waits for the download it starts, returns the downloaded file's text. */
   download(selector: string): Promise<string>;
+  /** Gives the file input `selector` a file with this name and text. */
+  upload(selector: string, name: string, text: string): Promise<void>;
 }
 
 interface ShownRow { id: string; rank: number; suspicion: number; split: string; tags: string[]; src: string; stage: string; loaded: boolean; href: string }
@@ -247,5 +249,10 @@ export async function detailScenario(page: ReportPage, url: string): Promise<voi
   expect(csv).toBe('id,decision,class,note\nbad,reject,,\nbad,relabel,dog,\ngood-3,accept,,\n');
   expect(parseDecisions(csv, 'decisions.csv').map((r) => [r.id, r.decision, r.class])).toEqual([['bad', 'reject', ''], ['bad', 'relabel', 'dog'], ['good-3', 'accept', '']]);
   expect(await page.evaluate<string>(`document.getElementById('decision-count').textContent`)).toBe('3 decisions marked');
+
+  // load a decisions.csv (e.g. the project's review/decisions.csv) to continue from it: its rows win
+  await page.upload('#load-decisions', 'decisions.csv', 'id,decision,class,note\r\ngood-1,reject,,"blurry, ""dark"""\r\nbad,accept,,\r\n');
+  expect(await page.evaluate<string>(`document.getElementById('decision-count').textContent`)).toBe('4 decisions marked');
+  expect(await page.download('#download-decisions')).toBe('id,decision,class,note\nbad,accept,,\nbad,relabel,dog,\ngood-1,reject,,"blurry, ""dark"""\ngood-3,accept,,\n');
   expect(page.errors()).toEqual([]);
 }

@@ -194,6 +194,8 @@
       decisions[dkey(r[col.id], c)] = { id: r[col.id], decision: d, 'class': c, note: col.note >= 0 ? (r[col.note] || '') : '' };
     });
     persist();
+    var dc = $('decision-count');
+    dc.setAttribute('data-loads', String(Number(dc.getAttribute('data-loads') || 0) + 1)); // a loaded file is done (tests wait on it)
     render();
   }
   function updateDecisionCount() {
