@@ -283,6 +283,17 @@ merge it with \`tagseg review import <file>\`.`,
   );
 
 review
+  .command('init')
+  .description("create review/decisions.csv (header only) and the dataset.corrections folder where missing: segment deps (projects made before them)")
+  .action(async () => {
+    const { ensureReviewFiles } = await import('../data/review.js');
+    const { loadParams } = await import('./params.js');
+    const p = await loadParams(path.join(rootOf(), 'params.yaml'));
+    await ensureReviewFiles(rootOf(), p.dataset.corrections);
+    process.stdout.write(`review files ready: review/decisions.csv${p.dataset.corrections ? `, ${p.dataset.corrections}/` : ''}\n`);
+  });
+
+review
   .command('set')
   .description('record a decision for an image (or one class of it); replaces an earlier one')
   .argument('<id>', 'image id (as in reports/audit/images.csv)')

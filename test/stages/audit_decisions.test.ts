@@ -119,3 +119,16 @@ describe('tagseg review (stages/audit/review.ts)', () => {
     expect(formatReviewList(await reviewList(root))).toMatch(/2 decisions: 1 accept, 1 reject/);
   });
 });
+
+describe('ensureReviewFiles', () => {
+  it('creates decisions.csv (header only) and the corrections folder, and never overwrites them', async () => {
+    const { ensureReviewFiles } = await import('../../data/review.js');
+    const root = path.join(dir, 'fresh');
+    await ensureReviewFiles(root, 'review/corrections');
+    expect(await fs.readFile(path.join(root, 'review/decisions.csv'), 'utf8')).toBe('id,decision,class,note\n');
+    expect(await fs.readdir(path.join(root, 'review/corrections'))).toEqual(['README.md']);
+    await writeDecisions(path.join(root, 'review/decisions.csv'), ROWS);
+    await ensureReviewFiles(root, 'review/corrections');
+    expect(await readDecisions(path.join(root, 'review/decisions.csv'))).toHaveLength(3);
+  });
+});
