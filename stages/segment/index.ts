@@ -19,6 +19,7 @@
  *    walk -> RCA -> pseudo-masks, scored by refine on the train split) + pseudo-masks and the
  *    segmentation network on the validation carve, in one table.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
@@ -251,7 +252,9 @@ async function reviewPlan(o: RunSegmentOptions, trainIds: string[], classes: str
   const plan = planReview(trainIds, decisions, new Set(corrections.keys()), classes, file);
   if (plan.counts.unused_corrections) log.warn(`segment: ${plan.counts.unused_corrections} corrected masks are not of training images (validation carve or other splits) and are not used`);
   const used = [...plan.corrected].sort();
-  const hash = [(await exists(file)) ? await hashFile(file) : 'none', ...(await Promise.all(used.map(async (id) => `${id}=${await hashFile(corrections.get(id)!)}`)))].join(',');
+  // What changes the training data, not the file: an `accept` or a note keeps a resumable checkpoint.
+  const fixes = await Promise.all(used.map(async (id) => [id, await hashFile(corrections.get(id)!)]));
+  const hash = createHash('sha256').update(JSON.stringify({ train: plan.train, ignore: [...plan.ignoreClasses].sort(), fixes })).digest('hex');
   return { plan, corrections: new Map(used.map((id) => [id, corrections.get(id)!])), decisions: decisions.length, hash };
 }
 
