@@ -33,6 +33,8 @@ interface PwPage {
   reload(): Promise<unknown>;
   keyboard: { press(key: string): Promise<void> };
   waitForEvent(event: 'download'): Promise<{ path(): Promise<string | null> }>;
+  fill(selector: string, value: string): Promise<void>;
+  dispatchEvent(selector: string, type: string): Promise<void>;
   setInputFiles(selector: string, files: { name: string; mimeType: string; buffer: Buffer }): Promise<void>;
   close(): Promise<void>;
 }
@@ -93,6 +95,10 @@ describe.skipIf(typeof pw === 'string')('audit report in Chromium', () => {
         const file = await dl.path();
         if (!file) throw new Error('the download failed');
         return fs.readFile(file, 'utf8');
+      },
+      async fill(selector, text) {
+        await page.fill(selector, text);
+        await page.dispatchEvent(selector, 'change');
       },
       async upload(selector, name, text) {
         const loads = `Number(document.getElementById('decision-count').getAttribute('data-loads') || 0)`;

@@ -22,6 +22,8 @@ export interface ReportPage {
   reload(): Promise<void>;
   /** Clicks `selector`, waits for the download it starts, returns the downloaded file's text. */
   download(selector: string): Promise<string>;
+  /** Types `text` into the input `selector` (replacing its value) and commits it (change event). */
+  fill(selector: string, text: string): Promise<void>;
   /** Gives the file input `selector` a file with this name and text. */
   upload(selector: string, name: string, text: string): Promise<void>;
 }
@@ -211,6 +213,7 @@ export async function detailScenario(page: ReportPage, url: string): Promise<voi
   expect((await detail(page))!.badges).toBe('accept');
   await page.press('ArrowLeft');
   await page.press('r');
+  await page.fill('#detail-note', 'cat, not "dog"');
   await page.click('#detail-classes tr[data-class="dog"] button[data-class-decide="relabel"]');
   expect((await detail(page))!.badges).toBe('reject relabel: dog');
 
@@ -246,8 +249,8 @@ export async function detailScenario(page: ReportPage, url: string): Promise<voi
 
   // export: the downloaded file is review/decisions.csv's format, which the CLI reads back
   const csv = await page.download('#download-decisions');
-  expect(csv).toBe('id,decision,class,note\nbad,reject,,\nbad,relabel,dog,\ngood-3,accept,,\n');
-  expect(parseDecisions(csv, 'decisions.csv').map((r) => [r.id, r.decision, r.class])).toEqual([['bad', 'reject', ''], ['bad', 'relabel', 'dog'], ['good-3', 'accept', '']]);
+  expect(csv).toBe('id,decision,class,note\nbad,reject,,"cat, not ""dog"""\nbad,relabel,dog,\ngood-3,accept,,\n');
+  expect(parseDecisions(csv, 'decisions.csv').map((r) => [r.id, r.decision, r.class, r.note])).toEqual([['bad', 'reject', '', 'cat, not "dog"'], ['bad', 'relabel', 'dog', ''], ['good-3', 'accept', '', '']]);
   expect(await page.evaluate<string>(`document.getElementById('decision-count').textContent`)).toBe('3 decisions marked');
 
   // load a decisions.csv (e.g. the project's review/decisions.csv) to continue from it: its rows win

@@ -263,7 +263,8 @@
       '<button type="button" data-act="next"' + (i < 0 || i >= list.length - 1 ? ' disabled' : '') + '>next (j)</button></div>' +
       '<div class="decide">image: ' + ['accept', 'reject', 'relabel'].map(function (x) {
         return '<button type="button" data-decide="' + x + '"' + (d === x ? ' class="on"' : '') + '>' + (x === 'relabel' ? 'needs relabel (e)' : x + ' (' + x[0] + ')') + '</button>';
-      }).join('') + '<button type="button" data-decide="">clear (u)</button></div>' +
+      }).join('') + '<button type="button" data-decide="">clear (u)</button> <label>note <input id="detail-note" size="40" value="' +
+      esc(d ? decisions[dkey(r.id, '')].note : '') + '"' + (d ? '' : ' disabled title="decide first"') + '></label></div>' +
       '<div class="detail-main"><figure><img id="detail-main" data-panel="' + esc(main.key) + '" src="' + esc(main.src) + '" alt="' + esc(r.id + ' ' + main.label) + '"><figcaption>' + esc(main.label) + ' (v / V: next / previous view)</figcaption></figure>' +
       '<div><div id="detail-legend">' + shown.map(function (c) { return chip(c, r.tags.indexOf(c) >= 0 && r.classes.indexOf(c) < 0); }).join('') +
       '<span class="chip" style="background:#777;color:#fff">ignore (hatched grey)</span></div>' +
@@ -314,6 +315,11 @@
         v: function () { cyclePanel(1); }, V: function () { cyclePanel(-1); }, Escape: closeDetail,
       };
       if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+    });
+    $('detail').addEventListener('change', function (e) {
+      if (e.target.id !== 'detail-note') return;
+      var d = decisions[dkey(state.view, '')];
+      if (d) { d.note = e.target.value; persist(); }
     });
     $('download-decisions').addEventListener('click', downloadDecisions);
     $('load-decisions').addEventListener('change', function (e) {
