@@ -17,6 +17,7 @@
  */
 import * as fs from 'node:fs/promises';
 import { TagsegError } from '../pipeline/errors.js';
+import { parseCsv } from './manifest.js';
 import { ensureDir, writeFileAtomic } from '../pipeline/fsutil.js';
 import * as path from 'node:path';
 
@@ -31,45 +32,6 @@ export interface DecisionRow {
   /** Class name, or '' for the whole image. */
   class: string;
   note: string;
-}
-
-/** Parse RFC 4180 CSV text into records of fields (CRLF or LF line ends; a final newline is optional). */
-export function parseCsv(text: string, file: string): string[][] {
-  const records: string[][] = [];
-  let field = '';
-  let record: string[] = [];
-  let quoted = false;
-  let line = 1;
-  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; // a BOM (spreadsheet exports)
-  const endField = () => { record.push(field); field = ''; };
-  const endRecord = () => { endField(); records.push(record); record = []; };
-  for (; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
-      else if (ch === '"') {
-        quoted = false;
-        const next = text[i + 1];
-        if (next !== undefined && next !== ',' && next !== '\n' && next !== '\r') {
-          throw new TagsegError(`line ${line}: text after a closing quote`, { file, hint: 'quote the whole field and double the quotes inside it ("say ""hi""")' });
-        }
-      } else {
-        if (ch === '\n') line++;
-        field += ch;
-      }
-    } else if (ch === '"') {
-      if (field !== '') throw new TagsegError(`line ${line}: a quote inside an unquoted field`, { file, hint: 'quote the whole field and double the quotes inside it' });
-      quoted = true;
-    } else if (ch === ',') endField();
-    else if (ch === '\n' || ch === '\r') {
-      if (ch === '\r' && text[i + 1] === '\n') i++;
-      endRecord();
-      line++;
-    } else field += ch;
-  }
-  if (quoted) throw new TagsegError(`line ${line}: a quoted field is not closed`, { file });
-  if (field !== '' || record.length) endRecord();
-  return records;
 }
 
 /** One CSV field, quoted only when it must be (RFC 4180). */
@@ -116,26 +78,26 @@ export async function ensureReviewFiles(root: string, corrections = 'review/corr
   });
 }
 
-/** Decision rows of a decisions.csv text; for a repeated (id, class) the last row wins. */
+/** Decision rows of a decisions.csv text (RFC 4180: data/manifest.ts parseCsv); for a repeated (id, class) the last row wins. */
 export function parseDecisions(text: string, file: string): DecisionRow[] {
-  const records = parseCsv(text, file).filter((r) => !(r.length === 1 && r[0] === ''));
+  const records = parseCsv(text, file);
   if (records.length === 0) return [];
-  const header = records[0].map((h) => h.trim());
+  const header = records[0].cells.map((h) => h.trim());
   const col = Object.fromEntries(DECISION_COLUMNS.map((c) => [c, header.indexOf(c)])) as Record<(typeof DECISION_COLUMNS)[number], number>;
   if (col.id < 0 || col.decision < 0) {
     throw new TagsegError(`the header is '${header.join(',')}', it needs at least id and decision`, { file, hint: `first line: ${DECISION_COLUMNS.join(',')}` });
   }
   const out = new Map<string, DecisionRow>();
-  records.slice(1).forEach((r, i) => {
-    const get = (c: number) => (c >= 0 ? (r[c] ?? '') : '');
+  for (const { line, cells } of records.slice(1)) {
+    const get = (c: number) => (c >= 0 ? (cells[c] ?? '') : '');
     const id = get(col.id).trim();
     const decision = get(col.decision).trim().toLowerCase();
-    if (id === '') throw new TagsegError(`row ${i + 2}: empty id`, { file });
-    if (!isDecision(decision)) throw new TagsegError(`row ${i + 2}: decision '${decision}' is not one of ${DECISIONS.join(', ')}`, { file });
+    if (id === '') throw new TagsegError(`line ${line}: empty id`, { file });
+    if (!isDecision(decision)) throw new TagsegError(`line ${line}: decision '${decision}' is not one of ${DECISIONS.join(', ')}`, { file });
     const row: DecisionRow = { id, decision, class: get(col.class).trim(), note: get(col.note) };
     out.delete(key(row));
     out.set(key(row), row);
-  });
+  }
   return [...out.values()];
 }
 

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  type DecisionRow, formatDecisions, mergeDecisions, parseCsv, parseDecisions, readDecisions, removeDecision, reviewByImage, writeDecisions,
+  type DecisionRow, formatDecisions, mergeDecisions, parseDecisions, readDecisions, removeDecision, reviewByImage, writeDecisions,
 } from '../../data/review.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { findPython } from '../helpers/python.js';
@@ -27,17 +27,18 @@ let dir: string;
 beforeAll(async () => { dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-decisions-')); });
 afterAll(async () => { await fs.rm(dir, { recursive: true, force: true }); });
 
-describe('RFC 4180 CSV', () => {
+describe('RFC 4180 in decisions.csv (the shared parser of data/manifest.ts)', () => {
   it('reads quoted fields with commas, doubled quotes, line breaks, CRLF and a BOM', () => {
-    const text = '\ufeffa,b\r\n"x, y","say ""hi""\nthere"\r\nlast,\n';
-    expect(parseCsv(text, 'f.csv')).toEqual([['a', 'b'], ['x, y', 'say "hi"\nthere'], ['last', '']]);
-    expect(parseCsv('a,b\n1,2', 'f.csv')).toEqual([['a', 'b'], ['1', '2']]); // no final newline
+    const text = '\ufeffid,decision,class,note\r\n"x, y",accept,,"say ""hi""\nthere"\r\nlast,reject,,\n';
+    expect(parseDecisions(text, 'f.csv')).toEqual([
+      { id: 'x, y', decision: 'accept', class: '', note: 'say "hi"\nthere' }, { id: 'last', decision: 'reject', class: '', note: '' },
+    ]);
   });
 
   it('rejects broken quoting, naming the file and line', () => {
-    for (const [text, reason] of [['a\n"open', /line 2: a quoted field is not closed/], ['a\nx"y"', /line 2: a quote inside an unquoted field/], ['a\n"x"y', /line 2: text after a closing quote/]] as const) {
+    for (const [text, reason] of [['id,decision\n"open', /line 2: unterminated quoted field/], ['id,decision\nx"y",accept', /line 2: stray quote/], ['id,decision\n"x"y,accept', /line 2: unexpected text after a quoted field/]] as const) {
       let err: unknown;
-      try { parseCsv(text, '/p/review/decisions.csv'); } catch (e) { err = e; }
+      try { parseDecisions(text, '/p/review/decisions.csv'); } catch (e) { err = e; }
       expect(err).toBeInstanceOf(TagsegError);
       expect((err as TagsegError).file).toBe('/p/review/decisions.csv');
       expect((err as TagsegError).reason).toMatch(reason);
@@ -72,9 +73,9 @@ describe('decisions.csv', () => {
   it('reads files with columns in another order or without class/note; rejects unknown decisions and a bad header', () => {
     expect(parseDecisions('decision,id\naccept,q\n', 'd.csv')).toEqual([{ id: 'q', decision: 'accept', class: '', note: '' }]);
     expect(parseDecisions('', 'd.csv')).toEqual([]);
-    expect(() => parseDecisions('id,decision\nq,maybe\n', 'd.csv')).toThrow(/row 2: decision 'maybe' is not one of accept, reject, relabel/);
+    expect(() => parseDecisions('id,decision\nq,maybe\n', 'd.csv')).toThrow(/line 2: decision 'maybe' is not one of accept, reject, relabel/);
     expect(() => parseDecisions('image,verdict\nq,accept\n', 'd.csv')).toThrow(/needs at least id and decision/);
-    expect(() => parseDecisions('id,decision\n,accept\n', 'd.csv')).toThrow(/row 2: empty id/);
+    expect(() => parseDecisions('id,decision\n,accept\n', 'd.csv')).toThrow(/line 2: empty id/);
   });
 
   it('a missing file is no decisions; write + read round-trips', async () => {

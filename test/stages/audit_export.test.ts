@@ -17,7 +17,8 @@ import { decode as decodePng } from 'fast-png';
 import { unzipSync, strFromU8 } from 'fflate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { classPalette, decodeIndexedPng } from '../../data/palette.js';
-import { parseCsv, writeDecisions } from '../../data/review.js';
+import { parseCsv } from '../../data/manifest.js';
+import { writeDecisions } from '../../data/review.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../pipeline/params.js';
@@ -71,7 +72,7 @@ describe('relabel list', () => {
     const p = await loadReviewProject(root);
     const out = path.join(root, 'review/relabel.csv');
     expect(await exportRelabel(selectItems(p, { decisions: ['relabel', 'reject'] }), out)).toBe(2);
-    const rows = parseCsv(await fs.readFile(out, 'utf8'), out);
+    const rows = parseCsv(await fs.readFile(out, 'utf8'), out).map((r) => r.cells);
     expect(rows[0]).toEqual(['id', 'image_path', 'pseudo_mask_path', 'suspicion', 'reasons', 'decision']);
     expect(rows.slice(1).map((r) => [r[0], r[4], r[5]])).toEqual([['bad', 'empty_tags|low_confidence|disagreement', 'relabel'], ['good-2', expect.any(String), 'reject:dog']]);
     for (const r of rows.slice(1)) {
