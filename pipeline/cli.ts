@@ -3,7 +3,7 @@
  * the functions and DVC calls these commands; both run the same code.
  */
 import * as path from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, InvalidArgumentError, Option } from 'commander';
 import { TagsegError, messageOf } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
@@ -279,6 +279,103 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
     // json: true keeps the stage from printing its own summary; this command prints it.
     const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;
     print(Boolean(o.json), r, () => formatAudit(r));
+  });
+
+const review = program
+  .command('review')
+  .description('record review decisions (accept / reject / relabel, per image or per class) in review/decisions.csv')
+  .addHelpText(
+    'after',
+    `
+review/decisions.csv (id,decision,class,note; plain RFC 4180 CSV) is a dep of the segment stage: rejected
+images leave its training, a class rejected on one image is ignored there, and hand-fixed masks in
+dataset.corrections replace pseudo-masks. The audit report downloads its marks as a decisions.csv:
+merge it with \`tagseg review import <file>\`.`,
+  );
+
+review
+  .command('init')
+  .description("create review/decisions.csv (header only) and the dataset.corrections folder where missing: segment deps (projects made before them)")
+  .action(async () => {
+    const { ensureReviewFiles } = await import('../data/review.js');
+    const { loadParams } = await import('./params.js');
+    const p = await loadParams(path.join(rootOf(), 'params.yaml'));
+    await ensureReviewFiles(rootOf(), p.dataset.corrections);
+    process.stdout.write(`review files ready: review/decisions.csv${p.dataset.corrections ? `, ${p.dataset.corrections}/` : ''}\n`);
+  });
+
+review
+  .command('set')
+  .description('record a decision for an image (or one class of it); replaces an earlier one')
+  .argument('<id>', 'image id (as in reports/audit/images.csv)')
+  .argument('<decision>', 'accept | reject | relabel')
+  .option('--class <name>', 'the decision is about this class of the image only')
+  .option('--note <text>', 'free text')
+  .action(async (id: string, decision: string, o: { class?: string; note?: string }) => {
+    const { reviewSet } = await import('../stages/audit/review.js');
+    const rows = await reviewSet(rootOf(), { id, decision, class: o.class, note: o.note });
+    process.stdout.write(`${id}${o.class ? ` (${o.class})` : ''}: ${decision.toLowerCase()}; ${rows.length} decisions in review/decisions.csv\n`);
+  });
+
+review
+  .command('unset')
+  .description('remove the decision of an image (or of one class of it)')
+  .argument('<id>', 'image id')
+  .option('--class <name>', 'the per-class decision to remove')
+  .action(async (id: string, o: { class?: string }) => {
+    const { reviewUnset } = await import('../stages/audit/review.js');
+    const removed = await reviewUnset(rootOf(), id, o.class ?? '');
+    process.stdout.write(removed ? `removed the decision of ${id}${o.class ? ` (${o.class})` : ''}\n` : `${id} had no such decision\n`);
+  });
+
+review
+  .command('list')
+  .description('print the decisions')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { reviewList, formatReviewList } = await import('../stages/audit/review.js');
+    const rows = await reviewList(rootOf());
+    print(Boolean(o.json), rows, () => formatReviewList(rows));
+  });
+
+review
+  .command('import')
+  .description("merge a decisions CSV (the audit report's download) into review/decisions.csv; its rows win")
+  .argument('<file>', 'a CSV with id,decision[,class,note]')
+  .action(async (file: string) => {
+    const { reviewImport } = await import('../stages/audit/review.js');
+    const r = await reviewImport(rootOf(), path.resolve(file));
+    process.stdout.write(`imported ${r.imported} decisions; review/decisions.csv has ${r.total}\n`);
+  });
+
+program
+  .command('export')
+  .description('export a selection of images + pseudo-masks: a relabel list (CSV), a FiftyOne ImageSegmentationDirectory, or a CVAT "Segmentation mask 1.1" zip')
+  .addArgument(new Argument('<format>', 'relabel | fiftyone | cvat').choices(['relabel', 'fiftyone', 'cvat']))
+  .requiredOption('--out <path>', 'relabel: a .csv file; fiftyone: a folder (replaced); cvat: a .zip file')
+  .option('--decision <list>', 'only images with one of these decisions (comma-separated: accept,reject,relabel), per image or per class')
+  .option('--split <name>', 'only images of this split')
+  .option('--class <name>', "rank by this class's suspicion (cache/audit.arrow) instead of the image's")
+  .option('--min-suspicion <x>', 'only images at least this suspicious', parseFloat)
+  .option('--top <k>', 'the k most suspicious images of the selection', int('--top'))
+  .option('--json', 'print a JSON summary')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  tagseg export relabel --out review/relabel.csv --decision relabel,reject
+  tagseg export cvat --out review/cvat.zip --top 50          # the 50 most suspicious images, for CVAT
+  tagseg export fiftyone --out review/fiftyone --class dog --top 20`,
+  )
+  .action(async (format: 'relabel' | 'fiftyone' | 'cvat', o: { out: string; decision?: string; split?: string; class?: string; minSuspicion?: number; top?: number; json?: boolean }) => {
+    const ex = await import('../stages/audit/export.js');
+    const project = await ex.loadReviewProject(rootOf());
+    const items = ex.selectItems(project, {
+      decisions: o.decision?.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean), split: o.split, class: o.class, minSuspicion: o.minSuspicion, top: o.top,
+    });
+    const out = path.resolve(rootOf(), o.out);
+    const n = format === 'relabel' ? await ex.exportRelabel(items, out) : format === 'fiftyone' ? await ex.exportFiftyOne(project, items, out) : await ex.exportCvat(project, items, out);
+    print(Boolean(o.json), { format, out, images: n, ids: items.map((it) => it.id) }, () => `exported ${n} of ${project.items.length} images (${format}) to ${out}`);
   });
 
 async function main(): Promise<void> {

@@ -51,6 +51,34 @@ export function overlayRgb(pixels: Uint8Array, labels: Uint8Array, H: number, W:
   return out;
 }
 
+/** Colour of a heat value in [0, 1]: dark blue -> cyan -> yellow -> red (a perceptually ordered ramp). */
+function heatColour(v: number): [number, number, number] {
+  const stops: [number, number, number][] = [[20, 30, 140], [0, 200, 230], [250, 230, 40], [220, 20, 20]];
+  const x = Math.min(1, Math.max(0, v)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const t = x - i;
+  return [0, 1, 2].map((j) => stops[i][j] + (stops[i + 1][j] - stops[i][j]) * t) as [number, number, number];
+}
+
+/**
+ * RGB [H, W, 3] of one class's CAM `map` [H, W] over the darkened image: the map divided by its
+ * maximum (CAMs are compared within a class, not across), blended in proportion to its value so
+ * cold regions keep the photo visible.
+ */
+export function heatmapRgb(pixels: Uint8Array, map: Float32Array, H: number, W: number): Uint8Array {
+  if (pixels.length !== H * W * 3 || map.length !== H * W) throw new TagsegError(`heatmapRgb: ${pixels.length / 3} pixels and ${map.length} values for ${H} x ${W}`);
+  let max = 0;
+  for (const v of map) if (v > max) max = v;
+  const out = new Uint8Array(H * W * 3);
+  for (let p = 0; p < H * W; p++) {
+    const v = max > 0 ? Math.max(0, map[p]) / max : 0;
+    const c = heatColour(v);
+    const a = 0.25 + 0.5 * v;
+    for (let j = 0; j < 3; j++) out[3 * p + j] = 0.8 * pixels[3 * p + j] * (1 - a) + c[j] * a;
+  }
+  return out;
+}
+
 /** JPEG of an RGB buffer, resized so its long side is at most `longSide` (0 = as is). */
 export async function encodeJpeg(rgb: Uint8Array, H: number, W: number, longSide: number, quality = 80): Promise<Buffer> {
   let img = sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width: W, height: H, channels: 3 } });
