@@ -25,6 +25,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { DECISIONS_FILE } from '../data/review.js';
 import { storeOf } from '../nn/train_store.js';
 import { readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
@@ -132,14 +133,31 @@ async function hashInput(file: string): Promise<string> {
   return hashFile(file);
 }
 
-/** The recipe of `p` in label mode `labels`, and its 16-hex key. */
-export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number): Promise<{ recipe: CvRecipe; hash: string }> {
+/**
+ * What of the review reaches pseudo-mask training (stages/segment/review.ts): the decisions file's
+ * bytes and the corrected masks of the protocol's images (any change to decisions starts a new recipe).
+ */
+async function reviewKey(root: string, p: Params, ids: readonly string[]): Promise<string> {
+  const decisions = path.resolve(root, DECISIONS_FILE);
+  const dir = p.dataset.corrections ? path.resolve(root, p.dataset.corrections) : null;
+  const mine = new Set(ids.map((id) => `${id}.png`));
+  const names = dir && (await exists(dir)) ? (await fs.readdir(dir)).filter((n) => mine.has(n)).sort() : [];
+  const fixes = await Promise.all(names.map(async (n) => `${n}=${await hashFile(path.join(dir!, n))}`));
+  const h = createHash('sha256').update((await exists(decisions)) ? await hashFile(decisions) : 'none');
+  return h.update(JSON.stringify(fixes)).digest('hex').slice(0, 16);
+}
+
+/** The recipe of `p` in label mode `labels` over the protocol's `ids`, and its 16-hex key. */
+export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number, ids: readonly string[]): Promise<{ recipe: CvRecipe; hash: string }> {
   const at = (rel: string) => path.resolve(root, rel);
   const data: Record<string, string> = {
     [INPUTS.images]: await hashInput(at(INPUTS.images)),
     [CAM_OUTPUTS.model]: await hashInput(path.join(at(CAM_OUTPUTS.model), 'weights', 'weights.bin')),
   };
-  if (labels === 'pseudo') data[INPUTS.pseudo] = await hashInput(at(INPUTS.pseudo));
+  if (labels === 'pseudo') {
+    data[INPUTS.pseudo] = await hashInput(at(INPUTS.pseudo));
+    data.review = await reviewKey(root, p, ids);
+  }
   const recipe: CvRecipe = {
     protocol: CV_PROTOCOL_VERSION, labels, seed: p.seed, train_split: p.dataset.train_split, folds, fold_seed: foldSeed,
     segment: { ...p.segment, labels }, data,
@@ -165,7 +183,7 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   const p = await cvParams(root, o);
   const { ids, unmasked } = await maskedTrainIds(root, p.dataset.train_split);
   const folds = assignFolds(ids, o.folds, foldSeed);
-  const { recipe, hash } = await cvRecipe(root, p, p.segment.labels, o.folds, foldSeed);
+  const { recipe, hash } = await cvRecipe(root, p, p.segment.labels, o.folds, foldSeed, ids);
   const out = path.resolve(root, o.out ?? 'runs/cv');
   const dir = path.join(out, hash);
   await ensureDir(dir);
@@ -186,7 +204,7 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
       o.onRun?.(r, !kept);
     }
   }
-  const twin = await cvRecipe(root, p, p.segment.labels === 'gt' ? 'pseudo' : 'gt', o.folds, foldSeed).catch(() => null);
+  const twin = await cvRecipe(root, p, p.segment.labels === 'gt' ? 'pseudo' : 'gt', o.folds, foldSeed, ids).catch(() => null);
   const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, folds.length, seeds) : null;
   const summary = summariseCv({
     recipe, hash, dir: path.relative(root, dir) || '.', seeds, folds, unmasked, runs,

@@ -35,7 +35,7 @@ import { camLabels, resizeBilinear } from '../cam/evaluate.js';
 import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
 import { AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS, AUDIT_OUTPUTS, classRowToArrow, imageRowToArrow, toCsv } from './columns.js';
 import { type AuditSettings, type ImageRow, MAP_STAGES, type MapStage, auditImage } from './image.js';
-import { encodeJpeg, overlayRgb } from './overlay.js';
+import { encodeJpeg, heatmapRgb, overlayRgb } from './overlay.js';
 import { IMAGE_DIR, type ReportImage, imageFileStem, writeReport } from './report.js';
 import { type AuditSummary, SummaryAccumulator } from './summary.js';
 
@@ -177,7 +177,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
   // ---- outputs: the report is built in a staging folder and swapped in at the end
   const reportDir = o.path(AUDIT_OUTPUTS.report);
   const staging = tempPathFor(reportDir);
-  const stages = [...MAP_STAGES, 'final', 'gt', 'full'];
+  const stages = [...MAP_STAGES, 'final', 'gt', 'full', 'photo', 'heat'];
   for (const s of stages) await ensureDir(path.join(staging, IMAGE_DIR, s));
   const classWriter = await TableWriter.open(o.path(AUDIT_OUTPUTS.classes), AUDIT_CLASS_COLUMNS, {
     stage: 'audit', paramsHash: paramsHash(o.params, PARAMS), classes, extra: { background, level: 'image_class' },
@@ -239,6 +239,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
       const W = img.width as number;
       const pixels = img.pixels as Uint8Array;
       const maps = {} as Record<MapStage, Uint8Array>;
+      let camMaps: { up: Float32Array; tags: number[] } | null = null;
       for (const st of MAP_STAGES) {
         const r = next[st].value as Row;
         const tags = r.tags as number[];
@@ -246,6 +247,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
         if (!bytes) throw new TagsegError(`image '${id}' has no ${st === 'rca' ? `'${a.rca_map}'` : 'cams'} maps`, { file: readers[st].info.file });
         const up = resizeBilinear(decodeMaps(bytes, dtypes[st]), tags.length, r.height as number, r.width as number, H, W);
         maps[st] = camLabels(up, tags, H, W, background, thresholds[st]);
+        if (st === 'cam') camMaps = { up, tags };
       }
       const PH = pm.height as number;
       const PW = pm.width as number;
@@ -274,6 +276,16 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
       for (const [s, labels] of views) {
         encode(path.join(staging, IMAGE_DIR, s, `${stem}.jpg`), async () => ({ rgb: overlayRgb(pixels, labels, H, W, background), H, W }), a.thumb_size);
       }
+      // The detail view: the photo and one CAM heatmap per tag, at the working size.
+      encode(path.join(staging, IMAGE_DIR, 'photo', `${stem}.jpg`), async () => ({ rgb: pixels, H, W }), 0);
+      const heat: number[] = [];
+      if (camMaps) {
+        const cm = camMaps;
+        cm.tags.forEach((c, k) => {
+          heat.push(c);
+          encode(path.join(staging, IMAGE_DIR, 'heat', `${stem}_${c}.jpg`), async () => ({ rgb: heatmapRgb(pixels, cm.up.subarray(k * H * W, (k + 1) * H * W), H, W), H, W }), 0);
+        });
+      }
       if (a.full_overlays) {
         const imagePath = resolveDatasetPath(o.path(o.params.dataset.root), ds.image_path as string);
         encode(path.join(staging, IMAGE_DIR, 'full', `${stem}.jpg`), async () => {
@@ -287,6 +299,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
       reportImages.push({
         row: audit.image, tags: [...(img.tags as number[])].sort((x, y) => x - y),
         classes: audit.classRows.filter((r) => r.area > 0).map((r) => r.class), file: stem, hasGt: gt !== null,
+        classRows: audit.classRows, heat,
       });
       await queue.onSizeLessThan(16);
       if (overlayError) throw overlayError;

@@ -137,14 +137,26 @@ describe('CV protocol (tiny)', () => {
     // Another recipe is another folder.
     const other = await runCv({ root, ...SHORT, sets: ['segment.lr=0.001'], onRun: () => undefined });
     expect(other.recipe).not.toBe(weak.recipe);
+    // So is another review: an image rejected leaves the training of the fold that does not hold it.
+    const decisions = path.join(root, 'review/decisions.csv');
+    const before = await fs.readFile(decisions, 'utf8');
+    const { folds } = JSON.parse(await fs.readFile(path.join(cvDir(weak), 'protocol.json'), 'utf8')) as { folds: string[][] };
+    try {
+      await fs.writeFile(decisions, `id,decision,class,note\n${folds[0][0]},reject,,\n`);
+      const reviewed = await runCv({ root, ...SHORT });
+      expect(reviewed.recipe).not.toBe(weak.recipe);
+      expect(reviewed.runs.map((r) => r.train_images)).toEqual([6, 5]);
+    } finally {
+      await fs.writeFile(decisions, before);
+    }
   }, 180_000);
 
   it('an interrupted (fold, seed) resumes its training from the last epoch of its work folder', async () => {
     const sets = ['segment.lr=0.003'];
     const p = await cvParams(root, { ...SHORT, sets });
-    const { hash } = await cvRecipe(root, p, 'pseudo', 2, 0);
-    const dir = path.join(root, 'runs/cv', hash);
     const masked = (await readAll(path.join(root, 'cache/dataset.arrow'))).filter((r) => r.split === 'train').map((r) => r.id as string);
+    const { hash } = await cvRecipe(root, p, 'pseudo', 2, 0, masked);
+    const dir = path.join(root, 'runs/cv', hash);
     // What `tagseg cv` leaves when killed after fold 0's first epoch.
     const killed = await runSegment({ params: p, path: cvRunPaths(root, cvWorkDir(dir, 0, 0)), split: foldSplit(assignFolds(masked, 2, 0), 0), stopAfter: 1 });
     expect(killed.training.epochs).toBe(1);

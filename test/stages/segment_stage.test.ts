@@ -9,6 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeIndexedPng } from '../../data/palette.js';
+import { writeDecisions } from '../../data/review.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../pipeline/dag.js';
@@ -144,6 +146,40 @@ describe('segment stage (tiny)', () => {
       expect(shipped.tensors.some((t) => t.name.includes('contrast/')), kind).toBe(false);
     }
   }, 180_000);
+
+  it('review: a rejected image leaves training, a corrected mask replaces its pseudo-mask, metrics count both', async () => {
+    const images = await readAll(path.join(root, 'cache/dataset.arrow'));
+    const trainIds = images.filter((x) => x.split === 'train').map((x) => x.id as string);
+    const carve = carveVal(trainIds, 0.4, 0);
+    const [rejected, corrected, classRejected] = carve.train;
+    await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
+    const plain = await run(['segment.epochs=2'], 1);
+    const row = images.find((x) => x.id === corrected)!;
+    const w = row.orig_width as number;
+    const h = row.orig_height as number;
+    try {
+      await writeDecisions(path.join(root, 'review/decisions.csv'), [
+        { id: rejected, decision: 'reject', class: '', note: '' }, { id: classRejected, decision: 'reject', class: 'background', note: '' },
+        { id: carve.val[0], decision: 'reject', class: '', note: 'validation: not affected' },
+      ]);
+      // the corrected mask: every pixel class 0, so the image is fully labelled
+      await fs.writeFile(path.join(root, 'review/corrections', `${corrected}.png`), encodeIndexedPng(new Uint8Array(w * h), w, h));
+      const r = await run(['segment.epochs=2'], 1);
+      expect(r.review).toEqual({ decisions: 3, rejected: 1, corrected: 1, rejected_classes: 1, unused_corrections: 0 });
+      expect(r.trainImages).toBe(carve.train.length - 1);
+      expect(r.valImages).toBe(carve.val.length);
+      expect(plain.review).toEqual({ decisions: 0, rejected: 0, corrected: 0, rejected_classes: 0, unused_corrections: 0 });
+      // the corrected image is fully labelled; the class-rejected one lost its background pixels
+      expect(r.labelledFraction).not.toBeCloseTo(plain.labelledFraction, 3);
+      // a corrected mask of the wrong size is an error naming it
+      await fs.writeFile(path.join(root, 'review/corrections', `${corrected}.png`), encodeIndexedPng(new Uint8Array(4), 2, 2));
+      await expect(run(['segment.epochs=2'], 1)).rejects.toThrow(new RegExp(`corrections/${corrected}\\.png: mask is 2x2`));
+    } finally {
+      await writeDecisions(path.join(root, 'review/decisions.csv'), []);
+      await fs.rm(path.join(root, 'review/corrections', `${corrected}.png`), { force: true });
+      await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it('refineChain reads the table as a mapping or a list, and names a file without one', async () => {
     const f = path.join(root, 'metrics/chain_test.json');
