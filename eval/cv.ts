@@ -17,10 +17,11 @@
  *   fold average; pseudo-masks mean ± sd over folds.
  * - Resumable: each finished (fold, seed) is kept as `<out>/<recipe>/fold<k>-seed<s>.json` and
  *   skipped on rerun; a killed run resumes its segment training from its last epoch checkpoint
- *   (`fold<k>-seed<s>.work/`). `<recipe>` hashes the protocol version, the segment params after
- *   overrides, the base seed, the split, the fold count and seed, and the contents of the inputs
- *   (images.arrow, the cam weights, pseudo_masks.arrow in pseudo mode); not the code: after a code
- *   change that alters results, use a new `out`.
+ *   (`fold<k>-seed<s>.work/`: its model and checkpoint store, apart from the stage's). `<recipe>`
+ *   hashes the protocol version, the segment params after overrides, the base seed, the split, the
+ *   fold count and seed, and the contents of the inputs (images.arrow, the cam weights; in pseudo
+ *   mode pseudo_masks.arrow and the review); not the code: after a code change that alters
+ *   results, use a new `out`.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
