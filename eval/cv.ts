@@ -83,7 +83,7 @@ export interface CvRun {
   epochs: number;
   trainImages: number;
   heldOutImages: number;
-  /** The network on the held-out fold (its full_miou is the headline). */
+  /** The network on the held-out fold (its miou, at full coverage, is the headline). */
   segmenter: SegScores;
   /** The pseudo-masks of the held-out fold (pseudo mode only). */
   pseudo_masks: SegScores | null;
@@ -253,7 +253,7 @@ async function readRun(file: string, hash: string): Promise<CvRun | null> {
   if (!(await exists(file))) return null;
   try {
     const r = JSON.parse(await fs.readFile(file, 'utf8')) as CvRun;
-    if (r.recipe === hash && r.protocol === CV_PROTOCOL_VERSION && typeof r.segmenter?.full_miou === 'number') return r;
+    if (r.recipe === hash && r.protocol === CV_PROTOCOL_VERSION && typeof r.segmenter?.miou === 'number') return r;
   } catch {
     // a hand-edited or foreign file: not a finished run
   }

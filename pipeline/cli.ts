@@ -309,7 +309,7 @@ coverage (every pixel with a valid ground truth counts, ignore counts as wrong).
     const r = await runCv({
       root: rootOf(), folds: o.folds ?? preset.folds, seeds: o.seeds ?? preset.seeds, epochsFactor: o.epochsFactor ?? preset.epochsFactor,
       oracle: Boolean(o.oracle), foldSeed: o.foldSeed, sets: o.set, out: o.out,
-      onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.full_miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
+      onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
     });
     print(Boolean(o.json), r, () => formatCv(r));
   });

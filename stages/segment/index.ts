@@ -87,15 +87,15 @@ export const stage: Stage = {
 };
 
 export interface SegScores {
+  /** Full coverage: a pseudo-mask's ignore pixels count as wrong (eval/metrics.ts). */
   miou: number | null;
+  /** Over the labelled pixels only. */
+  miou_labelled: number | null;
   pixel_accuracy: number | null;
   /** Labelled fraction of the valid pixels (1 for a network; < 1 for pseudo-masks with 255). */
   coverage: number | null;
   images: number;
   iou: Record<string, number | null>;
-  /** Full coverage: every valid ground-truth pixel counts, an ignore prediction is wrong (= miou for a network). */
-  full_miou?: number | null;
-  full_pixel_accuracy?: number | null;
 }
 
 export interface ChainRow {
@@ -220,7 +220,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
       ...(review ? { review: { decisions: review.decisions, ...review.plan.counts } } : {}),
     };
     if (training.epochs < s.epochs) {
-      const empty: SegScores = { miou: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
+      const empty: SegScores = { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
       return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
     }
     await saveSegModel(modelDir, net, { 'val_ids.txt': `${carve.val.join('\n')}\n` });
@@ -304,9 +304,8 @@ function scoresOf(cm: ConfusionMatrix, classes: readonly string[], images: numbe
   const r = segmentationScores(cm);
   const round = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
   return {
-    miou: round(r.miou), pixel_accuracy: round(r.pixelAccuracy), coverage: round(r.coverage), images,
-    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.iou[i])])),
-    full_miou: round(r.fullMiou), full_pixel_accuracy: round(r.fullPixelAccuracy),
+    miou: round(r.fullMiou), miou_labelled: round(r.miou), pixel_accuracy: round(r.fullPixelAccuracy), coverage: round(r.coverage), images,
+    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.fullIou[i])])),
   };
 }
 

@@ -97,26 +97,26 @@ describe('CV protocol (tiny)', () => {
       expect(r.split).toBe(`train, fold ${k} of 2 held out`);
       // A network never abstains: full coverage = labelled pixels.
       expect(r.segmenter.coverage).toBe(1);
-      expect(r.segmenter.full_miou).toBe(r.segmenter.miou);
-      expect(Number.isFinite(r.segmenter.full_miou)).toBe(true);
+      expect(r.segmenter.miou).toBe(r.segmenter.miou_labelled);
+      expect(Number.isFinite(r.segmenter.miou)).toBe(true);
       // The pseudo-masks of the held-out fold: full coverage counted independently; their 4 ignored
       // rows of 32 make the labelled-pixel mIoU higher (negative control) and coverage < 1.
       const pm = r.pseudo_masks!;
       expect(pm.images).toBe(folds[k].length);
-      expect(pm.full_miou).toBeCloseTo(await fullMiouOf(folds[k]), 4);
-      expect(pm.miou!).toBeGreaterThan(pm.full_miou!);
+      expect(pm.miou).toBeCloseTo(await fullMiouOf(folds[k]), 4);
+      expect(pm.miou_labelled!).toBeGreaterThan(pm.miou!);
       expect(pm.coverage).toBeCloseTo((28 * 32 + 4 * 6) / (32 * 32), 3); // the wrong corner overwrites 4 x 6 ignored pixels
     }
     // Nothing left over: no work folders, the workspace's own model untouched.
     expect((await fs.readdir(cvDir(weak))).sort()).toEqual(['fold0-seed0.json', 'fold1-seed0.json', 'protocol.json', 'summary.json']);
     expect(await fs.stat(path.join(root, 'models/segment')).catch(() => null)).toBeNull();
     // Summary: one seed -> its fold average, no sd; pseudo-masks over 2 folds.
-    const f = weak.runs.map((r) => r.full_miou!);
-    expect(weak.segmenter.full_miou.mean).toBeCloseTo((f[0] + f[1]) / 2, 4);
-    expect(weak.segmenter.full_miou.sd).toBeNull();
-    expect(weak.pseudo_masks!.full_miou.n).toBe(2);
+    const f = weak.runs.map((r) => r.miou!);
+    expect(weak.segmenter.miou.mean).toBeCloseTo((f[0] + f[1]) / 2, 4);
+    expect(weak.segmenter.miou.sd).toBeNull();
+    expect(weak.pseudo_masks!.miou.n).toBe(2);
     expect(weak.weak_oracle).toBeNull();
-    expect(weak.segmenter.full_miou.mean!).toBeGreaterThanOrEqual(FLOOR);
+    expect(weak.segmenter.miou.mean!).toBeGreaterThanOrEqual(FLOOR);
     // Control: the floor is above what predicting background everywhere scores on these folds.
     const constant = ((await fullMiouOf(folds[0], 0)) + (await fullMiouOf(folds[1], 0))) / 2;
     expect(FLOOR).toBeGreaterThan(constant);
@@ -133,7 +133,7 @@ describe('CV protocol (tiny)', () => {
     const third = await runCv({ root, ...SHORT, onRun: (_r, t) => trained.push(t) });
     expect(trained).toEqual([false, true]);
     // Same seed, same data, same split: the retrained fold scores the same.
-    expect(third.runs[1].full_miou).toBeCloseTo(weak.runs[1].full_miou!, 3);
+    expect(third.runs[1].miou).toBeCloseTo(weak.runs[1].miou!, 3);
     // Another recipe is another folder.
     const other = await runCv({ root, ...SHORT, sets: ['segment.lr=0.001'], onRun: () => undefined });
     expect(other.recipe).not.toBe(weak.recipe);
@@ -174,8 +174,8 @@ describe('CV protocol (tiny)', () => {
     expect(oracle.labels).toBe('gt');
     expect(oracle.fold_sizes).toEqual(weak.fold_sizes);
     const w = oracle.weak_oracle!;
-    expect(w.weak.mean).toBeCloseTo(weak.segmenter.full_miou.mean!, 3);
-    expect(w.oracle).toEqual(oracle.segmenter.full_miou);
+    expect(w.weak.mean).toBeCloseTo(weak.segmenter.miou.mean!, 3);
+    expect(w.oracle).toEqual(oracle.segmenter.miou);
     expect(w.ratio).toBeCloseTo(w.weak.mean! / w.oracle.mean!, 3);
     expect(oracle.pseudo_masks?.from).toBe(weak.dir); // taken from the weak protocol's runs
   }, 180_000);

@@ -69,8 +69,8 @@ describe('cvParams', () => {
   });
 });
 
-const scores = (full: number, miou = full, coverage = 1): SegScores => ({
-  miou, pixel_accuracy: 0.9, coverage, images: 5, iou: { a: full, b: null }, full_miou: full, full_pixel_accuracy: 0.9,
+const scores = (full: number, labelled = full, coverage = 1): SegScores => ({
+  miou: full, miou_labelled: labelled, pixel_accuracy: 0.9, coverage, images: 5, iou: { a: full, b: null },
 });
 const run = (fold: number, seed: number, full: number, labels: 'pseudo' | 'gt' = 'pseudo', pseudoFull = 0.6 + fold / 10): CvRun => ({
   protocol: 1, recipe: 'r', fold, seed, split: `train, fold ${fold} of 2 held out`, labels, epochs: 3, trainImages: 5, heldOutImages: 5,
@@ -93,10 +93,10 @@ describe('summariseCv', () => {
     const oracle = [run(0, 0, 0.7, 'gt'), run(0, 1, 0.8, 'gt'), run(1, 0, 0.9, 'gt'), run(1, 1, 0.8, 'gt')];
     const folds = [['a', 'b'], ['c', 'd']];
     const s = summariseCv({ recipe: recipe('pseudo'), hash: 'w', dir: 'runs/cv/w', seeds: [0, 1], folds, unmasked: 1, runs: weak, twin: { hash: 'o', dir: 'runs/cv/o', runs: oracle } });
-    expect(s.segmenter.per_seed).toEqual([{ seed: 0, full_miou: 0.6 }, { seed: 1, full_miou: 0.7 }]);
-    expect(s.segmenter.full_miou).toEqual({ mean: 0.65, sd: 0.0707, n: 2 });
+    expect(s.segmenter.per_seed).toEqual([{ seed: 0, miou: 0.6 }, { seed: 1, miou: 0.7 }]);
+    expect(s.segmenter.miou).toEqual({ mean: 0.65, sd: 0.0707, n: 2 });
     expect(s.segmenter.iou).toEqual({ a: 0.65, b: null });
-    expect(s.pseudo_masks).toMatchObject({ from: 'runs/cv/w', full_miou: { mean: 0.65, sd: 0.0707, n: 2 }, miou: { mean: 0.75 }, coverage: { mean: 0.8, sd: 0 } });
+    expect(s.pseudo_masks).toMatchObject({ from: 'runs/cv/w', miou: { mean: 0.65, sd: 0.0707, n: 2 }, miou_labelled: { mean: 0.75 }, coverage: { mean: 0.8, sd: 0 } });
     // oracle: seed 0 (0.7 + 0.9) / 2 = 0.8, seed 1 0.8 -> 0.8; ratio 0.65 / 0.8
     expect(s.weak_oracle).toMatchObject({ ratio: 0.8125, oracle: { mean: 0.8, sd: 0 }, weak_dir: 'runs/cv/w', oracle_dir: 'runs/cv/o' });
     expect(s.split).toMatch(/2-fold cross-validation over the 4 images of split 'train' with a ground-truth mask/);
