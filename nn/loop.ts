@@ -13,6 +13,8 @@ import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from
 import { type Optimizer, polyLr } from './optim.js';
 import type { NamedVariables } from './params.js';
 import { Rng, type RngState } from './rng.js';
+import { outsideCommit } from '../pipeline/commit.js';
+import { TagsegError } from '../pipeline/errors.js';
 import { log, progress } from '../pipeline/log.js';
 import { type Params, stableStringify } from '../pipeline/params.js';
 
@@ -129,7 +131,11 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
         const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
         o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
         const loss = await o.step(idx, rng, { epoch, iter: state.iter, maxIter });
-        if (!Number.isFinite(loss)) throw new Error(`${o.name}: loss is ${loss} at epoch ${epoch + 1}, iteration ${state.iter} (lower the lr)`);
+        if (!Number.isFinite(loss)) {
+          throw new TagsegError(`stage '${o.name}': the training loss is ${loss} at epoch ${epoch + 1} of ${o.epochs}, iteration ${state.iter + 1}`, {
+            hint: `lower ${o.name}.lr in params.yaml (now ${o.lr}), e.g. --set ${o.name}.lr=${o.lr / 10}`,
+          });
+        }
         state.iter++;
         lossSum += loss * idx.length;
         seen += idx.length;
@@ -141,7 +147,8 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
     }
     losses.push(lossSum / seen);
     state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
-    await saveCheckpoint(o.checkpointDir, { variables: o.variables, optimizer: o.optimizer, trainState: state, meta: o.meta });
+    // The resume checkpoint lands at once (a kill must find it), not with the stage's committed outputs.
+    await outsideCommit(() => saveCheckpoint(o.checkpointDir, { variables: o.variables, optimizer: o.optimizer, trainState: state, meta: o.meta }));
     tensorsAfterEpoch.push(tf.memory().numTensors);
     ran++;
   }
