@@ -23,12 +23,13 @@ export function messageOf(err: unknown): string {
 }
 
 /** What a user can do about each file-system error code (anything else is reported as it is). */
-const FS_CODES: Record<string, { what: string; hint: (file: string) => string }> = {
-  EACCES: { what: 'permission denied', hint: (f) => `make ${f} (or its folder) writable by this user, or point the output elsewhere` },
-  EPERM: { what: 'operation not permitted', hint: (f) => `check the permissions and attributes of ${f} and its folder` },
+const at = (f: string | undefined) => (f ? ` ${f}` : '');
+const FS_CODES: Record<string, { what: string; hint: (file: string | undefined) => string }> = {
+  EACCES: { what: 'permission denied', hint: (f) => `make${at(f) || ' it'} (or its folder) writable by this user, or point the output elsewhere` },
+  EPERM: { what: 'operation not permitted', hint: (f) => `check the permissions and attributes of${at(f) || ' the file'} and its folder` },
   EROFS: { what: 'the file system is read-only', hint: () => 'run the project from a writable folder (or remount it read-write)' },
-  ENOSPC: { what: 'no space left on the device', hint: (f) => `free disk space where ${f} lives (df -h) and rerun; the previous outputs were kept` },
-  EDQUOT: { what: 'disk quota exceeded', hint: (f) => `free space in your quota where ${f} lives and rerun; the previous outputs were kept` },
+  ENOSPC: { what: 'no space left on the device', hint: (f) => `free disk space${f ? ` where ${f} lives` : ''} (df -h) and rerun; a stage keeps its previous outputs` },
+  EDQUOT: { what: 'disk quota exceeded', hint: (f) => `free space in your quota${f ? ` where ${f} lives` : ''} and rerun; a stage keeps its previous outputs` },
   ENOENT: { what: 'no such file or folder', hint: () => 'check the path' },
   ENOTDIR: { what: 'a part of the path is a file, not a folder', hint: () => 'rename or remove the file that is in the way' },
   EISDIR: { what: 'is a folder, expected a file', hint: () => 'rename or remove the folder that is in the way' },
@@ -52,8 +53,8 @@ export function fsError(err: unknown, action: string, file?: string): TagsegErro
   const where = file ?? e?.path;
   const known = isUserFsError(err) ? FS_CODES[e.code!] : undefined;
   if (!known) return new TagsegError(`${action}: ${messageOf(err)}`, { file: where, cause: err });
-  const other = e.path && where && e.path !== where ? ` (${e.path})` : '';
-  return new TagsegError(`${action}: ${known.what}${other} [${e.code}]`, { file: where, hint: known.hint(e.path ?? where ?? 'the path'), cause: err });
+  const other = e.path && where && e.path !== where ? ` (at ${e.path})` : '';
+  return new TagsegError(`${action}: ${known.what} [${e.code}]${other}`, { file: where, hint: known.hint(where), cause: err });
 }
 
 /**

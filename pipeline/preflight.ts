@@ -15,7 +15,8 @@ async function probe(dir: string, what: string): Promise<void> {
     await fs.writeFile(file, '');
     await fs.rm(file, { force: true });
   } catch (err) {
-    throw fsError(err, `cannot write ${what}`, dir);
+    // Named by its folder: the probe file is ours, the folder is what the user must fix.
+    throw fsError(Object.assign(err as Error, { path: dir }), `cannot write ${what}`, dir);
   }
 }
 
