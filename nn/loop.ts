@@ -132,7 +132,7 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
         o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
         const loss = await o.step(idx, rng, { epoch, iter: state.iter, maxIter });
         if (!Number.isFinite(loss)) {
-          throw new TagsegError(`stage '${o.name}': the training loss is ${loss} at epoch ${epoch + 1} of ${o.epochs}, iteration ${state.iter + 1}`, {
+          throw new TagsegError(`stage '${o.name}': the training loss is not finite: loss is ${loss} at epoch ${epoch + 1}, iteration ${state.iter} (of ${o.epochs} epochs)`, {
             hint: `lower ${o.name}.lr in params.yaml (now ${o.lr}), e.g. --set ${o.name}.lr=${o.lr / 10}`,
           });
         }

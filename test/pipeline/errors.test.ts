@@ -82,7 +82,7 @@ describe('user errors named', () => {
         step: () => (++iter === 2 ? bad : 1),
       }).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(TagsegError);
-      expect((err as TagsegError).message).toContain(`stage 'cam': the training loss is ${bad} at epoch 1 of 3, iteration 2`);
+      expect((err as TagsegError).message).toContain(`stage 'cam': the training loss is not finite: loss is ${bad} at epoch 1, iteration 1 (of 3 epochs)`);
       expect((err as TagsegError).hint).toBe('lower cam.lr in params.yaml (now 0.01), e.g. --set cam.lr=0.001');
     }
   });
