@@ -244,7 +244,8 @@ export async function withStageCommit<T>(root: string, stage: string, outputs: s
     try {
       result = await active.run(txn, fn);
     } catch (err) {
-      if (!(err instanceof SimulatedCrash)) await txn.rollback();
+      // The stage's own error is the one to report; a failed cleanup is left to the next run's recovery.
+      if (!(err instanceof SimulatedCrash)) await txn.rollback().catch((e: unknown) => log.warn(`could not remove the staged outputs of stage '${stage}': ${messageOf(e)}`));
       throw err;
     }
     await txn.commit();
