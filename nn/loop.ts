@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from './checkpoint.js';
 import { type Optimizer, polyLr } from './optim.js';
+import { NonFiniteLossError } from './train.js';
 import type { NamedVariables } from './params.js';
 import { Rng, type RngState } from './rng.js';
 import { outsideCommit } from '../pipeline/commit.js';
@@ -130,7 +131,9 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
       for (let b = 0; b < itersPerEpoch; b++) {
         const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
         o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
-        const loss = await o.step(idx, rng, { epoch, iter: state.iter, maxIter });
+        // trainStep's NonFiniteLossError (the step itself saw the loss) gets the same stage-naming message.
+        const loss = await (async () => o.step(idx, rng, { epoch, iter: state.iter, maxIter }))()
+          .catch((err: unknown) => { if (err instanceof NonFiniteLossError) return err.loss; throw err; });
         if (!Number.isFinite(loss)) {
           throw new TagsegError(`stage '${o.name}': the training loss is not finite: loss is ${loss} at epoch ${epoch + 1}, iteration ${state.iter} (of ${o.epochs} epochs)`, {
             hint: `lower ${o.name}.lr in params.yaml (now ${o.lr}), e.g. --set ${o.name}.lr=${o.lr / 10}`,

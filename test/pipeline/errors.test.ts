@@ -13,6 +13,7 @@ import { readClassesFile } from '../../data/manifest.js';
 import { generateSynthetic } from '../../data/synth.js';
 import type { Optimizer } from '../../nn/optim.js';
 import { runTraining } from '../../nn/loop.js';
+import { NonFiniteLossError } from '../../nn/train.js';
 import { TagsegError, formatError, fsError } from '../../pipeline/errors.js';
 import { loadParams } from '../../pipeline/params.js';
 import { runStages } from '../../pipeline/runner.js';
@@ -85,6 +86,14 @@ describe('user errors named', () => {
       expect((err as TagsegError).message).toContain(`stage 'cam': the training loss is not finite: loss is ${bad} at epoch 1, iteration 1 (of 3 epochs)`);
       expect((err as TagsegError).hint).toBe('lower cam.lr in params.yaml (now 0.01), e.g. --set cam.lr=0.001');
     }
+    // The stages' steps call trainStep, which throws before returning a NaN: the same message.
+    const viaStep = await runTraining({
+      name: 'segment', size: 4, batchSize: 4, epochs: 2, lr: 0.5, optimizer: { lr: 0 } as unknown as Optimizer,
+      variables: new Map(), meta: {}, checkpointDir: path.join(tmp, 'none'), hash: 'h', seed: 1,
+      step: () => { throw new NonFiniteLossError(Number.NaN, 0); },
+    }).then(() => null, (e: unknown) => e);
+    expect((viaStep as TagsegError).message).toContain("stage 'segment': the training loss is not finite: loss is NaN at epoch 1, iteration 0 (of 2 epochs)");
+    expect((viaStep as TagsegError).hint).toMatch(/^lower segment\.lr in params\.yaml \(now 0\.5\)/);
   });
 
   it('a classes.json with an unknown or mistyped key names the key', async () => {
