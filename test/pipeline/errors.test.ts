@@ -129,6 +129,24 @@ describe('outputs checked before a stage starts', () => {
     }
   });
 
+  it('a disk without room for outputs the size of the previous ones fails before the stage runs', async () => {
+    // A sparse file: 8 TiB by its size, no blocks on disk, more than any test machine has free.
+    const file = path.join(root, 'cache/dataset.arrow');
+    await fs.rename(file, `${file}.keep`);
+    try {
+      const fh = await fs.open(file, 'w');
+      await fh.truncate(8 * 2 ** 40);
+      await fh.close();
+      const err = await runStages(root, ['ingest'], [], true).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(TagsegError);
+      expect((err as TagsegError).file).toBe(path.join(root, 'cache'));
+      expect((err as TagsegError).message).toMatch(/not enough free space for the outputs of stage 'ingest': [\d.]+ MiB free, its previous outputs take 838860\d\.\d MiB/);
+      expect((err as TagsegError).hint).toMatch(/free disk space there/);
+    } finally {
+      await fs.rename(`${file}.keep`, file);
+    }
+  });
+
   it('a read-only output folder (EACCES, as an unprivileged user) fails before training: no stack, models untouched', async () => {
     // Root ignores permission bits: run the CLI as nobody then. The project must be readable by it.
     const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
