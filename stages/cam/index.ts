@@ -23,6 +23,7 @@
  * one (the poly schedule is then computed for the new total), other changes start over.
  */
 import * as path from 'node:path';
+import { backboneConfig } from '../../nn/backbones/index.js';
 import { trainingHash } from '../../nn/loop.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
@@ -137,9 +138,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     {
       format: CAM_MODEL_FORMAT,
       version: 1,
-      backbone: cam.backbone === 'resnet'
-        ? { kind: 'resnet', outputStride: cam.output_stride, norm: cam.norm, width: cam.width, depth: cam.depth }
-        : { kind: 'mobilenet', outputStride: cam.output_stride, norm: cam.norm, pretrained: cam.pretrained },
+      backbone: await backboneConfig(cam.backbone, cam),
       classes,
       background,
       outputs: map.outputs,

@@ -1,14 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { exists } from '../../pipeline/fsutil.js';
 import { skipWithout } from '../helpers/ci.js';
 import { disposeFeatures } from '../../nn/backbone.js';
-import { MobileNetV1, defaultMobileNetPath, loadLayersModelFrom, loadLayersModelWeights, loadMobileNetV1 } from '../../nn/mobilenet.js';
+import { MobileNetV1, loadLayersModelFrom, loadLayersModelWeights, loadMobileNetV1 } from '../../nn/mobilenet.js';
+import { MOBILENET_DIR as modelDir, MOBILENET_PRESENT as present } from '../helpers/models.js';
 
-const modelDir = await defaultMobileNetPath();
-const present = await exists(`${modelDir}/model.json`);
-const skip = skipWithout('pretrained MobileNet', present ? undefined : `no model.json in ${modelDir} (the weights come from ../shared/models beside the clone)`);
+const skip = skipWithout('pretrained MobileNet', present ? undefined : `no model.json in ${modelDir} (the weights come from ../shared/models beside the clone, or $TAGSEG_MODELS_DIR)`);
 
 beforeAll(async () => {
   await initBackend();

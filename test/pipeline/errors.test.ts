@@ -103,7 +103,7 @@ describe('user errors named', () => {
     await fs.writeFile(file, JSON.stringify({ classes: ['bg', 'cat'], void: 'x' }));
     await expect(readClassesFile(file)).rejects.toThrow(/invalid classes file \(key 'void': /);
     await fs.writeFile(file, JSON.stringify({ classes: ['bg', 'cat'], background: 0, void: 255 }));
-    await expect(readClassesFile(file)).resolves.toEqual({ classes: ['bg', 'cat'], background: 0, void: 255 });
+    await expect(readClassesFile(file)).resolves.toMatchObject({ classes: ['bg', 'cat'], background: 0, void: 255 });
   });
 });
 
