@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import { Argument, Command, InvalidArgumentError, Option } from 'commander';
-import { TagsegError, messageOf } from './errors.js';
+import { formatError } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
 
@@ -36,7 +36,15 @@ program
   )
   .option('--root <dir>', 'project directory holding params.yaml and dvc.yaml', '.')
   .option('-q, --quiet', 'no progress output')
-  .hook('preAction', (cmd) => setQuiet(Boolean(cmd.opts().quiet)))
+  .option('--debug', 'print the stack trace of any error')
+  .hook('preAction', async (cmd, action) => {
+    setQuiet(Boolean(cmd.opts().quiet));
+    // Finish or undo the commit of a stage a kill interrupted before anything reads the outputs.
+    if (['repro', 'status', 'import'].includes(action.name())) {
+      const { recoverCommits } = await import('./commit.js');
+      await recoverCommits(rootOf());
+    }
+  })
   .showHelpAfterError('(run with --help for usage)')
   .addHelpText(
     'after',
@@ -106,8 +114,11 @@ program
   .option('--json', 'print a JSON summary')
   .action(async (dataset: string, o: Record<string, unknown>) => {
     const { ingestDataset, formatIngest } = await import('../stages/ingest/ingest.js');
+    const { withStageCommit } = await import('./commit.js');
     const out = path.resolve(rootOf(), o.out as string);
-    const r = await ingestDataset({
+    const tables = [path.join(out, 'dataset.arrow'), path.join(out, 'images.arrow')];
+    // Both tables are committed together, as the ingest stage's are (commit.ts).
+    const r = await withStageCommit(rootOf(), 'import', tables, () => ingestDataset({
       root: path.resolve(rootOf(), dataset),
       format: o.format as 'voc' | 'csv',
       csv: o.csv as string,
@@ -119,7 +130,7 @@ program
       datasetTable: path.join(out, 'dataset.arrow'),
       imagesTable: path.join(out, 'images.arrow'),
       paramsHash: 'cli-import',
-    });
+    }));
     print(Boolean(o.json), r, () => formatIngest(r));
   });
 
@@ -415,11 +426,7 @@ async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
   } catch (err) {
-    if (err instanceof TagsegError) {
-      process.stderr.write(`tagseg: ${err.message}\n`);
-    } else {
-      process.stderr.write(`tagseg: unexpected error: ${messageOf(err)}\n${err instanceof Error ? (err.stack ?? '') : ''}\n`);
-    }
+    process.stderr.write(formatError(err, process.argv.includes('--debug')));
     process.exitCode = 1;
   }
 }

@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import { STAGES, findStage } from '../stages/index.js';
 import { type ReproResult, repro, status } from './dag.js';
 import { chooseRunner, dvcRepro, dvcRun } from './dvc.js';
+import { recoverCommits, withStageCommit } from './commit.js';
 import { TagsegError } from './errors.js';
+import { checkOutputsWritable } from './preflight.js';
 import { log } from './log.js';
 import { loadParams, writeOverrides } from './params.js';
 import { removeLeftovers } from './fsutil.js';
@@ -22,12 +24,17 @@ export async function runStages(root: string, names: string[], overrides: string
   });
   const params = await loadParams(path.join(root, 'params.yaml'), overrides);
   const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json };
+  await recoverCommits(root);
   const results: Record<string, unknown> = {};
   for (const s of stages) {
     const t0 = performance.now();
     log.info(`== ${s.name}: ${s.summary}`);
     await removeStageLeftovers(s, ctx);
-    results[s.name] = await s.run(ctx);
+    const io = s.io(params);
+    const outputs = [...io.writes, ...io.metrics, ...io.plots];
+    await checkOutputsWritable(root, s.name, outputs);
+    // All of the stage's outputs are committed together when it returns, or none (commit.ts).
+    results[s.name] = await withStageCommit(root, s.name, outputs, () => s.run(ctx));
     log.info(`== ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
   return results;
