@@ -674,3 +674,13 @@ export async function hashTable(file: string): Promise<string> {
   for (const f of await partFiles(file, undefined)) h.update(`${f}:${await hashFile(path.join(file, f))}\n`);
   return h.digest('hex');
 }
+
+/** The `id` column of a table, streamed (e.g. the order another table's rows should follow). */
+export async function* tableIds(file: string): AsyncGenerator<string> {
+  const r = await TableReader.open(file);
+  try {
+    for await (const row of r.rows()) yield row.id as string;
+  } finally {
+    await r.close();
+  }
+}

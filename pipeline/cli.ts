@@ -128,10 +128,12 @@ program
   .description('run stages now, in the order given, without checking whether they are up to date (dvc.yaml cmds call this)')
   .argument('<stage...>', 'stage names (see `tagseg status`)')
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
+  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (refine; N must equal its <stage>.shards param)')
   .option('--json', 'print JSON summaries')
-  .action(async (names: string[], o: { set: string[]; json?: boolean }) => {
+  .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
     const { runStages } = await import('./runner.js');
-    const results = await runStages(rootOf(), names, o.set, Boolean(o.json));
+    const { parseShard } = await import('./shard.js');
+    const results = await runStages(rootOf(), names, o.set, Boolean(o.json), o.shard === undefined ? undefined : parseShard(o.shard));
     if (o.json) print(true, results, () => '');
   });
 

@@ -10,16 +10,20 @@ import { dvcAvailable, dvcRepro } from './dvc.js';
 import { TagsegError } from './errors.js';
 import { log } from './log.js';
 import { loadParams, writeOverrides } from './params.js';
+import type { Shard } from './shard.js';
 import type { StageContext } from './stage.js';
 
-export async function runStages(root: string, names: string[], overrides: string[], json: boolean): Promise<Record<string, unknown>> {
+export async function runStages(root: string, names: string[], overrides: string[], json: boolean, shard?: Shard): Promise<Record<string, unknown>> {
   const stages = names.map((n) => {
     const s = findStage(n);
     if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGES.map((x) => x.name).join(', ')}` });
+    if (shard && !s.sharded) {
+      throw new TagsegError(`stage '${n}' does not run in shards`, { hint: `--shard works with: ${STAGES.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
+    }
     return s;
   });
   const params = await loadParams(path.join(root, 'params.yaml'), overrides);
-  const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json };
+  const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json, shard };
   const results: Record<string, unknown> = {};
   for (const s of stages) {
     const t0 = performance.now();

@@ -99,3 +99,54 @@ export async function prepareFolderFor(dir: string, n: number): Promise<void> {
     if (!own.test(name) && !name.startsWith('.')) await fs.rm(path.join(dir, name), { recursive: true, force: true });
   }
 }
+
+/** One shard's outputs (a table part, a folder of files ...), committed or dropped together. */
+export interface PartOutput {
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/**
+ * The outputs of `shards`, one open at a time, for a pass whose rows come shard by shard (in
+ * `shards` order): `for(k)` commits the previous shards' outputs (a shard without rows gets an
+ * empty part) and opens shard k's; `finish()` commits the rest. So each shard's part is committed
+ * on its own, as a run of just that shard would.
+ */
+export class SequentialParts<T extends PartOutput> {
+  private i = -1;
+  private current: T | undefined;
+
+  constructor(private readonly shards: Shard[], private readonly open: (s: Shard) => Promise<T>) {}
+
+  async for(k: number): Promise<T> {
+    const j = this.shards.findIndex((s) => s.k === k);
+    if (j < this.i || j < 0) throw new TagsegError(`a row of shard ${k} came after shard ${this.shards[this.i]?.k} or is not in this run`);
+    while (this.i < j) await this.advance();
+    return this.current!;
+  }
+
+  async finish(): Promise<void> {
+    while (this.i < this.shards.length) await this.advance();
+  }
+
+  async abort(): Promise<void> {
+    const c = this.current;
+    this.current = undefined;
+    await c?.abort();
+  }
+
+  private async advance(): Promise<void> {
+    const c = this.current;
+    this.current = undefined;
+    await c?.commit();
+    this.i++;
+    if (this.i < this.shards.length) this.current = await this.open(this.shards[this.i]);
+  }
+}
+
+/** The rows of each shard in turn (`rows()` is read once per shard, keeping that shard's ids in order). */
+export async function* rowsByShard<T>(shards: Shard[], rows: () => AsyncIterable<T>, idOf: (row: T) => string): AsyncGenerator<T> {
+  for (const s of shards) {
+    for await (const row of rows()) if (s.n === 1 || shardOf(idOf(row), s.n) === s.k) yield row;
+  }
+}

@@ -25,7 +25,7 @@ import { readMask } from '../../data/decode.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { trainingHash } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
-import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
+import { TableReader, hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
@@ -179,7 +179,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
 
   // 3. training
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
-  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt'].join(':');
+  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashTable(o.path(INPUTS.pseudo)) : 'gt'].join(':');
   const hash = segmentTrainHash(p, dataHash);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
