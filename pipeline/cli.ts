@@ -275,6 +275,83 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
     print(Boolean(o.json), r, () => formatAudit(r));
   });
 
+/** The sharded stages named (default: every one), and their shard count (--shards or params.yaml). */
+async function shardedStages(names: string[] | undefined, shards: number | undefined, sets: string[]) {
+  const { STAGES, findStage } = await import('../stages/index.js');
+  const { loadParams, getParam } = await import('./params.js');
+  const p = await loadParams(path.join(rootOf(), 'params.yaml'), sets);
+  const stages = names?.length ? names.map((n) => findStage(n)) : STAGES.filter((s) => s.sharded);
+  return stages.map((s, i) => {
+    if (!s?.sharded) throw new TagsegError(`'${names?.[i]}' is not a sharded stage`, { hint: `sharded stages: ${STAGES.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
+    const n = shards ?? (getParam(p, s.sharded.param) as number);
+    if (n !== getParam(p, s.sharded.param)) process.stderr.write(`note: set ${s.sharded.param}: ${n} in params.yaml (it is ${String(getParam(p, s.sharded.param))}); each shard checks it\n`);
+    return { stage: s, n };
+  });
+}
+
+const cluster = program
+  .command('cluster')
+  .description('run a sharded stage\'s shards (refine) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
+const shardOptions = (c: Command) => c
+  .option('--stage <name>', 'sharded stage (repeatable; default: every sharded stage)', collect, [])
+  .option('--shards <n>', 'shard count (default: the stage\'s <stage>.shards param)', int('--shards'))
+  .option('--set <key=value>', 'params.yaml override (repeatable)', collect, []);
+
+shardOptions(cluster.command('dvc'))
+  .description('print the dvc.yaml stanza of each sharded stage as foreach (or matrix) shards: `dvc repro refine@<k>` runs shard k')
+  .addOption(new Option('--form <form>', 'DVC syntax').choices(['foreach', 'matrix']).default('foreach'))
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; form: 'foreach' | 'matrix' }) => {
+    const { dvcShardStanza } = await import('./cluster.js');
+    const YAML = (await import('yaml')).default;
+    const { readFile } = await import('node:fs/promises');
+    const raw = YAML.parse(await readFile(path.join(rootOf(), 'dvc.yaml'), 'utf8')) as { stages: Record<string, Record<string, unknown>> };
+    const out: Record<string, unknown> = {};
+    for (const { stage, n } of await shardedStages(o.stage, o.shards, o.set)) {
+      const own = raw.stages[stage.name];
+      if (!own) throw new TagsegError(`dvc.yaml has no stage '${stage.name}'`, { file: path.join(rootOf(), 'dvc.yaml') });
+      out[stage.name] = dvcShardStanza(stage, own, n, o.form);
+    }
+    process.stdout.write(`# replaces these stages in dvc.yaml; downstream deps on the table folders stay as they are\n${YAML.stringify({ stages: out }, { lineWidth: 0 })}`);
+  });
+
+shardOptions(cluster.command('k8s'))
+  .description('print a Kubernetes Indexed Job per sharded stage (JOB_COMPLETION_INDEX picks the shard; the project lives on a PersistentVolumeClaim)')
+  .requiredOption('--image <image>', 'container image with Node 20 and tagseg installed (npm ci)')
+  .requiredOption('--pvc <claim>', 'PersistentVolumeClaim holding the project (params.yaml, cache/, the dataset)')
+  .option('--mount <path>', 'where the claim is mounted in the container', '/workspace')
+  .option('--project <path>', 'the project folder in the container (default: the mount path)')
+  .option('--tagseg <cmd>', 'command that runs tagseg in the image', 'node /opt/tagseg/bin/tagseg.js')
+  .option('--parallelism <n>', 'shards running at once (default: all)', int('--parallelism'))
+  .option('--cpus <n>', 'CPU request per shard', int('--cpus'))
+  .option('--memory <q>', 'memory request per shard, e.g. 4Gi')
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; image: string; pvc: string; mount: string; project?: string; tagseg: string; parallelism?: number; cpus?: number; memory?: string }) => {
+    const { k8sJob, k8sYaml } = await import('./cluster.js');
+    const jobs = (await shardedStages(o.stage, o.shards, o.set)).map(({ stage, n }) => k8sJob({
+      stage, shards: n, image: o.image, pvc: o.pvc, mountPath: o.mount, project: o.project ?? o.mount, tagseg: o.tagseg,
+      parallelism: o.parallelism, cpus: o.cpus, memory: o.memory,
+    }));
+    process.stdout.write(k8sYaml(jobs));
+  });
+
+shardOptions(cluster.command('slurm'))
+  .description('print a Slurm job-array script per sharded stage (SLURM_ARRAY_TASK_ID picks the shard; the project on a shared filesystem)')
+  .option('--project <path>', 'the project folder as the nodes see it (default: this project, absolute)')
+  .option('--tagseg <cmd>', 'command that runs tagseg on the nodes (default: this checkout\'s bin/tagseg.js)')
+  .option('--parallelism <n>', 'array tasks running at once (default: all)', int('--parallelism'))
+  .option('--cpus <n>', 'cpus per task', int('--cpus'))
+  .option('--memory <q>', 'memory per task, e.g. 4Gi')
+  .option('--logs <dir>', 'folder for the tasks\' output files (must exist; default: Slurm\'s slurm-%A_%a.out)')
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; project?: string; tagseg?: string; parallelism?: number; cpus?: number; memory?: string; logs?: string }) => {
+    const { slurmScript } = await import('./cluster.js');
+    const { REPO_ROOT } = await import('./workspace.js');
+    const { shellQuote } = await import('./dvcfile.js');
+    const scripts = (await shardedStages(o.stage, o.shards, o.set)).map(({ stage, n }) => slurmScript({
+      stage, shards: n, project: o.project ?? rootOf(), tagseg: o.tagseg ?? `node ${shellQuote(path.join(REPO_ROOT, 'bin/tagseg.js'))}`,
+      parallelism: o.parallelism, cpus: o.cpus, memory: o.memory, logs: o.logs,
+    }));
+    process.stdout.write(scripts.join('\n'));
+  });
+
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
