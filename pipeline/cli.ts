@@ -211,6 +211,7 @@ program
   .option('--no-crf', "skip the dense CRF on the probabilities (default: the model's segment.crf)")
   .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
+  .option('--shard <k/N>', 'only the images of shard k of N (a hash of the id); N processes with k = 0..N-1 may share --out')
   .option('--json', 'print a JSON summary')
   .addHelpText(
     'after',
@@ -220,7 +221,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; shard?: string; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
@@ -229,6 +230,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
       model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
       scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
+      shard: o.shard === undefined ? undefined : (await import('./shard.js')).parseShard(o.shard),
     });
     print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
   });

@@ -20,6 +20,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
+import { type Shard, shardOf } from '../../pipeline/shard.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { segmentBatch } from './infer.js';
@@ -42,6 +43,8 @@ export interface PredictOptions {
   crf?: boolean;
   /** Images per network batch (same-size images only). */
   batchSize: number;
+  /** Only the ids of this shard (pipeline/shard.ts); shards may share `out`, each writes its own files. */
+  shard?: Shard;
 }
 
 export interface PredictResult {
@@ -62,8 +65,9 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
   if (!(await isDirectory(o.images))) throw new TagsegError('images folder not found', { file: o.images });
   const index = await indexImages(o.images);
-  const ids = o.ids ?? [...index.byId.keys()];
-  if (ids.length === 0) throw new TagsegError('no .jpg/.jpeg/.png images in the folder', { file: o.images });
+  const all = o.ids ?? [...index.byId.keys()];
+  if (all.length === 0) throw new TagsegError('no .jpg/.jpeg/.png images in the folder', { file: o.images });
+  const ids = o.shard ? all.filter((id) => shardOf(id, o.shard!.n) === o.shard!.k) : all;
   const files = ids.map((id) => imageFor(index, id, o.images, { file: o.images }));
   await initBackend();
   const net = await loadSegModel(o.model);
@@ -112,5 +116,5 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     net.dispose();
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { images: ids.length, out: o.out, scales, flip, crf: crf !== null, batches, seconds, imagesPerSecond: ids.length / seconds };
+  return { images: ids.length, out: o.out, scales, flip, crf: crf !== null, batches, seconds, imagesPerSecond: seconds > 0 ? ids.length / seconds : 0 };
 }
