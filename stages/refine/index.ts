@@ -11,6 +11,8 @@
  * 3. ignore (255) where the ignore rule says the label is unsure (confidence.ts);
  * 4. flags: a tag with no pixel, an image that is mostly ignore (sanity.ts);
  * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).
+ *    With refine.shards N > 1: a folder of parts, part-<k>-of-<N>.arrow and pseudo_masks/part-<k>-of-<N>/,
+ *    one per shard (pipeline/shard.ts: the shard is a hash of the id); `--shard k/N` writes one.
  * Images are decoded and refined `refine.concurrency` at a time (data/load.ts orderedMap keeps
  * row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
  * threads as the concurrency and the machine's cores allow).
