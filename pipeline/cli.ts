@@ -303,17 +303,19 @@ shardOptions(cluster.command('dvc'))
   .description('print the dvc.yaml stanza of each sharded stage as foreach (or matrix) shards: `dvc repro refine@<k>` runs shard k')
   .addOption(new Option('--form <form>', 'DVC syntax').choices(['foreach', 'matrix']).default('foreach'))
   .action(async (o: { stage: string[]; shards?: number; set: string[]; form: 'foreach' | 'matrix' }) => {
-    const { dvcShardStanza } = await import('./cluster.js');
+    const { dvcShardedStages } = await import('./cluster.js');
+    const { loadParams } = await import('./params.js');
     const YAML = (await import('yaml')).default;
     const { readFile } = await import('node:fs/promises');
     const raw = YAML.parse(await readFile(path.join(rootOf(), 'dvc.yaml'), 'utf8')) as { stages: Record<string, Record<string, unknown>> };
-    const out: Record<string, unknown> = {};
+    const params = await loadParams(path.join(rootOf(), 'params.yaml'), o.set);
+    let out: Record<string, unknown> = {};
     for (const { stage, n } of await shardedStages(o.stage, o.shards, o.set)) {
-      const own = raw.stages[stage.name];
-      if (!own) throw new TagsegError(`dvc.yaml has no stage '${stage.name}'`, { file: path.join(rootOf(), 'dvc.yaml') });
-      out[stage.name] = dvcShardStanza(stage, own, n, o.form);
+      const changed = dvcShardedStages(stage, params, raw.stages, n, o.form);
+      raw.stages = { ...raw.stages, ...changed };
+      out = { ...out, ...changed };
     }
-    process.stdout.write(`# replaces these stages in dvc.yaml; downstream deps on the table folders stay as they are\n${YAML.stringify({ stages: out }, { lineWidth: 0 })}`);
+    process.stdout.write(`# replaces these stages in dvc.yaml (the sharded stage, and the stages whose deps moved to its shards' folders)\n${YAML.stringify({ stages: out }, { lineWidth: 0 })}`);
   });
 
 shardOptions(cluster.command('k8s'))

@@ -8,9 +8,11 @@
  * The stages downstream (audit, segment) read the finished part folder as one table.
  */
 import type { Job } from 'kubernetes-types/batch/v1.js';
+import * as path from 'node:path';
 import YAML from 'yaml';
 import { shellQuote } from './dvcfile.js';
 import { TagsegError } from './errors.js';
+import type { Params } from './params.js';
 import type { Stage } from './stage.js';
 
 /** `${item}` (foreach over a list) or `${item.shard}` (matrix), DVC's per-shard variable. */
@@ -40,6 +42,31 @@ export function dvcShardStanza(stage: Stage, raw: Record<string, unknown>, n: nu
   };
   const shards = Array.from({ length: n }, (_, k) => k);
   return form === 'foreach' ? { foreach: shards, do: body } : { matrix: { shard: shards }, ...body };
+}
+
+/**
+ * dvc.yaml's `stages` with `stage` in `n` shards: its stanza replaced by the foreach/matrix form,
+ * and each other stage's dep on an unsharded output that the shards do not write inside (e.g.
+ * metrics/refine.json, now metrics/refine/part-<k>-of-<N>.json) moved to the shards' folder, so
+ * DVC still orders it after every shard. Returns the stanzas that changed.
+ */
+export function dvcShardedStages(
+  stage: Stage, params: Params, stages: Record<string, Record<string, unknown>>, n: number, form: 'foreach' | 'matrix' = 'foreach',
+): Record<string, Record<string, unknown>> {
+  const own = stages[stage.name];
+  if (!own) throw new TagsegError(`dvc.yaml has no stage '${stage.name}'`, { file: 'dvc.yaml' });
+  const out: Record<string, Record<string, unknown>> = { [stage.name]: dvcShardStanza(stage, own, n, form) };
+  const io = stage.io(params);
+  const shard = stage.sharded!.outputs({ k: 0, n });
+  const moved = new Map<string, string>();
+  const pairs: [string, string][] = [...io.writes.map((w, i) => [w, shard.writes[i]] as [string, string]), ...io.metrics.map((m, i) => [m, shard.metrics[i]] as [string, string])];
+  for (const [whole, part] of pairs) if (!part.startsWith(`${whole}/`)) moved.set(whole, path.posix.dirname(part));
+  for (const [name, s] of Object.entries(stages)) {
+    if (name === stage.name || !Array.isArray(s.deps)) continue;
+    const deps = (s.deps as unknown[]).map((d) => (typeof d === 'string' && moved.has(d) ? moved.get(d)! : d));
+    if (JSON.stringify(deps) !== JSON.stringify(s.deps)) out[name] = { ...s, deps };
+  }
+  return out;
 }
 
 export interface RenderOptions {

@@ -39,7 +39,7 @@ export interface StageContext {
 export interface ShardedStage {
   /** params.yaml key holding the shard count N, e.g. refine.shards. */
   param: string;
-  /** What shard `s` alone writes (project paths): its table parts, folders and metrics. */
+  /** What shard `s` alone writes (project paths): its table parts, folders and metrics, in the order of io()'s writes and metrics. */
   outputs(s: Shard): { writes: string[]; metrics: string[] };
 }
 

@@ -13,7 +13,8 @@ import { promisify } from 'node:util';
 import type { Job } from 'kubernetes-types/batch/v1.js';
 import YAML from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dvcShardStanza, k8sJob, k8sYaml, slurmScript } from '../../pipeline/cluster.js';
+import { dvcShardStanza, dvcShardedStages, k8sJob, k8sYaml, slurmScript } from '../../pipeline/cluster.js';
+import { defaultParams } from '../../pipeline/params.js';
 import { parseShard } from '../../pipeline/shard.js';
 import { stage as refine } from '../../stages/refine/index.js';
 import { REPO } from '../helpers/python.js';
@@ -67,6 +68,26 @@ describe('dvc.yaml shards (tagseg cluster dvc)', () => {
       expect(dvc.stages.audit.deps).toContain('cache/pseudo_masks.arrow');
     });
   }
+
+  it('every dep that an output covered before is covered by an output after (segment: metrics/refine.json -> metrics/refine)', () => {
+    const changed = dvcShardedStages(refine, defaultParams(), dvc.stages, 3);
+    expect(Object.keys(changed).sort()).toEqual(['refine', 'segment']);
+    expect(changed.segment.deps).toContain('metrics/refine');
+    expect(changed.segment.deps).not.toContain('metrics/refine.json');
+    const after = { ...dvc.stages, ...changed };
+    expect(validate({ ...dvc, stages: after })).toEqual([]);
+    const outsOf = (stages: Record<string, Stanza>) => Object.entries(stages).flatMap(([name, s]) =>
+      Object.values('foreach' in s || 'matrix' in s ? expand(name, s) : { [name]: s }).flatMap((x) => [...outPaths(x, 'outs'), ...outPaths(x, 'metrics')]));
+    // DVC orders a stage after every stage with an out equal to, inside or above one of its deps
+    const covered = (dep: string, outs: string[]) => outs.some((o) => o === dep || o.startsWith(`${dep}/`) || dep.startsWith(`${o}/`));
+    const [before, now] = [outsOf(dvc.stages), outsOf(after)];
+    for (const [name, s] of Object.entries(dvc.stages)) {
+      const newDeps = ((after[name].do as Stanza | undefined)?.deps ?? after[name].deps) as string[] | undefined;
+      (s.deps as string[] | undefined)?.forEach((d, i) => { if (covered(d, before)) expect(covered(newDeps![i], now), `${name}: ${d} -> ${newDeps![i]}`).toBe(true); });
+    }
+    // negative control: without the move, segment's dep on metrics/refine.json would have no producer
+    expect(covered('metrics/refine.json', now)).toBe(false);
+  });
 
   it('the schema check can fail: a foreach without `do`, an out that is not a list', () => {
     const stanza = dvcShardStanza(refine, dvc.stages.refine, 3);
