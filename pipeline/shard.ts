@@ -80,12 +80,26 @@ export async function prepareTableFor(table: string, n: number): Promise<void> {
     if (st?.isDirectory()) await fs.rm(table, { recursive: true, force: true });
     return;
   }
-  if (st && !st.isDirectory()) await fs.rm(table, { force: true });
+  if (st && !st.isDirectory()) await unlinkRacing(table); // another shard may have made the folder meanwhile: keep it
   await fs.mkdir(table, { recursive: true });
   for (const name of await fs.readdir(table)) {
     const p = parsePartFile(name);
-    if (p && p.n !== n) await fs.rm(path.join(table, name), { force: true });
+    if (p && p.n !== n) await unlinkRacing(path.join(table, name));
   }
+}
+
+/** Removes a file that other shards' processes may remove, or replace by a folder, at the same time. */
+async function unlinkRacing(p: string): Promise<void> {
+  await fs.unlink(p).catch((err: NodeJS.ErrnoException) => {
+    if (!['ENOENT', 'EISDIR', 'EPERM'].includes(err.code ?? '')) throw err;
+  });
+}
+
+/** Removes a file or folder of another layout that other shards' processes may be removing too. */
+async function removeRacing(p: string): Promise<void> {
+  await fs.rm(p, { recursive: true, force: true }).catch((err: NodeJS.ErrnoException) => {
+    if (!['ENOENT', 'ENOTEMPTY'].includes(err.code ?? '')) throw err;
+  });
 }
 
 /**
@@ -96,7 +110,7 @@ export async function prepareTableFor(table: string, n: number): Promise<void> {
 export async function prepareFolderFor(dir: string, n: number): Promise<void> {
   const own = new RegExp(`^part-\\d+-of-${n}(\\.old-[0-9a-f]+)?$`);
   for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-    if (!own.test(name) && !name.startsWith('.')) await fs.rm(path.join(dir, name), { recursive: true, force: true });
+    if (!own.test(name) && !name.startsWith('.')) await removeRacing(path.join(dir, name));
   }
 }
 
