@@ -29,6 +29,9 @@ const datasetSchema = z.strictObject({
   splits: z.array(z.string().min(1)),
   train_split: z.string().min(1),
   classes: z.string(),
+  // Folder of hand-fixed masks (<id>.png) for the segment stage ('' = none, built-in runner only:
+  // DVC needs the dep to exist). Defaulted so older params.yaml files stay valid.
+  corrections: z.string().default('review/corrections'),
 });
 
 const synthSchema = z.strictObject({
@@ -213,6 +216,7 @@ dataset:
   splits: []                  # VOC ImageSets/Segmentation/<split>.txt to import; [] = all but trainval
   train_split: train          # split whose tags train the classifier and whose masks score pseudo-masks
   classes: ''                 # classes.json fixing the class indices (project-relative); '' = the dataset's, else VOC's 21 (voc) or the sorted tags (csv: written to classes.json and set here)
+  corrections: review/corrections # hand-fixed masks <id>.png (VOC PNGs, project-relative) replacing pseudo-masks in segment; empty folder = none
 synth:
   out: datasets/synthetic
   images: 240
@@ -528,6 +532,14 @@ function describeValue(v: unknown): string {
  * anything is written, so a bad `--set` leaves params.yaml untouched. Returns the new params.
  */
 export async function writeOverrides(file: string, overrides: string[]): Promise<Params> {
+  const text = await applyOverridesToText(file, overrides);
+  const written = validateParams(parseYamlText(text, displayPath(file)), displayPath(file));
+  await writeFileAtomic(file, text);
+  return written;
+}
+
+/** params.yaml's text with `overrides` spliced in (comments and layout kept); the file is not written. */
+export async function applyOverridesToText(file: string, overrides: string[]): Promise<string> {
   const label = displayPath(file);
   let text = await readText(file, label);
   // Throws (naming --set or the file) before we touch anything.
@@ -538,8 +550,7 @@ export async function writeOverrides(file: string, overrides: string[]): Promise
     // Defensive: the splice must mean exactly what the overrides mean.
     throw new TagsegError('internal error: editing params.yaml did not give the expected values', { file: label });
   }
-  await writeFileAtomic(file, text);
-  return written;
+  return text;
 }
 
 function spliceValue(text: string, o: Override, label: string): string {

@@ -22,6 +22,8 @@
  */
 import { decodeImage, readMask } from '../../data/decode.js';
 import { orderedMap } from '../../data/load.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
+import { classPalette } from '../../data/palette.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
@@ -159,9 +161,11 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
 
   const datasetFile = o.path(REFINE_INPUTS.dataset);
   const dataset = new Map<string, DatasetEntry>();
+  const root = o.path(p.dataset.root); // dataset.arrow's paths are relative to it
   for (const r of await readAll(datasetFile, { stage: 'ingest' })) {
+    const mask = (r.mask_path as string | null) ?? null;
     dataset.set(r.id as string, {
-      imagePath: r.image_path as string, maskPath: (r.mask_path as string | null) ?? null, width: r.orig_width as number, height: r.orig_height as number,
+      imagePath: resolveDatasetPath(root, r.image_path as string), maskPath: mask === null ? null : resolveDatasetPath(root, mask), width: r.orig_width as number, height: r.orig_height as number,
     });
   }
 
@@ -192,7 +196,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   if (rp.shards > 1) await prepareFolderFor(o.path(REFINE_OUTPUTS.pngs), rp.shards);
   const outputs = new SequentialParts(shards, async (s) => {
     const writer = await TableWriter.open(o.path(partPath(REFINE_OUTPUTS.masks, s)), PSEUDO_MASK_COLUMNS, meta, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
-    const pngs = await PngExport.open(o.path(pngFolder(s))).catch(async (err: unknown) => { await writer.abort(); throw err; });
+    const pngs = await PngExport.open(o.path(pngFolder(s)), classPalette(background)).catch(async (err: unknown) => { await writer.abort(); throw err; });
     return {
       writer, pngs,
       commit: async () => { await writer.close(); await pngs.commit(); },

@@ -14,7 +14,9 @@ import type { Job } from 'kubernetes-types/batch/v1.js';
 import YAML from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dvcShardStanza, dvcShardedStages, k8sJob, k8sYaml, slurmScript } from '../../pipeline/cluster.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { buildDag } from '../../pipeline/dag.js';
+import { parseDvcYaml } from '../../pipeline/dvcfile.js';
+import { defaultParams, loadParams } from '../../pipeline/params.js';
 import { parseShard } from '../../pipeline/shard.js';
 import { stage as refine } from '../../stages/refine/index.js';
 import { REPO } from '../helpers/python.js';
@@ -88,6 +90,19 @@ describe('dvc.yaml shards (tagseg cluster dvc)', () => {
     // negative control: without the move, segment's dep on metrics/refine.json would have no producer
     expect(covered('metrics/refine.json', now)).toBe(false);
   });
+
+  for (const form of ['foreach', 'matrix'] as const) {
+    it(`${form}: tagseg's own dvc.yaml reader expands refine@0..2 and orders audit and segment after every shard`, async () => {
+      const params = await loadParams(path.join(REPO, 'params.yaml'), ['refine.shards=3']);
+      const text = YAML.stringify({ ...dvc, stages: { ...dvc.stages, ...dvcShardedStages(refine, params, dvc.stages, 3, form) } });
+      const dag = buildDag(parseDvcYaml(text, params).stages);
+      const shards = dag.stages.filter((s) => s.name.startsWith('refine@')).map((s) => s.name).sort();
+      expect(shards).toEqual(['refine@0', 'refine@1', 'refine@2']);
+      for (const k of [0, 1, 2]) expect(dag.byName.get(`refine@${k}`)!.cmd).toMatch(new RegExp(`run refine --shard ${k}/3$`));
+      for (const down of ['audit', 'segment']) expect(dag.upstream.get(down)).toEqual(expect.arrayContaining(shards));
+      expect(dag.upstream.get('refine@1')).toEqual(expect.arrayContaining(['contrast']));
+    });
+  }
 
   it('the schema check can fail: a foreach without `do`, an out that is not a list', () => {
     const stanza = dvcShardStanza(refine, dvc.stages.refine, 3);
