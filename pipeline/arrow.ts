@@ -8,6 +8,7 @@
  * a number[] would cost 4x the memory), list<utf8> -> string[], null for nulls. Typed arrays are
  * copies, so holding one row does not pin the whole batch it came from.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -19,7 +20,8 @@ import {
 import type { AsyncRecordBatchFileReader } from 'apache-arrow';
 import { type StageCommit, commitFor } from './commit.js';
 import { TagsegError, fsError, messageOf } from './errors.js';
-import { ensureDir, tempPathFor } from './fsutil.js';
+import { ensureDir, hashFile, tempPathFor } from './fsutil.js';
+import { parsePartFile, partName, shardOf } from './shard.js';
 
 export const SCHEMA_VERSION = 1; // bump when a table layout changes
 
@@ -438,46 +440,85 @@ function decodeCell(type: ColumnType, vec: Vector, i: number): Value {
   }
 }
 
+interface Part { info: TableInfo; reader: AsyncRecordBatchFileReader; fh: FileHandle; firstBatch: number }
+
+/**
+ * Reads a table: one Arrow IPC file, or a folder of `part-<k>-of-<N>.arrow` files (pipeline/shard.ts)
+ * that together are the table, read as one: rows in part order (k = 0..N-1), then row order.
+ */
 export class TableReader {
-  /** Serializes batch reads: arrow-js seeks a shared file position for each one. */
-  private lock: Promise<unknown> = Promise.resolve();
+  /** Serializes batch reads of each part: arrow-js seeks a shared file position for each one. */
+  private locks: Promise<unknown>[];
 
   private constructor(
     readonly info: TableInfo,
-    private readonly reader: AsyncRecordBatchFileReader,
-    private readonly fh: FileHandle,
-  ) {}
+    private readonly parts: Part[],
+  ) {
+    this.locks = parts.map(() => Promise.resolve());
+  }
 
   /**
-   * Opens an IPC file for random access by batch. Throws TagsegError (naming the file and what to
-   * rerun) for a missing file, a file that is not a tagseg table, a schema-version or stage mismatch.
+   * Opens a table for random access by batch. Throws TagsegError (naming the file and what to
+   * rerun) for a missing file, a file that is not a tagseg table, a schema-version or stage
+   * mismatch, and for a part folder with a missing part or parts that disagree.
    */
   static async open(file: string, expect: { stage?: string } = {}): Promise<TableReader> {
-    let fh: FileHandle;
-    try {
-      fh = await fs.open(file, 'r');
-    } catch (err) {
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      throw new TagsegError(missing ? 'table not found' : `cannot open table: ${messageOf(err)}`, {
-        file, hint: missing && expect.stage ? rerun(expect.stage) : undefined, cause: err,
-      });
+    const st = await fs.stat(file).catch(() => null);
+    if (!st?.isDirectory()) {
+      const part = await openPart(file, expect, 0);
+      return new TableReader(part.info, [part]);
     }
+    const parts: Part[] = [];
     try {
-      const reader = await RecordBatchReader.from(fh).catch(() => null);
-      if (!reader?.isFile()) throw new TagsegError(`is not an Arrow IPC file: ${rerun(expect.stage)}`, { file });
-      await reader.open({ autoDestroy: false }).catch((err: unknown) => {
-        throw new TagsegError(`is a damaged Arrow IPC file (${messageOf(err)}): ${rerun(expect.stage)}`, { file, cause: err });
-      });
-      const info = await readTableInfo(file, fh, reader as AsyncRecordBatchFileReader, expect);
-      return new TableReader(info, reader as AsyncRecordBatchFileReader, fh);
+      let firstBatch = 0;
+      for (const f of await partFiles(file, expect.stage)) {
+        const part = await openPart(path.join(file, f), expect, firstBatch);
+        parts.push(part);
+        firstBatch += part.info.numBatches;
+      }
+      return new TableReader(mergeInfo(file, parts), parts);
     } catch (err) {
-      await fh.close().catch(() => undefined);
+      for (const p of parts) await p.fh.close().catch(() => undefined);
       throw err;
     }
   }
 
+  /** Number of parts (1 for a single file). */
+  get numParts(): number {
+    return this.parts.length;
+  }
+
   async *rows(): AsyncGenerator<Row> {
     for (let i = 0; i < this.info.numBatches; i++) yield* await this.batch(i);
+  }
+
+  /**
+   * The rows of `ids`, in that order (a table written in the same order, e.g. cams.arrow's): a
+   * part folder gives each id's row from its shard's part (shardOf), so readers that walk tables
+   * in lockstep read a sharded table as if it were one file. Throws where a row's id differs.
+   */
+  async *rowsAlong(ids: AsyncIterable<string> | Iterable<string>): AsyncGenerator<Row> {
+    const n = this.parts.length;
+    const its = this.parts.map((_, k) => this.partRows(k)[Symbol.asyncIterator]());
+    try {
+      for await (const id of ids) {
+        const k = n === 1 ? 0 : shardOf(id, n);
+        const next = await its[k].next();
+        if (next.done || next.value.id !== id) {
+          throw new TagsegError(`has '${next.done ? 'end of table' : String(next.value.id)}' where '${id}' was expected`, {
+            file: this.parts[k].info.file, hint: `the tables come from different runs: ${rerun(this.info.meta.stage)}`,
+          });
+        }
+        yield next.value;
+      }
+    } finally {
+      for (const it of its) await it.return?.(undefined);
+    }
+  }
+
+  private async *partRows(k: number): AsyncGenerator<Row> {
+    const p = this.parts[k];
+    for (let i = 0; i < p.info.numBatches; i++) yield* await this.batch(p.firstBatch + i);
   }
 
   async batch(i: number): Promise<Row[]> {
@@ -485,12 +526,14 @@ export class TableReader {
     if (!Number.isInteger(i) || i < 0 || i >= numBatches) {
       throw new TagsegError(`batch ${i} is out of range (the table has ${numBatches})`, { file });
     }
-    const read = this.lock.then(() => this.reader.readRecordBatch(i));
-    this.lock = read.catch(() => undefined);
+    const k = this.parts.findLastIndex((p) => p.firstBatch <= i);
+    const part = this.parts[k];
+    const read = this.locks[k].then(() => part.reader.readRecordBatch(i - part.firstBatch));
+    this.locks[k] = read.catch(() => undefined);
     const batch = await read.catch((err: unknown) => {
-      throw new TagsegError(`cannot read batch ${i} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file, cause: err });
+      throw new TagsegError(`cannot read batch ${i - part.firstBatch} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file: part.info.file, cause: err });
     });
-    if (!batch) throw new TagsegError(`batch ${i} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file });
+    if (!batch) throw new TagsegError(`batch ${i - part.firstBatch} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file: part.info.file });
     const vectors = columns.map((c) => batch.getChild(c.name)!);
     const rows: Row[] = [];
     for (let r = 0; r < batch.numRows; r++) {
@@ -502,9 +545,73 @@ export class TableReader {
   }
 
   async close(): Promise<void> {
-    await this.lock;
-    await this.fh.close().catch(() => undefined);
+    await Promise.all(this.locks);
+    for (const p of this.parts) await p.fh.close().catch(() => undefined);
   }
+}
+
+async function openPart(file: string, expect: { stage?: string }, firstBatch: number): Promise<Part> {
+  let fh: FileHandle;
+  try {
+    fh = await fs.open(file, 'r');
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new TagsegError(missing ? 'table not found' : `cannot open table: ${messageOf(err)}`, {
+      file, hint: missing && expect.stage ? rerun(expect.stage) : undefined, cause: err,
+    });
+  }
+  try {
+    const reader = await RecordBatchReader.from(fh).catch(() => null);
+    if (!reader?.isFile()) throw new TagsegError(`is not an Arrow IPC file: ${rerun(expect.stage)}`, { file });
+    await reader.open({ autoDestroy: false }).catch((err: unknown) => {
+      throw new TagsegError(`is a damaged Arrow IPC file (${messageOf(err)}): ${rerun(expect.stage)}`, { file, cause: err });
+    });
+    const info = await readTableInfo(file, fh, reader as AsyncRecordBatchFileReader, expect);
+    return { info, reader: reader as AsyncRecordBatchFileReader, fh, firstBatch };
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The part files of a table folder, by k; every part of one count N present, nothing else. */
+async function partFiles(dir: string, stage: string | undefined): Promise<string[]> {
+  const names = (await fs.readdir(dir)).filter((f) => !f.startsWith('.')); // .<name>.tmp: a part being written
+  const parts = names.map((f) => ({ f, s: parsePartFile(f) }));
+  const stray = parts.find((p) => !p.s);
+  if (stray) throw new TagsegError(`'${stray.f}' is not a table part (part-<k>-of-<N>.arrow)`, { file: dir, hint: 'a table folder holds only its parts: remove it' });
+  if (parts.length === 0) throw new TagsegError('is a table folder without parts', { file: dir, hint: rerun(stage) });
+  const n = parts[0].s!.n;
+  const other = parts.find((p) => p.s!.n !== n);
+  if (other) throw new TagsegError(`holds parts of ${n} and of ${other.s!.n} shards ('${other.f}')`, { file: dir, hint: `delete the folder and ${rerun(stage)}` });
+  const have = new Set(parts.map((p) => p.s!.k));
+  for (let k = 0; k < n; k++) {
+    if (!have.has(k)) {
+      throw new TagsegError(`part '${partName({ k, n })}.arrow' is missing`, {
+        file: dir, hint: stage ? `run \`tagseg run ${stage} --shard ${k}/${n}\`` : `run shard ${k}/${n} of the stage that writes it`,
+      });
+    }
+  }
+  return Array.from({ length: n }, (_, k) => `${partName({ k, n })}.arrow`);
+}
+
+/** One TableInfo for a part folder; the parts must agree on schema and metadata (one run's params). */
+function mergeInfo(dir: string, parts: Part[]): TableInfo {
+  const first = parts[0].info;
+  const signature = (i: TableInfo) => JSON.stringify([i.schemaVersion, i.columns, i.meta]);
+  for (const p of parts.slice(1)) {
+    if (signature(p.info) !== signature(first)) {
+      throw new TagsegError(`part '${path.basename(p.info.file)}' has other columns or metadata (stage, params, classes) than '${path.basename(first.file)}'`, {
+        file: dir, hint: `the parts come from different runs: ${rerun(first.meta.stage)} (every shard)`,
+      });
+    }
+  }
+  return {
+    ...first,
+    file: dir,
+    numRows: parts.reduce((a, p) => a + p.info.numRows, 0),
+    numBatches: parts.reduce((a, p) => a + p.info.numBatches, 0),
+  };
 }
 
 async function readTableInfo(
@@ -563,6 +670,25 @@ export async function readAll(file: string, expect?: { stage?: string }): Promis
     const out: Row[] = [];
     for await (const row of r.rows()) out.push(row);
     return out;
+  } finally {
+    await r.close();
+  }
+}
+
+/** sha256 of a table's bytes: the file's, or of each part's name and hash (a part folder). */
+export async function hashTable(file: string): Promise<string> {
+  const st = await fs.stat(file).catch(() => null);
+  if (!st?.isDirectory()) return hashFile(file);
+  const h = createHash('sha256');
+  for (const f of await partFiles(file, undefined)) h.update(`${f}:${await hashFile(path.join(file, f))}\n`);
+  return h.digest('hex');
+}
+
+/** The `id` column of a table, streamed (e.g. the order another table's rows should follow). */
+export async function* tableIds(file: string): AsyncGenerator<string> {
+  const r = await TableReader.open(file);
+  try {
+    for await (const row of r.rows()) yield row.id as string;
   } finally {
     await r.close();
   }

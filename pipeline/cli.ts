@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import { Argument, Command, InvalidArgumentError, Option } from 'commander';
-import { formatError } from './errors.js';
+import { TagsegError, formatError } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
 
@@ -139,10 +139,12 @@ program
   .description('run stages now, in the order given, without checking whether they are up to date (dvc.yaml cmds call this)')
   .argument('<stage...>', 'stage names (see `tagseg status`)')
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
+  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (refine; N must equal its <stage>.shards param)')
   .option('--json', 'print JSON summaries')
-  .action(async (names: string[], o: { set: string[]; json?: boolean }) => {
+  .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
     const { runStages } = await import('./runner.js');
-    const results = await runStages(rootOf(), names, o.set, Boolean(o.json));
+    const { parseShard } = await import('./shard.js');
+    const results = await runStages(rootOf(), names, o.set, Boolean(o.json), o.shard === undefined ? undefined : parseShard(o.shard));
     if (o.json) print(true, results, () => '');
   });
 
@@ -226,6 +228,7 @@ program
   .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
   .option('--threads <n>', 'CRF worker threads, each image\'s CRF on one while the next images are decoded and run through the network (default: every core; 1 = the main thread)', int('--threads'))
+  .option('--shard <k/N>', 'only the images of shard k of N (a hash of the id); N processes with k = 0..N-1 may share --out')
   .option('--json', 'print a JSON summary')
   .addHelpText(
     'after',
@@ -235,7 +238,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; shard?: string; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
@@ -245,6 +248,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
       scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize, threads: o.threads,
       onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
+      shard: o.shard === undefined ? undefined : (await import('./shard.js')).parseShard(o.shard),
     });
     const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
     print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s (${r.threads} CRF thread${r.threads === 1 ? '' : 's'}); ${r.skipped.length} skipped${skippedLines}`);
@@ -323,6 +327,85 @@ coverage (every pixel with a valid ground truth counts, ignore counts as wrong).
       onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
     });
     print(Boolean(o.json), r, () => formatCv(r));
+  });
+
+/** The sharded stages named (default: every one), and their shard count (--shards or params.yaml). */
+async function shardedStages(names: string[] | undefined, shards: number | undefined, sets: string[]) {
+  const { STAGES, findStage } = await import('../stages/index.js');
+  const { loadParams, getParam } = await import('./params.js');
+  const p = await loadParams(path.join(rootOf(), 'params.yaml'), sets);
+  const stages = names?.length ? names.map((n) => findStage(n)) : STAGES.filter((s) => s.sharded);
+  return stages.map((s, i) => {
+    if (!s?.sharded) throw new TagsegError(`'${names?.[i]}' is not a sharded stage`, { hint: `sharded stages: ${STAGES.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
+    const n = shards ?? (getParam(p, s.sharded.param) as number);
+    if (n !== getParam(p, s.sharded.param)) process.stderr.write(`note: set ${s.sharded.param}: ${n} in params.yaml (it is ${String(getParam(p, s.sharded.param))}); each shard checks it\n`);
+    return { stage: s, n };
+  });
+}
+
+const cluster = program
+  .command('cluster')
+  .description('run a sharded stage\'s shards (refine) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
+const shardOptions = (c: Command) => c
+  .option('--stage <name>', 'sharded stage (repeatable; default: every sharded stage)', collect, [])
+  .option('--shards <n>', 'shard count (default: the stage\'s <stage>.shards param)', int('--shards'))
+  .option('--set <key=value>', 'params.yaml override (repeatable)', collect, []);
+
+shardOptions(cluster.command('dvc'))
+  .description('print the dvc.yaml stanza of each sharded stage as foreach (or matrix) shards: `dvc repro refine@<k>` runs shard k')
+  .addOption(new Option('--form <form>', 'DVC syntax').choices(['foreach', 'matrix']).default('foreach'))
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; form: 'foreach' | 'matrix' }) => {
+    const { dvcShardedStages } = await import('./cluster.js');
+    const { loadParams } = await import('./params.js');
+    const YAML = (await import('yaml')).default;
+    const { readFile } = await import('node:fs/promises');
+    const raw = YAML.parse(await readFile(path.join(rootOf(), 'dvc.yaml'), 'utf8')) as { stages: Record<string, Record<string, unknown>> };
+    const params = await loadParams(path.join(rootOf(), 'params.yaml'), o.set);
+    let out: Record<string, unknown> = {};
+    for (const { stage, n } of await shardedStages(o.stage, o.shards, o.set)) {
+      const changed = dvcShardedStages(stage, params, raw.stages, n, o.form);
+      raw.stages = { ...raw.stages, ...changed };
+      out = { ...out, ...changed };
+    }
+    process.stdout.write(`# replaces these stages in dvc.yaml (the sharded stage, and the stages whose deps moved to its shards' folders)\n${YAML.stringify({ stages: out }, { lineWidth: 0 })}`);
+  });
+
+shardOptions(cluster.command('k8s'))
+  .description('print a Kubernetes Indexed Job per sharded stage (JOB_COMPLETION_INDEX picks the shard; the project lives on a PersistentVolumeClaim)')
+  .requiredOption('--image <image>', 'container image with Node 20 and tagseg installed (npm ci)')
+  .requiredOption('--pvc <claim>', 'PersistentVolumeClaim holding the project (params.yaml, cache/, the dataset)')
+  .option('--mount <path>', 'where the claim is mounted in the container', '/workspace')
+  .option('--project <path>', 'the project folder in the container (default: the mount path)')
+  .option('--tagseg <cmd>', 'command that runs tagseg in the image', 'node /opt/tagseg/bin/tagseg.js')
+  .option('--parallelism <n>', 'shards running at once (default: all)', int('--parallelism'))
+  .option('--cpus <n>', 'CPU request per shard', int('--cpus'))
+  .option('--memory <q>', 'memory request per shard, e.g. 4Gi')
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; image: string; pvc: string; mount: string; project?: string; tagseg: string; parallelism?: number; cpus?: number; memory?: string }) => {
+    const { k8sJob, k8sYaml } = await import('./cluster.js');
+    const jobs = (await shardedStages(o.stage, o.shards, o.set)).map(({ stage, n }) => k8sJob({
+      stage, shards: n, image: o.image, pvc: o.pvc, mountPath: o.mount, project: o.project ?? o.mount, tagseg: o.tagseg,
+      parallelism: o.parallelism, cpus: o.cpus, memory: o.memory,
+    }));
+    process.stdout.write(k8sYaml(jobs));
+  });
+
+shardOptions(cluster.command('slurm'))
+  .description('print a Slurm job-array script per sharded stage (SLURM_ARRAY_TASK_ID picks the shard; the project on a shared filesystem)')
+  .option('--project <path>', 'the project folder as the nodes see it (default: this project, absolute)')
+  .option('--tagseg <cmd>', 'command that runs tagseg on the nodes (default: this checkout\'s bin/tagseg.js)')
+  .option('--parallelism <n>', 'array tasks running at once (default: all)', int('--parallelism'))
+  .option('--cpus <n>', 'cpus per task', int('--cpus'))
+  .option('--memory <q>', 'memory per task, e.g. 4Gi')
+  .option('--logs <dir>', 'folder for the tasks\' output files (must exist; default: Slurm\'s slurm-%A_%a.out)')
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; project?: string; tagseg?: string; parallelism?: number; cpus?: number; memory?: string; logs?: string }) => {
+    const { slurmScript } = await import('./cluster.js');
+    const { REPO_ROOT } = await import('./workspace.js');
+    const { shellQuote } = await import('./dvcfile.js');
+    const scripts = (await shardedStages(o.stage, o.shards, o.set)).map(({ stage, n }) => slurmScript({
+      stage, shards: n, project: o.project ?? rootOf(), tagseg: o.tagseg ?? `node ${shellQuote(path.join(REPO_ROOT, 'bin/tagseg.js'))}`,
+      parallelism: o.parallelism, cpus: o.cpus, memory: o.memory, logs: o.logs,
+    }));
+    process.stdout.write(scripts.join('\n'));
   });
 
 const review = program

@@ -87,7 +87,8 @@ export async function removeLeftovers(target: string): Promise<string[]> {
   try {
     names = await fs.readdir(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    // ENOTDIR: `target` is a table part whose folder is still the unsharded file (pipeline/shard.ts)
+    if (['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return [];
     throw err;
   }
   const done: string[] = [];

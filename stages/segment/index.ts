@@ -30,7 +30,7 @@ import { DECISIONS_FILE, readDecisions } from '../../data/review.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
-import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
+import { TableReader, hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile } from '../../pipeline/fsutil.js';
@@ -198,7 +198,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
 
   // 3. training
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
-  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
+  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashTable(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
   const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
   const store = await trainingStore('segment', stage.io(p).code, hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
