@@ -186,6 +186,17 @@ program
     process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
   });
 
+program
+  .command('dvc-deps')
+  .description("check dvc.yaml's deps against each stage's import closure and data reads (pipeline/code_deps.ts); --write rewrites them")
+  .option('--write', 'rewrite the deps lists of dvc.yaml (code deps first, data deps kept)')
+  .action(async (o: { write?: boolean }) => {
+    const { dvcDepsCommand } = await import('./code_deps.js');
+    const r = await dvcDepsCommand(rootOf(), Boolean(o.write));
+    process.stdout.write(`${r.text}\n`);
+    if (r.diffs.length > 0) process.exitCode = 1;
+  });
+
 /** Parse a comma-separated list of positive numbers (inference scales). */
 function scaleList(v: string): number[] {
   const xs = v.split(',').map((x) => Number(x.trim()));

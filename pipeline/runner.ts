@@ -4,29 +4,26 @@
  * what dvc.yaml's cmds call); `repro` delegates to dvc or to our own DAG runner.
  */
 import * as path from 'node:path';
-import { STAGES, findStage } from '../stages/index.js';
+import { STAGE_NAMES, loadStage } from '../stages/index.js';
 import { repro, status } from './dag.js';
 import { dvcAvailable, dvcRepro } from './dvc.js';
 import { TagsegError } from './errors.js';
 import { log } from './log.js';
-import { loadParams, writeOverrides } from './params.js';
-import type { StageContext } from './stage.js';
+import { writeOverrides } from './params.js';
+import { loadRunParams, runStage } from './run_stage.js';
+import type { Stage } from './stage.js';
 
+/** `tagseg run a b ...`: each stage's module is loaded only when named (stages/index.ts). */
 export async function runStages(root: string, names: string[], overrides: string[], json: boolean): Promise<Record<string, unknown>> {
-  const stages = names.map((n) => {
-    const s = findStage(n);
-    if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGES.map((x) => x.name).join(', ')}` });
-    return s;
-  });
-  const params = await loadParams(path.join(root, 'params.yaml'), overrides);
-  const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json };
-  const results: Record<string, unknown> = {};
-  for (const s of stages) {
-    const t0 = performance.now();
-    log.info(`== ${s.name}: ${s.summary}`);
-    results[s.name] = await s.run(ctx);
-    log.info(`== ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const stages: Stage[] = [];
+  for (const n of names) {
+    const s = await loadStage(n);
+    if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGE_NAMES.join(', ')}` });
+    stages.push(s);
   }
+  const params = await loadRunParams(root, overrides);
+  const results: Record<string, unknown> = {};
+  for (const s of stages) results[s.name] = await runStage(root, s, params, json);
   return results;
 }
 

@@ -14,7 +14,7 @@ import { writeOverrides } from './params.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** What a workspace links to: everything dvc.yaml's cmds and code deps need. */
-const LINKED = ['package.json', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'eval', 'stages'];
+const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'eval', 'stages'];
 
 export async function createWorkspace(dir: string, overrides: string[] = []): Promise<string> {
   const target = path.resolve(dir);

@@ -70,7 +70,6 @@ export const stage: Stage = {
     writes: [AFFINITY_OUTPUTS.cams, AFFINITY_OUTPUTS.model],
     metrics: [AFFINITY_OUTPUTS.metrics],
     plots: [],
-    code: ['eval', 'nn', 'ops', 'pipeline', 'stages/affinity', 'stages/cam'],
     params: PARAMS,
   }),
   async run(ctx) {

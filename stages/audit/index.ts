@@ -62,7 +62,6 @@ export const stage: Stage = {
     writes: [AUDIT_OUTPUTS.classes, AUDIT_OUTPUTS.images, AUDIT_OUTPUTS.report],
     metrics: [AUDIT_OUTPUTS.metrics],
     plots: [],
-    code: ['data', 'eval', 'pipeline', 'stages/audit', 'stages/cam'],
     params: PARAMS,
   }),
   async run(ctx) {

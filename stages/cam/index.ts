@@ -58,7 +58,6 @@ export const stage: Stage = {
     writes: [CAM_OUTPUTS.cams, CAM_OUTPUTS.model],
     metrics: [CAM_OUTPUTS.metrics],
     plots: [CAM_OUTPUTS.plot],
-    code: ['eval', 'nn', 'pipeline', 'stages/cam'],
     params: PARAMS,
   }),
   async run(ctx) {

@@ -66,7 +66,6 @@ export const stage: Stage = {
     writes: [CONTRAST_OUTPUTS.cams, CONTRAST_OUTPUTS.model],
     metrics: [CONTRAST_OUTPUTS.metrics],
     plots: [],
-    code: ['eval', 'nn', 'ops', 'pipeline', 'stages/affinity', 'stages/cam', 'stages/contrast'],
     params: PARAMS,
   }),
   async run(ctx) {

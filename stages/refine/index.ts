@@ -68,7 +68,6 @@ export const stage: Stage = {
     writes: [REFINE_OUTPUTS.masks, REFINE_OUTPUTS.pngs],
     metrics: [REFINE_OUTPUTS.metrics],
     plots: [],
-    code: ['data', 'eval', 'ops', 'pipeline', 'stages/cam', 'stages/refine'],
     params: PARAMS,
   }),
   async run(ctx) {

@@ -66,7 +66,6 @@ export const stage: Stage = {
     writes: [SEGMENT_OUTPUTS.model],
     metrics: [SEGMENT_OUTPUTS.metrics],
     plots: [],
-    code: ['data', 'eval', 'nn', 'pipeline', 'stages/cam', 'stages/segment'],
     params: PARAMS,
   }),
   async run(ctx) {

@@ -12,10 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
 import { repro } from '../../pipeline/dag.js';
 import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
-import { findStage } from '../../stages/index.js';
+import { STAGE_NAMES } from '../../stages/index.js';
 
 const UPSTREAM = ['ingest', 'cam', 'affinity', 'contrast', 'refine'];
-const complete = [...UPSTREAM, 'audit'].every((s) => findStage(s) !== undefined);
+const complete = [...UPSTREAM, 'audit'].every((s) => STAGE_NAMES.includes(s));
 
 const TINY = [
   'synth.images=16', 'synth.size=48', 'ingest.size=32',

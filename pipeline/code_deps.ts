@@ -1,0 +1,196 @@
+/**
+ * Each dvc.yaml stage's code deps, derived instead of hand-written: the files its run path imports
+ * (esbuild's metafile, following static and literal dynamic imports), plus what a module loads at
+ * run time without an import (RUNTIME_LOADS), plus the library versions (LIBRARIES). Listed as
+ * files, or as a folder where every file under it belongs to the closure.
+ *
+ * A stage's run path starts at its module and pipeline/run_stage.ts (params, context, run log).
+ * bin/tagseg.js, pipeline/cli.ts, pipeline/runner.ts and stages/index.ts are loaded too, but only
+ * parse the command line and pick the module, so editing them leaves every stage fresh.
+ * `tagseg dvc-deps --check | --write` compares dvc.yaml with this or rewrites its deps.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { build } from 'esbuild';
+import YAML, { isScalar, isSeq, Scalar } from 'yaml';
+import { type DvcFile, interpolate, loadDvcYaml, normalize } from './dvcfile.js';
+import { TagsegError } from './errors.js';
+import { writeFileAtomic } from './fsutil.js';
+
+export const RUN_PATH = 'pipeline/run_stage.ts';
+
+/**
+ * Stages that are CLI commands rather than stages/<name>/index.ts: where their code starts.
+ * synth: `tagseg synth --from-params` = loadParams + generateSynthetic.
+ */
+export const CLI_STAGE_ENTRIES: Record<string, string[]> = {
+  synth: ['data/synth.ts', 'pipeline/params.ts'],
+};
+
+/**
+ * What a module of the closure loads at run time without an import: `files` become deps as they
+ * are, `entries` are followed like a stage module. Every closure file that uses import.meta.url
+ * (the way to reach a file by path) must be listed, with why; a test enforces it.
+ */
+export const RUNTIME_LOADS: Record<string, { files?: string[]; entries?: string[]; why: string }> = {
+  'stages/refine/pool.ts': { entries: ['stages/refine/worker_boot.mjs'], why: 'CRF worker threads start from worker_boot.mjs, which loads worker.ts' },
+  'stages/audit/report.ts': { files: ['stages/audit/report'], why: 'the page templates (HTML, CSS, JS) are read from stages/audit/report/' },
+  'pipeline/arrow.ts': { files: ['package.json'], why: "every table records tagseg's version from package.json" },
+  'pipeline/version.ts': { files: ['package.json'], why: "tagseg's version comes from package.json" },
+  'pipeline/backend.ts': {
+    files: ['native'],
+    why: 'tfjs-node, the wasm backend and its .wasm come from node_modules (package-lock.json); native/ picks the libtensorflow build of the binding',
+  },
+  'nn/mobilenet.ts': { why: 'reads the pretrained weights: data named by cam.pretrained, not code' },
+};
+
+/**
+ * Library versions: the number-computing code runs tfjs, sharp/libvips, apache-arrow etc. from
+ * node_modules, so the lock file is a dep of every stage (README "Metrics and run log").
+ */
+export const LIBRARIES = ['package-lock.json'];
+
+const SKIP_DIRS = new Set(['node_modules', '.git', '.tagseg', '.dvc']);
+
+/** Entry files of a dvc.yaml stage: stages/<name>/index.ts + the run path, or the CLI stage's entries. */
+export function stageEntries(name: string): string[] {
+  return CLI_STAGE_ENTRIES[name] ?? [`stages/${name}/index.ts`, RUN_PATH];
+}
+
+/** Every project file `entries` need (sorted, project-relative): imports, runtime loads, libraries. */
+export async function codeClosure(root: string, entries: string[]): Promise<string[]> {
+  const files = new Set<string>(LIBRARIES);
+  const followed = new Set<string>();
+  let todo = [...entries];
+  while (todo.length > 0) {
+    todo.forEach((e) => followed.add(e));
+    const r = await build({
+      entryPoints: todo.map((e) => path.join(root, e)), absWorkingDir: root, bundle: true, write: false, metafile: true,
+      platform: 'node', format: 'esm', packages: 'external', logLevel: 'silent', preserveSymlinks: true, outdir: path.join(root, '.esbuild-unused'),
+    }).catch((err: unknown) => {
+      throw new TagsegError(`cannot follow the imports of ${todo.join(', ')}: ${String(err)}`, { hint: 'fix the import, then rerun' });
+    });
+    const next: string[] = [];
+    for (const f of Object.keys(r.metafile.inputs).map(normalize)) {
+      files.add(f);
+      const extra = RUNTIME_LOADS[f];
+      extra?.files?.forEach((x) => files.add(x));
+      for (const e of extra?.entries ?? []) if (!followed.has(e)) next.push(e);
+    }
+    todo = [...new Set(next)];
+  }
+  return [...files].sort();
+}
+
+/** Files under `dir` (project-relative), recursively, as DVC would hash them. */
+async function filesUnder(root: string, dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of await fs.readdir(path.join(root, dir), { withFileTypes: true })) {
+    const rel = path.posix.join(dir, d.name);
+    if (d.isDirectory()) {
+      if (!SKIP_DIRS.has(d.name)) out.push(...(await filesUnder(root, rel)));
+    } else out.push(rel);
+  }
+  return out;
+}
+
+/** Replace files by their folder where every file under the folder is in the set (never the root). */
+export async function compressDeps(root: string, deps: string[]): Promise<string[]> {
+  const set = new Set<string>();
+  for (const d of deps) {
+    const st = await fs.stat(path.join(root, d)).catch(() => null);
+    if (!st) throw new TagsegError(`code dep '${d}' does not exist`, { hint: 'fix RUNTIME_LOADS in pipeline/code_deps.ts' });
+    if (st.isDirectory()) (await filesUnder(root, d)).forEach((f) => set.add(f));
+    else set.add(d);
+  }
+  const cover = async (dir: string): Promise<string[]> => {
+    const all = await filesUnder(root, dir);
+    if (dir !== '.' && all.length > 0 && all.every((f) => set.has(path.posix.normalize(f)))) return [dir];
+    const out: string[] = [];
+    for (const d of await fs.readdir(path.join(root, dir), { withFileTypes: true })) {
+      const rel = path.posix.normalize(path.posix.join(dir, d.name));
+      if (d.isDirectory()) {
+        if (!SKIP_DIRS.has(d.name) && all.some((f) => set.has(path.posix.normalize(f)) && path.posix.normalize(f).startsWith(`${rel}/`))) out.push(...(await cover(rel)));
+      } else if (set.has(rel)) out.push(rel);
+    }
+    return out;
+  };
+  return (await cover('.')).sort();
+}
+
+/** The code deps dvc.yaml should list for stage `name`. */
+export async function stageCodeDeps(root: string, name: string): Promise<string[]> {
+  return compressDeps(root, await codeClosure(root, stageEntries(name)));
+}
+
+/** Is `file` one of `deps` or under one of them? */
+export function covers(deps: readonly string[], file: string): boolean {
+  const f = normalize(file);
+  return deps.some((d) => f === normalize(d) || f.startsWith(`${normalize(d)}/`));
+}
+
+/**
+ * dvc.yaml text with each stage's deps = its code deps (first) + its data deps: the entries whose
+ * interpolated path is in `reads[stage]` keep their node (and comment). Other entries are dropped.
+ */
+export function rewriteDeps(text: string, vars: Record<string, unknown>, code: Record<string, string[]>, reads: Record<string, string[]>): string {
+  const doc = YAML.parseDocument(text);
+  for (const [name, deps] of Object.entries(code)) {
+    const seq = doc.getIn(['stages', name, 'deps'], true);
+    const keep = isSeq(seq)
+      ? seq.items.filter((n) => isScalar(n) && (reads[name] ?? []).includes(normalize(interpolate(String(n.value), vars, { stage: name, field: 'deps' }))))
+      : [];
+    doc.setIn(['stages', name, 'deps'], doc.createNode([...deps.map((d) => new Scalar(d)), ...keep]));
+  }
+  return doc.toString({ lineWidth: 0 });
+}
+
+export interface DepsDiff {
+  stage: string;
+  /** In the closure (or io().reads) but not in dvc.yaml's deps. */
+  missing: string[];
+  /** In dvc.yaml's deps but neither in the closure nor in io().reads. */
+  extra: string[];
+}
+
+/** dvc.yaml deps against code deps + data reads, in both directions (empty arrays = they agree). */
+export function depsDiff(stage: string, dvcDeps: readonly string[], code: readonly string[], reads: readonly string[]): DepsDiff {
+  const want = new Set([...code, ...reads].map(normalize));
+  const have = new Set(dvcDeps.map(normalize));
+  return { stage, missing: [...want].filter((d) => !have.has(d)).sort(), extra: [...have].filter((d) => !want.has(d)).sort() };
+}
+
+/** Per dvc.yaml stage: its code deps and its data reads (io(params).reads; none for CLI stages). */
+export async function expectedDeps(root: string): Promise<{ code: Record<string, string[]>; reads: Record<string, string[]>; dvc: DvcFile; vars: Record<string, unknown> }> {
+  const { loadParams } = await import('./params.js');
+  const { loadStage } = await import('../stages/index.js');
+  const params = await loadParams(path.join(root, 'params.yaml'));
+  const vars = params as unknown as Record<string, unknown>;
+  const dvc = await loadDvcYaml(root, vars);
+  const code: Record<string, string[]> = {};
+  const reads: Record<string, string[]> = {};
+  for (const s of dvc.stages) {
+    code[s.name] = await stageCodeDeps(root, s.name);
+    const mod = CLI_STAGE_ENTRIES[s.name] ? undefined : await loadStage(s.name);
+    if (!mod && !CLI_STAGE_ENTRIES[s.name]) throw new TagsegError(`stage '${s.name}' has no module stages/${s.name}/index.ts`, { file: 'dvc.yaml' });
+    reads[s.name] = (mod?.io(params).reads ?? []).map(normalize);
+  }
+  return { code, reads, dvc, vars };
+}
+
+/** `tagseg dvc-deps [--write]`: the stages whose deps differ (after rewriting them, with --write: none). */
+export async function dvcDepsCommand(root: string, write: boolean): Promise<{ diffs: DepsDiff[]; text: string }> {
+  const e = await expectedDeps(root);
+  let diffs = e.dvc.stages.map((s) => depsDiff(s.name, s.deps, e.code[s.name]!, e.reads[s.name]!)).filter((d) => d.missing.length + d.extra.length > 0);
+  if (write && diffs.length > 0) {
+    const file = path.join(root, 'dvc.yaml');
+    await writeFileAtomic(file, rewriteDeps(await fs.readFile(file, 'utf8'), e.vars, e.code, e.reads));
+    const text = diffs.map((d) => `${d.stage}: +${d.missing.length} -${d.extra.length}`).join(', ');
+    diffs = [];
+    return { diffs, text: `dvc.yaml deps rewritten (${text})` };
+  }
+  const text = diffs.length === 0
+    ? "dvc.yaml's deps are each stage's import closure + its data"
+    : diffs.map((d) => `${d.stage}:${d.missing.map((m) => `\n  missing ${m}`).join('')}${d.extra.map((x) => `\n  extra   ${x}`).join('')}`).join('\n') + '\nrun `tagseg dvc-deps --write` to rewrite them';
+  return { diffs, text };
+}
