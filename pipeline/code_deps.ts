@@ -82,14 +82,23 @@ export async function codeClosure(root: string, entries: string[]): Promise<stri
   return [...files].sort();
 }
 
+/** Folder entries, symlinks followed (a workspace links its code folders). */
+async function entries(root: string, dir: string): Promise<{ rel: string; name: string; dir: boolean }[]> {
+  const out = [];
+  for (const d of await fs.readdir(path.join(root, dir), { withFileTypes: true })) {
+    const rel = path.posix.join(dir, d.name);
+    const isDir = d.isSymbolicLink() ? (await fs.stat(path.join(root, rel)).catch(() => null))?.isDirectory() ?? false : d.isDirectory();
+    out.push({ rel, name: d.name, dir: isDir });
+  }
+  return out;
+}
+
 /** Files under `dir` (project-relative), recursively, as DVC would hash them. */
 async function filesUnder(root: string, dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const d of await fs.readdir(path.join(root, dir), { withFileTypes: true })) {
-    const rel = path.posix.join(dir, d.name);
-    if (d.isDirectory()) {
-      if (!SKIP_DIRS.has(d.name)) out.push(...(await filesUnder(root, rel)));
-    } else out.push(rel);
+  for (const e of await entries(root, dir)) {
+    if (!e.dir) out.push(e.rel);
+    else if (!SKIP_DIRS.has(e.name)) out.push(...(await filesUnder(root, e.rel)));
   }
   return out;
 }
@@ -105,13 +114,12 @@ export async function compressDeps(root: string, deps: string[]): Promise<string
   }
   const cover = async (dir: string): Promise<string[]> => {
     const all = await filesUnder(root, dir);
-    if (dir !== '.' && all.length > 0 && all.every((f) => set.has(path.posix.normalize(f)))) return [dir];
+    if (dir !== '.' && all.length > 0 && all.every((f) => set.has(f))) return [dir];
     const out: string[] = [];
-    for (const d of await fs.readdir(path.join(root, dir), { withFileTypes: true })) {
-      const rel = path.posix.normalize(path.posix.join(dir, d.name));
-      if (d.isDirectory()) {
-        if (!SKIP_DIRS.has(d.name) && all.some((f) => set.has(path.posix.normalize(f)) && path.posix.normalize(f).startsWith(`${rel}/`))) out.push(...(await cover(rel)));
-      } else if (set.has(rel)) out.push(rel);
+    for (const e of await entries(root, dir)) {
+      if (!e.dir) {
+        if (set.has(e.rel)) out.push(e.rel);
+      } else if (!SKIP_DIRS.has(e.name) && all.some((f) => set.has(f) && f.startsWith(`${e.rel}/`))) out.push(...(await cover(e.rel)));
     }
     return out;
   };
