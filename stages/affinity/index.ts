@@ -17,6 +17,7 @@
  *    without a background class) -> metrics/affinity.json { cam, random_walk }; with a background
  *    class also `random_walk_bg`: PSA's argmax over the propagated [bg, fg] before normalisation.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
@@ -32,7 +33,7 @@ import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../cam/evaluate.js';
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
-import { CAM_OUTPUTS, camColumns } from '../cam/tables.js';
+import { camColumns } from '../cam/tables.js';
 import { imageAffinityLabels, walkImage } from './infer.js';
 import { IGNORE } from './pairs.js';
 import { affinityNetFromCam, saveAffinityModel } from './net.js';
@@ -42,11 +43,11 @@ import { type AffinityTrainImage, type AffinityTrainResult, LABEL_STRIDE, trainA
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);
 const PARAMS = ['seed', 'dataset.train_split', 'affinity'];
 export const AFFINITY_OUTPUTS = {
-  cams: 'cache/affinity_cams.arrow',
-  model: 'models/affinity',
-  metrics: 'metrics/affinity.json',
+  cams: artifact('affinityCams'),
+  model: artifact('affinityModel'),
+  metrics: artifact('affinityMetrics'),
 } as const;
-const INPUTS = { images: 'cache/images.arrow', cams: CAM_OUTPUTS.cams, camModel: CAM_OUTPUTS.model } as const;
+const INPUTS = { images: artifact('images'), cams: artifact('cams'), camModel: artifact('camModel') } as const;
 /** affinity keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
 const NOT_IN_TRAIN_HASH = ['epochs', 'beta', 'logt', 'alpha'];
 /** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */

@@ -18,6 +18,7 @@
  * Memory: the image rows (small) are kept to rank them; class rows stream to their table; overlay
  * encoding runs on a bounded sharp queue next to the measurements.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import PQueue from 'p-queue';
@@ -40,12 +41,12 @@ import { type AuditSummary, SummaryAccumulator } from './summary.js';
 
 const PARAMS = ['audit'];
 export const AUDIT_INPUTS = {
-  dataset: 'cache/dataset.arrow',
-  images: 'cache/images.arrow',
-  cams: 'cache/cams.arrow',
-  random_walk: 'cache/affinity_cams.arrow',
-  rca: 'cache/contrast_cams.arrow',
-  pseudo: 'cache/pseudo_masks.arrow',
+  dataset: artifact('dataset'),
+  images: artifact('images'),
+  cams: artifact('cams'),
+  random_walk: artifact('affinityCams'),
+  rca: artifact('contrastCams'),
+  pseudo: artifact('pseudoMasks'),
 } as const;
 const MAP_INPUT: Record<MapStage, { file: string; stage: string }> = {
   cam: { file: AUDIT_INPUTS.cams, stage: 'cam' },

@@ -22,6 +22,7 @@
  * (scales, flip, dtype) and `epochs` are left out: more epochs continue from the last finished
  * one (the poly schedule is then computed for the new total), other changes start over.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as path from 'node:path';
 import { trainingHash } from '../../nn/loop.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
@@ -42,7 +43,7 @@ import { CAM_OUTPUTS, type CamsExtra, camColumns } from './tables.js';
 import { type TrainImage, type TrainResult, trainCam } from './train.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'cam'];
-const INPUTS = { dataset: 'cache/dataset.arrow', images: 'cache/images.arrow' } as const;
+const INPUTS = { dataset: artifact('dataset'), images: artifact('images') } as const;
 /** cam keys that do not change the trained weights, or that resume may extend (epochs). */
 const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'dtype'];
 
@@ -104,7 +105,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
   const info = await readInfo(imagesFile);
   const dsInfo = await readInfo(o.path(INPUTS.dataset));
   if (JSON.stringify(dsInfo.meta.classes) !== JSON.stringify(info.meta.classes) || dsInfo.numRows !== info.numRows) {
-    throw new TagsegError('cache/dataset.arrow and cache/images.arrow disagree (classes or rows)', { file: imagesFile, hint: 'rerun `tagseg run ingest`' });
+    throw new TagsegError(`${INPUTS.dataset} and ${INPUTS.images} disagree (classes or rows)`, { file: imagesFile, hint: 'rerun `tagseg run ingest`' });
   }
   const classes = info.meta.classes;
   const bgRaw = info.meta.extra?.background;

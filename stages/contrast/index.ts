@@ -17,6 +17,7 @@
  *    metrics/contrast.json { cam, random_walk, rca, rca_random_walk }.
  * No saliency maps (RCA's published masks use them): the random walk takes their place.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
@@ -35,7 +36,6 @@ import { type MapScores, ThresholdSweep, summarizeSweep } from '../cam/evaluate.
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
 import { CAM_STRIDE } from '../cam/infer.js';
 import { type ClassMap, classMap, tagTarget } from '../cam/labels.js';
-import { CAM_OUTPUTS } from '../cam/tables.js';
 import { computeRcaCams } from './infer.js';
 import { contrastNetFromCam, saveContrastModel } from './net.js';
 import { CONTRAST_OUTPUTS, contrastColumns } from './tables.js';
@@ -45,11 +45,11 @@ import { type ContrastTrainImage, type ContrastTrainResult, trainContrast } from
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);
 const PARAMS = ['seed', 'dataset.train_split', 'contrast'];
 const INPUTS = {
-  images: 'cache/images.arrow',
-  cams: CAM_OUTPUTS.cams,
-  affinityCams: 'cache/affinity_cams.arrow',
-  camModel: CAM_OUTPUTS.model,
-  affinityModel: 'models/affinity',
+  images: artifact('images'),
+  cams: artifact('cams'),
+  affinityCams: artifact('affinityCams'),
+  camModel: artifact('camModel'),
+  affinityModel: artifact('affinityModel'),
 } as const;
 /** contrast keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
 const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'dtype'];

@@ -3,6 +3,7 @@
  * order, and stream rows into cache/dataset.arrow and cache/images.arrow. Memory is flat in the
  * number of images: at most a window of decoded images plus one record batch are held.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import { TableWriter, type TableMeta } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { progress } from '../../pipeline/log.js';
@@ -133,4 +134,4 @@ export function formatIngest(r: IngestSummary): string {
 }
 
 /** Paths relative to the project root, as dvc.yaml lists them. */
-export const INGEST_OUTPUTS = { dataset: 'cache/dataset.arrow', images: 'cache/images.arrow', metrics: 'metrics/ingest.json' };
+export const INGEST_OUTPUTS = { dataset: artifact('dataset'), images: artifact('images'), metrics: artifact('ingestMetrics') };

@@ -18,6 +18,7 @@
  * walk -> pseudo-masks, all scored at the original size on the train split's masks), the
  * CRF/ignore ablation of the pseudo-masks, ignore fraction, flags, time and throughput.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import { decodeImage, readMask } from '../../data/decode.js';
 import { orderedMap } from '../../data/load.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
@@ -39,10 +40,10 @@ import { PSEUDO_MASK_COLUMNS, REFINE_OUTPUTS, type RefineExtra, type RefineSourc
 
 const PARAMS = ['dataset.train_split', 'refine'];
 export const REFINE_INPUTS = {
-  dataset: 'cache/dataset.arrow',
-  cams: 'cache/cams.arrow',
-  affinity: 'cache/affinity_cams.arrow',
-  contrast: 'cache/contrast_cams.arrow',
+  dataset: artifact('dataset'),
+  cams: artifact('cams'),
+  affinity: artifact('affinityCams'),
+  contrast: artifact('contrastCams'),
 } as const;
 
 /** The map tables: file, the stage that writes it, and the chain steps read from it (column -> step). */

@@ -19,6 +19,7 @@
  *    walk -> RCA -> pseudo-masks, scored by refine on the train split) + pseudo-masks and the
  *    segmentation network on the validation carve, in one table.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
@@ -33,7 +34,6 @@ import { log, progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { CAM_OUTPUTS } from '../cam/tables.js';
 import { segmentBatch } from './infer.js';
 import { carveVal, labelledFraction, labelsAtWorkingSize } from './labels.js';
 import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
@@ -41,13 +41,13 @@ import { type SegAux, createSegAux } from './contrast.js';
 import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'segment'];
-export const SEGMENT_OUTPUTS = { model: 'models/segment', metrics: 'metrics/segment.json' } as const;
+export const SEGMENT_OUTPUTS = { model: artifact('segmentModel'), metrics: artifact('segmentMetrics') } as const;
 const INPUTS = {
-  dataset: 'cache/dataset.arrow',
-  images: 'cache/images.arrow',
-  pseudo: 'cache/pseudo_masks.arrow',
-  camModel: CAM_OUTPUTS.model,
-  refineMetrics: 'metrics/refine.json',
+  dataset: artifact('dataset'),
+  images: artifact('images'),
+  pseudo: artifact('pseudoMasks'),
+  camModel: artifact('camModel'),
+  refineMetrics: artifact('refineMetrics'),
 } as const;
 /** segment keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
 const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'crf'];
@@ -230,7 +230,7 @@ const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
 async function readDataset(file: string, expectRows: number): Promise<Map<string, DatasetRow>> {
   const rows = await readAll(file, { stage: 'ingest' });
-  if (rows.length !== expectRows) throw new TagsegError('cache/dataset.arrow and cache/images.arrow have different row counts', { file, hint: 'rerun `tagseg run ingest`' });
+  if (rows.length !== expectRows) throw new TagsegError(`${INPUTS.dataset} and ${INPUTS.images} have different row counts`, { file, hint: 'rerun `tagseg run ingest`' });
   return new Map(rows.map((r) => [r.id as string, {
     split: r.split as string, maskPath: (r.mask_path as string | null) ?? null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
   }]));
@@ -299,7 +299,7 @@ async function validate(
       const pm = pseudoVal?.get(batch[k].id);
       if (pcm && pm) {
         if (pm.height !== gt.height || pm.width !== gt.width) {
-          throw new TagsegError(`pseudo-mask of '${batch[k].id}' is ${pm.width}x${pm.height}, its mask ${gt.width}x${gt.height}`, { file: 'cache/pseudo_masks.arrow' });
+          throw new TagsegError(`pseudo-mask of '${batch[k].id}' is ${pm.width}x${pm.height}, its mask ${gt.width}x${gt.height}`, { file: INPUTS.pseudo });
         }
         pcm.add(pm.mask, gt.data);
         pseudoImages++;
