@@ -34,6 +34,7 @@ export const ARTIFACTS = {
   pseudoMasks: { path: 'cache/pseudo_masks.arrow', stage: 'refine', kind: 'table' },
   pseudoMaskPngs: { path: 'outputs/pseudo_masks', stage: 'refine', kind: 'dir' },
   refineMetrics: { path: 'metrics/refine.json', stage: 'refine', kind: 'metrics' },
+  refineClassesPlot: { path: 'plots/refine_classes.json', stage: 'refine', kind: 'plots' },
 
   segmentModel: { path: 'models/segment', stage: 'segment', kind: 'model' },
   segmentMetrics: { path: 'metrics/segment.json', stage: 'segment', kind: 'metrics' },

@@ -27,7 +27,7 @@ import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pip
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
@@ -68,12 +68,15 @@ export const stage: Stage = {
     reads: [p.dataset.root, REFINE_INPUTS.dataset, REFINE_INPUTS.cams, REFINE_INPUTS.affinity, REFINE_INPUTS.contrast],
     writes: [REFINE_OUTPUTS.masks, REFINE_OUTPUTS.pngs],
     metrics: [REFINE_OUTPUTS.metrics],
-    plots: [],
+    plots: [REFINE_OUTPUTS.classesPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runRefine({ params: ctx.params, path: ctx.path });
-    await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.metrics), r);
+    await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.metrics), refineMetrics(r));
+    const t = r.table;
+    const perClass = { cam: t.cam, random_walk: t.random_walk, rca: t.rca, rca_random_walk: t.rca_random_walk, pseudo_masks: t.pseudo_masks };
+    await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(Object.entries(perClass).map(([k, s]) => [k, s?.classes]))));
     if (!ctx.json) process.stderr.write(`${formatRefine(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -286,6 +289,25 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   };
 }
 
+/**
+ * metrics/refine.json: the chain's headline figures (full-coverage mIoU first, then labelled-pixel
+ * mIoU and coverage) and the pseudo-masks' shape. Per-class figures: plots/refine_classes.json;
+ * timings and threads: the run log.
+ */
+export function refineMetrics(r: RefineRunResult): Record<string, unknown> {
+  const head = (s: StepScores | null) => s && { miou: s.miou, miou_labelled: s.miou_labelled, coverage: s.coverage, threshold: s.threshold, images: s.images };
+  const t = r.table;
+  return {
+    source: r.source, background: r.background, split: r.split, images: r.images,
+    table: {
+      cam: head(t.cam), random_walk: head(t.random_walk), rca: head(t.rca), rca_random_walk: head(t.rca_random_walk),
+      pseudo_masks: { ...head(t.pseudo_masks), ignore_fraction: t.pseudo_masks.ignore_fraction },
+    },
+    ablation: { maps: head(r.ablation.maps), crf: head(r.ablation.crf) },
+    ignore_fraction: r.ignore_fraction, mean_margin: r.mean_margin, flagged: r.flagged,
+  };
+}
+
 /** The rows of every present map table, in lockstep (same order as cams.arrow; ids checked). */
 async function* zipTables(present: Partial<Record<RefineSource, { file: string }>>): AsyncGenerator<Zipped> {
   const keys = Object.keys(present) as RefineSource[];
@@ -337,8 +359,8 @@ export function formatRefine(r: RefineRunResult): string {
   const at = (s: StepScores | null) => (s?.threshold === null || s?.threshold === undefined ? '' : ` (bg ${s.threshold})`);
   return [
     `refine: ${r.images} pseudo-masks from ${r.source} maps, CRF ${r.settings.crf.iterations} iterations, ignore ${r.settings.ignore.rule} (margin ${r.settings.ignore.margin}); mean ignore ${pct(r.ignore_fraction)}%, ${r.flagged.images} images flagged (${r.flagged.empty_tags} empty tags, ${r.flagged.mostly_ignore} mostly ignore)`,
-    `${r.split} split at the original size (${r.table.pseudo_masks.images} images): step  mIoU  precision  recall`,
-    ...steps.map(([n, s]) => `  ${n.padEnd(22)} ${pct(s?.miou).padStart(5)}  ${pct(s?.precision).padStart(5)}  ${pct(s?.recall).padStart(5)}${at(s)}`),
+    `${r.split} split at the original size (${r.table.pseudo_masks.images} images): step  mIoU (ignore = wrong)  labelled-pixel mIoU  coverage  precision  recall`,
+    ...steps.map(([n, s]) => `  ${n.padEnd(22)} ${pct(s?.miou).padStart(5)}  ${pct(s?.miou_labelled).padStart(5)}  ${pct(s?.coverage).padStart(5)}  ${pct(s?.precision).padStart(5)}  ${pct(s?.recall).padStart(5)}${at(s)}`),
     `  pseudo-masks leave ${pct(r.table.pseudo_masks.ignore_fraction)}% of the scored pixels as ignore`,
     `${r.images_per_second.toFixed(1)} images/s (concurrency ${r.concurrency}, ${r.threads} CRF threads), CRF ${(1000 * r.crf_seconds_per_image).toFixed(0)} ms/image, ${r.seconds.toFixed(1)} s`,
   ].join('\n');

@@ -14,6 +14,7 @@ export const REFINE_OUTPUTS = {
   masks: artifact('pseudoMasks'),
   pngs: artifact('pseudoMaskPngs'),
   metrics: artifact('refineMetrics'),
+  classesPlot: artifact('refineClassesPlot'),
 } as const;
 
 export const PSEUDO_MASK_COLUMNS: ColumnSpec[] = [
