@@ -38,6 +38,15 @@ export function epochPlotRows(curves: Record<string, readonly number[] | undefin
   });
 }
 
+/** A map step's scores without its per-class IoU (`iou`), for a headline metrics file. */
+export function headline<T extends { iou?: unknown }>(s: T): Omit<T, 'iou'>;
+export function headline<T extends { iou?: unknown }>(s: T | null | undefined): Omit<T, 'iou'> | null;
+export function headline<T extends { iou?: unknown }>(s: T | null | undefined): Omit<T, 'iou'> | null {
+  if (!s) return null;
+  const { iou: _iou, ...rest } = s;
+  return rest;
+}
+
 /** `{class: iou}` from a map of per-class values (IoU maps of the stages' summaries). */
 export function iouFigures(iou: Record<string, number | null> | undefined): Record<string, Record<string, number | null>> {
   return Object.fromEntries(Object.entries(iou ?? {}).map(([c, v]) => [c, { iou: v }]));

@@ -28,7 +28,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../cam/evaluate.js';
@@ -46,6 +46,8 @@ export const AFFINITY_OUTPUTS = {
   cams: artifact('affinityCams'),
   model: artifact('affinityModel'),
   metrics: artifact('affinityMetrics'),
+  classesPlot: artifact('affinityClassesPlot'),
+  lossPlot: artifact('affinityLossPlot'),
 } as const;
 const INPUTS = { images: artifact('images'), cams: artifact('cams'), camModel: artifact('camModel') } as const;
 /** affinity keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
@@ -70,13 +72,16 @@ export const stage: Stage = {
     reads: [INPUTS.images, INPUTS.cams, INPUTS.camModel],
     writes: [AFFINITY_OUTPUTS.cams, AFFINITY_OUTPUTS.model],
     metrics: [AFFINITY_OUTPUTS.metrics],
-    plots: [],
+    plots: [AFFINITY_OUTPUTS.classesPlot, AFFINITY_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runAffinity({ params: ctx.params, path: ctx.path });
+    // Headline figures only; per-class IoU and losses are plots, timings go to the run log.
     const { seconds: _s, walkSecondsPerImage: _w, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.metrics), { ...stable, losses: training.losses });
+    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.metrics), { ...stable, cam: headline(r.cam), random_walk: headline(r.random_walk) });
+    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou), random_walk: iouFigures(r.random_walk.iou) }));
+    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
     if (!ctx.json) process.stderr.write(`${formatAffinity(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

@@ -23,6 +23,7 @@ export const AUDIT_OUTPUTS = {
   images: artifact('auditImages'),
   report: artifact('auditReport'),
   metrics: artifact('auditMetrics'),
+  classesPlot: artifact('auditClassesPlot'),
 } as const;
 
 const f = (name: string, doc: string): ColumnSpec => ({ name, type: 'float32', nullable: true, doc });

@@ -62,12 +62,15 @@ export const stage: Stage = {
     reads: [p.dataset.root, ...Object.values(AUDIT_INPUTS)],
     writes: [AUDIT_OUTPUTS.classes, AUDIT_OUTPUTS.images, AUDIT_OUTPUTS.report],
     metrics: [AUDIT_OUTPUTS.metrics],
-    plots: [],
+    plots: [AUDIT_OUTPUTS.classesPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runAudit({ params: ctx.params, path: ctx.path });
-    await writeJsonMetrics(ctx.path(AUDIT_OUTPUTS.metrics), r.metrics);
+    // Headline figures only: per-class figures are a plot; the top images are in the summary (--json, the run log) and the report.
+    const { classes, top: _top, ...headline } = r.metrics;
+    await writeJsonMetrics(ctx.path(AUDIT_OUTPUTS.metrics), headline);
+    await writeJsonMetrics(ctx.path(AUDIT_OUTPUTS.classesPlot), Object.entries(classes).map(([c, f]) => ({ label: c, class: c, ...f })));
     const out = auditOutput(r);
     if (!ctx.json) process.stderr.write(`${formatAudit(out)}\n`);
     return out as unknown as Record<string, unknown>;
@@ -86,7 +89,10 @@ export interface AuditMetrics {
   /** With ground truth: each stage's mIoU and how well the suspicion ranking finds bad masks. */
   gt: null | {
     images: number;
+    /** Full coverage (ignore counts as wrong), then over the labelled pixels, and the labelled share. */
     miou: Record<string, number | null>;
+    miou_labelled: Record<string, number | null>;
+    coverage: Record<string, number | null>;
     spearman: number | null;
     bad_miou: number;
     bad_coverage: number;
@@ -362,6 +368,8 @@ export function auditMetrics(ranked: ImageRow[], sum: AuditSummary, badMiou: num
     gt = {
       images: sum.gt.images,
       miou: Object.fromEntries(Object.entries(sum.gt.stages).map(([k, v]) => [k, v.miou])),
+      miou_labelled: Object.fromEntries(Object.entries(sum.gt.stages).map(([k, v]) => [k, v.miouLabelled])),
+      coverage: Object.fromEntries(Object.entries(sum.gt.stages).map(([k, v]) => [k, v.coverage])),
       // against 1 - mIoU x coverage: a mask that is wrong or mostly ignore should rank high
       spearman: spearman(withGt.map((r) => r.suspicion), withGt.map((r) => 1 - (r.gt_miou ?? 0) * (r.gt_coverage ?? 0))),
       bad_miou: badMiou,

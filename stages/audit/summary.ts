@@ -53,7 +53,8 @@ export interface AuditSummary {
   /** With ground truth: mIoU etc. of each stage's labels over the images that have it. */
   gt: null | {
     images: number;
-    stages: Record<ViewStage, { miou: number | null; pixelAccuracy: number | null; coverage: number | null }>;
+    /** miou, pixelAccuracy: full coverage (ignore counts as wrong); miouLabelled: ignore left out. */
+    stages: Record<ViewStage, { miou: number | null; miouLabelled: number | null; pixelAccuracy: number | null; coverage: number | null }>;
     confused: ConfusedPair[];
   };
 }
@@ -174,7 +175,7 @@ export class SummaryAccumulator {
       pairs.sort((a, b) => b.pixels - a.pixels);
       const stages = Object.fromEntries(VIEW_STAGES.map((s) => {
         const sc = segmentationScores(this.cms[s]);
-        return [s, { miou: sc.miou, pixelAccuracy: sc.pixelAccuracy, coverage: sc.coverage }];
+        return [s, { miou: sc.fullMiou, miouLabelled: sc.miou, pixelAccuracy: sc.fullPixelAccuracy, coverage: sc.coverage }];
       })) as NonNullable<AuditSummary['gt']>['stages'];
       gtBlock = { images: this.gtImages, stages, confused: pairs.slice(0, topConfused) };
     }

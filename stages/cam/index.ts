@@ -30,7 +30,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
@@ -58,13 +58,16 @@ export const stage: Stage = {
     reads: [INPUTS.dataset, INPUTS.images],
     writes: [CAM_OUTPUTS.cams, CAM_OUTPUTS.model],
     metrics: [CAM_OUTPUTS.metrics],
-    plots: [CAM_OUTPUTS.plot],
+    plots: [CAM_OUTPUTS.plot, CAM_OUTPUTS.classesPlot, CAM_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runCam({ params: ctx.params, path: ctx.path });
+    // Headline figures only; per-class IoU and losses are plots, timings go to the run log.
     const { seconds: _s, trainImagesPerSecond: _t, inferImagesPerSecond: _i, peakRssMiB: _m, training: _tr, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.metrics), { ...stable, losses: r.training.losses });
+    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.metrics), { ...stable, cam: headline(r.cam) });
+    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou) }));
+    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.lossPlot), epochPlotRows({ loss: r.training.losses }));
     if (!ctx.json) process.stderr.write(`${formatCam(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

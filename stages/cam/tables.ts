@@ -13,6 +13,8 @@ export const CAM_OUTPUTS = {
   model: artifact('camModel'),
   metrics: artifact('camMetrics'),
   plot: artifact('camThresholdPlot'),
+  classesPlot: artifact('camClassesPlot'),
+  lossPlot: artifact('camLossPlot'),
 } as const;
 
 export function camColumns(dtype: 'float16' | 'float32'): ColumnSpec[] {

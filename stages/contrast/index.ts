@@ -27,7 +27,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { walkImage } from '../affinity/infer.js';
@@ -65,15 +65,18 @@ export const stage: Stage = {
     reads: [INPUTS.images, INPUTS.cams, INPUTS.affinityCams, INPUTS.camModel, INPUTS.affinityModel],
     writes: [CONTRAST_OUTPUTS.cams, CONTRAST_OUTPUTS.model],
     metrics: [CONTRAST_OUTPUTS.metrics],
-    plots: [],
+    plots: [CONTRAST_OUTPUTS.classesPlot, CONTRAST_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runContrast({ params: ctx.params, path: ctx.path });
-    const { seconds: _s, inferSecondsPerImage: _i, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.metrics), {
-      ...stable, losses: training.losses, contrast_losses: training.contrastLosses, enqueued: training.enqueued, filled: training.filled,
-    });
+    // Headline figures only (settings are params); per-class IoU and the loss curve are plots. Timings,
+    // and the contrast losses / memory counts that cover only this run's epochs (not pure after a resume), go to the run log.
+    const { seconds: _s, inferSecondsPerImage: _i, peakRssMiB: _m, training, settings: _set, ...stable } = r;
+    const maps = { cam: r.cam, random_walk: r.random_walk, rca: r.rca, rca_random_walk: r.rca_random_walk };
+    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.metrics), { ...stable, ...Object.fromEntries(Object.entries(maps).map(([k, s]) => [k, headline(s)])) });
+    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(Object.entries(maps).map(([k, s]) => [k, iouFigures(s.iou)]))));
+    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
     if (!ctx.json) process.stderr.write(`${formatContrast(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

@@ -13,6 +13,8 @@ export const CONTRAST_OUTPUTS = {
   cams: artifact('contrastCams'),
   model: artifact('contrastModel'),
   metrics: artifact('contrastMetrics'),
+  classesPlot: artifact('contrastClassesPlot'),
+  lossPlot: artifact('contrastLossPlot'),
 } as const;
 
 export function contrastColumns(dtype: 'float16' | 'float32'): ColumnSpec[] {

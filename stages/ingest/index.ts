@@ -33,9 +33,10 @@ export const stage: Stage = {
       imagesTable: ctx.path(INGEST_OUTPUTS.images),
       paramsHash: paramsHash(p, PARAMS),
     });
-    // Timing and RSS vary run to run: kept out of the DVC metrics file so `dvc metrics diff` shows data changes only.
-    const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, ...stable } = r;
-    await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), { ...stable, skipped: r.skipped.length, skippedItems: r.skipped });
+    // Timing and RSS vary run to run, the dataset's absolute path with the checkout, and the skipped
+    // items (file paths) are a list: all in the summary and the run log, not in the DVC metrics.
+    const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, dataset: _d, classes, skipped, ...stable } = r;
+    await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), { dataset: p.dataset.root, ...stable, classes: classes.length, skipped: skipped.length });
     if (!ctx.json) process.stderr.write(`${formatIngest(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

@@ -303,7 +303,7 @@ export function refineMetrics(r: RefineRunResult): Record<string, unknown> {
       cam: head(t.cam), random_walk: head(t.random_walk), rca: head(t.rca), rca_random_walk: head(t.rca_random_walk),
       pseudo_masks: { ...head(t.pseudo_masks), ignore_fraction: t.pseudo_masks.ignore_fraction },
     },
-    ablation: { maps: head(r.ablation.maps), crf: head(r.ablation.crf) },
+    ablation: Object.fromEntries(Object.entries(r.ablation).map(([k, s]) => [k, { miou: s.miou, coverage: s.coverage }])),
     ignore_fraction: r.ignore_fraction, mean_margin: r.mean_margin, flagged: r.flagged,
   };
 }

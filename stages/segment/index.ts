@@ -31,7 +31,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { segmentBatch } from './infer.js';
@@ -41,7 +41,9 @@ import { type SegAux, createSegAux } from './contrast.js';
 import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'segment'];
-export const SEGMENT_OUTPUTS = { model: artifact('segmentModel'), metrics: artifact('segmentMetrics') } as const;
+export const SEGMENT_OUTPUTS = {
+  model: artifact('segmentModel'), metrics: artifact('segmentMetrics'), classesPlot: artifact('segmentClassesPlot'), lossPlot: artifact('segmentLossPlot'),
+} as const;
 const INPUTS = {
   dataset: artifact('dataset'),
   images: artifact('images'),
@@ -65,20 +67,24 @@ export const stage: Stage = {
     reads: [INPUTS.dataset, INPUTS.images, INPUTS.pseudo, INPUTS.camModel, INPUTS.refineMetrics],
     writes: [SEGMENT_OUTPUTS.model],
     metrics: [SEGMENT_OUTPUTS.metrics],
-    plots: [],
+    plots: [SEGMENT_OUTPUTS.classesPlot, SEGMENT_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runSegment({ params: ctx.params, path: ctx.path });
-    const { seconds: _s, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.metrics), { ...stable, losses: training.losses });
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.metrics), segmentMetrics(r));
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.classesPlot), classPlotRows({ val: iouFigures(r.val.iou), pseudo_val: iouFigures(r.pseudo_val?.iou) }));
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.lossPlot), epochPlotRows({ loss: r.training.losses }));
     if (!ctx.json) process.stderr.write(`${formatSegment(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
 };
 
 export interface SegScores {
+  /** Full coverage: a pseudo-mask's ignore pixels count as wrong (eval/metrics.ts). */
   miou: number | null;
+  /** Over the labelled pixels only. */
+  miou_labelled: number | null;
   pixel_accuracy: number | null;
   /** Labelled fraction of the valid pixels (1 for a network; < 1 for pseudo-masks with 255). */
   coverage: number | null;
@@ -198,7 +204,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
       labelledFraction: trainImages ? labelled / trainImages : 0,
     };
     if (training.epochs < s.epochs) {
-      const empty: SegScores = { miou: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
+      const empty: SegScores = { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
       return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
     }
     await saveSegModel(modelDir, net);
@@ -264,8 +270,8 @@ function scoresOf(cm: ConfusionMatrix, classes: readonly string[], images: numbe
   const r = segmentationScores(cm);
   const round = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
   return {
-    miou: round(r.miou), pixel_accuracy: round(r.pixelAccuracy), coverage: round(r.coverage), images,
-    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.iou[i])])),
+    miou: round(r.fullMiou), miou_labelled: round(r.miou), pixel_accuracy: round(r.fullPixelAccuracy), coverage: round(r.coverage), images,
+    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.fullIou[i])])),
   };
 }
 
@@ -347,6 +353,23 @@ export async function refineChain(file: string): Promise<ChainRow[]> {
   }
   if (t !== null && typeof t === 'object') return Object.entries(t as Record<string, unknown>).map(([k, v]) => rowOf(k, v));
   throw new TagsegError("has no 'table' field (the CAM -> pseudo-mask chain)", { file, hint: 'rerun `tagseg run refine`' });
+}
+
+/**
+ * metrics/segment.json: headline figures only (the chain as step -> mIoU, validation mIoU with its
+ * coverage). Per-class IoU: plots/segment_classes.json; losses: plots/segment_loss.json; timings: the run log.
+ */
+export function segmentMetrics(r: SegmentRunResult): Record<string, unknown> {
+  const head = ({ iou: _iou, ...s }: SegScores) => s;
+  // A step can appear twice (pseudo_masks on the train split from refine, on val here): the second gets its split.
+  const chain: Record<string, Omit<ChainRow, 'step'>> = {};
+  for (const { step, ...row } of r.chain) chain[step in chain ? `${step}_${row.split}` : step] = row;
+  return {
+    labels: r.labels, contrast: r.contrast, epochs: r.epochs, trainImages: r.trainImages, valImages: r.valImages, labelledFraction: r.labelledFraction,
+    val: head(r.val),
+    ...(r.pseudo_val ? { pseudo_val: head(r.pseudo_val) } : {}),
+    chain,
+  };
 }
 
 export function formatSegment(r: SegmentRunResult): string {

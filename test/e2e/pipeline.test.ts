@@ -25,6 +25,12 @@ const TINY = [
   'segment.epochs=1', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.val_fraction=0.3',
 ];
 
+/** [dotted key, value] of every non-object value of a JSON value (as `dvc metrics show` flattens it). */
+function leavesOf(v: unknown, prefix = ''): [string, unknown][] {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return [[prefix, v]];
+  return Object.entries(v).flatMap(([k, x]) => leavesOf(x, prefix ? `${prefix}.${k}` : k));
+}
+
 let root: string;
 beforeAll(async () => {
   if (!complete) return;
@@ -47,8 +53,22 @@ describe.skipIf(!complete)('the whole pipeline end to end', () => {
       const io = s.io(params);
       for (const f of [...io.writes, ...io.metrics, ...io.plots]) await expect(fs.access(path.join(root, f)), `${s.name}: ${f}`).resolves.toBeUndefined();
     }
+    // `dvc metrics show`: a handful of scalars per stage, no lists, no run statistics; plots are rows.
+    for (const s of await loadStages()) {
+      for (const f of s.io(params).metrics) {
+        const leaves = leavesOf(JSON.parse(await fs.readFile(path.join(root, f), 'utf8')));
+        expect(leaves.length, f).toBeLessThanOrEqual(40);
+        expect(leaves.filter(([, v]) => Array.isArray(v)).map(([k]) => k), f).toEqual([]);
+        expect(leaves.map(([k]) => k).filter((k) => /second|rss|thread|concurrency/i.test(k)), f).toEqual([]);
+      }
+      for (const f of s.io(params).plots) {
+        const rows = JSON.parse(await fs.readFile(path.join(root, f), 'utf8')) as unknown;
+        expect(Array.isArray(rows) && rows.length > 0, f).toBe(true);
+      }
+      await expect(fs.access(path.join(root, '.tagseg/runs', `${s.name}.json`)), `${s.name}: run log`).resolves.toBeUndefined();
+    }
     const seg = JSON.parse(await fs.readFile(path.join(root, 'metrics/segment.json'), 'utf8'));
-    const steps = seg.chain.map((c: { step: string }) => c.step);
+    const steps = Object.keys(seg.chain); // step -> figures, in chain order
     expect(steps[0]).toBe('cam');
     expect(steps.at(-1)).toBe('segmentation');
     expect(typeof seg.val.miou).toBe('number');
