@@ -107,5 +107,15 @@ describe('refine end to end', () => {
 
     const again = await repro(root, { target: 'refine', single: true });
     expect(again.ran).toEqual([]);
+
+    // A forced rerun recomputes everything: tracked metrics and plots are byte-identical (no
+    // timings in them); only the untracked run log changes.
+    const tracked = ['metrics/refine.json', 'plots/refine_classes.json'];
+    const before = await Promise.all(tracked.map((f) => fs.readFile(path.join(root, f), 'utf8')));
+    const log = await fs.readFile(path.join(root, '.tagseg/runs/refine.json'), 'utf8');
+    const forced = await repro(root, { target: 'refine', single: true, force: true });
+    expect(forced.ran).toEqual(['refine']);
+    expect(await Promise.all(tracked.map((f) => fs.readFile(path.join(root, f), 'utf8')))).toEqual(before);
+    expect(await fs.readFile(path.join(root, '.tagseg/runs/refine.json'), 'utf8')).not.toBe(log); // control: it did run again
   }, 120_000);
 });
