@@ -128,7 +128,7 @@ program
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
   .option('--json', 'print JSON summaries')
   .action(async (names: string[], o: { set: string[]; json?: boolean }) => {
-    const { runStages } = await import('./runner.js');
+    const { runStages } = await import('../stages/index.js');
     const results = await runStages(rootOf(), names, o.set, Boolean(o.json));
     if (o.json) print(true, results, () => '');
   });
@@ -274,7 +274,7 @@ HTML report in reports/audit/ (open index.html in a browser, no server needed), 
 Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts.`,
   )
   .action(async (o: { set: string[]; json?: boolean }) => {
-    const { runStages } = await import('./runner.js');
+    const { runStages } = await import('../stages/index.js');
     const { formatAudit } = await import('../stages/audit/index.js');
     // json: true keeps the stage from printing its own summary; this command prints it.
     const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;

@@ -5,8 +5,9 @@
  * files, or as a folder where every file under it belongs to the closure.
  *
  * A stage's run path starts at its module and pipeline/run_stage.ts (params, context, run log).
- * bin/tagseg.js, pipeline/cli.ts, pipeline/runner.ts and stages/index.ts are loaded too, but only
- * parse the command line and pick the module, so editing them leaves every stage fresh.
+ * bin/tagseg.js, pipeline/cli.ts (+ version.ts) and stages/index.ts are loaded too, but only parse
+ * the command line and pick the module (stages are imported on demand), so editing them leaves
+ * every stage fresh; test/pipeline/code_deps.test.ts records what `tagseg run <stage>` loads.
  * `tagseg dvc-deps --check | --write` compares dvc.yaml with this or rewrites its deps.
  */
 import * as fs from 'node:fs/promises';

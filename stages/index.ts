@@ -4,6 +4,8 @@
  * this list. Adding a stage = a folder under stages/ exporting `stage`, an entry here, and its
  * entry in dvc.yaml (tests check they agree).
  */
+import { TagsegError } from '../pipeline/errors.js';
+import { loadRunParams, runStage } from '../pipeline/run_stage.js';
 import type { Stage } from '../pipeline/stage.js';
 
 const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
@@ -27,4 +29,18 @@ export async function loadStage(name: string): Promise<Stage | undefined> {
 /** Every stage, in pipeline order. */
 export async function loadStages(): Promise<Stage[]> {
   return Promise.all(STAGE_NAMES.map(async (n) => (await loadStage(n))!));
+}
+
+/** `tagseg run a b ...`: load the named stages' modules (only those), then run each now. */
+export async function runStages(root: string, names: string[], overrides: string[], json: boolean): Promise<Record<string, unknown>> {
+  const stages: Stage[] = [];
+  for (const n of names) {
+    const s = await loadStage(n);
+    if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGE_NAMES.join(', ')}` });
+    stages.push(s);
+  }
+  const params = await loadRunParams(root, overrides);
+  const results: Record<string, unknown> = {};
+  for (const s of stages) results[s.name] = await runStage(root, s, params, json);
+  return results;
 }

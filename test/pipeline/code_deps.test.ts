@@ -7,6 +7,8 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { codeClosure, compressDeps, covers, depsDiff, expectedDeps, RUNTIME_LOADS, rewriteDeps, stageEntries } from '../../pipeline/code_deps.js';
 import { parseDvcYaml } from '../../pipeline/dvcfile.js';
@@ -58,6 +60,37 @@ describe('dvc.yaml code deps = the import closure', () => {
     expect(reaching.length).toBeGreaterThan(0);
     expect(reaching.filter((f) => !RUNTIME_LOADS[f])).toEqual([]);
   });
+});
+
+/** What `tagseg run <stage>` loads besides the stage's closure: they parse argv and pick the module. */
+const DISPATCH = ['bin/tagseg.js', 'pipeline/cli.ts', 'pipeline/version.ts', 'stages/index.ts'];
+
+/** Project files `node bin/tagseg.js run <stage>` loads (in an empty folder: it loads the stage, then stops at the missing params.yaml). */
+async function loadedBy(stage: string): Promise<string[]> {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-loads-'));
+  try {
+    const log = path.join(tmp, 'loads.log');
+    const r = await execa('node', ['--import', './test/helpers/record_loads.mjs', 'bin/tagseg.js', '--root', tmp, 'run', stage], {
+      cwd: root, reject: false, env: { TAGSEG_LOAD_LOG: log },
+    });
+    expect(r.stderr).toContain('params.yaml: file not found');
+    const files = (await fs.readFile(log, 'utf8')).split('\n').filter((u) => u.startsWith('file:')).map((u) => path.relative(root, fileURLToPath(u)));
+    return [...new Set(files.filter((f) => !f.startsWith('node_modules/') && !f.startsWith('..')))].sort();
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+describe('the run path of `tagseg run <stage>`', () => {
+  it('loads the stage\'s closure and the dispatch files only, never another stage or the DAG runner', async () => {
+    for (const s of e.dvc.stages.filter((x) => x.name !== 'synth')) {
+      const loaded = await loadedBy(s.name);
+      expect(loaded, s.name).toContain(`stages/${s.name}/index.ts`); // control: the recorder sees the stage load
+      const closure = new Set(await codeClosure(root, stageEntries(s.name)));
+      expect(loaded.filter((f) => !closure.has(f) && !DISPATCH.includes(f)), s.name).toEqual([]);
+      for (const f of DISPATCH) expect(covers(s.deps, f), `${s.name} depends on ${f}`).toBe(false);
+    }
+  }, 120_000);
 });
 
 describe('closure helpers', () => {
