@@ -99,7 +99,7 @@ export interface AuditMetrics {
     bad_rate: number | null;
     precision_at_top: number | null;
   };
-  classes: Record<string, { tagged: number; empty_tags: number; area_p50: number | null; agreement_rca_final: number | null; gt_iou: number | null; gt_precision: number | null; gt_recall: number | null }>;
+  classes: Record<string, { tagged: number; empty_tags: number; area_p50: number | null; agreement_rca_final: number | null; gt_iou: number | null; gt_iou_labelled: number | null; gt_precision: number | null; gt_recall: number | null }>;
   top: TopImage[];
 }
 
@@ -383,7 +383,7 @@ export function auditMetrics(ranked: ImageRow[], sum: AuditSummary, badMiou: num
     if (c.tagged === 0 && c.present === 0) continue;
     classes[c.name] = {
       tagged: c.tagged, empty_tags: c.empty_tags, area_p50: c.area.p50, agreement_rca_final: c.agreement.rca_final,
-      gt_iou: c.gt?.iou ?? null, gt_precision: c.gt?.precision ?? null, gt_recall: c.gt?.recall ?? null,
+      gt_iou: c.gt?.iou ?? null, gt_iou_labelled: c.gt?.iou_labelled ?? null, gt_precision: c.gt?.precision ?? null, gt_recall: c.gt?.recall ?? null,
     };
   }
   return {
