@@ -135,6 +135,19 @@ describe('dvc.yaml against DVC 3', () => {
     expect(dag.upstream.get('ingest')).toContain('synth');
   });
 
+  it('every plot says which fields to draw (x and y), so `dvc plots show` needs no guessing', () => {
+    const undrawn = (d: typeof raw) => Object.entries(d.stages).flatMap(([name, st]) =>
+      ((st.plots as unknown[] | undefined) ?? []).flatMap((e) => {
+        const [file, flags] = typeof e === 'string' ? [e, {}] : Object.entries(e as Record<string, Record<string, unknown>>)[0]!;
+        return typeof flags?.x === 'string' && typeof flags?.y === 'string' ? [] : [`${name}: ${file}`];
+      }));
+    expect(undrawn(raw)).toEqual([]);
+    expect(Object.values(raw.stages).flatMap((st) => (st.plots as unknown[] | undefined) ?? []).length).toBeGreaterThanOrEqual(9);
+    const broken = structuredClone(raw);
+    broken.stages.cam!.plots = ['plots/cam_threshold.json'];
+    expect(undrawn(broken)).toEqual(['cam: plots/cam_threshold.json']);
+  });
+
   it('metrics and plots are not cached (small JSON that git tracks)', () => {
     const cached = stages.flatMap((s) => [...s.metrics, ...s.plots].filter((o) => o.cache).map((o) => `${s.name}: ${o.path}`));
     expect(cached).toEqual([]);
