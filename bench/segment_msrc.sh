@@ -8,18 +8,15 @@
 set -euo pipefail
 which=${1:-both}; shift || true
 here=$(cd "$(dirname "$0")/.." && pwd)
+# The pretrained MobileNet (cam.pretrained) from the shared models folder, never downloaded.
+export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 src=${SRC:-$here/runs/msrc-bench}
 ws=${WS:-/tmp/tagseg-segment-msrc}
-# The MSRC-v2 recipe (bench/msrc_recipe.sh): its segment keys apply to these runs.
-# shellcheck source=msrc_recipe.sh
-source "$here/bench/msrc_recipe.sh"
-MSRC=()
-for ((i = 0; i < ${#MSRC_SETS[@]}; i += 2)); do
-  case "${MSRC_SETS[i+1]}" in segment.*) MSRC+=(--set "${MSRC_SETS[i+1]}") ;; esac
-done
+# The MSRC-v2 recipe (presets/photos.yaml): WS is made with it, so its segment keys apply to these runs.
 if [ ! -f "$ws/params.yaml" ]; then
-  node "$here/bin/tagseg.js" workspace "$ws" --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" --set ingest.size=320 >/dev/null
+  node "$here/bin/tagseg.js" workspace "$ws" --preset photos --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" >/dev/null
 fi
+grep -q '^# tagseg workspace --preset photos' "$ws/params.yaml" || { echo "$ws was not made with --preset photos: delete it (or set WS)" >&2; exit 1; }
 mkdir -p "$ws/cache" "$ws/models" "$ws/metrics"
 for f in dataset.arrow images.arrow pseudo_masks.arrow; do
   if [ -f "$src/cache/$f" ]; then cp -u "$src/cache/$f" "$ws/cache/$f"; elif [ "$f" != pseudo_masks.arrow ] || [ "$which" != oracle ]; then echo "missing $src/cache/$f" >&2; exit 1; fi
@@ -32,7 +29,7 @@ run() {
   local name=$1; shift
   rm -rf models/segment
   echo "== $name: $*"
-  /usr/bin/time -f "peak RSS %M KiB, wall %e s" node bin/tagseg.js run segment "${MSRC[@]}" "$@" 2>&1 | grep -v "^segment train\|^segment validation\|oneDNN\|absl"
+  /usr/bin/time -f "peak RSS %M KiB, wall %e s" node bin/tagseg.js run segment "$@" 2>&1 | grep -v "^segment train\|^segment validation\|oneDNN\|absl"
   miou[$name]=$(node -e "const m=require('./metrics/segment.json'); console.log(m.val.miou)")
   node -e "const m=require('./metrics/segment.json'); console.log(JSON.stringify({val: {miou: m.val.miou, pixel_accuracy: m.val.pixel_accuracy, images: m.val.images}, pseudo_val: m.pseudo_val && m.pseudo_val.miou, chain: m.chain}))"
 }

@@ -36,13 +36,27 @@ export function workingSize(width: number, height: number, size: number): { widt
     : { width: Math.max(1, Math.round(width * scale)), height: size };
 }
 
+/**
+ * Largest image decoded, in pixels: sharp's own default `limitInputPixels` (0x3FFF squared), set
+ * explicitly so that a decompression bomb (a small file declaring a huge size) is refused from
+ * its header, before any pixel is inflated.
+ */
+export const MAX_INPUT_PIXELS = 0x3fff * 0x3fff;
+
 async function readInput(file: string, what: string): Promise<Buffer> {
   try {
     return await fs.readFile(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    // The code, not the message: Node's message repeats the absolute path, which the file field already names.
     const reason =
-      code === 'ENOENT' ? `${what} file not found` : code === 'EISDIR' ? `${what} path is a directory` : `cannot read ${what} (${messageOf(err)})`;
+      code === 'ENOENT'
+        ? `${what} file not found`
+        : code === 'EISDIR'
+          ? `${what} path is a directory`
+          : code === 'ELOOP'
+            ? `${what} path is a symlink loop`
+            : `cannot read ${what} (${code ?? messageOf(err)})`;
     throw new TagsegError(reason, { file, cause: err });
   }
 }
@@ -59,8 +73,15 @@ export async function decodeImage(file: string, size: number): Promise<DecodedIm
   try {
     // Orientation + colour conversion first; metadata of this stage gives the oriented size.
     // sharp's default failOn ('warning') rejects truncated files instead of padding them grey.
-    const oriented = sharp(input).autoOrient();
-    const meta = await sharp(input).metadata();
+    const oriented = sharp(input, { limitInputPixels: MAX_INPUT_PIXELS }).autoOrient();
+    // The header alone, without the limit, so an oversized image gets a message saying so.
+    const meta = await sharp(input, { limitInputPixels: false }).metadata();
+    if ((meta.width ?? 0) * (meta.height ?? 0) > MAX_INPUT_PIXELS) {
+      throw new TagsegError(`image declares ${meta.width}x${meta.height} pixels, above the decode limit of ${MAX_INPUT_PIXELS} (a decompression bomb?)`, {
+        file,
+        hint: 'downscale the image below 268 megapixels or remove it from the dataset',
+      });
+    }
     const swap = meta.orientation !== undefined && meta.orientation >= 5;
     const origWidth = swap ? meta.height : meta.width;
     const origHeight = swap ? meta.width : meta.height;
@@ -82,6 +103,7 @@ export async function decodeImage(file: string, size: number): Promise<DecodedIm
       origHeight,
     };
   } catch (err) {
+    if (err instanceof TagsegError) throw err;
     throw new TagsegError(`cannot decode image (${messageOf(err)})`, {
       file,
       hint: 'the file is corrupt, truncated or not an image; re-export it or remove it from the dataset',

@@ -2,7 +2,7 @@ import PQueue from 'p-queue';
 import { TagsegError } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
 import { decodeImage, readMask, resizeNearest, workingSize, type DecodedImage } from './decode.js';
-import type { ItemSpec, Manifest } from './manifest.js';
+import type { ItemSpec, Manifest, SkippedItem } from './manifest.js';
 
 /**
  * Streaming loader: decodes a manifest's images (and masks) with bounded concurrency and yields
@@ -20,13 +20,8 @@ export type LoadedItem = ItemSpec & {
   tags: number[];
 };
 
-/** A skipped item (with `onError: 'skip'`). */
-export interface LoadError {
-  id: string;
-  /** The file at fault (image, mask), as named by the TagsegError. */
-  file: string;
-  reason: string;
-}
+/** A skipped item (with `onError: 'skip'`): the file at fault (image, mask) and the reason. */
+export type LoadError = SkippedItem;
 
 export interface LoadOptions {
   /** Working size: long side in pixels (0 = original size). */

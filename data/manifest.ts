@@ -1,6 +1,8 @@
 import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import { z } from 'zod';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
+import { log } from '../pipeline/log.js';
 
 /**
  * The dataset manifest: what every dataset importer (VOC, CSV folder, synthetic) produces and
@@ -33,6 +35,48 @@ export interface Manifest {
   void: number;
   /** In a stable order: split order, then the order of the split file / CSV. */
   items: ItemSpec[];
+  /** The classes.json the class list was read from, if any (absolute). */
+  classesFile?: string;
+  /** True when no class file existed and the classes are the sorted tag names (CSV layout): the caller pins them. */
+  classesDerived?: boolean;
+}
+
+/** An item left out with `onError: 'skip'` (at scan or at load time). */
+export interface SkippedItem {
+  id: string;
+  /** The file at fault (split file, tags CSV, image, mask), as named by the TagsegError; absolute. */
+  file: string;
+  /** What is wrong; never an absolute path (paths in it are relative to the dataset root). */
+  reason: string;
+}
+
+/**
+ * Per-item errors of a scan or load. `fail`: the first one is thrown; `skip`: each is logged as a
+ * warning and appended to `list` (the caller's array), in the order found.
+ */
+export class ItemErrors {
+  constructor(
+    readonly mode: 'fail' | 'skip',
+    readonly list: SkippedItem[] = [],
+  ) {}
+
+  report(id: string, err: TagsegError): void {
+    if (this.mode === 'fail') throw err;
+    const item = { id, file: err.file ?? '', reason: err.reason };
+    log.warn(`skipped ${quoteId(id)}: ${item.file}: ${item.reason}`);
+    this.list.push(item);
+  }
+
+  /** `fn()`, or undefined after reporting its TagsegError against `id` (other errors are bugs: rethrown). */
+  guard<T>(id: string, fn: () => T): T | undefined {
+    try {
+      return fn();
+    } catch (err) {
+      if (!(err instanceof TagsegError)) throw err;
+      this.report(id, err);
+      return undefined;
+    }
+  }
 }
 
 /** File extensions accepted as images (lower case). */
@@ -48,6 +92,8 @@ export interface ClassInfo {
   classes: string[];
   background: number | null;
   void: number;
+  /** The classes.json it was read from (named in "unknown class" hints), if any. */
+  file?: string;
 }
 
 const ClassesFileSchema = z.union([
@@ -88,6 +134,7 @@ export async function readClassesFile(file: string): Promise<ClassInfo> {
     classes: classes.map((c) => c.trim()),
     void: Array.isArray(v) ? 255 : (v.void ?? 255),
     background: Array.isArray(v) || v.background === undefined ? defaultBackground(classes) : v.background,
+    file,
   };
   validateClassInfo(info, file);
   return info;
@@ -135,15 +182,18 @@ export function resolveTags(names: string[], info: ClassInfo, where: { file: str
   for (const name of names) {
     const i = info.classes.indexOf(name);
     if (i < 0) {
-      throw new TagsegError(`${at}unknown class "${name}" for image ${where.id}`, {
+      // "dog cat" or "dog;cat" whose parts are classes: say how to separate them.
+      const parts = name.split(/[\s;,]+/).filter((s) => s !== '');
+      const split = parts.length > 1 && parts.every((s) => info.classes.includes(s));
+      throw new TagsegError(`${at}unknown class ${quoteId(name)} for image ${showId(where.id)}`, {
         file: where.file,
-        hint: knownClassesHint(info),
+        hint: split ? `tags are separated by "|" only: write ${parts.join('|')}` : knownClassesHint(info),
       });
     }
     if (i !== info.background) out.add(i);
   }
   if (out.size === 0) {
-    throw new TagsegError(`${at}empty tag list for image ${where.id}`, {
+    throw new TagsegError(`${at}empty tag list for image ${showId(where.id)}`, {
       file: where.file,
       hint: 'every image needs at least one (non-background) class tag',
     });
@@ -152,68 +202,70 @@ export function resolveTags(names: string[], info: ClassInfo, where: { file: str
 }
 
 /**
- * Split a tags cell into class names: by `|`, `;` (or `,` inside a quoted cell) when any is
- * present, so class names may contain spaces (e.g. "potted plant"); else by whitespace.
+ * Split a tags cell into class names on `|` only: a class name may hold spaces, commas or
+ * semicolons ("potted plant"), so nothing else may separate tags. Names are trimmed; empty ones dropped.
  */
 export function splitTagCell(cell: string): string[] {
-  const parts = /[|;,]/.test(cell) ? cell.split(/[|;,]/) : cell.split(/\s+/);
-  return parts.map((s) => s.trim()).filter((s) => s !== '');
+  return cell
+    .split('|')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
-/** One parsed CSV record with its 1-based line number (for error messages). */
+/** One parsed CSV record with the 1-based line it starts on (for error messages). */
 export interface CsvRow {
   line: number;
   cells: string[];
 }
 
 /**
- * Minimal CSV reader: one record per line, `,` separated, double-quoted cells with `""` escapes,
- * CRLF and a UTF-8 BOM tolerated, blank lines skipped. Quoted cells may not span lines, so every
- * error can name its line. Malformed quoting is a TagsegError naming `file` and the line.
+ * RFC 4180 CSV: `,` separated; double-quoted cells may hold commas, `""` (a quote) and line
+ * breaks; records end at CRLF, LF or CR; a UTF-8 BOM is dropped; blank lines are skipped.
+ * Unquoted cells are trimmed, quoted ones kept verbatim (spaces around the quotes are allowed).
+ * Malformed quoting is a TagsegError naming `file` and the line.
  */
 export function parseCsv(text: string, file: string): CsvRow[] {
+  const s = text.replace(/^\uFEFF/, '');
   const rows: CsvRow[] = [];
-  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
-  for (let li = 0; li < lines.length; li++) {
-    const line = lines[li];
-    if (line.trim() === '') continue;
+  const isEnd = (c: string | undefined) => c === undefined || c === ',' || c === '\n' || c === '\r';
+  let i = 0;
+  let line = 1;
+  while (i < s.length) {
+    const start = line;
     const cells: string[] = [];
-    let i = 0;
     for (;;) {
-      let cell = '';
-      if (line[i] === '"') {
-        i++;
-        for (;;) {
-          if (i >= line.length) throw new TagsegError(`line ${li + 1}: unterminated quoted field`, { file });
-          if (line[i] === '"') {
-            if (line[i + 1] === '"') {
-              cell += '"';
-              i += 2;
-              continue;
-            }
+      while (s[i] === ' ' || s[i] === '\t') i++;
+      if (s[i] === '"') {
+        let cell = '';
+        for (i++; ; i++) {
+          if (i >= s.length) throw new TagsegError(`line ${start}: unterminated quoted field`, { file });
+          if (s[i] === '"') {
+            if (s[i + 1] !== '"') break;
             i++;
-            break;
+          } else if (s[i] === '\n') {
+            line++;
           }
-          cell += line[i++];
+          cell += s[i];
         }
-        if (i < line.length && line[i] !== ',') {
-          throw new TagsegError(`line ${li + 1}: unexpected text after a quoted field`, { file });
-        }
+        i++;
+        while (s[i] === ' ' || s[i] === '\t') i++;
+        if (!isEnd(s[i])) throw new TagsegError(`line ${line}: unexpected text after a quoted field`, { file });
+        cells.push(cell);
       } else {
-        const end = line.indexOf(',', i);
-        cell = end < 0 ? line.slice(i) : line.slice(i, end);
-        if (cell.includes('"')) throw new TagsegError(`line ${li + 1}: stray quote in an unquoted field`, { file });
-        i = end < 0 ? line.length : end;
+        let end = i;
+        while (!isEnd(s[end])) end++;
+        const cell = s.slice(i, end).trim();
+        if (cell.includes('"')) throw new TagsegError(`line ${line}: stray quote in an unquoted field`, { file, hint: 'quote the whole field and double the quotes inside it' });
+        cells.push(cell);
+        i = end;
       }
-      cells.push(cell.trim());
-      if (i >= line.length) break;
-      i++; // skip ','
-      if (i === line.length) {
-        cells.push('');
-        break;
-      }
+      if (s[i] !== ',') break;
+      i++;
     }
-    rows.push({ line: li + 1, cells });
+    if (s[i] === '\r') i++;
+    if (s[i] === '\n') i++;
+    line++;
+    if (cells.length > 1 || cells[0] !== '') rows.push({ line: start, cells });
   }
   return rows;
 }
@@ -223,20 +275,45 @@ export function isHeaderRow(row: CsvRow): boolean {
   return ['image_id', 'id', 'image', 'file', 'filename', 'path'].includes(row.cells[0].toLowerCase());
 }
 
+/**
+ * An id or name for a message: as is when it is plain printable ASCII, else as a JSON string with
+ * invisible and space-like characters escaped (`"x y"`, `"x\u00a0y"`), so a message shows
+ * exactly which id was looked up.
+ */
+export function showId(id: string): string {
+  return /^[\x21-\x7e]+$/.test(id) && !id.includes('"') ? id : quoteId(id);
+}
+
+/** `id` as a JSON string with invisible and space-like characters escaped. */
+export function quoteId(id: string): string {
+  return JSON.stringify(id).replace(/[^\x21-\x7e]/gu, (c) =>
+    c === ' ' || /\p{L}|\p{N}|\p{P}|\p{S}/u.test(c) ? c : `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** Tracks ids across the whole manifest; a second use is a TagsegError naming both places. */
 export class IdRegistry {
   private readonly seen = new Map<string, string>();
 
+  /** `root`: places in messages are shown relative to it. */
+  constructor(private readonly root = '') {}
+
   add(id: string, where: { file: string; line: number }): void {
     const prev = this.seen.get(id);
     if (prev !== undefined) {
-      throw new TagsegError(`line ${where.line}: duplicate image id "${id}" (first seen at ${prev})`, {
+      throw new TagsegError(`line ${where.line}: duplicate image id ${quoteId(id)} (first seen at ${prev})`, {
         file: where.file,
-        hint: 'image ids must be unique across all splits',
+        hint: 'image ids must be unique across all splits; the later line is the one skipped',
       });
     }
-    this.seen.set(id, `${where.file}:${where.line}`);
+    this.seen.set(id, `${relTo(this.root, where.file)}:${where.line}`);
   }
+}
+
+/** `file` relative to `root` for messages and records (`root` itself -> "."; unrelated roots -> as is). */
+export function relTo(root: string, file: string): string {
+  if (!root || !path.isAbsolute(file)) return file;
+  return path.relative(root, file) || '.';
 }
 
 export async function isDirectory(p: string): Promise<boolean> {
@@ -259,43 +336,109 @@ export async function isFile(p: string): Promise<boolean> {
 export interface ImageIndex {
   byId: Map<string, string>;
   ambiguous: Map<string, string[]>;
+  /** Ids whose `<id>.jpg` etc. is a directory (or another non-file), so "missing" can say why. */
+  notFiles?: Map<string, string>;
 }
 
 /** List `.jpg/.jpeg/.png` files (any case) directly in `dir`, keyed by id. */
 export async function indexImages(dir: string): Promise<ImageIndex> {
   const byId = new Map<string, string>();
   const ambiguous = new Map<string, string[]>();
-  const names = (await fs.readdir(dir, { withFileTypes: true }))
-    .filter((d) => d.isFile() || d.isSymbolicLink())
-    .map((d) => d.name)
-    .sort();
-  for (const name of names) {
+  const notFiles = new Map<string, string>();
+  const entries = (await fs.readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const d of entries) {
+    const name = d.name;
     const dot = name.lastIndexOf('.');
     if (dot <= 0) continue;
     const ext = name.slice(dot).toLowerCase();
     if (!(IMAGE_EXTS as readonly string[]).includes(ext)) continue;
     const id = name.slice(0, dot);
     const file = `${dir}/${name}`;
+    if (!d.isFile() && !d.isSymbolicLink()) {
+      notFiles.set(id, file);
+      continue;
+    }
     const prev = byId.get(id);
     if (prev !== undefined) ambiguous.set(id, [...(ambiguous.get(id) ?? [prev]), file]);
     else byId.set(id, file);
   }
-  return { byId, ambiguous };
+  return { byId, ambiguous, notFiles };
 }
 
-/** The image of `id`, or a TagsegError naming `where` (the file that asked for it). */
+/**
+ * The image of `id`, or a TagsegError naming `where` (the file that asked for it). `dir` is only
+ * shown in messages (pass it relative to the dataset root). Ids never build paths: an id is
+ * looked up among the listed files, so `../../etc/passwd` reads nothing.
+ */
 export function imageFor(index: ImageIndex, id: string, dir: string, where: { file: string; line?: number }): string {
   const at = where.line !== undefined ? `line ${where.line}: ` : '';
   const amb = index.ambiguous.get(id);
   if (amb) {
-    throw new TagsegError(`${at}image id "${id}" matches several files: ${amb.join(', ')}`, {
+    throw new TagsegError(`${at}image id ${quoteId(id)} matches several files: ${amb.map((f) => path.basename(f)).join(', ')}`, {
       file: where.file,
       hint: 'keep one image file per id',
     });
   }
   const file = index.byId.get(id);
-  if (file === undefined) {
-    throw new TagsegError(`${at}missing image: no ${id}.jpg/.jpeg/.png in ${dir}`, { file: where.file });
+  if (file !== undefined) return file;
+  const dirEntry = index.notFiles?.get(id);
+  if (dirEntry !== undefined) {
+    throw new TagsegError(`${at}image ${showId(id)}: ${path.join(dir, path.basename(dirEntry))} is a directory, not an image file`, { file: where.file });
   }
-  return file;
+  throw new TagsegError(`${at}missing image: no ${showId(id)}.jpg/.jpeg/.png in ${dir}`, {
+    file: where.file,
+    hint: similarIdHint(index, id),
+  });
+}
+
+/** A hint when an image differs from `id` only in Unicode normalisation or whitespace. */
+function similarIdHint(index: ImageIndex, id: string): string | undefined {
+  const key = (s: string) => s.normalize('NFC').replace(/\s+/gu, ' ').trim();
+  const k = key(id);
+  for (const other of index.byId.keys()) {
+    if (key(other) === k) return `an image with the id ${showId(other)} exists: the names differ in Unicode normalisation or spacing`;
+  }
+  return undefined;
+}
+
+/**
+ * Check that every item's image is a readable regular file, distinct from every other item's
+ * (the same file under two ids would put one image in two places, e.g. train and val). Items
+ * that fail are reported to `errors`; the rest are returned in order. Stats run in batches.
+ */
+export async function checkImageFiles(
+  items: ItemSpec[],
+  errors: ItemErrors,
+  root: string,
+  where: (item: ItemSpec) => { file: string; line?: number },
+): Promise<ItemSpec[]> {
+  const byInode = new Map<string, string>();
+  const out: ItemSpec[] = [];
+  for (let start = 0; start < items.length; start += 64) {
+    const batch = items.slice(start, start + 64);
+    const stats = await Promise.all(batch.map((it) => fs.stat(it.imagePath).catch((err: NodeJS.ErrnoException) => err)));
+    batch.forEach((item, k) => {
+      const st = stats[k];
+      const rel = relTo(root, item.imagePath);
+      let reason: string | null = null;
+      if (st instanceof Error) {
+        const code = (st as NodeJS.ErrnoException).code;
+        reason = code === 'ENOENT' ? `missing image ${rel}` : code === 'ELOOP' ? `image ${rel} is a symlink loop` : `cannot read image ${rel} (${code ?? st.message})`;
+      } else if (!st.isFile()) {
+        reason = `image ${rel} is ${st.isDirectory() ? 'a directory' : 'not a regular file'}`;
+      } else {
+        const inode = `${st.dev}:${st.ino}`;
+        const first = byInode.get(inode);
+        if (first !== undefined) reason = `image ${rel} is the same file as image ${showId(first)}'s (reached by two ids)`;
+        else byInode.set(inode, item.id);
+      }
+      if (reason === null) {
+        out.push(item);
+      } else {
+        const w = where(item);
+        errors.report(item.id, new TagsegError(`${w.line !== undefined ? `line ${w.line}: ` : ''}${reason}`, { file: w.file }));
+      }
+    });
+  }
+  return out;
 }

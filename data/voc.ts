@@ -4,7 +4,9 @@ import { TagsegError, messageOf } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
 import {
   IdRegistry,
+  ItemErrors,
   VOC_CLASSES,
+  checkImageFiles,
   imageFor,
   indexImages,
   isDirectory,
@@ -13,11 +15,13 @@ import {
   parseCsv,
   readClassesFile,
   resolveTags,
+  showId,
   splitTagCell,
   type ClassInfo,
   type ImageIndex,
   type ItemSpec,
   type Manifest,
+  type SkippedItem,
 } from './manifest.js';
 
 /**
@@ -25,7 +29,7 @@ import {
  *
  *   JPEGImages/<id>.{jpg,jpeg,png}        every image
  *   SegmentationClass/<id>.png            optional palette/grey masks (value = class, 255 = void)
- *   ImageSets/Segmentation/<split>.txt    one id per line (first token of the line)
+ *   ImageSets/Segmentation/<split>.txt    one id per line (the whole line, trimmed: ids may hold spaces)
  *   classes.json                          optional; default: VOC's background + 20 classes
  *   tags.csv | Annotations/<id>.xml       optional image-level tags; else derived from the mask
  *
@@ -36,19 +40,28 @@ import {
 export interface VocScanOptions {
   /** Split names (`ImageSets/Segmentation/<name>.txt`); default: every .txt there except `trainval`. */
   splits?: string[];
+  /** classes.json to use instead of `<root>/classes.json` (absolute). */
+  classesFile?: string;
+  /** Per-item errors: `fail` (default) throws the first; `skip` leaves the item out and appends it to `errors`. */
+  onError?: 'fail' | 'skip';
+  errors?: SkippedItem[];
 }
 
 /** Conventional splits first, in this order; any others follow alphabetically. */
 const SPLIT_ORDER = ['train', 'val', 'test'];
 
+type Where = { file: string; line?: number };
+
 export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<Manifest> {
   root = path.resolve(root);
   if (!(await isDirectory(root))) throw new TagsegError('dataset folder not found', { file: root });
+  const errors = new ItemErrors(opts.onError ?? 'fail', opts.errors);
 
-  const classesFile = path.join(root, 'classes.json');
-  const info: ClassInfo = (await isFile(classesFile))
-    ? await readClassesFile(classesFile)
-    : { classes: [...VOC_CLASSES], background: 0, void: 255 };
+  const classesFile = opts.classesFile ?? path.join(root, 'classes.json');
+  const info: ClassInfo =
+    opts.classesFile !== undefined || (await isFile(classesFile))
+      ? await readClassesFile(classesFile)
+      : { classes: [...VOC_CLASSES], background: 0, void: 255 };
 
   const imageDir = path.join(root, 'JPEGImages');
   if (!(await isDirectory(imageDir))) {
@@ -65,8 +78,9 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
     for (const name of await fs.readdir(maskDir)) if (name.endsWith('.png')) masks.add(name.slice(0, -4));
   }
 
-  const listed = await readSplits(root, images, imageDir, opts.splits);
-  const items: ItemSpec[] = listed.map(({ id, split, imagePath }) => ({
+  const listed = await readSplits(root, images, opts.splits, errors);
+  const whereOf = new Map(listed.items.map((l) => [l.id, l.where]));
+  let items: ItemSpec[] = listed.items.map(({ id, split, imagePath }) => ({
     id,
     split,
     imagePath,
@@ -77,33 +91,58 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
   const tagsFile = path.join(root, 'tags.csv');
   const annDir = path.join(root, 'Annotations');
   let tagSource: string;
+  let found: Map<string, number[] | TagsegError> = new Map();
   if (await isFile(tagsFile)) {
-    const tags = await readTagsCsv(tagsFile, info, images, imageDir);
-    for (const item of items) item.tags = tags.get(item.id) ?? null;
-    tagSource = tagsFile;
+    found = await readTagsCsv(tagsFile, info, images, listed.named, errors);
+    tagSource = 'tags.csv';
   } else if (await isDirectory(annDir)) {
-    await fillTagsFromXml(items, annDir, info);
-    tagSource = `${annDir}/<id>.xml`;
+    found = await readXmlTags(items, annDir, info);
+    tagSource = 'Annotations/<id>.xml';
   } else {
     tagSource = 'tags.csv or Annotations/';
   }
-  for (const item of items) {
-    if (item.tags === null && item.maskPath === null) {
-      throw new TagsegError(`image ${item.id} has no tags (not in ${tagSource}) and no mask to derive them from`, {
-        file: item.imagePath,
-        hint: `add a line "${item.id},<class>|<class>" to ${tagsFile} or a mask ${path.join(maskDir, `${item.id}.png`)}`,
-      });
+  items = attachTags(items, found, errors, { tagSource, tagsFile, maskDir });
+  items = await checkImageFiles(items, errors, root, (item) => whereOf.get(item.id) as Where);
+  return { root, classes: info.classes, background: info.background, void: info.void, items, classesFile: info.file };
+}
+
+/**
+ * Give each item its tags (from `found`), leaving out those whose tag row is an error and those
+ * with neither tags nor a mask to derive them from.
+ */
+function attachTags(
+  items: ItemSpec[],
+  found: Map<string, number[] | TagsegError>,
+  errors: ItemErrors,
+  src: { tagSource: string; tagsFile: string; maskDir: string },
+): ItemSpec[] {
+  return items.filter((item) => {
+    const tags = found.get(item.id);
+    if (tags instanceof TagsegError) {
+      errors.report(item.id, tags);
+      return false;
     }
-  }
-  return { root, classes: info.classes, background: info.background, void: info.void, items };
+    item.tags = tags ?? null;
+    if (item.tags === null && item.maskPath === null) {
+      errors.report(
+        item.id,
+        new TagsegError(`image ${showId(item.id)} has no tags (not in ${src.tagSource}) and no mask to derive them from`, {
+          file: item.imagePath,
+          hint: `add a line "${item.id},<class>|<class>" to ${src.tagsFile} or a mask ${path.join(src.maskDir, `${item.id}.png`)}`,
+        }),
+      );
+      return false;
+    }
+    return true;
+  });
 }
 
 async function readSplits(
   root: string,
   images: ImageIndex,
-  imageDir: string,
   splits: string[] | undefined,
-): Promise<{ id: string; split: string; imagePath: string }[]> {
+  errors: ItemErrors,
+): Promise<{ items: { id: string; split: string; imagePath: string; where: Where }[]; named: Set<string> }> {
   const setDir = path.join(root, 'ImageSets', 'Segmentation');
   let names: string[];
   if (splits !== undefined) {
@@ -117,12 +156,16 @@ async function readSplits(
       throw new TagsegError('no split files (<split>.txt) found', { file: setDir });
     }
   } else {
+    const imageDir = path.join(root, 'JPEGImages');
     log.info(`${setDir} not found: using every image in ${imageDir} as split "train"`);
-    return [...images.byId.keys()].sort().map((id) => ({ id, split: 'train', imagePath: imageFor(images, id, imageDir, { file: imageDir }) }));
+    const where = { file: imageDir };
+    const ids = [...images.byId.keys()].sort();
+    return { items: ids.map((id) => ({ id, split: 'train', imagePath: imageFor(images, id, 'JPEGImages', where), where })), named: new Set(ids) };
   }
 
-  const ids = new IdRegistry();
-  const out: { id: string; split: string; imagePath: string }[] = [];
+  const ids = new IdRegistry(root);
+  const out: { id: string; split: string; imagePath: string; where: Where }[] = [];
+  const named = new Set<string>();
   for (const split of names) {
     const file = path.join(setDir, `${split}.txt`);
     let text: string;
@@ -135,16 +178,21 @@ async function readSplits(
         cause: err,
       });
     }
-    const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+    const lines = text.replace(/^\uFEFF/, '').split(/\r\n|\n|\r/);
     for (let i = 0; i < lines.length; i++) {
-      const id = lines[i].trim().split(/\s+/)[0];
+      // The whole line is the id (a file name may hold spaces): cutting at a space would import another image.
+      const id = lines[i].trim();
       if (!id) continue;
       const where = { file, line: i + 1 };
-      ids.add(id, where);
-      out.push({ id, split, imagePath: imageFor(images, id, imageDir, where) });
+      named.add(id);
+      const imagePath = errors.guard(id, () => {
+        ids.add(id, where);
+        return imageFor(images, id, 'JPEGImages', where);
+      });
+      if (imagePath !== undefined) out.push({ id, split, imagePath, where });
     }
   }
-  return out;
+  return { items: out, named };
 }
 
 function rank(split: string): number {
@@ -153,35 +201,60 @@ function rank(split: string): number {
 }
 
 /**
- * `tags.csv`: `image_id,tags` (optional header), tags separated by `|`, `;` or spaces.
- * Every row must name an existing image (typos would otherwise silently drop tags).
+ * `tags.csv`: `image_id,tags` (optional header), tags separated by `|` only. Returns each id's
+ * tags, or the TagsegError of its row (unknown class, empty list, malformed row, a second row
+ * for the id: its tags are then ambiguous), which skips that item when it is imported. A row
+ * naming no image at all (a typo would silently drop its tags) is reported at once, unless a
+ * split file named it (then its missing image is already reported).
  */
-async function readTagsCsv(file: string, info: ClassInfo, images: ImageIndex, imageDir: string): Promise<Map<string, number[]>> {
+async function readTagsCsv(
+  file: string,
+  info: ClassInfo,
+  images: ImageIndex,
+  listed: Set<string>,
+  errors: ItemErrors,
+): Promise<Map<string, number[] | TagsegError>> {
   const rows = parseCsv(await fs.readFile(file, 'utf8'), file);
   if (rows.length > 0 && isHeaderRow(rows[0])) rows.shift();
-  const tags = new Map<string, number[]>();
-  const ids = new IdRegistry();
+  const tags = new Map<string, number[] | TagsegError>();
+  const ids = new IdRegistry(path.dirname(file));
   for (const row of rows) {
-    if (row.cells.length !== 2 || row.cells[0] === '') {
-      throw new TagsegError(`line ${row.line}: malformed line, expected "image_id,tags" (got ${row.cells.length} field(s))`, {
-        file,
-        hint: 'separate tags with "|", ";" or spaces, not commas (or quote the tags field)',
-      });
-    }
-    const [id, cell] = row.cells;
+    const id = row.cells[0];
     const where = { file, line: row.line };
-    ids.add(id, where);
-    imageFor(images, id, imageDir, where);
-    tags.set(id, resolveTags(splitTagCell(cell), info, { ...where, id }));
+    let result: number[] | TagsegError;
+    try {
+      if (row.cells.length !== 2 || id === '') {
+        throw new TagsegError(`line ${row.line}: malformed line, expected "image_id,tags" (got ${row.cells.length} field(s))`, {
+          file,
+          hint: 'separate tags with "|", not commas (or quote the tags field)',
+        });
+      }
+      ids.add(id, where);
+      result = resolveTags(splitTagCell(row.cells[1]), info, { ...where, id });
+    } catch (err) {
+      if (!(err instanceof TagsegError)) throw err;
+      result = err;
+    }
+    if (!listed.has(id)) {
+      // Not imported: only a row naming no image at all is reported (a typo would silently drop its tags).
+      if (id === '' && result instanceof TagsegError) errors.report(id, result);
+      else if (!images.byId.has(id)) errors.guard(id, () => imageFor(images, id, 'JPEGImages', where));
+      continue;
+    }
+    // A second row for an id makes its tags ambiguous: its error replaces the first row's tags.
+    const prev = tags.get(id);
+    if (prev === undefined || (result instanceof TagsegError && !(prev instanceof TagsegError))) tags.set(id, result);
   }
   return tags;
 }
 
 /**
  * VOC XML annotations: the `<name>` of each `<object>`, ignoring `<part>` names (VOC person
- * layouts nest head/hand/foot parts inside objects). A missing XML leaves the tags null.
+ * layouts nest head/hand/foot parts inside objects). A missing XML leaves the tags unset; an
+ * unreadable one or an unknown class is that item's error.
  */
-async function fillTagsFromXml(items: ItemSpec[], annDir: string, info: ClassInfo): Promise<void> {
+async function readXmlTags(items: ItemSpec[], annDir: string, info: ClassInfo): Promise<Map<string, number[] | TagsegError>> {
+  const out = new Map<string, number[] | TagsegError>();
   const batch = 32;
   for (let start = 0; start < items.length; start += batch) {
     await Promise.all(
@@ -192,12 +265,19 @@ async function fillTagsFromXml(items: ItemSpec[], annDir: string, info: ClassInf
           xml = await fs.readFile(file, 'utf8');
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-          throw new TagsegError(`cannot read annotation (${messageOf(err)})`, { file, cause: err });
+          out.set(item.id, new TagsegError(`cannot read annotation (${messageOf(err)})`, { file, cause: err }));
+          return;
         }
-        item.tags = resolveTags(parseVocObjectNames(xml), info, { file, id: item.id });
+        try {
+          out.set(item.id, resolveTags(parseVocObjectNames(xml), info, { file, id: item.id }));
+        } catch (err) {
+          if (!(err instanceof TagsegError)) throw err;
+          out.set(item.id, err);
+        }
       }),
     );
   }
+  return out;
 }
 
 /** Object class names of a VOC annotation XML, in document order. */

@@ -3,7 +3,7 @@
  * weights of a Keras/TensorFlow.js LayersModel copied into explicit variables.
  *
  * Only the layers up to conv_pw_12_relu (or conv_dw_13_relu) are used: in the shipped model
- * conv_pw_13's kernel is missing (shared/models/mobilenet-v1-imagenet/README.md), everything
+ * conv_pw_13's kernel is missing from the project's local copy (see nn/pretrained.ts), everything
  * before it is pretrained.
  *
  * Output stride: the original net has stride 32 at conv_pw_12. For 16 the stride-2 depthwise
@@ -16,35 +16,17 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
 import type { Backbone, Features, OutputStride } from './backbone.js';
 import { relu6 } from './native.js';
 import { Norm, type NormKind, type NormOptions, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv, normalTensor } from './params.js';
+import { pretrainedNames, resolvePretrained } from './pretrained.js';
 import { Rng } from './rng.js';
 
-/** Repo root (this file is nn/mobilenet.ts). */
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-/**
- * Default location of the pretrained model: `../shared/models/mobilenet-v1-imagenet` relative to
- * the repository root (or `shared/models/...` inside it, where a checkout carries `shared/`).
- */
-export async function defaultMobileNetPath(): Promise<string> {
-  const outside = path.resolve(REPO_ROOT, '../shared/models/mobilenet-v1-imagenet');
-  const inside = path.resolve(REPO_ROOT, 'shared/models/mobilenet-v1-imagenet');
-  for (const p of [outside, inside]) {
-    try {
-      await fs.access(path.join(p, 'model.json'));
-      return p;
-    } catch {
-      // try the next one
-    }
-  }
-  return outside;
-}
+/** The registered pretrained model (nn/pretrained.ts) `loadMobileNetV1` uses by default. */
+export const MOBILENET_PRETRAINED = 'mobilenet_v1_1.0_224';
 
 /** [pointwise filters, depthwise stride] of blocks 1..13 (Keras applications/mobilenet.py). */
 const BLOCKS: ReadonlyArray<readonly [number, number]> = [
@@ -241,7 +223,7 @@ export async function loadLayersModelFrom(pathOrUrl: string): Promise<tf.LayersM
   } catch (err) {
     throw new TagsegError(`model not found: ${messageOf(err)}`, {
       file,
-      hint: 'pass the directory holding model.json (e.g. ../shared/models/mobilenet-v1-imagenet)',
+      hint: `pass a registered model name (${pretrainedNames().join(', ')}), a folder holding model.json, or its URL`,
     });
   }
   return tf.loadLayersModel(fileSystemHandler(file), { strict: false });
@@ -302,12 +284,11 @@ export async function loadLayersModelWeights(pathOrUrl: string): Promise<Map<str
 }
 
 /**
- * The pretrained MobileNet v1 backbone. `path`: directory / model.json / URL of the LayersModel;
- * default `defaultMobileNetPath()`.
+ * The pretrained MobileNet v1 backbone. `path`: a registered model name, folder / model.json or
+ * URL of the LayersModel (nn/pretrained.ts resolves it); default MOBILENET_PRETRAINED.
  */
 export async function loadMobileNetV1(opts: MobileNetOptions & { path?: string } = {}): Promise<MobileNetV1> {
-  const src = opts.path ?? (await defaultMobileNetPath());
-  const weights = await loadLayersModelWeights(src);
+  const weights = await loadLayersModelWeights(await resolvePretrained(opts.path || MOBILENET_PRETRAINED));
   try {
     return new MobileNetV1(weights, opts);
   } finally {

@@ -43,7 +43,7 @@ program
     `
 Typical use:
   tagseg doctor                 check the TensorFlow backend and machine
-  tagseg repro                  run the whole pipeline (dvc repro when dvc is installed)
+  tagseg repro                  run the whole pipeline (dvc repro in a DVC project with dvc installed)
   tagseg status                 which stages are stale, and why
   tagseg run cam --set cam.epochs=3
                                 run one stage now with a param override (not recorded)
@@ -98,6 +98,7 @@ program
   .addOption(new Option('--format <f>', 'dataset layout').choices(['voc', 'csv']).default('voc'))
   .option('--csv <file>', 'csv format: image_id,tags[,split] file, relative to the dataset folder', 'tags.csv')
   .option('--splits <list>', 'comma-separated VOC splits to import (default: all but trainval)')
+  .option('--classes <file>', "classes.json that fixes the class indices (default: the dataset's; csv without one: derived and written to <out>/classes.json)")
   .option('--size <px>', 'long side of the working size (0 = original)', int('--size'), 320)
   .option('--concurrency <n>', 'images decoded at once', int('--concurrency'), 4)
   .addOption(new Option('--on-error <mode>', 'fail on the first bad item, or skip bad items and report them').choices(['fail', 'skip']).default('fail'))
@@ -114,6 +115,7 @@ program
       size: o.size as number,
       concurrency: o.concurrency as number,
       onError: o.onError as 'fail' | 'skip',
+      classesFile: o.classes ? path.resolve(rootOf(), o.classes as string) : undefined,
       datasetTable: path.join(out, 'dataset.arrow'),
       imagesTable: path.join(out, 'images.arrow'),
       paramsHash: 'cli-import',
@@ -135,12 +137,12 @@ program
 
 program
   .command('repro')
-  .description('bring the pipeline up to date: `dvc repro` when dvc is on PATH, else run dvc.yaml stages in order, skipping unchanged ones')
+  .description('bring the pipeline up to date: `dvc repro` in a DVC project (.dvc/) with dvc on PATH, else run dvc.yaml stages in order, skipping unchanged ones')
   .argument('[stage]', 'reproduce this stage and what it depends on (default: every stage)')
   .option('-f, --force', 'rerun even when up to date')
   .option('-s, --single', 'only this stage, not its upstream (like dvc repro -s)')
-  .option('--dry-run', 'say what would run')
-  .option('--no-dvc', 'use the built-in runner even when dvc is installed')
+  .option('--dry-run', 'print what would run and why; runs and writes nothing (--set applies in memory)')
+  .option('--no-dvc', "use tagseg's own runner even in a DVC project with dvc installed")
   .option('--set <key=value>', 'edit params.yaml before running, like `dvc exp run -S` (repeatable)', collect, [])
   .action(async (stage: string | undefined, o: { force?: boolean; single?: boolean; dryRun?: boolean; dvc: boolean; set: string[] }) => {
     const { reproCommand } = await import('./runner.js');
@@ -150,12 +152,14 @@ program
 
 program
   .command('status')
-  .description('which stages are stale and why (changed deps, params, cmd, missing or modified outputs)')
+  .description('which stages are stale and why, against dvc.lock (`dvc status` in a DVC project with dvc on PATH)')
   .option('--json', 'print JSON')
-  .action(async (o: { json?: boolean }) => {
+  .option('--no-dvc', "use tagseg's own check even when dvc could run")
+  .action(async (o: { json?: boolean; dvc: boolean }) => {
     const { statusCommand } = await import('./runner.js');
-    const r = await statusCommand(rootOf());
-    print(Boolean(o.json), r.stages, () => r.text);
+    const r = await statusCommand(rootOf(), o);
+    if ('exitCode' in r) process.exitCode = r.exitCode;
+    else print(Boolean(o.json), r.stages, () => r.text);
   });
 
 program
@@ -179,10 +183,11 @@ program
   .command('workspace')
   .description('create a project directory for another dataset or experiment: own params.yaml, dvc.yaml, cache/; code linked to this repo')
   .argument('<dir>', 'new directory, e.g. runs/msrc')
-  .option('--set <key=value>', 'params.yaml override (repeatable), e.g. --set dataset.root=../../../shared/datasets/msrc-v2', collect, [])
-  .action(async (dir: string, o: { set: string[] }) => {
+  .option('--preset <name|file>', 'start params.yaml from a preset: a name in presets/ (photos: real photos, pretrained MobileNet) or a YAML file')
+  .option('--set <key=value>', 'params.yaml override, wins over the preset (repeatable), e.g. --set dataset.root=/data/my-photos', collect, [])
+  .action(async (dir: string, o: { set: string[]; preset?: string }) => {
     const { createWorkspace } = await import('./workspace.js');
-    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set);
+    const made = await createWorkspace(path.resolve(rootOf(), dir), o.set, o.preset);
     process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
   });
 

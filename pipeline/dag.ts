@@ -11,25 +11,24 @@
  *     --force-downstream).
  *   - Outputs are deleted before the command runs unless `persist: true`; the command is the
  *     interpolated `cmd` string, run through a shell in the project root.
- * Fingerprints live in `.tagseg/lock.json` (not dvc.lock, whose format is DVC's business), written
- * atomically after each successful stage, so a failed or killed stage stays stale.
+ * What ran is recorded in dvc.lock exactly as DVC 3 writes it (dvclock.ts), atomically after each
+ * successful stage, so a failed or killed stage stays stale, and a project brought up to date by
+ * `tagseg repro` is up to date for `dvc status` (and the other way round).
  */
 import { execa } from 'execa';
-import { createHash } from 'node:crypto';
-import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
-import YAML from 'yaml';
-import { type DvcFile, type DvcStage, loadDvcYaml, stageOutputs } from './dvcfile.js';
+import { type DvcFile, type DvcStage, loadDvcYaml, lookup, stageOutputs } from './dvcfile.js';
+import { DVC_LOCK, DvcHasher, type PathInfo, dvcCacheDir, lockEntry, parseLockEntry, readDvcLock, storeInCache, writeDvcLock } from './dvclock.js';
 import { TagsegError, messageOf } from './errors.js';
-import { hashFile, writeFileAtomic } from './fsutil.js';
 import { log } from './log.js';
-import { type Params, closest, getParam, isPlainObject, loadParams, stableStringify } from './params.js';
+import { applyOverridesToText, closest, isPlainObject, loadParams } from './params.js';
+import { type PyMap, type PyValue, parsePy, pyEqual, pyStr } from './pyyaml.js';
 
-export const LOCK_FILE = '.tagseg/lock.json';
+export { DVC_LOCK } from './dvclock.js';
 const PID_FILE = '.tagseg/repro.pid';
-const LOCK_VERSION = 1;
+const OLD_LOCK_FILE = '.tagseg/lock.json';
 
 // ---------------------------------------------------------------------------------------------
 // Graph
@@ -150,150 +149,29 @@ export function selectStages(dag: Dag, target?: string, single = false): DvcStag
 
 export interface Pipeline {
   root: string;
-  params: Params;
+  /** params.yaml as DVC reads it (Python-typed values): what dvc.lock records and cmds interpolate. */
+  raw: Record<string, unknown>;
   dvc: DvcFile;
   dag: Dag;
 }
 
+export interface LoadOptions {
+  /** `key=value` params overrides, applied in memory only: params.yaml is not touched. */
+  overrides?: string[];
+  /** Check params.yaml against tagseg's schema first (default true; false for any DVC project). */
+  validate?: boolean;
+}
+
 /** params.yaml (validated) + dvc.yaml (interpolated) + graph, for the project at `root`. */
-export async function loadPipeline(root: string): Promise<Pipeline> {
-  const params = await loadParams(path.join(root, 'params.yaml'));
-  const dvc = await loadDvcYaml(root, params as Record<string, unknown>);
-  return { root, params, dvc, dag: buildDag(dvc.stages, dvc.file) };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Content hashes and the lock file
-
-interface HashEntry {
-  size: number;
-  mtimeMs: number;
-  ino: number;
-  hash: string;
-}
-
-/** What a successful run of a stage saw: the fingerprint compared by `status`. */
-export interface StageLock {
-  cmd: string;
-  /** dep path -> content hash. */
-  deps: Record<string, string>;
-  /** params key -> value. */
-  params: Record<string, unknown>;
-  /** outs, metrics and plots path -> content hash. */
-  outs: Record<string, string>;
-}
-
-export interface LockData {
-  version: number;
-  stages: Record<string, StageLock>;
-  /** File hash cache keyed by path; valid while size, mtime and inode match. */
-  hashes: Record<string, HashEntry>;
-}
-
-export async function readLock(root: string): Promise<LockData> {
-  const file = path.join(root, LOCK_FILE);
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: LOCK_VERSION, stages: {}, hashes: {} };
-    throw err;
-  }
-  const hint = `delete ${LOCK_FILE}: every stage will then run once more`;
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    throw new TagsegError(`corrupt lock file: ${messageOf(err)}`, { file: LOCK_FILE, hint });
-  }
-  if (!isPlainObject(data) || data.version !== LOCK_VERSION || !isPlainObject(data.stages) || !isPlainObject(data.hashes)) {
-    throw new TagsegError(`unrecognised lock file (expected version ${LOCK_VERSION})`, { file: LOCK_FILE, hint });
-  }
-  return data as unknown as LockData;
-}
-
-async function writeLock(root: string, lock: LockData): Promise<void> {
-  await writeFileAtomic(path.join(root, LOCK_FILE), `${JSON.stringify(lock, null, 1)}\n`);
-}
-
-/**
- * Content hashes. Files: sha256. Directories: sha256 over the sorted relative paths and file
- * hashes, skipping dot-files (temp files like `.x.tmp` that atomic writers leave). File hashes
- * are reused while (size, mtimeMs, inode) match the cache, so unchanged big files are not re-read.
- */
-class Hasher {
-  private readonly fresh = new Map<string, HashEntry>();
-  newEntries = 0;
-
-  constructor(
-    private readonly root: string,
-    private readonly cache: Record<string, HashEntry>,
-  ) {}
-
-  /** Hash of a project path, or null when it does not exist. */
-  async hash(rel: string): Promise<string | null> {
-    const abs = path.resolve(this.root, rel);
-    let st: Stats;
-    try {
-      st = await fs.stat(abs);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
-    if (st.isDirectory()) {
-      const files = await listFiles(abs);
-      const h = createHash('sha256');
-      for (const f of files) h.update(`${f}\0${await this.fileHash(path.join(abs, f))}\n`);
-      return `${h.digest('hex')}.dir`;
-    }
-    return this.fileHash(abs, st);
-  }
-
-  private async fileHash(abs: string, known?: Stats): Promise<string> {
-    const st = known ?? (await fs.stat(abs));
-    const key = this.key(abs);
-    const hit = this.fresh.get(key) ?? this.cache[key];
-    if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs && hit.ino === st.ino) {
-      this.fresh.set(key, hit);
-      return hit.hash;
-    }
-    const hash = await hashFile(abs);
-    this.fresh.set(key, { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, hash });
-    this.newEntries++;
-    return hash;
-  }
-
-  private key(abs: string): string {
-    const rel = path.relative(this.root, abs);
-    return rel.startsWith('..') || path.isAbsolute(rel) ? abs : rel.split(path.sep).join('/');
-  }
-
-  /** The cache to save: old entries still under a tracked path, plus everything hashed now. */
-  snapshot(tracked: string[]): Record<string, HashEntry> {
-    const out: Record<string, HashEntry> = {};
-    for (const [k, v] of Object.entries(this.cache)) if (tracked.some((t) => isInside(k, t))) out[k] = v;
-    for (const [k, v] of this.fresh) out[k] = v;
-    return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  }
-}
-
-/** Relative posix paths of all files under `dir`, sorted, dot-files and dot-dirs skipped. */
-async function listFiles(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  const entries = await fs.readdir(path.join(dir, prefix), { withFileTypes: true });
-  for (const e of entries) {
-    if (e.name.startsWith('.')) continue;
-    const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    let isDir = e.isDirectory();
-    if (e.isSymbolicLink()) {
-      const target = await fs.stat(path.join(dir, rel)).catch(() => undefined);
-      if (!target) throw new TagsegError(`broken symbolic link '${path.join(dir, rel)}'`, { hint: 'fix or remove it: it lies inside a dep or output' });
-      isDir = target.isDirectory();
-    }
-    if (isDir) out.push(...(await listFiles(dir, rel)));
-    else out.push(rel);
-  }
-  return out.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+export async function loadPipeline(root: string, opts: LoadOptions = {}): Promise<Pipeline> {
+  const file = path.join(root, 'params.yaml');
+  const overrides = opts.overrides ?? [];
+  if (opts.validate ?? true) await loadParams(file, overrides);
+  const text = overrides.length ? await applyOverridesToText(file, overrides) : await fs.readFile(file, 'utf8');
+  const parsed = parsePy(text, 'params.yaml');
+  const raw = isPlainObject(parsed) ? (parsed as Record<string, unknown>) : {};
+  const dvc = await loadDvcYaml(root, raw);
+  return { root, raw, dvc, dag: buildDag(dvc.stages, dvc.file) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,90 +185,160 @@ export interface StageStatus {
   reasons: string[];
   /** Frozen stages are never run nor checked. */
   frozen: boolean;
+  /**
+   * The stage's own changes in `dvc status --json`'s form (`{"changed deps": {path: "modified",
+   * "params.yaml": {key: "modified"}}}`, `{"changed outs": ...}`, "changed command", "always
+   * changed"); empty when up to date or never run (reasons says `never run`).
+   */
+  dvc: Array<Record<string, Record<string, unknown>> | string>;
 }
 
 interface Evaluation {
   reasons: string[];
-  deps: Record<string, string | null>;
-  params: Record<string, unknown>;
+  dvc: StageStatus['dvc'];
+  /** Current deps (null: missing). */
+  deps: Array<{ path: string; info: PathInfo | null }>;
+  params: Record<string, PyValue>;
 }
 
-/** Compare a stage with its lock entry; hashes deps and outputs. */
-async function evaluate(stage: DvcStage, params: Params, lock: LockData, hasher: Hasher): Promise<Evaluation> {
-  const deps: Record<string, string | null> = {};
-  for (const d of stage.deps) deps[d] = await hasher.hash(d);
-  const values: Record<string, unknown> = {};
-  for (const k of stage.params) values[k] = getParam(params, k);
-
-  const prev = lock.stages[stage.name];
-  const reasons: string[] = [];
-  if (!prev) return { reasons: ['never run'], deps, params: values };
-  if (stage.alwaysChanged) reasons.push('always changed');
-  if (prev.cmd !== stage.cmd) reasons.push('cmd changed');
-
-  for (const [d, h] of Object.entries(deps)) {
-    if (h === null) reasons.push(`dep missing: ${d}`);
-    else if (!(d in prev.deps)) reasons.push(`dep added: ${d}`);
-    else if (prev.deps[d] !== h) reasons.push(`dep changed: ${d}`);
+/** The listed params' current values, as dvc.lock records them. */
+function paramValues(stage: DvcStage, raw: Record<string, unknown>): Record<string, PyValue> {
+  const values: Record<string, PyValue> = {};
+  for (const k of stage.params) {
+    const v = lookup(raw, k);
+    if (v === undefined) throw new TagsegError(`stage '${stage.name}': param '${k}' is not in params.yaml`, { file: 'params.yaml' });
+    values[k] = v as PyValue;
   }
-  for (const d of Object.keys(prev.deps)) if (!(d in deps)) reasons.push(`dep removed: ${d}`);
+  return values;
+}
+
+/** Compare a stage with its dvc.lock entry as DVC does: cmd, deps' md5, params' values, outs' md5. */
+async function evaluate(stage: DvcStage, raw: Record<string, unknown>, lock: Map<string, PyMap>, hasher: DvcHasher): Promise<Evaluation> {
+  const deps: Evaluation['deps'] = [];
+  for (const d of stage.deps) deps.push({ path: d, info: await hasher.info(d) });
+  const values = paramValues(stage, raw);
+  const entry = lock.get(stage.name);
+  if (!entry) return { reasons: ['never run'], dvc: [], deps, params: values };
+  const prev = parseLockEntry(entry);
+
+  const reasons: string[] = [];
+  const changedDeps: Record<string, unknown> = {};
+  const changedParams: Record<string, string> = {};
+  const changedOuts: Record<string, string> = {};
+  // Each change gives a reason for people and an entry in dvc status's vocabulary.
+  const note = (reason: string, into: Record<string, unknown>, key: string, state: string) => {
+    reasons.push(reason);
+    into[key] = state;
+  };
+  const prevDeps = new Map(prev.deps.map((d) => [d.path, d.md5]));
+  for (const { path: d, info } of deps) {
+    if (info === null) note(`dep missing: ${d}`, changedDeps, d, 'deleted');
+    else if (!prevDeps.has(d)) note(`dep added: ${d}`, changedDeps, d, 'new');
+    else if (prevDeps.get(d) !== info.md5) note(`dep changed: ${d}`, changedDeps, d, 'modified');
+  }
+  for (const d of prevDeps.keys()) if (!stage.deps.includes(d)) reasons.push(`dep removed: ${d}`);
 
   for (const [k, v] of Object.entries(values)) {
-    if (!(k in prev.params)) reasons.push(`param added: ${k}`);
-    else for (const diff of diffValues(k, prev.params[k], v)) reasons.push(`param changed: ${diff}`);
+    if (!(k in prev.params)) note(`param added: ${k}`, changedParams, k, 'new');
+    else if (!pyEqual(prev.params[k]!, v)) {
+      changedParams[k] = 'modified';
+      for (const diff of diffValues(k, prev.params[k]!, v)) reasons.push(`param changed: ${diff}`);
+    }
   }
   for (const k of Object.keys(prev.params)) if (!(k in values)) reasons.push(`param removed: ${k}`);
+  if (Object.keys(changedParams).length) changedDeps['params.yaml'] = changedParams;
 
+  const prevOuts = new Map(prev.outs.map((o) => [o.path, o.md5]));
   const outPaths = stageOutputs(stage).map((o) => o.path);
   for (const o of outPaths) {
-    const h = await hasher.hash(o);
-    if (h === null) reasons.push(`out missing: ${o}`);
-    else if (!(o in prev.outs)) reasons.push(`out added: ${o}`);
-    else if (prev.outs[o] !== h) reasons.push(`out modified: ${o}`);
+    const info = await hasher.info(o);
+    if (info === null) note(`out missing: ${o}`, changedOuts, o, 'deleted');
+    else if (!prevOuts.has(o)) note(`out added: ${o}`, changedOuts, o, 'new');
+    else if (prevOuts.get(o) !== info.md5) note(`out modified: ${o}`, changedOuts, o, 'modified');
   }
-  for (const o of Object.keys(prev.outs)) if (!outPaths.includes(o)) reasons.push(`out removed: ${o}`);
-  return { reasons, deps, params: values };
+  for (const o of prevOuts.keys()) if (!outPaths.includes(o)) reasons.push(`out removed: ${o}`);
+
+  const cmdChanged = JSON.stringify(prev.cmd) !== JSON.stringify(stage.lockCmd);
+  if (cmdChanged) reasons.unshift('cmd changed');
+  if (stage.alwaysChanged) reasons.unshift('always changed');
+  const dvc: StageStatus['dvc'] = [];
+  if (Object.keys(changedDeps).length) dvc.push({ 'changed deps': changedDeps });
+  if (Object.keys(changedOuts).length) dvc.push({ 'changed outs': changedOuts });
+  if (stage.alwaysChanged) dvc.push('always changed');
+  if (cmdChanged) dvc.push('changed command');
+  return { reasons, dvc, deps, params: values };
 }
 
 /** Leaf-level differences, so a section param reports `ingest.size (128 -> 256)`, not `ingest`. */
-function diffValues(key: string, before: unknown, after: unknown): string[] {
-  if (isPlainObject(before) && isPlainObject(after)) {
+function diffValues(key: string, before: PyValue | undefined, after: PyValue | undefined): string[] {
+  if (isMapping(before) && isMapping(after)) {
     const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])];
     return keys.flatMap((k) => diffValues(`${key}.${k}`, before[k], after[k]));
   }
-  if (stableStringify(before) === stableStringify(after)) return [];
+  if (before !== undefined && after !== undefined && pyEqual(before, after)) return [];
   return [`${key} (${show(before)} -> ${show(after)})`];
 }
 
-function show(v: unknown): string {
+function isMapping(v: PyValue | undefined): v is PyMap {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
+}
+
+function show(v: PyValue | undefined): string {
   if (v === undefined) return 'absent';
-  return YAML.stringify(v, { collectionStyle: 'flow', flowCollectionPadding: false, lineWidth: 0 }).trim();
+  if (Array.isArray(v)) return `[${v.map(show).join(',')}]`;
+  if (isMapping(v)) return `{${Object.entries(v).map(([k, x]) => `${k}: ${show(x)}`).join(', ')}}`;
+  return v === null ? 'null' : pyStr(v);
 }
 
 /**
- * Per stage (of `target` and its upstream, or all): stale or not, and why. A stage downstream of
- * a stale one is reported stale with `upstream stale: <name>` (it may run after it).
+ * Per stage (of `target` and its upstream, or all): stale or not, and why, against dvc.lock. A
+ * stage downstream of a stale one is reported stale with `upstream stale: <name>` (it may run
+ * after it).
  */
-export async function status(root: string, opts: { target?: string } = {}): Promise<StageStatus[]> {
-  const p = await loadPipeline(root);
-  const lock = await readLock(root);
-  return statusOf(p, lock, new Hasher(root, lock.hashes), selectStages(p.dag, opts.target), true);
+export async function status(root: string, opts: { target?: string; validate?: boolean } = {}): Promise<StageStatus[]> {
+  const p = await loadPipeline(root, { validate: opts.validate });
+  const lock = await readDvcLock(root);
+  const hasher = await new DvcHasher(root).open();
+  const out = await statusOf(p, lock, hasher, selectStages(p.dag, opts.target), true);
+  await hasher.save(trackedPaths(p));
+  return out;
 }
 
-async function statusOf(p: Pipeline, lock: LockData, hasher: Hasher, stages: DvcStage[], propagate: boolean): Promise<StageStatus[]> {
+async function statusOf(p: Pipeline, lock: Map<string, PyMap>, hasher: DvcHasher, stages: DvcStage[], propagate: boolean): Promise<StageStatus[]> {
   const stale = new Set<string>();
   const out: StageStatus[] = [];
   for (const s of stages) {
     if (s.frozen) {
-      out.push({ name: s.name, stale: false, reasons: [], frozen: true });
+      out.push({ name: s.name, stale: false, reasons: [], frozen: true, dvc: [] });
       continue;
     }
-    const { reasons } = await evaluate(s, p.params, lock, hasher);
+    const { reasons, dvc } = await evaluate(s, p.raw, lock, hasher);
     if (propagate) for (const u of p.dag.upstream.get(s.name)!) if (stale.has(u)) reasons.push(`upstream stale: ${u}`);
     if (reasons.length) stale.add(s.name);
-    out.push({ name: s.name, stale: reasons.length > 0, reasons, frozen: false });
+    out.push({ name: s.name, stale: reasons.length > 0, reasons, frozen: false, dvc });
   }
   return out;
+}
+
+/**
+ * dvc.lock's entries for every stage as the workspace stands now (what `dvc commit` records),
+ * in run order; null for a stage with a missing dep or output.
+ */
+export async function lockFromWorkspace(root: string, opts: LoadOptions = {}): Promise<Map<string, PyMap | null>> {
+  const p = await loadPipeline(root, opts);
+  const hasher = await new DvcHasher(root).open();
+  const out = new Map<string, PyMap | null>();
+  for (const s of p.dag.stages) {
+    const deps = await Promise.all(s.deps.map((d) => hasher.info(d)));
+    const outs = await Promise.all(stageOutputs(s).map((o) => hasher.info(o.path)));
+    const ok = [...deps, ...outs].every((i) => i !== null);
+    out.set(s.name, ok ? lockEntry({ cmd: s.lockCmd, deps: deps as PathInfo[], params: paramValues(s, p.raw), outs: outs as PathInfo[] }) : null);
+  }
+  return out;
+}
+
+function trackedPaths(p: Pipeline): string[] {
+  return p.dvc.stages.flatMap((s) => [...s.deps, ...stageOutputs(s).map((o) => o.path)]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,6 +368,10 @@ export interface ReproOptions {
   dryRun?: boolean;
   /** Only the target, not its upstream (`dvc repro -s`). */
   single?: boolean;
+  /** Dry run only: `key=value` params overrides applied in memory (params.yaml is not touched). */
+  overrides?: string[];
+  /** Check params.yaml against tagseg's schema first (default true). */
+  validate?: boolean;
 }
 
 export type StageAction = 'ran' | 'skipped' | 'frozen' | 'would run' | 'failed';
@@ -438,13 +390,15 @@ export interface ReproResult {
 
 /** Bring the selected stages up to date, in order, stopping at the first failure. */
 export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCmd = shellRunCmd): Promise<ReproResult> {
-  const p = await loadPipeline(root);
+  if (opts.overrides?.length && !opts.dryRun) throw new TagsegError('in-memory params overrides are for a dry run only');
+  const p = await loadPipeline(root, { overrides: opts.overrides, validate: opts.validate });
   const selected = selectStages(p.dag, opts.target, opts.single);
   const result: ReproResult = { ok: true, exitCode: 0, stages: [], ran: [] };
 
   if (opts.dryRun) {
-    const lock = await readLock(root);
-    const statuses = await statusOf(p, lock, new Hasher(root, lock.hashes), selected, !opts.single);
+    // Read-only: neither dvc.lock nor the hash cache is written.
+    const lock = await readDvcLock(root);
+    const statuses = await statusOf(p, lock, await new DvcHasher(root).open(), selected, !opts.single);
     for (const s of statuses) {
       const run = !s.frozen && (s.stale || Boolean(opts.force));
       const reasons = run && !s.stale ? ['forced'] : s.reasons;
@@ -455,24 +409,19 @@ export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCm
   }
 
   const release = await acquirePidLock(root);
+  const hasher = await new DvcHasher(root).open();
   try {
-    const lock = await readLock(root);
-    const hasher = new Hasher(root, lock.hashes);
-    const tracked = p.dvc.stages.flatMap((s) => [...s.deps, ...stageOutputs(s).map((o) => o.path)]);
-    let saved = hasher.newEntries;
-    const save = async () => {
-      lock.hashes = hasher.snapshot(tracked);
-      await writeLock(root, lock);
-      saved = hasher.newEntries;
-    };
-
+    // The lock file of tagseg before dvc.lock: nothing reads it any more.
+    await fs.rm(path.join(root, OLD_LOCK_FILE), { force: true });
+    const lock = await readDvcLock(root);
+    const cacheDir = await dvcCacheDir(root);
     for (const stage of selected) {
       if (stage.frozen) {
         log.info(`Stage '${stage.name}' is frozen, skipping`);
         result.stages.push({ name: stage.name, action: 'frozen', reasons: [] });
         continue;
       }
-      const ev = await evaluate(stage, p.params, lock, hasher);
+      const ev = await evaluate(stage, p.raw, lock, hasher);
       if (!opts.force && ev.reasons.length === 0) {
         log.info(`Stage '${stage.name}' didn't change, skipping`);
         result.stages.push({ name: stage.name, action: 'skipped', reasons: [] });
@@ -488,25 +437,32 @@ export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCm
         result.ok = false;
         break;
       }
-      lock.stages[stage.name] = { cmd: stage.cmd, deps: ev.deps as Record<string, string>, params: ev.params, outs: outcome.outs };
-      await save();
+      const deps = ev.deps.map((d) => d.info!);
+      if (cacheDir) {
+        // In a DVC project, cached outputs go to DVC's cache too, or `dvc status` says "not in cache".
+        const cached = new Set(stageOutputs(stage).filter((o) => o.cache).map((o) => o.path));
+        for (const info of outcome.outs) if (cached.has(info.path)) await storeInCache(cacheDir, hasher, info);
+      }
+      lock.set(stage.name, lockEntry({ cmd: stage.lockCmd, deps, params: ev.params, outs: outcome.outs }));
+      await writeDvcLock(root, lock);
+      log.info(`Updating lock file '${DVC_LOCK}'`);
       result.stages.push({ name: stage.name, action: 'ran', reasons });
       result.ran.push(stage.name);
     }
-    // Keep hashes computed for skipped stages too, so the next status need not re-read big files.
-    if (hasher.newEntries !== saved) await save();
   } finally {
+    // Keep hashes computed for skipped stages too, so the next status need not re-read big files.
+    await hasher.save(trackedPaths(p)).catch((err: unknown) => log.warn(`could not save the hash cache: ${messageOf(err)}`));
     await release();
   }
   return result;
 }
 
-type RunOutcome = { outs: Record<string, string> } | { error: string; exitCode: number };
+type RunOutcome = { outs: PathInfo[] } | { error: string; exitCode: number };
 
-async function runStage(root: string, stage: DvcStage, ev: Evaluation, runCmd: RunCmd, hasher: Hasher): Promise<RunOutcome> {
-  const missing = Object.entries(ev.deps).filter(([, h]) => h === null);
+async function runStage(root: string, stage: DvcStage, ev: Evaluation, runCmd: RunCmd, hasher: DvcHasher): Promise<RunOutcome> {
+  const missing = ev.deps.filter((d) => d.info === null);
   if (missing.length) {
-    return { error: `stage '${stage.name}': dependency '${missing[0]![0]}' does not exist`, exitCode: 1 };
+    return { error: `stage '${stage.name}': dependency '${missing[0]!.path}' does not exist`, exitCode: 1 };
   }
   // DVC deletes outputs before running so a stage cannot silently reuse a stale one.
   for (const o of stageOutputs(stage)) if (!o.persist) await fs.rm(path.join(root, o.path), { recursive: true, force: true });
@@ -516,11 +472,11 @@ async function runStage(root: string, stage: DvcStage, ev: Evaluation, runCmd: R
     const code = await runCmd(cmd, { cwd: root, stage: stage.name });
     if (code !== 0) return { error: `stage '${stage.name}' failed: \`${cmd}\` exited with code ${code}`, exitCode: code };
   }
-  const outs: Record<string, string> = {};
+  const outs: PathInfo[] = [];
   for (const o of stageOutputs(stage)) {
-    const h = await hasher.hash(o.path);
-    if (h === null) return { error: `stage '${stage.name}' did not create its output '${o.path}'`, exitCode: 1 };
-    outs[o.path] = h;
+    const info = await hasher.info(o.path);
+    if (info === null) return { error: `stage '${stage.name}' did not create its output '${o.path}'`, exitCode: 1 };
+    outs.push(info);
   }
   return { outs };
 }

@@ -1,9 +1,21 @@
 /**
- * Bridge to the real `dvc`, preferred over tagseg's own runner when it is installed: `tagseg repro`
- * then hands over to `dvc repro` so that dvc.lock, the DVC cache and remotes stay in step.
+ * Bridge to the real `dvc`. `tagseg repro` and `tagseg status` hand over to it only in a DVC
+ * project (a `.dvc/` folder, as `dvc init` makes) with `dvc` on PATH; anywhere else dvc would stop
+ * with "you are not inside of a DVC repository", so tagseg's own runner runs instead.
  */
 import { execa } from 'execa';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import { TagsegError } from './errors.js';
+
+/** Which runner `repro`/`status` use at `root`, and why (for the log line). */
+export async function chooseRunner(root: string, allowDvc = true): Promise<{ runner: 'dvc' | 'tagseg'; why: string }> {
+  if (!allowDvc) return { runner: 'tagseg', why: "--no-dvc: tagseg's own runner" };
+  const isProject = await fs.stat(path.join(root, '.dvc')).then((s) => s.isDirectory(), () => false);
+  if (!isProject) return { runner: 'tagseg', why: "no .dvc/ folder here (not a DVC project): tagseg's own runner" };
+  if (!(await dvcAvailable())) return { runner: 'tagseg', why: "dvc is not on PATH: tagseg's own runner" };
+  return { runner: 'dvc', why: 'DVC project and dvc on PATH: handing over to dvc' };
+}
 
 /** True when `dvc --version` runs and succeeds (false when dvc is not on PATH). */
 export async function dvcAvailable(): Promise<boolean> {
@@ -17,7 +29,12 @@ export async function dvcAvailable(): Promise<boolean> {
  * started at all (not installed).
  */
 export async function dvcRepro(args: string[], cwd?: string): Promise<number> {
-  const r = await execa('dvc', ['repro', ...args], { stdio: 'inherit', reject: false, cwd });
+  return dvcRun(['repro', ...args], cwd);
+}
+
+/** `dvc <args>` in `cwd`, its output on our terminal; resolves to its exit code. */
+export async function dvcRun(args: string[], cwd?: string): Promise<number> {
+  const r = await execa('dvc', args, { stdio: 'inherit', reject: false, cwd });
   if (typeof r.exitCode === 'number') return r.exitCode;
   if ((r as { code?: string }).code === 'ENOENT') {
     throw new TagsegError('dvc is not installed', { hint: 'pip install dvc, or use `tagseg repro` without dvc' });

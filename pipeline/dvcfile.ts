@@ -7,14 +7,16 @@
  *   - params as keys of params.yaml (`{params.yaml: [keys]}` too; other params files are refused);
  *   - `${a.b}` templating from params.yaml (DVC's default `vars`), with DVC's rules: a mapping
  *     interpolated into `cmd` expands to `--key value` flags, anywhere else only scalars are allowed;
- *     `\${` is a literal `${`.
- * foreach/matrix stages, custom `vars` and `wdir` are refused (tagseg does not use them).
+ *     `\${` is a literal `${`. Values are params.yaml's as DVC reads them (`1.0` renders as `1.0`);
+ *   - `foreach` (a list, a mapping or `${key}`) and `matrix` stages, expanded as DVC expands them:
+ *     `name@<key>` with `${item}` (and `${key}` for a mapping) or `${item.<matrix key>}`.
+ * Custom `vars` and `wdir` are refused (tagseg does not use them).
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import YAML from 'yaml';
 import { TagsegError, messageOf } from './errors.js';
 import { closest, isPlainObject } from './params.js';
+import { PyFloat, PyRaw, type PyValue, parsePy, pyStr } from './pyyaml.js';
 
 /** An output (outs, metrics or plots entry). */
 export interface DvcOut {
@@ -32,8 +34,10 @@ export interface DvcStage {
   index: number;
   /** The interpolated command(s), run in order through a shell, exactly as written. */
   cmds: string[];
-  /** `cmds` joined by newlines: what the fingerprint records. */
+  /** `cmds` joined by newlines. */
   cmd: string;
+  /** The command as dvc.lock records it: the string, or the list when dvc.yaml gives a list. */
+  lockCmd: string | string[];
   deps: string[];
   /** params.yaml keys (sections or dotted keys). */
   params: string[];
@@ -56,7 +60,7 @@ const OUT_FLAGS = ['cache', 'persist', 'checkpoint', 'desc', 'type', 'labels', '
 const PLOT_FLAGS = [...OUT_FLAGS, 'x', 'y', 'x_label', 'y_label', 'title', 'header', 'template'];
 const TOP_FIELDS = ['stages', 'vars', 'plots', 'params', 'metrics', 'artifacts'];
 
-/** Read `<root>/dvc.yaml`; `vars` are the values of params.yaml (already validated by the caller). */
+/** Read `<root>/dvc.yaml`; `vars` are the values of params.yaml as DVC reads them (pyyaml.ts's parsePy). */
 export async function loadDvcYaml(root: string, vars: Record<string, unknown>): Promise<DvcFile> {
   const file = path.join(root, 'dvc.yaml');
   let text: string;
@@ -71,9 +75,8 @@ export async function loadDvcYaml(root: string, vars: Record<string, unknown>): 
 
 /** Parse and interpolate dvc.yaml text. */
 export function parseDvcYaml(text: string, vars: Record<string, unknown>, file = 'dvc.yaml'): DvcFile {
-  const doc = YAML.parseDocument(text);
-  if (doc.errors.length) throw new TagsegError(`invalid YAML: ${doc.errors[0]!.message}`, { file });
-  const raw: unknown = doc.toJS();
+  // Python-typed as DVC reads it: `foreach: [1.0]` generates `name@1.0`, not `name@1`.
+  const raw: unknown = parsePy(text, file);
   const fail = (reason: string, hint?: string): never => {
     throw new TagsegError(reason, { file, hint });
   };
@@ -86,19 +89,79 @@ export function parseDvcYaml(text: string, vars: Record<string, unknown>, file =
     if (!ok) fail("custom `vars` are not supported: tagseg interpolates `${...}` from params.yaml only");
   }
   if (!isPlainObject(raw.stages)) return fail('`stages` must be a mapping of stage name to stage');
-  const stages = Object.entries(raw.stages).map(([name, def], index) => parseStage(name, def, index, vars, file));
+  const stages = Object.entries(raw.stages).flatMap(([name, def], index) => expandStage(name, def, index, vars, file));
   return { file, stages };
 }
 
-function parseStage(name: string, def: unknown, index: number, vars: Record<string, unknown>, file: string): DvcStage {
+/** A stage, or the stages a `foreach` / `matrix` definition generates (`name@key`), in DVC's order. */
+function expandStage(name: string, def: unknown, index: number, vars: Record<string, unknown>, file: string): DvcStage[] {
+  const fail = (reason: string): never => {
+    throw new TagsegError(`stage '${name}': ${reason}`, { file });
+  };
+  if (!isPlainObject(def) || (!('foreach' in def) && !('matrix' in def))) return [parseStage(name, def, index, vars, vars, file)];
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name)) fail('invalid stage name');
+  const resolve = (v: unknown, field: string): unknown => {
+    if (typeof v !== 'string') return v;
+    const m = /^\$\{\s*([^}]*?)\s*\}$/.exec(v);
+    const found = m ? lookup(vars, m[1]!) : undefined;
+    return found === undefined ? fail(`\`${field}\` must be a list, a mapping or '\${key}' of one in params.yaml`) : found;
+  };
+  let generated: Generated[];
+  if ('foreach' in def) {
+    if ('matrix' in def) fail('a stage cannot have both `foreach` and `matrix`');
+    for (const k of Object.keys(def)) if (k !== 'foreach' && k !== 'do') fail(`unknown field '${k}' next to \`foreach\` (the stage goes under \`do\`)`);
+    const it = resolve(def.foreach, 'foreach');
+    if (!Array.isArray(it) && !isMapping(it)) return fail('`foreach` must be a list or a mapping');
+    generated = foreachItems(it, def.do);
+  } else {
+    const m = resolve(def.matrix, 'matrix');
+    if (!isMapping(m) || !Object.keys(m).length) return fail('`matrix` must be a mapping of names to lists');
+    const axes = Object.entries(m).map(([k, v]) => {
+      const values = resolve(v, `matrix.${k}`);
+      return Array.isArray(values) ? { k, values } : fail(`\`matrix.${k}\` must be a list`);
+    });
+    generated = matrixItems(axes, Object.fromEntries(Object.entries(def).filter(([k]) => k !== 'matrix')));
+  }
+  const seen = new Set<string>();
+  return generated.map((g) => {
+    if (seen.has(g.key)) fail(`generates '${name}@${g.key}' twice`);
+    seen.add(g.key);
+    return parseStage(`${name}@${g.key}`, g.def, index, { ...vars, ...g.ctx }, vars, file);
+  });
+}
+
+interface Generated {
+  key: string;
+  /** Variables the generated stage adds: `item` (and `key` for a mapping). */
+  ctx: Record<string, unknown>;
+  def: unknown;
+}
+
+/** DVC's keys: a list of scalars is keyed by its values, a list with mappings or lists by index. */
+function foreachItems(it: unknown[] | Record<string, unknown>, def: unknown): Generated[] {
+  if (!Array.isArray(it)) return Object.entries(it).map(([key, item]) => ({ key, ctx: { key, item }, def }));
+  const composite = it.some((v) => isMapping(v) || Array.isArray(v));
+  return it.map((item, i) => ({ key: composite ? String(i) : pyStr(item as PyValue), ctx: { item }, def }));
+}
+
+/** Every combination, in key order; the key joins the values (`<name><index>` for a composite one) with `-`. */
+function matrixItems(axes: Array<{ k: string; values: unknown[] }>, def: unknown): Generated[] {
+  let combos: Array<{ frags: string[]; item: Record<string, unknown> }> = [{ frags: [], item: {} }];
+  for (const { k, values } of axes) {
+    combos = combos.flatMap((c) =>
+      values.map((v, i) => ({ frags: [...c.frags, isMapping(v) || Array.isArray(v) ? `${k}${i}` : pyStr(v as PyValue)], item: { ...c.item, [k]: v } })),
+    );
+  }
+  return combos.map((c) => ({ key: c.frags.join('-'), ctx: { item: c.item }, def }));
+}
+
+/** One stage; `vars` interpolate `${...}` (params.yaml plus a generated stage's item), `paramsYaml` is params.yaml. */
+function parseStage(name: string, def: unknown, index: number, vars: Record<string, unknown>, paramsYaml: Record<string, unknown>, file: string): DvcStage {
   const fail = (reason: string, hint?: string): never => {
     throw new TagsegError(`stage '${name}': ${reason}`, { file, hint });
   };
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name)) fail('invalid stage name');
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$/.test(name)) fail('invalid stage name');
   if (!isPlainObject(def)) return fail('expected a mapping');
-  if ('foreach' in def || 'matrix' in def) {
-    fail('foreach/matrix stages are not supported by tagseg\'s runner', 'install dvc, or write the stages out');
-  }
   for (const k of Object.keys(def)) {
     if (!STAGE_FIELDS.includes(k)) fail(`unknown field '${k}'${didYouMean(k, STAGE_FIELDS)}`);
   }
@@ -133,7 +196,7 @@ function parseStage(name: string, def: unknown, index: number, vars: Record<stri
         if (normalize(paramsFile) !== 'params.yaml') {
           fail(`params from '${paramsFile}' are not supported: tagseg tracks params.yaml only`, 'move these keys into params.yaml');
         }
-        if (keys === null) params.push(...Object.keys(vars)); // `params.yaml:` with no list = every key
+        if (keys === null) params.push(...Object.keys(paramsYaml)); // `params.yaml:` with no list = every key
         else if (Array.isArray(keys) && keys.every((k) => typeof k === 'string')) params.push(...keys.map((k) => interp(k as string, 'params')));
         else fail(`\`params\`: '${paramsFile}' must map to a list of keys`);
       }
@@ -141,8 +204,8 @@ function parseStage(name: string, def: unknown, index: number, vars: Record<stri
   }
   assertUnique(params, 'params', fail);
   for (const key of params) {
-    if (lookup(vars, key) === undefined) {
-      const suggestion = closest(key, flattenKeys(vars));
+    if (lookup(paramsYaml, key) === undefined) {
+      const suggestion = closest(key, flattenKeys(paramsYaml));
       fail(`param '${key}' is not in params.yaml${suggestion ? ` (did you mean '${suggestion}'?)` : ''}`);
     }
   }
@@ -183,6 +246,7 @@ function parseStage(name: string, def: unknown, index: number, vars: Record<stri
     index,
     cmds,
     cmd: cmds.join('\n'),
+    lockCmd: typeof def.cmd === 'string' ? cmds[0]! : cmds,
     deps,
     params,
     outs: outputs('outs'),
@@ -227,7 +291,7 @@ export function interpolate(
         { file, hint: 'variables come from params.yaml' },
       );
     }
-    if (isPlainObject(value)) {
+    if (isMapping(value)) {
       if (!where.cmd) {
         throw new TagsegError(`stage '${where.stage}': ${where.field}: '\${${key}}' is a mapping; only cmd can expand mappings`, { file });
       }
@@ -243,10 +307,14 @@ export function interpolate(
   });
 }
 
+/** Python's str() of the value, which is what DVC writes (None, true/false, 1.0). */
 function scalarToString(v: unknown): string {
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (v === null) return 'None'; // Python's str(None), which is what DVC writes
-  return String(v);
+  return pyStr(v as PyValue);
+}
+
+/** A mapping of params.yaml (not a float or date wrapper). */
+function isMapping(v: unknown): v is Record<string, unknown> {
+  return isPlainObject(v) && !(v instanceof PyFloat) && !(v instanceof PyRaw);
 }
 
 function dictToArgs(obj: Record<string, unknown>, where: { file: string; stage: string; key: string }): string {
@@ -257,7 +325,7 @@ function dictToArgs(obj: Record<string, unknown>, where: { file: string; stage: 
     } else if (typeof v === 'string') parts.push(`--${k} ${shellQuote(v)}`);
     else if (Array.isArray(v)) {
       v.forEach((item, i) => {
-        if (Array.isArray(item) || isPlainObject(item)) {
+        if (Array.isArray(item) || isMapping(item)) {
           throw new TagsegError(`stage '${where.stage}': cmd: cannot interpolate nested lists in '${where.key}.${k}'`, { file: where.file });
         }
         const text = typeof item === 'string' ? shellQuote(item) : scalarToString(item);
@@ -273,7 +341,7 @@ function flattenDict(obj: Record<string, unknown>, prefix = ''): Record<string, 
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix ? `${prefix}.${k}` : k;
-    if (isPlainObject(v)) Object.assign(out, flattenDict(v, key));
+    if (isMapping(v)) Object.assign(out, flattenDict(v, key));
     else out[key] = v;
   }
   return out;
@@ -295,7 +363,7 @@ export function lookup(vars: unknown, key: string): unknown {
       if (!Array.isArray(cur)) return undefined;
       cur = cur[Number(m[2])];
     } else {
-      if (!isPlainObject(cur) || !Object.hasOwn(cur, m[1]!)) return undefined;
+      if (!isMapping(cur) || !Object.hasOwn(cur, m[1]!)) return undefined;
       cur = cur[m[1]!];
     }
   }
@@ -305,7 +373,7 @@ export function lookup(vars: unknown, key: string): unknown {
 function flattenKeys(obj: Record<string, unknown>, prefix = ''): string[] {
   return Object.entries(obj).flatMap(([k, v]) => {
     const key = prefix ? `${prefix}.${k}` : k;
-    return isPlainObject(v) ? [key, ...flattenKeys(v, key)] : [key];
+    return isMapping(v) ? [key, ...flattenKeys(v, key)] : [key];
   });
 }
 

@@ -15,6 +15,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import YAML, { isCollection, isScalar } from 'yaml';
 import { z } from 'zod';
+import { backboneKinds } from '../nn/backbones/index.js';
 import { TagsegError, messageOf } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 
@@ -26,6 +27,7 @@ const datasetSchema = z.strictObject({
   csv: z.string().min(1),
   splits: z.array(z.string().min(1)),
   train_split: z.string().min(1),
+  classes: z.string(),
 });
 
 const synthSchema = z.strictObject({
@@ -64,7 +66,7 @@ const camLikeFields = {
 };
 
 const camSchema = z.strictObject({
-  backbone: z.enum(['resnet', 'mobilenet']),
+  backbone: z.enum(backboneKinds()),
   pretrained: z.string(),
   width: z.number().int().min(1),
   depth: z.array(z.number().int().min(1)).length(4),
@@ -208,6 +210,7 @@ dataset:
   csv: tags.csv               # csv format only: image_id,tags file, relative to root
   splits: []                  # VOC ImageSets/Segmentation/<split>.txt to import; [] = all but trainval
   train_split: train          # split whose tags train the classifier and whose masks score pseudo-masks
+  classes: ''                 # classes.json fixing the class indices (project-relative); '' = the dataset's, else VOC's 21 (voc) or the sorted tags (csv: written to classes.json and set here)
 synth:
   out: datasets/synthetic
   images: 240
@@ -220,7 +223,7 @@ ingest:
   on_error: fail              # fail | skip
 cam:
   backbone: resnet            # resnet (from scratch) | mobilenet (ImageNet-pretrained MobileNet v1; use it for photos)
-  pretrained: ''              # mobilenet only: LayersModel dir / model.json / URL; '' = ../shared/models/mobilenet-v1-imagenet
+  pretrained: ''              # mobilenet only: a model name, LayersModel dir / model.json / URL; '' = mobilenet_v1_1.0_224 (README: Pretrained weights)
   width: 16                   # resnet: channels of the first stage (stages: width x [1, 2, 4, 8])
   depth: [1, 1, 1, 1]         # resnet: basic blocks per stage
   output_stride: 8            # 8 | 16 (8: fewer downsamplings, no dilation)
@@ -522,6 +525,14 @@ function describeValue(v: unknown): string {
  * anything is written, so a bad `--set` leaves params.yaml untouched. Returns the new params.
  */
 export async function writeOverrides(file: string, overrides: string[]): Promise<Params> {
+  const text = await applyOverridesToText(file, overrides);
+  const written = validateParams(parseYamlText(text, displayPath(file)), displayPath(file));
+  await writeFileAtomic(file, text);
+  return written;
+}
+
+/** params.yaml's text with `overrides` spliced in (comments and layout kept); the file is not written. */
+export async function applyOverridesToText(file: string, overrides: string[]): Promise<string> {
   const label = displayPath(file);
   let text = await readText(file, label);
   // Throws (naming --set or the file) before we touch anything.
@@ -532,8 +543,7 @@ export async function writeOverrides(file: string, overrides: string[]): Promise
     // Defensive: the splice must mean exactly what the overrides mean.
     throw new TagsegError('internal error: editing params.yaml did not give the expected values', { file: label });
   }
-  await writeFileAtomic(file, text);
-  return written;
+  return text;
 }
 
 function spliceValue(text: string, o: Override, label: string): string {
@@ -703,7 +713,7 @@ function getIn(data: unknown, keyPath: readonly PropertyKey[]): unknown {
   return cur;
 }
 
-function setIn(data: Record<string, unknown>, keyPath: string[], value: unknown): void {
+export function setIn(data: Record<string, unknown>, keyPath: string[], value: unknown): void {
   let cur = data;
   for (const k of keyPath.slice(0, -1)) {
     if (!isPlainObject(cur[k])) cur[k] = {};

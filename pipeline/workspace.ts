@@ -6,9 +6,11 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
 import { TagsegError } from './errors.js';
 import { ensureDir, exists, writeFileAtomic } from './fsutil.js';
-import { writeOverrides } from './params.js';
+import { validateParams, writeOverrides } from './params.js';
+import { presetOverrides } from './preset.js';
 
 /** The repository this code runs from. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -16,18 +18,27 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 /** What a workspace links to: everything dvc.yaml's cmds and code deps need. */
 const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'eval', 'stages'];
 
-export async function createWorkspace(dir: string, overrides: string[] = []): Promise<string> {
+/**
+ * Make workspace `dir`: links to the code, the repo's dvc.yaml, and its params.yaml with `preset`
+ * (a name in presets/ or a YAML file) applied, then `overrides` (`key=value`, winning over it).
+ * The preset and overrides are validated before anything is created.
+ */
+export async function createWorkspace(dir: string, overrides: string[] = [], preset?: string): Promise<string> {
   const target = path.resolve(dir);
   if (await exists(path.join(target, 'params.yaml'))) {
     throw new TagsegError('already a tagseg project (params.yaml exists)', { file: target });
   }
+  const params = await fs.readFile(path.join(REPO_ROOT, 'params.yaml'), 'utf8');
+  const sets = [...(preset ? await presetOverrides(preset, YAML.parse(params)) : []), ...overrides];
+  validateParams(YAML.parse(params), 'params.yaml', sets);
   await ensureDir(target);
   for (const name of LINKED) {
     const src = path.join(REPO_ROOT, name);
     if (await exists(src)) await fs.symlink(path.relative(target, src), path.join(target, name));
   }
   await writeFileAtomic(path.join(target, 'dvc.yaml'), await fs.readFile(path.join(REPO_ROOT, 'dvc.yaml')));
-  await writeFileAtomic(path.join(target, 'params.yaml'), await fs.readFile(path.join(REPO_ROOT, 'params.yaml')));
-  if (overrides.length) await writeOverrides(path.join(target, 'params.yaml'), overrides);
+  const header = preset ? `# tagseg workspace --preset ${preset}: its values under the --set overrides\n` : '';
+  await writeFileAtomic(path.join(target, 'params.yaml'), header + params);
+  if (sets.length) await writeOverrides(path.join(target, 'params.yaml'), sets);
   return target;
 }

@@ -24,6 +24,7 @@
  */
 import { artifact } from '../../pipeline/artifacts.js';
 import * as path from 'node:path';
+import { backboneConfig } from '../../nn/backbones/index.js';
 import { trainingHash } from '../../nn/loop.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
@@ -140,9 +141,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     {
       format: CAM_MODEL_FORMAT,
       version: 1,
-      backbone: cam.backbone === 'resnet'
-        ? { kind: 'resnet', outputStride: cam.output_stride, norm: cam.norm, width: cam.width, depth: cam.depth }
-        : { kind: 'mobilenet', outputStride: cam.output_stride, norm: cam.norm, pretrained: cam.pretrained },
+      backbone: await backboneConfig(cam.backbone, cam),
       classes,
       background,
       outputs: map.outputs,

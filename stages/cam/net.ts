@@ -1,6 +1,7 @@
 /**
- * The CAM network: a backbone (from-scratch ResNet or pretrained MobileNet v1) + CamHead, and
- * its on-disk form so later stages (affinity, contrast) can load backbone + head:
+ * The CAM network: a backbone from the registry of nn/backbones (from-scratch ResNet, pretrained
+ * MobileNet v1, ...) + CamHead, and its on-disk form so later stages (affinity, contrast) can
+ * load backbone + head:
  *
  *   <dir>/config.json   CamModelConfig (backbone settings, dataset classes, classifier outputs)
  *   <dir>/weights/      nn/checkpoint format (manifest.json + weights.bin), variables named
@@ -8,27 +9,16 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { Backbone, OutputStride } from '../../nn/backbone.js';
+import type { Backbone } from '../../nn/backbone.js';
+import { type BackboneConfig, buildBackbone } from '../../nn/backbones/index.js';
 import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
-import { MobileNetV1, loadMobileNetV1 } from '../../nn/mobilenet.js';
-import type { NormKind } from '../../nn/norm.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { ResNet } from '../../nn/resnet.js';
 import { TagsegError } from '../../pipeline/errors.js';
 
 export const CAM_MODEL_FORMAT = 'tagseg-cam-model';
 
-export interface BackboneConfig {
-  kind: 'resnet' | 'mobilenet';
-  outputStride: OutputStride;
-  norm: NormKind;
-  /** resnet only. */
-  width?: number;
-  depth?: number[];
-  /** mobilenet only: where the initial (pretrained) weights came from; '' = default path. */
-  pretrained?: string;
-}
+export type { BackboneConfig } from '../../nn/backbones/index.js';
 
 export interface CamModelConfig {
   format: typeof CAM_MODEL_FORMAT;
@@ -57,19 +47,11 @@ export interface CamNet {
 }
 
 /**
- * Build a network for `config`. `initWeights`: true loads the pretrained MobileNet weights
- * (training start); false builds a randomly initialised shell (to be filled by a checkpoint).
+ * Build a network for `config`. `initWeights`: true loads the backbone's pretrained weights, if
+ * it has any (training start); false builds a randomly initialised shell (to be filled by a checkpoint).
  */
 export async function buildCamNet(config: Omit<CamModelConfig, 'featureChannels'>, seed: number, initWeights: boolean): Promise<CamNet> {
-  const b = config.backbone;
-  let backbone: Backbone;
-  if (b.kind === 'resnet') {
-    backbone = new ResNet({ width: b.width, depth: b.depth, outputStride: b.outputStride, norm: b.norm, seed });
-  } else if (initWeights) {
-    backbone = await loadMobileNetV1({ outputStride: b.outputStride, norm: b.norm, seed, ...(b.pretrained ? { path: b.pretrained } : {}) });
-  } else {
-    backbone = new MobileNetV1(null, { outputStride: b.outputStride, norm: b.norm, seed });
-  }
+  const backbone: Backbone = await buildBackbone(config.backbone, seed, initWeights);
   const featureChannels = backbone.channels[backbone.channels.length - 1];
   const head = new CamHead(featureChannels, config.outputs.length, { seed: seed + 1 });
   const full: CamModelConfig = { ...config, featureChannels };

@@ -2,10 +2,11 @@
  * Stage `ingest`: the first node of the DAG. params.yaml `dataset` + `ingest` in ->
  * cache/dataset.arrow + cache/images.arrow + metrics/ingest.json out.
  */
+import { log } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { paramsHash } from '../../pipeline/params.js';
+import { paramsHash, writeOverrides } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { INGEST_OUTPUTS, formatIngest, ingestDataset } from './ingest.js';
+import { DERIVED_CLASSES, INGEST_OUTPUTS, formatIngest, ingestDataset, ingestRecord } from './ingest.js';
 
 const PARAMS = ['seed', 'dataset', 'ingest'];
 
@@ -29,14 +30,19 @@ export const stage: Stage = {
       size: p.ingest.size,
       concurrency: p.ingest.concurrency,
       onError: p.ingest.on_error,
+      classesFile: p.dataset.classes ? ctx.path(p.dataset.classes) : undefined,
+      derivedClassesFile: ctx.path(DERIVED_CLASSES),
       datasetTable: ctx.path(INGEST_OUTPUTS.dataset),
       imagesTable: ctx.path(INGEST_OUTPUTS.images),
       paramsHash: paramsHash(p, PARAMS),
     });
-    // Timing and RSS vary run to run, the dataset's absolute path with the checkout, and the skipped
-    // items (file paths) are a list: all in the summary and the run log, not in the DVC metrics.
-    const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, dataset: _d, classes, skipped, ...stable } = r;
-    await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), { dataset: p.dataset.root, ...stable, classes: classes.length, skipped: skipped.length });
+    // Timing, RSS and absolute paths vary run to run: kept out of the DVC metrics file (`dvc metrics diff` shows data changes only).
+    await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), ingestRecord(r, p.dataset.root));
+    if (r.classesDerived) {
+      // Later runs must keep these indices: the param now names the file (a new tag is then an unknown class).
+      await writeOverrides(ctx.path('params.yaml'), [`dataset.classes=${DERIVED_CLASSES}`]);
+      log.warn(`params.yaml: dataset.classes set to ${DERIVED_CLASSES}`);
+    }
     if (!ctx.json) process.stderr.write(`${formatIngest(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

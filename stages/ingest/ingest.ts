@@ -4,12 +4,15 @@
  * number of images: at most a window of decoded images plus one record batch are held.
  */
 import { artifact } from '../../pipeline/artifacts.js';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import { TableWriter, type TableMeta } from '../../pipeline/arrow.js';
-import { TagsegError } from '../../pipeline/errors.js';
-import { progress } from '../../pipeline/log.js';
+import { TagsegError, messageOf } from '../../pipeline/errors.js';
+import { writeFileAtomic } from '../../pipeline/fsutil.js';
+import { log, progress } from '../../pipeline/log.js';
 import { scanCsvFolder } from '../../data/csvfolder.js';
-import { loadItems, type LoadError } from '../../data/load.js';
-import type { Manifest } from '../../data/manifest.js';
+import { loadItems } from '../../data/load.js';
+import { quoteId, readClassesFile, relTo, type Manifest, type SkippedItem } from '../../data/manifest.js';
 import { scanVoc } from '../../data/voc.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS, type DatasetExtra } from './tables.js';
 
@@ -22,6 +25,10 @@ export interface IngestOptions {
   size: number;
   concurrency: number;
   onError: 'fail' | 'skip';
+  /** classes.json that fixes the class indices (absolute); default: the dataset's own, else VOC's / derived. */
+  classesFile?: string;
+  /** Where a derived class list (CSV without classes.json) is written, so later imports can pin it (absolute); default: next to `datasetTable`. */
+  derivedClassesFile?: string;
   datasetTable: string;
   imagesTable: string;
   paramsHash: string;
@@ -35,26 +42,41 @@ export interface IngestSummary {
   classes: string[];
   background: number | null;
   tagsPerImage: number;
-  skipped: LoadError[];
+  /** The classes.json the indices come from (absolute), or the pinned derived one. */
+  classesFile: string | null;
+  /** The derived class list was written to `derivedClassesFile` (or already there, the same). */
+  classesDerived: boolean;
+  skipped: SkippedItem[];
   seconds: number;
   imagesPerSecond: number;
   peakRssMiB: number;
 }
 
-export async function scanDataset(o: Pick<IngestOptions, 'root' | 'format' | 'csv' | 'splits'>): Promise<Manifest> {
-  return o.format === 'voc' ? scanVoc(o.root, { splits: o.splits.length ? o.splits : undefined }) : scanCsvFolder(o.root, { csv: o.csv });
+export async function scanDataset(
+  o: Pick<IngestOptions, 'root' | 'format' | 'csv' | 'splits' | 'onError' | 'classesFile'>,
+  errors: SkippedItem[],
+): Promise<Manifest> {
+  const common = { classesFile: o.classesFile, onError: o.onError, errors };
+  return o.format === 'voc'
+    ? scanVoc(o.root, { splits: o.splits.length ? o.splits : undefined, ...common })
+    : scanCsvFolder(o.root, { csv: o.csv, ...common });
 }
 
 export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
   const t0 = performance.now();
-  const manifest = await scanDataset(o);
-  if (manifest.items.length === 0) throw new TagsegError('the dataset has no images in the selected splits', { file: o.root });
+  const skipped: SkippedItem[] = [];
+  const manifest = await scanDataset(o, skipped);
+  const pinFile = o.derivedClassesFile ?? path.join(path.dirname(o.datasetTable), 'classes.json');
+  if (manifest.classesDerived) await checkPin(pinFile, manifest);
+  if (manifest.items.length === 0) {
+    const what = skipped.length ? `every item was skipped (${skipped.length})` : 'the dataset has no images in the selected splits';
+    throw new TagsegError(what, { file: o.root });
+  }
   const extra: DatasetExtra = { background: manifest.background, void: manifest.void, dataset_root: manifest.root, working_size: o.size };
   const meta: TableMeta = { stage: 'ingest', paramsHash: o.paramsHash, classes: manifest.classes, extra: { ...extra } };
   const datasetW = await TableWriter.open(o.datasetTable, DATASET_COLUMNS, meta, { batchRows: 1024 });
   // ~16 MiB batches: small enough for flat memory, big enough for fast sequential reads.
   const imagesW = await TableWriter.open(o.imagesTable, IMAGES_COLUMNS, meta, { batchRows: 256, batchBytes: 16 * 2 ** 20 });
-  const skipped: LoadError[] = [];
   const bySplit: Record<string, number> = {};
   let images = 0;
   let withMask = 0;
@@ -102,6 +124,7 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
   } finally {
     bar.stop();
   }
+  if (manifest.classesDerived) await pinClasses(pinFile, manifest);
   const seconds = (performance.now() - t0) / 1000;
   return {
     dataset: manifest.root,
@@ -111,6 +134,8 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
     classes: manifest.classes,
     background: manifest.background,
     tagsPerImage: tagCount / images,
+    classesFile: manifest.classesDerived ? pinFile : (manifest.classesFile ?? null),
+    classesDerived: manifest.classesDerived === true,
     skipped,
     seconds,
     imagesPerSecond: images / seconds,
@@ -127,11 +152,64 @@ export function formatIngest(r: IngestSummary): string {
   ];
   if (r.skipped.length) {
     lines.push(`skipped ${r.skipped.length}:`);
-    for (const s of r.skipped.slice(0, 20)) lines.push(`  ${s.file}: ${s.reason}`);
-    if (r.skipped.length > 20) lines.push(`  ... ${r.skipped.length - 20} more (see --json)`);
+    for (const s of r.skipped.slice(0, 50)) lines.push(`  ${quoteId(s.id)}: ${s.reason} (${relTo(r.dataset, s.file)})`);
+    if (r.skipped.length > 50) lines.push(`  ... ${r.skipped.length - 50} more (see --json or metrics/ingest.json)`);
   }
   return lines.join('\n');
 }
 
+/**
+ * The stage's DVC record (metrics/ingest.json): the summary without timings or absolute paths,
+ * so it is a pure function of the data and params. `dataset` is the root as the params give it;
+ * skipped items' files are relative to the dataset root.
+ */
+export function ingestRecord(r: IngestSummary, dataset: string): Record<string, unknown> {
+  const { seconds: _s, imagesPerSecond: _r, peakRssMiB: _m, dataset: _d, classesFile: _c, skipped, ...stable } = r;
+  return {
+    dataset,
+    ...stable,
+    skipped: skipped.length,
+    skippedItems: skipped.map((s) => ({ id: s.id, file: relTo(r.dataset, s.file), reason: s.reason })),
+  };
+}
+
+function classesJson(m: Manifest): string {
+  return `${JSON.stringify({ classes: m.classes, background: m.background, void: m.void }, null, 1)}\n`;
+}
+
+/** A derived class list may go to `file` only if nothing is there or the same list is. */
+async function checkPin(file: string, m: Manifest): Promise<void> {
+  let existing: Awaited<ReturnType<typeof readClassesFile>>;
+  try {
+    await fs.access(file);
+  } catch {
+    return;
+  }
+  try {
+    existing = await readClassesFile(file);
+  } catch (err) {
+    throw new TagsegError(`a file is in the way of the derived class list (${messageOf(err)})`, { file, hint: 'move it away, or pin it with --classes / dataset.classes' });
+  }
+  if (JSON.stringify(existing.classes) !== JSON.stringify(m.classes) || existing.background !== m.background || existing.void !== m.void) {
+    throw new TagsegError(`no class list is pinned and the CSV's tags give [${m.classes.join(', ')}], but this file holds another list`, {
+      file,
+      hint: 'pin it (--classes FILE on import, dataset.classes in params.yaml) to keep its indices, or delete it to derive the list again',
+    });
+  }
+}
+
+/** Write the derived class list (checked by `checkPin`) and warn: its indices depend on the tags seen. */
+async function pinClasses(file: string, m: Manifest): Promise<void> {
+  await checkPin(file, m);
+  await writeFileAtomic(file, classesJson(m));
+  log.warn(
+    `no classes.json: the ${m.classes.length} classes are the sorted tag names [${m.classes.join(', ')}]; ` +
+      `wrote them to ${file}: pin it (tagseg import --classes, params dataset.classes) so later imports keep these indices (a new tag is then an unknown class)`,
+  );
+}
+
 /** Paths relative to the project root, as dvc.yaml lists them. */
 export const INGEST_OUTPUTS = { dataset: artifact('dataset'), images: artifact('images'), metrics: artifact('ingestMetrics') };
+
+/** Where the ingest stage writes a derived class list, relative to the project root (then named by dataset.classes). */
+export const DERIVED_CLASSES = 'classes.json';

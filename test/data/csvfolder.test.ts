@@ -27,9 +27,9 @@ async function buildFolder(files: Record<string, string>): Promise<string> {
 }
 
 describe('scanCsvFolder', () => {
-  it('ids or paths, all tag separators, split column, classes from sorted tag names', async () => {
+  it('ids or paths, | separators, split column, classes from sorted tag names', async () => {
     const root = await buildFolder({
-      'tags.csv': 'image_id,tags,split\r\na,dog|cat\r\nb,cat;bird,val\r\nsub/c.jpeg,bird dog,test\r\n',
+      'tags.csv': 'image_id,tags,split\r\na,dog|cat\r\nb, cat | bird ,val\r\nsub/c.jpeg,"bird|dog",test\r\n',
     });
     const m = await scanCsvFolder(root, { csv: 'tags.csv' });
     expect(m.classes).toEqual(['bird', 'cat', 'dog']);
@@ -44,7 +44,7 @@ describe('scanCsvFolder', () => {
 
   it('uses classes.json (default or given) for indices', async () => {
     const root = await buildFolder({
-      'tags.csv': 'a,dog\nb,"cat, dog"\n',
+      'tags.csv': 'a,dog\nb,"cat|dog"\n',
       'classes.json': JSON.stringify({ classes: ['dog', 'cat', 'cow'] }),
       'other.json': JSON.stringify(['background', 'cat', 'dog']),
     });
@@ -95,11 +95,13 @@ describe('CSV helpers', () => {
     ]);
   });
 
-  it('splitTagCell: | ; , or whitespace', () => {
+  it('splitTagCell: | only; names keep spaces, commas and semicolons', () => {
     expect(splitTagCell('a|b')).toEqual(['a', 'b']);
-    expect(splitTagCell('a; b ;')).toEqual(['a', 'b']);
+    expect(splitTagCell('a; b ;')).toEqual(['a; b ;'.trim()]);
     expect(splitTagCell('potted plant|cat')).toEqual(['potted plant', 'cat']);
-    expect(splitTagCell('  a   b ')).toEqual(['a', 'b']);
+    expect(splitTagCell('potted plant')).toEqual(['potted plant']);
+    expect(splitTagCell('  a   b ')).toEqual(['a   b']);
+    expect(splitTagCell(' a || b |')).toEqual(['a', 'b']);
     expect(splitTagCell('')).toEqual([]);
   });
 });

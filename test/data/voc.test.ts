@@ -96,10 +96,10 @@ describe('scanVoc on a tiny VOC tree', () => {
     expect(tv.items.map((i) => i.id)).toEqual(['a', 'b', 'c']);
   });
 
-  it('prefers tags.csv (header, | ; and space separators) and classes.json', async () => {
+  it('prefers tags.csv (header, | separators, a class name with a space) and classes.json', async () => {
     const root = await buildVoc({
       'classes.json': JSON.stringify({ classes: ['bg', 'bird', 'cat', 'dog', 'sea lion'], background: 0, void: 255 }),
-      'tags.csv': 'image_id,tags\na,dog|bird\nb,"sea lion;cat"\nc,cat dog\nd,bird\n',
+      'tags.csv': 'image_id,tags\na,dog|bird\nb,"sea lion|cat"\nc,cat | dog\nd,bird\n',
     });
     const m = await scanVoc(root, {});
     expect(m.classes).toEqual(['bg', 'bird', 'cat', 'dog', 'sea lion']);
@@ -132,6 +132,15 @@ describe('scanVoc errors name the file and the reason', () => {
   it('split file naming an id that has no image', async () => {
     const root = await buildVoc({ 'ImageSets/Segmentation/train.txt': 'a\nb\nzz\n' });
     await expectTagsegError(scanVoc(root, {}), path.join(root, 'ImageSets/Segmentation/train.txt'), /^line 3: missing image: no zz\.jpg/);
+  });
+
+  it('an id that differs from an image only in Unicode normalisation: missing, with a hint naming the image', async () => {
+    const nfd = 'cafe\u0301';
+    const root = await buildVoc({ 'ImageSets/Segmentation/train.txt': 'a\nb\ncaf\u00e9\n' });
+    await writeRgb(path.join(root, 'JPEGImages', `${nfd}.png`), 8, 6);
+    const err = await expectTagsegError(scanVoc(root, {}), path.join(root, 'ImageSets/Segmentation/train.txt'), /^line 3: missing image: no "café"\.jpg/);
+    // The combining accent is escaped, so the two spellings look different in the message.
+    expect(err.hint).toBe('an image with the id "cafe\\u0301" exists: the names differ in Unicode normalisation or spacing');
   });
 
   it('duplicate id across splits', async () => {

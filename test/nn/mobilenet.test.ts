@@ -1,12 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { exists } from '../../pipeline/fsutil.js';
 import { disposeFeatures } from '../../nn/backbone.js';
-import { MobileNetV1, defaultMobileNetPath, loadLayersModelFrom, loadLayersModelWeights, loadMobileNetV1 } from '../../nn/mobilenet.js';
+import { MobileNetV1, loadLayersModelFrom, loadLayersModelWeights, loadMobileNetV1 } from '../../nn/mobilenet.js';
+import { MOBILENET_DIR as modelDir, MOBILENET_PRESENT as present } from '../helpers/models.js';
 
-const modelDir = await defaultMobileNetPath();
-const present = await exists(`${modelDir}/model.json`);
 if (!present) console.warn(`skipping pretrained MobileNet tests: no model.json in ${modelDir}`);
 
 beforeAll(async () => {

@@ -6,7 +6,9 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { LOCK_FILE, type RunCmd, buildDag, readLock, repro, shellRunCmd, status } from '../../pipeline/dag.js';
+import { DVC_LOCK, type RunCmd, buildDag, repro, shellRunCmd, status } from '../../pipeline/dag.js';
+import { readDvcLock } from '../../pipeline/dvclock.js';
+import { type PyMap, parsePy } from '../../pipeline/pyyaml.js';
 import { dvcAvailable, dvcRepro } from '../../pipeline/dvc.js';
 import { type DvcStage, parseDvcYaml } from '../../pipeline/dvcfile.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -165,7 +167,8 @@ describe('repro', () => {
 
   it('a failing cmd stops the run, names the stage and keeps its lock entry', async () => {
     await run();
-    const before = (await readLock(root)).stages.b;
+    const before = (await readDvcLock(root)).get('b');
+    expect(before).toBeDefined();
     await write('b_in.txt', 'b2\n');
     await write('fail.flag', '');
     const r = await run();
@@ -174,7 +177,7 @@ describe('repro', () => {
     expect(r.failed?.stage).toBe('b');
     expect(r.failed?.message).toMatch(/stage 'b' failed/);
     expect(calls).toEqual(['b']); // c and d were not reached
-    expect((await readLock(root)).stages.b).toEqual(before);
+    expect((await readDvcLock(root)).get('b')).toEqual(before);
     expect((await reasonsOf()).b).toEqual(['dep changed: b_in.txt', 'out missing: b.txt']);
 
     await fs.rm(path.join(root, 'fail.flag'));
@@ -187,7 +190,7 @@ describe('repro', () => {
     const r = await run();
     expect(r.failed).toMatchObject({ stage: 'x', exitCode: 1 });
     expect(r.failed?.message).toContain("did not create its output 'never.txt'");
-    expect((await readLock(root)).stages.x).toBeUndefined();
+    expect((await readDvcLock(root)).get('x')).toBeUndefined();
   });
 
   it('fails before running a stage whose dep does not exist', async () => {
@@ -209,12 +212,21 @@ describe('repro', () => {
     await expect(run({ target: 'bb' })).rejects.toThrow("unknown stage 'bb' (did you mean 'b'?)");
   });
 
+  it('records runs in dvc.lock and removes the old .tagseg/lock.json', async () => {
+    await fs.mkdir(path.join(root, '.tagseg'));
+    await write('.tagseg/lock.json', '{"version": 1, "stages": {}, "hashes": {}}');
+    await run({ target: 'a' });
+    await expect(fs.access(path.join(root, '.tagseg/lock.json'))).rejects.toThrow();
+    expect([...(await readDvcLock(root)).keys()]).toEqual(['a']);
+  });
+
   it('dry run reports what would run and changes nothing', async () => {
     const r = await run({ dryRun: true });
     expect(r.ran).toEqual(['a', 'b', 'c', 'd']);
     expect(r.stages.every((s) => s.action === 'would run')).toBe(true);
     expect(calls).toEqual([]);
-    await expect(fs.access(path.join(root, LOCK_FILE))).rejects.toThrow();
+    await expect(fs.access(path.join(root, DVC_LOCK))).rejects.toThrow();
+    await expect(fs.access(path.join(root, '.tagseg'))).rejects.toThrow();
   });
 
   it('deletes outputs before running unless persist: true', async () => {
@@ -235,9 +247,14 @@ describe('repro', () => {
     expect(await read('fresh.txt')).toBe('x\n');
   });
 
-  it('hashes directories by content, ignoring dot-files', async () => {
+  it('hashes directories by content as DVC does: dot-files count, .git/.dvc folders do not', async () => {
     await run();
+    await fs.mkdir(path.join(root, 'd_in/.git'));
+    await write('d_in/.git/HEAD', 'x');
+    expect((await reasonsOf()).d).toEqual([]);
     await write('d_in/.two.tmp', 'temp');
+    expect((await reasonsOf()).d).toEqual(['dep changed: d_in']);
+    await fs.rm(path.join(root, 'd_in/.two.tmp'));
     expect((await reasonsOf()).d).toEqual([]);
     await write('d_in/two', '2');
     expect((await reasonsOf()).d).toEqual(['dep changed: d_in']);
@@ -248,11 +265,12 @@ describe('repro', () => {
 
   it('reuses cached file hashes while size and mtime are unchanged', async () => {
     await run();
-    const lock = await readLock(root);
-    expect(lock.hashes['in.txt']?.hash).toMatch(/^[0-9a-f]{64}$/);
+    const cacheFile = '.tagseg/hash-cache.json';
+    const cache = JSON.parse(await read(cacheFile)) as { files: Record<string, { md5: string }> };
+    expect(cache.files['in.txt']?.md5).toMatch(/^[0-9a-f]{32}$/);
     // Corrupt the cached hash: a runner that re-read the file would not notice.
-    lock.hashes['in.txt']!.hash = '0'.repeat(64);
-    await write(LOCK_FILE, JSON.stringify(lock));
+    cache.files['in.txt']!.md5 = '0'.repeat(32);
+    await write(cacheFile, JSON.stringify(cache));
     expect((await reasonsOf()).a).toEqual(['dep changed: in.txt']);
   });
 
@@ -380,11 +398,22 @@ describe('dvc.yaml templating and checks', () => {
     );
   });
 
+  it('expands foreach (list, list of mappings, mapping, ${param}) and matrix stages as DVC names them', () => {
+    const names = (y: string) => parse(y).stages.map((s) => `${s.name}: ${s.cmd}`);
+    expect(names('stages:\n  s:\n    foreach: [a, 1.0, true]\n    do: {cmd: "echo ${item}"}\n')).toEqual(['s@a: echo a', 's@1.0: echo 1.0', 's@true: echo true']);
+    expect(names('stages:\n  s:\n    foreach: [{n: x}, {n: y}]\n    do: {cmd: "echo ${item.n}"}\n')).toEqual(['s@0: echo x', 's@1: echo y']);
+    expect(names('stages:\n  s:\n    foreach: {us: 1, uk: 2}\n    do: {cmd: "echo ${key} ${item}"}\n')).toEqual(['s@us: echo us 1', 's@uk: echo uk 2']);
+    const fromParams = parseDvcYaml('stages:\n  s:\n    foreach: ${xs}\n    do: {cmd: "echo ${item}"}\n', parsePy('xs: [1.0, 0.5]\n', 'p') as PyMap);
+    expect(fromParams.stages.map((s) => `${s.name}: ${s.cmd}`)).toEqual(['s@1.0: echo 1.0', 's@0.5: echo 0.5']); // Python's str(1.0)
+    expect(names('stages:\n  g:\n    matrix: {m: [x], l: [[1, 2], [3]]}\n    cmd: "echo ${item.m}"\n')).toEqual(['g@x-l0: echo x', 'g@x-l1: echo x']);
+  });
+
   it('rejects what the runner cannot honour', () => {
     expect(() => parse('stages:\n  t:\n    cmd: x\n    dep: [a]\n')).toThrow("unknown field 'dep' (did you mean 'deps'?)");
     expect(() => parse('stages:\n  t:\n    outs: [a]\n')).toThrow('`cmd` is required');
     expect(() => parse('stages:\n  t:\n    cmd: x\n    outs: [../outside]\n')).toThrow('must be a path inside the project');
-    expect(() => parse('stages:\n  t:\n    foreach: [1, 2]\n    do: {cmd: x}\n')).toThrow('foreach/matrix');
+    expect(() => parse('stages:\n  t:\n    foreach: [1, 2]\n    matrix: {a: [1]}\n    do: {cmd: x}\n')).toThrow('both `foreach` and `matrix`');
+    expect(() => parse('stages:\n  t:\n    foreach: [1, 1]\n    do: {cmd: x}\n')).toThrow("generates 't@1' twice");
   });
 });
 
