@@ -1,5 +1,6 @@
 // Measures the sparse random walk (ops/randomwalk.ts) per image: wall time and peak memory (RSS, tf.memory bytes).
 // Random walk per image: time + peak RSS / tensor bytes, C=3, beta 8, 256 steps, stride-4 grids of 320x240..1000x750, radius 5 and 10.
+// Before / after in one run: step by step (method 'steps', the old path) vs the Chebyshev default, and their max difference.
 /*
  * (not a test)
  *   npm run bench -- randomwalk [steps=256] [radii=5,10] [grids=80x60,160x120,250x188]
@@ -7,7 +8,10 @@
  * own. Affinities are random in [0.5, 1], in the 'full' layout [K, h, w] the stage uses for
  * inference; the map is C = 3 random channels. Reported per configuration:
  *   build   buildTransition (A^beta, degrees, normalised weights), ms
- *   walk    `steps` propagation steps, s (and ms per step)
+ *   steps   `steps` propagation steps one after the other (the path before the Chebyshev one), s
+ *   walk    the default (Chebyshev) propagation of the same map, s, and ms per step of the walk
+ *   ratio   steps / walk, both timed in the same process back to back, best of `rounds` each
+ *   diff    max |walk - steps| over the map (the map is in [0, 1])
  *   T       tensor bytes of the transition (O(N K))
  *   peak    tf.profile peakBytes of build and of one step (all live tensor bytes, T included)
  *   rss     RSS after backend init, and the process's peak RSS
@@ -31,6 +35,8 @@ interface Result {
   steps: number;
   buildMs: number;
   walkS: number;
+  stepsS: number;
+  diff: number;
   tBytes: number;
   peakBuild: number;
   peakStep: number;
@@ -60,18 +66,29 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   const buildMs = performance.now() - t;
   const tBytes = T.groups.reduce((s, g) => s + g.weights.size * 4, 0);
   const peakStep = (await tf.profile(() => void propagate(x, T, 1).dispose())).peakBytes;
-  t = performance.now();
-  const y = propagate(x, T, steps);
-  y.dataSync();
-  const walkS = (performance.now() - t) / 1000;
-  y.dispose();
+  // alternate the two paths, best of 2 each: the machine is shared, the ratio is what to read
+  let walkS = Infinity;
+  let stepsS = Infinity;
+  let diff = 0;
+  for (let round = 0; round < 2; round++) {
+    t = performance.now();
+    const z = propagate(x, T, steps, { method: 'steps' });
+    const zd = z.dataSync();
+    stepsS = Math.min(stepsS, (performance.now() - t) / 1000);
+    t = performance.now();
+    const y = propagate(x, T, steps);
+    const yd = y.dataSync();
+    walkS = Math.min(walkS, (performance.now() - t) / 1000);
+    for (let i = 0; i < yd.length; i++) diff = Math.max(diff, Math.abs(yd[i] - zd[i]));
+    tf.dispose([y, z]);
+  }
   disposeTransition(T);
   const leak = tf.memory().numTensors - n0;
   // peak tensor bytes while building T (a second build, profiled; the timing above is unprofiled)
   const prof = await tf.profile(() => disposeTransition(buildTransition(aff, offsets, radius, h, w, 8)));
   tf.dispose([aff, x]);
   return {
-    h, w, radius, K, steps, buildMs, walkS, tBytes,
+    h, w, radius, K, steps, buildMs, walkS, stepsS, diff, tBytes,
     peakBuild: prof.peakBytes, peakStep, rssBase, rssPeak: process.resourceUsage().maxRSS * 1024, leak,
   };
 }
@@ -85,7 +102,7 @@ if (argv[0] === '--one') {
   const radii = (argv[1] ?? '5,10').split(',').map(Number);
   const grids = (argv[2] ?? '80x60,160x120,250x188').split(',').map((g) => g.split('x').map(Number) as [number, number]);
   console.log(`random walk, C = 3, beta 8, ${steps} steps; ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log('grid (w x h)   image       r    K   build ms   walk s   ms/step   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
+  console.log('grid (w x h)   image       r    K   build ms  steps s   walk s   ms/step   ratio      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
   for (const radius of radii) {
     for (const [gw, gh] of grids) {
       const p = spawnSync(process.execPath, ['--import', 'tsx', self, '--one', String(gh), String(gw), String(radius), String(steps)], {
@@ -106,8 +123,11 @@ if (argv[0] === '--one') {
           String(radius).padStart(3),
           String(r.K).padStart(4),
           r.buildMs.toFixed(0).padStart(10),
+          r.stepsS.toFixed(2).padStart(8),
           r.walkS.toFixed(2).padStart(8),
           ((r.walkS * 1000) / r.steps).toFixed(1).padStart(9),
+          `${(r.stepsS / r.walkS).toFixed(2)}x`.padStart(7),
+          r.diff.toExponential(1).padStart(9),
           (r.tBytes / MB).toFixed(1).padStart(6),
           (r.peakBuild / MB).toFixed(1).padStart(15),
           (r.peakStep / MB).toFixed(1).padStart(14),

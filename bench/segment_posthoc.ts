@@ -10,11 +10,12 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../data/decode.js';
+import { resolveDatasetPath } from '../data/manifest.js';
 import { ConfusionMatrix, segmentationScores } from '../eval/metrics.js';
 import { type DenseCrfOptions, crfFromKeys } from '../ops/crf.js';
 import { readAll } from '../pipeline/arrow.js';
 import { initBackend } from '../pipeline/backend.js';
-import { defaultParams } from '../pipeline/params.js';
+import { defaultParams, loadParams } from '../pipeline/params.js';
 import { segmentBatch } from '../stages/segment/infer.js';
 import { loadSegModel } from '../stages/segment/net.js';
 
@@ -42,13 +43,14 @@ function parseVariant(v: string): { scales: number[]; crf: DenseCrfOptions | nul
 await initBackend();
 const net = await loadSegModel(path.join(ws, 'models/segment'));
 const valIds = new Set((await fs.readFile(path.join(ws, 'models/segment/val_ids.txt'), 'utf8')).split('\n').filter(Boolean));
+const datasetRoot = path.resolve(ws, (await loadParams(path.join(ws, 'params.yaml'))).dataset.root); // dataset.arrow's paths are relative to it
 const dataset = new Map((await readAll(path.join(ws, 'cache/dataset.arrow'))).map((r) => [r.id as string, r]));
 const rows = (await readAll(path.join(ws, 'cache/images.arrow'))).filter((r) => valIds.has(r.id as string) && dataset.get(r.id as string)?.mask_path);
 const K = net.config.classes.length;
 const masks = new Map<string, Uint8Array>();
 for (const r of rows) {
   const d = dataset.get(r.id as string)!;
-  masks.set(r.id as string, (await readMask(d.mask_path as string, d.orig_width as number, d.orig_height as number)).data);
+  masks.set(r.id as string, (await readMask(resolveDatasetPath(datasetRoot, d.mask_path as string), d.orig_width as number, d.orig_height as number)).data);
 }
 console.log(`${rows.length} validation images, ${K} classes, model trained on ${String(net.config.labels)} labels`);
 for (const v of variants) {

@@ -79,6 +79,22 @@ export class ItemErrors {
   }
 }
 
+/**
+ * A dataset file as cache/dataset.arrow stores it: relative to the dataset root with '/'
+ * separators when it lies inside the root, so the table does not depend on where the project is
+ * checked out; a file outside the root (a CSV row naming it) keeps its absolute path.
+ */
+export function datasetRelative(root: string, file: string): string {
+  const rel = path.relative(path.resolve(root), path.resolve(file));
+  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) return path.resolve(file);
+  return rel.split(path.sep).join('/');
+}
+
+/** The file a stored dataset path names: resolved against the dataset root (`dataset.root` of params, resolved). */
+export function resolveDatasetPath(root: string, stored: string): string {
+  return path.resolve(root, stored);
+}
+
 /** File extensions accepted as images (lower case). */
 export const IMAGE_EXTS = ['.jpg', '.jpeg', '.png'] as const;
 

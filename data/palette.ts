@@ -37,14 +37,56 @@ export const VOC_PALETTE: Uint8Array = (() => {
   return p;
 })();
 
-/** The VOC colour map as fast-png wants it: 256 entries of `[r, g, b]` (no alpha, so no tRNS). */
-const PALETTE_ENTRIES: number[][] = Array.from({ length: 256 }, (_, i) => vocColour(i));
+/**
+ * VOC's colours shifted by one (class i gets VOC colour i + 1), for datasets whose class 0 is a
+ * real object (MSRC-v2's `building`), which VOC would paint black. 255 keeps VOC's void colour;
+ * only a 255-class dataset's class 254 gets the leftover black.
+ */
+const SHIFTED_PALETTE: Uint8Array = (() => {
+  const p = new Uint8Array(256 * 3);
+  for (let i = 0; i < 255; i++) p.set(vocColour(i === 254 ? 0 : i + 1), i * 3);
+  p.set(vocColour(VOID_INDEX), VOID_INDEX * 3);
+  return p;
+})();
 
 /**
- * Encode class indices `[height, width]` uint8 as an 8-bit palette PNG with the full 256-entry
- * VOC palette (so 255 = void keeps VOC's colour). Deterministic: same indices, same bytes.
+ * THE class palette of a dataset, `[256, 3]` uint8, used by every picture tagseg draws (the
+ * pseudo-mask and predicted PNGs, the audit report and its overlays, the review exports): VOC's
+ * colours when the background class is index 0 (so VOC masks look as VOC users expect), else the
+ * same colours shifted so that no class is black. Pixel values always stay the class indices.
  */
-export function encodeIndexedPng(indices: Uint8Array, width: number, height: number): Uint8Array {
+export function classPalette(background: number | null): Uint8Array {
+  return background === 0 ? VOC_PALETTE : SHIFTED_PALETTE;
+}
+
+/** RGB of class `c` in `palette` (a classPalette). */
+export function paletteColour(palette: Uint8Array, c: number): [number, number, number] {
+  return [palette[c * 3], palette[c * 3 + 1], palette[c * 3 + 2]];
+}
+
+/** `#rrggbb` of class `c` in `palette`. */
+export function paletteHex(palette: Uint8Array, c: number): string {
+  return `#${paletteColour(palette, c).map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/** A palette as fast-png wants it: 256 entries of `[r, g, b]` (no alpha, so no tRNS); cached per table. */
+const entriesCache = new WeakMap<Uint8Array, number[][]>();
+function paletteEntries(palette: Uint8Array): number[][] {
+  if (palette.length !== 256 * 3) throw new RangeError(`palette has ${palette.length} bytes, expected 768`);
+  let e = entriesCache.get(palette);
+  if (!e) {
+    e = Array.from({ length: 256 }, (_, i) => paletteColour(palette, i));
+    entriesCache.set(palette, e);
+  }
+  return e;
+}
+
+/**
+ * Encode class indices `[height, width]` uint8 as an 8-bit palette PNG with a full 256-entry
+ * palette (default VOC's; pass classPalette(background) so every class keeps its tagseg colour,
+ * 255 = void VOC's). Deterministic: same indices and palette, same bytes.
+ */
+export function encodeIndexedPng(indices: Uint8Array, width: number, height: number, palette: Uint8Array = VOC_PALETTE): Uint8Array {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new RangeError(`encodeIndexedPng: bad size ${width}x${height}`);
   }
@@ -52,7 +94,7 @@ export function encodeIndexedPng(indices: Uint8Array, width: number, height: num
     throw new RangeError(`encodeIndexedPng: ${indices.length} indices for a ${width}x${height} mask`);
   }
   return encodePng(
-    { width, height, data: indices, depth: 8, channels: 1, palette: PALETTE_ENTRIES },
+    { width, height, data: indices, depth: 8, channels: 1, palette: paletteEntries(palette) },
     { zlib: { level: 6 } },
   );
 }

@@ -7,7 +7,8 @@
  *
  * Written atomically: everything goes into a temp sibling directory, which then replaces the
  * target (pipeline/fsutil replaceDirAtomic), so a kill leaves the old or the new checkpoint,
- * never a mix. Read and written with node:fs only (no tfjs-node file:// handlers), so it works
+ * never a mix. The bytes are a function of the tensors and the JSON given (no time, no host), so
+ * a model folder is a pure function of its training. Read and written with node:fs only (no tfjs-node file:// handlers), so it works
  * on every backend. Loading validates every name, shape, dtype and the weights' hash BEFORE
  * assigning anything, so a failed load leaves the model untouched.
  */
@@ -16,7 +17,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { ensureDir, replaceDirAtomic, tempPathFor, writeFileAtomic, writeFileSynced } from '../pipeline/fsutil.js';
+import { ensureDir, removeLeftovers, replaceDirAtomic, tempPathFor, writeFileSynced } from '../pipeline/fsutil.js';
 import type { Optimizer, OptimizerStateJson } from './optim.js';
 import type { NamedVariables } from './params.js';
 
@@ -41,7 +42,6 @@ export interface TensorEntry {
 export interface CheckpointManifest {
   format: typeof CHECKPOINT_FORMAT;
   version: number;
-  created: string;
   tensors: TensorEntry[];
   weightsSha256: string;
   optimizer?: OptimizerStateJson;
@@ -95,7 +95,6 @@ export async function saveCheckpoint(dir: string, opts: SaveCheckpointOptions): 
   const manifest: CheckpointManifest = {
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
-    created: new Date().toISOString(),
     tensors: entries,
     weightsSha256: createHash('sha256').update(weights).digest('hex'),
     ...(opts.optimizer ? { optimizer: opts.optimizer.stateJson() } : {}),
@@ -237,26 +236,56 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
-/** The JSON training state of the checkpoint in `dir`, without loading weights; undefined if none. */
+/**
+ * The JSON training state of the checkpoint in `dir`, without loading weights; undefined when
+ * `dir` holds no manifest. A manifest that exists but does not parse is a TagsegError naming it,
+ * not a warning and a fresh start: checkpoints are written to a temp folder, fsynced and renamed,
+ * so a corrupt one means a failing disk or a hand edit, which the user should see before hours of
+ * training are overwritten; starting over is one `rm -r` of the folder the hint names.
+ */
 export async function readTrainState<T>(dir: string): Promise<T | undefined> {
+  const file = path.join(dir, MANIFEST);
+  let text: string;
   try {
-    const m = JSON.parse(await fs.readFile(path.join(dir, 'manifest.json'), 'utf8')) as { trainState?: T };
-    return m.trainState;
-  } catch {
-    return undefined;
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new TagsegError(`cannot read checkpoint manifest: ${messageOf(err)}`, { file, cause: err });
   }
+  let m: { format?: string; trainState?: T };
+  try {
+    m = JSON.parse(text) as { format?: string; trainState?: T };
+  } catch (err) {
+    throw new TagsegError(`corrupt checkpoint manifest (${messageOf(err)})`, { file, hint: `delete ${dir} to train from scratch` });
+  }
+  if (m?.format !== CHECKPOINT_FORMAT) throw new TagsegError(`not a ${CHECKPOINT_FORMAT} manifest`, { file, hint: `delete ${dir} to train from scratch` });
+  return m.trainState;
 }
 
 /**
  * A model folder, the form every network stage saves (models/cam, models/affinity, ...):
- * `<dir>/weights/` (a checkpoint of `variables`, without optimizer state) then
- * `<dir>/config.json` (`config`), plus any `extra` JSON files before the config. The config is
- * written last, so a folder with a config always has the weights it describes.
+ * `<dir>/weights/` (a checkpoint of `variables`, without optimizer state), `<dir>/config.json`
+ * (`config`) and any `extra` files (a string is written as is, anything else as JSON). The folder
+ * is built whole next to `dir` and swapped in (replaceDirAtomic), so no temp file ever lies
+ * inside it (it is a DVC output, hashed whole) and a kill leaves the old or the new model.
  */
 export async function saveModelDir(dir: string, variables: NamedVariables, config: object, extra: Record<string, unknown> = {}): Promise<void> {
-  await saveCheckpoint(path.join(dir, 'weights'), { variables, meta: config });
-  for (const [name, value] of Object.entries(extra)) await writeFileAtomic(path.join(dir, name), `${JSON.stringify(value, null, 1)}\n`);
-  await writeFileAtomic(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  const target = path.resolve(dir);
+  await ensureDir(path.dirname(target));
+  await removeLeftovers(target);
+  const staged = tempPathFor(target);
+  try {
+    await fs.mkdir(staged);
+    await saveCheckpoint(path.join(staged, 'weights'), { variables, meta: config });
+    for (const [name, value] of Object.entries(extra)) {
+      await writeFileSynced(path.join(staged, name), typeof value === 'string' ? value : `${JSON.stringify(value, null, 1)}\n`);
+    }
+    await writeFileSynced(path.join(staged, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    await replaceDirAtomic(staged, target);
+  } catch (err) {
+    await fs.rm(staged, { recursive: true, force: true });
+    throw err instanceof TagsegError ? err : new TagsegError(`could not write the model folder: ${messageOf(err)}`, { file: target, cause: err });
+  }
 }
 
 /**

@@ -1,18 +1,23 @@
 /**
  * The resumable training loop every network stage uses (cam, affinity, contrast, segment): seeded
  * epoch order, poly lr per iteration, a progress bar with loss and images/s, a checkpoint after
- * every epoch (weights + optimizer slots + { epoch, iter, rng, hash, losses, runs }), and resume
- * from that checkpoint when its hash equals the current one. The stage supplies one optimizer step.
+ * every epoch (weights + optimizer slots + { epoch, iter, rng, hash, losses, runs }) in the
+ * checkpoint store (train_store.ts, outside DVC's outputs), and resume from the store's
+ * unfinished run of the same key. The stage supplies one optimizer step, saves the finished
+ * model, then calls finishTraining, which removes the resumable state.
  *
  * Why one loop: resume semantics are easy to get subtly wrong (irn restarts schedules on resume);
  * with one loop, one test of kill + resume covers every stage.
  */
 import { createHash } from 'node:crypto';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { checkpointExists, loadCheckpoint, readTrainState, saveCheckpoint } from './checkpoint.js';
+import { loadCheckpoint, readTrainState, saveCheckpoint } from './checkpoint.js';
 import { type Optimizer, polyLr } from './optim.js';
 import type { NamedVariables } from './params.js';
 import { Rng, type RngState } from './rng.js';
+import { filesFingerprint, commitEpoch, latestCheckpoint, openStore, removeStore, storeOf } from './train_store.js';
+import { TagsegError } from '../pipeline/errors.js';
 import { log, progress } from '../pipeline/log.js';
 import { type Params, stableStringify } from '../pipeline/params.js';
 
@@ -33,7 +38,7 @@ export interface LoopResult {
   epochs: number;
   /** Epoch this run started at (0 = from scratch). */
   resumedFrom: number;
-  /** Why an existing checkpoint was not used, if there was one. */
+  /** Why an unfinished training in the store was not resumed, if there was one. */
   restartReason?: string;
   losses: number[];
   /** Training images/s of this run (0 when nothing was trained). */
@@ -64,8 +69,9 @@ export interface LoopOptions {
   variables: NamedVariables;
   /** Saved with the checkpoint (the model config). */
   meta: unknown;
+  /** The stage's folder of the checkpoint store (`storeOf(stage)`, resolved); the state lives in `<checkpointDir>/<hash>/`. */
   checkpointDir: string;
-  /** Resume key: a checkpoint with another hash is not resumed. */
+  /** Resume key (trainingKey): only an unfinished run of the same key is resumed; others are removed. */
   hash: string;
   /** Seed of the loop's Rng (epoch order and every draw the step makes). */
   seed: number;
@@ -81,33 +87,67 @@ export interface LoopOptions {
 export type TrainedSection = 'cam' | 'affinity' | 'contrast' | 'segment';
 
 /**
- * Resume key of a stage's training (LoopOptions.hash): seed, train split, the stage's params
- * section without `exclude` (keys that do not change the trained weights, such as inference
- * scales, and `epochs`, which a resume may extend), and `dataHash` (the content of the inputs).
+ * Hash of what shapes a stage's trained weights: seed, train split, the stage's params section
+ * without `exclude` (keys that only change inference, such as scales; never `epochs`, which sets
+ * the lr schedule and the result), and `dataHash` (the content of the inputs). Stored in the
+ * model's config; trainingKey adds the code for the store key.
  */
 export function trainingHash(p: Params, section: TrainedSection, exclude: readonly string[], dataHash: string): string {
+  if (exclude.includes('epochs')) throw new Error('trainingHash: epochs shapes the weights and must be hashed');
   const kept = Object.fromEntries(Object.entries(p[section]).filter(([k]) => !exclude.includes(k)));
   const key = stableStringify({ seed: p.seed, split: p.dataset.train_split, [section]: kept, data: dataHash });
   return createHash('sha256').update(key).digest('hex').slice(0, 16);
+}
+
+/** The checkpoint store key: the training hash and the fingerprint of the code that trains (train_store filesFingerprint). */
+export function trainingKey(trainHash: string, code: string): string {
+  return createHash('sha256').update(`${trainHash}:${code}`).digest('hex').slice(0, 16);
+}
+
+/**
+ * Where a stage's training state goes: the stage's store folder (`pathOf` resolves project paths)
+ * and the key, from `hash` (trainingHash) and the fingerprint of the stage's code folders.
+ */
+export async function trainingStore(stage: string, code: readonly string[], hash: string, pathOf: (rel: string) => string): Promise<{ checkpointDir: string; key: string }> {
+  return { checkpointDir: pathOf(storeOf(stage)), key: trainingKey(hash, await filesFingerprint(pathOf('.'), code)) };
+}
+
+/** After the finished model is saved: remove the stage's resumable state (the whole store folder). */
+export async function finishTraining(checkpointDir: string): Promise<void> {
+  await removeStore(checkpointDir);
+}
+
+/** Open the store and load the unfinished run of `o.hash` into the variables and optimizer, if any. */
+async function resumeState(o: LoopOptions): Promise<{ dir: string; state?: LoopState; restartReason?: string }> {
+  const opened = await openStore(o.checkpointDir, o.hash);
+  if (opened.leftovers.length) log.info(`${o.name}: removed leftovers of a killed run in ${o.checkpointDir}: ${opened.leftovers.join(', ')}`);
+  let restartReason: string | undefined;
+  if (opened.otherKeys.length) {
+    restartReason = `the unfinished training with hash ${opened.otherKeys.join(', ')} differs from ${o.hash} (params, epochs, data or code changed)`;
+    log.info(`${o.name}: not resuming (${restartReason}): removed it, training from scratch`);
+  }
+  const ckpt = await latestCheckpoint(opened.dir);
+  if (ckpt === null) return { dir: opened.dir, restartReason };
+  const saved = await readTrainState<LoopState>(ckpt);
+  if (!saved || saved.hash !== o.hash || !Number.isInteger(saved.epoch)) {
+    throw new TagsegError(`checkpoint training state does not belong to key ${o.hash}`, { file: path.join(ckpt, 'manifest.json'), hint: `delete ${opened.dir} to train from scratch` });
+  }
+  if (saved.epoch > o.epochs) {
+    // a key without epochs would pass a longer run off as this one (the bug the key prevents)
+    throw new TagsegError(`checkpoint is at epoch ${saved.epoch}, beyond this run's ${o.epochs} epochs`, { file: path.join(ckpt, 'manifest.json'), hint: 'the training key must include epochs' });
+  }
+  await loadCheckpoint(ckpt, { variables: o.variables, optimizer: o.optimizer });
+  log.info(`${o.name}: resuming from the checkpoint at epoch ${saved.epoch} (${ckpt})`);
+  return { dir: opened.dir, state: { ...saved, runs: saved.runs ?? [] }, restartReason };
 }
 
 export async function runTraining(o: LoopOptions): Promise<LoopResult> {
   if (o.size === 0) throw new Error(`${o.name}: no training items`);
   const itersPerEpoch = Math.ceil(o.size / o.batchSize);
   const maxIter = o.epochs * itersPerEpoch;
-  let state: LoopState = { epoch: 0, iter: 0, rng: new Rng(o.seed).state(), hash: o.hash, losses: [], runs: [] };
-  let restartReason: string | undefined;
-  if (await checkpointExists(o.checkpointDir)) {
-    const saved = await readTrainState<LoopState>(o.checkpointDir);
-    if (saved && saved.hash === o.hash) {
-      await loadCheckpoint(o.checkpointDir, { variables: o.variables, optimizer: o.optimizer });
-      state = { ...saved, runs: saved.runs ?? [] };
-      log.info(`${o.name}: resuming from the checkpoint at epoch ${saved.epoch} (${o.checkpointDir})`);
-    } else {
-      restartReason = saved ? `checkpoint params hash ${saved.hash} differs from ${o.hash}` : 'checkpoint has no training state';
-      log.info(`${o.name}: not resuming (${restartReason}): training from scratch`);
-    }
-  }
+  const resumed = await resumeState(o);
+  let state: LoopState = resumed.state ?? { epoch: 0, iter: 0, rng: new Rng(o.seed).state(), hash: o.hash, losses: [], runs: [] };
+  const restartReason = resumed.restartReason;
   const resumedFrom = state.epoch;
   const runs = [...state.runs];
   const rng = Rng.fromState(state.rng);
@@ -141,7 +181,8 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
     }
     losses.push(lossSum / seen);
     state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
-    await saveCheckpoint(o.checkpointDir, { variables: o.variables, optimizer: o.optimizer, trainState: state, meta: o.meta });
+    const trainState = state;
+    await commitEpoch(resumed.dir, epoch + 1, (dir) => saveCheckpoint(dir, { variables: o.variables, optimizer: o.optimizer, trainState, meta: o.meta }));
     tensorsAfterEpoch.push(tf.memory().numTensors);
     ran++;
   }

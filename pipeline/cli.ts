@@ -3,7 +3,7 @@
  * the functions and DVC calls these commands; both run the same code.
  */
 import * as path from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, InvalidArgumentError, Option } from 'commander';
 import { TagsegError, messageOf } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
@@ -213,15 +213,19 @@ program
   .command('predict')
   .description('segment a folder of images with a trained model: one palette PNG mask per image (VOC colours, the dataset\'s class indices, original image size)')
   .requiredOption('--model <dir>', 'model folder written by the segment stage (models/segment: config.json + weights/)')
-  .requiredOption('--images <dir>', 'folder of .jpg/.jpeg/.png images')
+  .requiredOption('--images <dir>', 'folder of images, any format sharp reads (.jpg .jpeg .png .webp .tif .tiff .gif .avif ..., any case); its top level only: subfolders are not read, they are listed as skipped')
   .option('--ids <file>', 'only the ids listed in this file (one per line, e.g. ImageSets/Segmentation/test.txt)')
+  .addOption(new Option('--on-error <mode>', 'a missing, ambiguous (a.jpg + a.png) or undecodable image: fail (stop, naming it) or skip (list it with the reason and go on)').choices(['fail', 'skip']).default('fail'))
   .requiredOption('--out <dir>', 'output folder for <id>.png')
+  .option('--tags <file>', "the importer's image_id,tags CSV: each image's prediction restricted to its tagged classes (+ background); an image without a row is an error (or skipped with --on-error skip)")
+  .option('--overlay <dir>', 'also write <dir>/<id>.png: the photo with the predicted classes blended in the class palette, and a legend (another folder than --out)')
   .option('--scales <list>', "inference scales, e.g. 0.75,1,1.25 (default: the model's segment.scales)", scaleList)
   .option('--no-flip', 'do not add the mirrored image at each scale')
   .option('--flip', "add the mirrored image at each scale (default: the model's segment.flip)")
   .option('--no-crf', "skip the dense CRF on the probabilities (default: the model's segment.crf)")
   .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
+  .option('--threads <n>', 'CRF worker threads, each image\'s CRF on one while the next images are decoded and run through the network (default: every core; 1 = the main thread)', int('--threads'))
   .option('--json', 'print a JSON summary')
   .addHelpText(
     'after',
@@ -231,17 +235,19 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
     const crfSet = cmd.getOptionValueSource('crf') === 'cli';
     const r = await predictFolder({
-      model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out),
-      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
-      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize,
+      model: path.resolve(o.model), images: path.resolve(o.images), out: path.resolve(o.out), overlay: o.overlay ? path.resolve(o.overlay) : undefined,
+      ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
+      scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize, threads: o.threads,
+      onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
     });
-    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s`);
+    const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
+    print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s (${r.threads} CRF thread${r.threads === 1 ? '' : 's'}); ${r.skipped.length} skipped${skippedLines}`);
   });
 
 program
@@ -284,6 +290,103 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
     // json: true keeps the stage from printing its own summary; this command prints it.
     const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;
     print(Boolean(o.json), r, () => formatAudit(r));
+  });
+
+const review = program
+  .command('review')
+  .description('record review decisions (accept / reject / relabel, per image or per class) in review/decisions.csv')
+  .addHelpText(
+    'after',
+    `
+review/decisions.csv (id,decision,class,note; plain RFC 4180 CSV) is a dep of the segment stage: rejected
+images leave its training, a class rejected on one image is ignored there, and hand-fixed masks in
+dataset.corrections replace pseudo-masks. The audit report downloads its marks as a decisions.csv:
+merge it with \`tagseg review import <file>\`.`,
+  );
+
+review
+  .command('init')
+  .description("create review/decisions.csv (header only) and the dataset.corrections folder where missing: segment deps (projects made before them)")
+  .action(async () => {
+    const { ensureReviewFiles } = await import('../data/review.js');
+    const { loadParams } = await import('./params.js');
+    const p = await loadParams(path.join(rootOf(), 'params.yaml'));
+    await ensureReviewFiles(rootOf(), p.dataset.corrections);
+    process.stdout.write(`review files ready: review/decisions.csv${p.dataset.corrections ? `, ${p.dataset.corrections}/` : ''}\n`);
+  });
+
+review
+  .command('set')
+  .description('record a decision for an image (or one class of it); replaces an earlier one')
+  .argument('<id>', 'image id (as in reports/audit/images.csv)')
+  .argument('<decision>', 'accept | reject | relabel')
+  .option('--class <name>', 'the decision is about this class of the image only')
+  .option('--note <text>', 'free text')
+  .action(async (id: string, decision: string, o: { class?: string; note?: string }) => {
+    const { reviewSet } = await import('../stages/audit/review.js');
+    const rows = await reviewSet(rootOf(), { id, decision, class: o.class, note: o.note });
+    process.stdout.write(`${id}${o.class ? ` (${o.class})` : ''}: ${decision.toLowerCase()}; ${rows.length} decisions in review/decisions.csv\n`);
+  });
+
+review
+  .command('unset')
+  .description('remove the decision of an image (or of one class of it)')
+  .argument('<id>', 'image id')
+  .option('--class <name>', 'the per-class decision to remove')
+  .action(async (id: string, o: { class?: string }) => {
+    const { reviewUnset } = await import('../stages/audit/review.js');
+    const removed = await reviewUnset(rootOf(), id, o.class ?? '');
+    process.stdout.write(removed ? `removed the decision of ${id}${o.class ? ` (${o.class})` : ''}\n` : `${id} had no such decision\n`);
+  });
+
+review
+  .command('list')
+  .description('print the decisions')
+  .option('--json', 'print JSON')
+  .action(async (o: { json?: boolean }) => {
+    const { reviewList, formatReviewList } = await import('../stages/audit/review.js');
+    const rows = await reviewList(rootOf());
+    print(Boolean(o.json), rows, () => formatReviewList(rows));
+  });
+
+review
+  .command('import')
+  .description("merge a decisions CSV (the audit report's download) into review/decisions.csv; its rows win")
+  .argument('<file>', 'a CSV with id,decision[,class,note]')
+  .action(async (file: string) => {
+    const { reviewImport } = await import('../stages/audit/review.js');
+    const r = await reviewImport(rootOf(), path.resolve(file));
+    process.stdout.write(`imported ${r.imported} decisions; review/decisions.csv has ${r.total}\n`);
+  });
+
+program
+  .command('export')
+  .description('export a selection of images + pseudo-masks: a relabel list (CSV), a FiftyOne ImageSegmentationDirectory, or a CVAT "Segmentation mask 1.1" zip')
+  .addArgument(new Argument('<format>', 'relabel | fiftyone | cvat').choices(['relabel', 'fiftyone', 'cvat']))
+  .requiredOption('--out <path>', 'relabel: a .csv file; fiftyone: a folder (replaced); cvat: a .zip file')
+  .option('--decision <list>', 'only images with one of these decisions (comma-separated: accept,reject,relabel), per image or per class')
+  .option('--split <name>', 'only images of this split')
+  .option('--class <name>', "rank by this class's suspicion (cache/audit.arrow) instead of the image's")
+  .option('--min-suspicion <x>', 'only images at least this suspicious', parseFloat)
+  .option('--top <k>', 'the k most suspicious images of the selection', int('--top'))
+  .option('--json', 'print a JSON summary')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  tagseg export relabel --out review/relabel.csv --decision relabel,reject
+  tagseg export cvat --out review/cvat.zip --top 50          # the 50 most suspicious images, for CVAT
+  tagseg export fiftyone --out review/fiftyone --class dog --top 20`,
+  )
+  .action(async (format: 'relabel' | 'fiftyone' | 'cvat', o: { out: string; decision?: string; split?: string; class?: string; minSuspicion?: number; top?: number; json?: boolean }) => {
+    const ex = await import('../stages/audit/export.js');
+    const project = await ex.loadReviewProject(rootOf());
+    const items = ex.selectItems(project, {
+      decisions: o.decision?.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean), split: o.split, class: o.class, minSuspicion: o.minSuspicion, top: o.top,
+    });
+    const out = path.resolve(rootOf(), o.out);
+    const n = format === 'relabel' ? await ex.exportRelabel(items, out) : format === 'fiftyone' ? await ex.exportFiftyOne(project, items, out) : await ex.exportCvat(project, items, out);
+    print(Boolean(o.json), { format, out, images: n, ids: items.map((it) => it.id) }, () => `exported ${n} of ${project.items.length} images (${format}) to ${out}`);
   });
 
 async function main(): Promise<void> {

@@ -41,8 +41,9 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
 }
 
 /**
- * Replace directory `target` by `staged` (a fully written sibling directory) so that a kill
- * at any point leaves either the old or the new directory in place.
+ * Replace directory `target` by `staged` (a fully written sibling directory). A kill between the
+ * two renames leaves the old directory as `<target>.old-<hex>` and no `target`: removeLeftovers,
+ * run before the next write of `target`, puts it back, so the old or the new directory survives.
  */
 export async function replaceDirAtomic(staged: string, target: string): Promise<void> {
   const old = `${target}.old-${randomBytes(4).toString('hex')}`;
@@ -55,6 +56,43 @@ export async function replaceDirAtomic(staged: string, target: string): Promise<
   }
   await fs.rename(staged, target);
   if (moved) await fs.rm(old, { recursive: true, force: true });
+}
+
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Remove what killed writes of `target` left next to it: temp files/folders (tempPathFor) and
+ * old folders of replaceDirAtomic. When `target` itself is missing, the newest old folder is
+ * renamed back first (a kill between replaceDirAtomic's renames). Never looks inside `target`.
+ * Returns the names removed or restored.
+ */
+export async function removeLeftovers(target: string): Promise<string[]> {
+  const dir = path.dirname(target);
+  const base = escapeRe(path.basename(target));
+  const tmp = new RegExp(`^\\.${base}\\.[0-9a-f]{8}\\.tmp$`);
+  const old = new RegExp(`^${base}\\.old-[0-9a-f]{8}$`);
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const done: string[] = [];
+  const olds = names.filter((n) => old.test(n));
+  if (olds.length && !(await exists(target))) {
+    const stats = await Promise.all(olds.map(async (n) => ({ n, t: (await fs.stat(path.join(dir, n))).mtimeMs })));
+    const newest = stats.sort((a, b) => b.t - a.t)[0]!.n;
+    await fs.rename(path.join(dir, newest), target);
+    done.push(`${newest} -> ${path.basename(target)}`);
+  }
+  for (const n of names) {
+    if (!tmp.test(n) && !old.test(n)) continue;
+    if (!(await exists(path.join(dir, n)))) continue; // the restored one
+    await fs.rm(path.join(dir, n), { recursive: true, force: true });
+    done.push(n);
+  }
+  return done;
 }
 
 export async function exists(p: string): Promise<boolean> {

@@ -28,6 +28,9 @@ const datasetSchema = z.strictObject({
   splits: z.array(z.string().min(1)),
   train_split: z.string().min(1),
   classes: z.string(),
+  // Folder of hand-fixed masks (<id>.png) for the segment stage ('' = none, built-in runner only:
+  // DVC needs the dep to exist). Defaulted so older params.yaml files stay valid.
+  corrections: z.string().default('review/corrections'),
 });
 
 const synthSchema = z.strictObject({
@@ -211,6 +214,7 @@ dataset:
   splits: []                  # VOC ImageSets/Segmentation/<split>.txt to import; [] = all but trainval
   train_split: train          # split whose tags train the classifier and whose masks score pseudo-masks
   classes: ''                 # classes.json fixing the class indices (project-relative); '' = the dataset's, else VOC's 21 (voc) or the sorted tags (csv: written to classes.json and set here)
+  corrections: review/corrections # hand-fixed masks <id>.png (VOC PNGs, project-relative) replacing pseudo-masks in segment; empty folder = none
 synth:
   out: datasets/synthetic
   images: 240

@@ -5,9 +5,10 @@
  * code deps start (pipeline/code_deps.ts): the CLI and stages/index.ts only choose the stage.
  */
 import * as path from 'node:path';
-import { writeRunLog } from './run_log.js';
+import { removeLeftovers } from './fsutil.js';
 import { log } from './log.js';
 import { type Params, loadParams } from './params.js';
+import { writeRunLog } from './run_log.js';
 import type { Stage, StageContext } from './stage.js';
 
 export async function loadRunParams(root: string, overrides: string[]): Promise<Params> {
@@ -19,9 +20,19 @@ export async function runStage(root: string, stage: Stage, params: Params, json:
   const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json };
   const t0 = performance.now();
   log.info(`== ${stage.name}: ${stage.summary}`);
+  await removeStageLeftovers(stage, ctx);
   const summary = await stage.run(ctx);
   const seconds = (performance.now() - t0) / 1000;
   await writeRunLog(root, stage.name, seconds, summary);
   log.info(`== ${stage.name} done in ${seconds.toFixed(1)} s`);
   return summary;
+}
+
+/** What killed runs of the stage left next to its outputs (temp files, old folders); never inside an output. */
+async function removeStageLeftovers(s: Stage, ctx: StageContext): Promise<void> {
+  const io = s.io(ctx.params);
+  for (const rel of [...io.writes, ...io.metrics, ...io.plots]) {
+    const gone = await removeLeftovers(ctx.path(rel));
+    if (gone.length) log.info(`${s.name}: removed leftovers of a killed run next to ${rel}: ${gone.join(', ')}`);
+  }
 }

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { TagsegError } from './errors.js';
 import { ensureDir, exists, writeFileAtomic } from './fsutil.js';
-import { validateParams, writeOverrides } from './params.js';
+import { loadParams, validateParams, writeOverrides } from './params.js';
 import { presetOverrides } from './preset.js';
 
 /** The repository this code runs from. */
@@ -40,5 +40,8 @@ export async function createWorkspace(dir: string, overrides: string[] = [], pre
   const header = preset ? `# tagseg workspace --preset ${preset}: its values under the --set overrides\n` : '';
   await writeFileAtomic(path.join(target, 'params.yaml'), header + params);
   if (sets.length) await writeOverrides(path.join(target, 'params.yaml'), sets);
+  // review/decisions.csv and the corrections folder: segment deps, so they must exist.
+  const { ensureReviewFiles } = await import('../data/review.js');
+  await ensureReviewFiles(target, (await loadParams(path.join(target, 'params.yaml'))).dataset.corrections);
   return target;
 }

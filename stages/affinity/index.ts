@@ -5,8 +5,9 @@
  *    cache/cams.arrow on the stride-4 grid of that file (IRN: 1/4 resolution), optionally refined by
  *    the dense CRF (`affinity.crf`, infer.ts).
  * 2. Train (train.ts): the backbone of models/cam + a new AffinityHead, balanced loss, checkpoint
- *    per epoch in models/affinity/train (resumed when `affinityTrainHash` matches); the final model
- *    -> models/affinity (config.json + weights/, net.ts).
+ *    per epoch in the checkpoint store, .tagseg/checkpoints/affinity/ (an unfinished run is resumed
+ *    when its key, `affinityTrainHash` + the code, matches); the final model -> models/affinity
+ *    (config.json + weights/, net.ts), after which the store is emptied.
  * 3. Infer: for every row of cams.arrow (every split), affinities in 'full' layout, random walk of
  *    [bg = (1 - max CAM)^alpha, CAMs] (PSA) or of the CAMs alone (no background class), beta and
  *    2^logt steps; each propagated fg channel divided by its max -> affinity_cams.arrow with the
@@ -18,11 +19,11 @@
  *    class also `random_walk_bg`: PSA's argmax over the propagated [bg, fg] before normalisation.
  */
 import { artifact } from '../../pipeline/artifacts.js';
-import * as path from 'node:path';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as tf from '@tensorflow/tfjs';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
-import { trainingHash } from '../../nn/loop.js';
+import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -50,8 +51,8 @@ export const AFFINITY_OUTPUTS = {
   lossPlot: artifact('affinityLossPlot'),
 } as const;
 const INPUTS = { images: artifact('images'), cams: artifact('cams'), camModel: artifact('camModel') } as const;
-/** affinity keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
-const NOT_IN_TRAIN_HASH = ['epochs', 'beta', 'logt', 'alpha'];
+/** affinity keys that do not change the trained weights (inference only). */
+const NOT_IN_TRAIN_HASH = ['beta', 'logt', 'alpha'];
 /** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */
 const BG_LABEL_KEYS = ['conf_fg', 'conf_bg'];
 const NO_BG_LABEL_KEYS = ['margin', 'floor'];
@@ -150,18 +151,22 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' in cams.arrow`, { file: camsFile, hint: 'check dataset.train_split' });
 
   // 2. training
-  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}`, background);
+  // the data: CAM labels, images, and the CAM model whose backbone the network starts from
+  const camWeights = `${o.path(INPUTS.camModel)}/weights/weights.bin`;
+  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
+  const store = await trainingStore('affinity', await ownCodeDeps('affinity'), hash, o.path);
   const modelDir = o.path(AFFINITY_OUTPUTS.model);
   const net = await affinityNetFromCam(o.path(INPUTS.camModel), {
     dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce,
   });
   try {
-    const training = await trainAffinity({ net, images: train, affinity: a, background, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash });
+    const training = await trainAffinity({ net, images: train, affinity: a, background, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key });
     const trainImages = train.length;
     train.length = 0;
     net.config.paramsHash = hash;
     net.config.epochs = training.epochs;
     await saveAffinityModel(modelDir, net);
+    await finishTraining(store.checkpointDir);
 
     // 3. + 4. random walk of every image, written row by row, scored on the train split
     const offsets = neighbourOffsets(a.radius);

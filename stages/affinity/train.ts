@@ -11,8 +11,8 @@
  * no resize (PSA also rescales: left out, the synthetic images have one scale). Flips apply to
  * image and labels alike.
  *
- * Checkpoint every epoch and resume (nn/loop.ts) in models/affinity/train/ when the hash matches
- * (see `affinityTrainHash` in index.ts).
+ * Checkpoint every epoch in the checkpoint store and resume an unfinished run of the same key
+ * (nn/loop.ts; see `affinityTrainHash` in index.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { type LoopResult, type LoopState, runTraining } from '../../nn/loop.js';
@@ -52,7 +52,9 @@ export interface AffinityTrainOptions {
   affinity: Params['affinity'];
   background: number | null;
   seed: number;
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/affinity). */
   checkpointDir: string;
+  /** Store key (nn/loop trainingKey). */
   hash: string;
   /** Stop after this many epochs in this run (tests). */
   stopAfter?: number;

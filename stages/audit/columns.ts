@@ -55,6 +55,8 @@ export const AUDIT_CLASS_COLUMNS: ColumnSpec[] = [
   f('gt_iou', 'IoU of the final mask with the ground truth for the class (void and ignored pixels left out; null: no ground truth, or class in neither)'),
   f('gt_precision', 'of the pixels the final mask labels with the class, the fraction the ground truth agrees with'),
   f('gt_recall', 'of the ground-truth pixels of the class, the fraction the final mask labels with it (ignored pixels left out)'),
+  f('suspicion', "suspicion of this class's mask in [0, 1]: the image score's terms from this class's evidence alone (suspicion.ts classSuspicionTerms, audit.weights); the report's class filter ranks by it; null for a class only in the ground truth"),
+  { name: 'reasons', type: 'list<utf8>', nullable: true, doc: 'the terms contributing most to the class suspicion' },
 ];
 
 const TERM_DOCS: Record<(typeof SUSPICION_TERMS)[number], string> = {

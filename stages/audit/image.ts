@@ -11,7 +11,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import {
   IGNORE, boundaryAlignment, classOverlap, components, dilate, iouOf, labelCounts, pixelAgreement, sobelMagnitude, strongEdges,
 } from './measures.js';
-import { type SuspicionTerms, type SuspicionWeights, suspicionScore, suspicionTerms } from './suspicion.js';
+import { type SuspicionTerms, type SuspicionWeights, classSuspicionTerms, suspicionScore, suspicionTerms } from './suspicion.js';
 
 /** The label maps the audit compares, in pipeline order; `final` is refine's pseudo-mask. */
 export const MAP_STAGES = ['cam', 'random_walk', 'rca'] as const;
@@ -81,6 +81,9 @@ export interface ClassRow {
   gt_iou: number | null;
   gt_precision: number | null;
   gt_recall: number | null;
+  /** Per-class suspicion (suspicion.ts classSuspicionTerms); null for a class only in the ground truth. */
+  suspicion: number | null;
+  reasons: string[] | null;
 }
 
 export interface ImageRow {
@@ -227,6 +230,8 @@ export function auditImage(x: AuditImageInput, classes: readonly string[], backg
       gt_iou: gtIou,
       gt_precision: gtPrecision,
       gt_recall: gtRecall,
+      suspicion: null,
+      reasons: null,
     });
   }
 
@@ -249,6 +254,12 @@ export function auditImage(x: AuditImageInput, classes: readonly string[], backg
     boundaryAlignment: boundary, edgeChance, largeLowConfidence: largeLow, classesPresent: present,
   });
   const sus = suspicionScore(terms, s.weights);
+  for (const r of classRows) {
+    if (!r.tagged && r.area === 0) continue; // ground truth only: nothing of the pipeline's to doubt
+    const cs = suspicionScore(classSuspicionTerms(r, r.class !== background, edgeChance), s.weights);
+    r.suspicion = cs.score;
+    r.reasons = cs.reasons;
+  }
   const flags = [...x.refineFlags];
   return {
     classRows,

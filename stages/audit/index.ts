@@ -23,6 +23,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import PQueue from 'p-queue';
 import { decodeImage } from '../../data/decode.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
@@ -35,7 +36,7 @@ import { camLabels, resizeBilinear } from '../cam/evaluate.js';
 import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
 import { AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS, AUDIT_OUTPUTS, classRowToArrow, imageRowToArrow, toCsv } from './columns.js';
 import { type AuditSettings, type ImageRow, MAP_STAGES, type MapStage, auditImage } from './image.js';
-import { encodeJpeg, overlayRgb } from './overlay.js';
+import { encodeJpeg, heatmapRgb, overlayRgb } from './overlay.js';
 import { IMAGE_DIR, type ReportImage, imageFileStem, writeReport } from './report.js';
 import { type AuditSummary, SummaryAccumulator } from './summary.js';
 
@@ -182,7 +183,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
   // ---- outputs: the report is built in a staging folder and swapped in at the end
   const reportDir = o.path(AUDIT_OUTPUTS.report);
   const staging = tempPathFor(reportDir);
-  const stages = [...MAP_STAGES, 'final', 'gt', 'full'];
+  const stages = [...MAP_STAGES, 'final', 'gt', 'full', 'photo', 'heat'];
   for (const s of stages) await ensureDir(path.join(staging, IMAGE_DIR, s));
   const classWriter = await TableWriter.open(o.path(AUDIT_OUTPUTS.classes), AUDIT_CLASS_COLUMNS, {
     stage: 'audit', paramsHash: paramsHash(o.params, PARAMS), classes, extra: { background, level: 'image_class' },
@@ -244,6 +245,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
       const W = img.width as number;
       const pixels = img.pixels as Uint8Array;
       const maps = {} as Record<MapStage, Uint8Array>;
+      let camMaps: { up: Float32Array; tags: number[] } | null = null;
       for (const st of MAP_STAGES) {
         const r = next[st].value as Row;
         const tags = r.tags as number[];
@@ -251,6 +253,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
         if (!bytes) throw new TagsegError(`image '${id}' has no ${st === 'rca' ? `'${a.rca_map}'` : 'cams'} maps`, { file: readers[st].info.file });
         const up = resizeBilinear(decodeMaps(bytes, dtypes[st]), tags.length, r.height as number, r.width as number, H, W);
         maps[st] = camLabels(up, tags, H, W, background, thresholds[st]);
+        if (st === 'cam') camMaps = { up, tags };
       }
       const PH = pm.height as number;
       const PW = pm.width as number;
@@ -279,8 +282,18 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
       for (const [s, labels] of views) {
         encode(path.join(staging, IMAGE_DIR, s, `${stem}.jpg`), async () => ({ rgb: overlayRgb(pixels, labels, H, W, background), H, W }), a.thumb_size);
       }
+      // The detail view: the photo and one CAM heatmap per tag, at the working size.
+      encode(path.join(staging, IMAGE_DIR, 'photo', `${stem}.jpg`), async () => ({ rgb: pixels, H, W }), 0);
+      const heat: number[] = [];
+      if (camMaps) {
+        const cm = camMaps;
+        cm.tags.forEach((c, k) => {
+          heat.push(c);
+          encode(path.join(staging, IMAGE_DIR, 'heat', `${stem}_${c}.jpg`), async () => ({ rgb: heatmapRgb(pixels, cm.up.subarray(k * H * W, (k + 1) * H * W), H, W), H, W }), 0);
+        });
+      }
       if (a.full_overlays) {
-        const imagePath = ds.image_path as string;
+        const imagePath = resolveDatasetPath(o.path(o.params.dataset.root), ds.image_path as string);
         encode(path.join(staging, IMAGE_DIR, 'full', `${stem}.jpg`), async () => {
           const d = await decodeImage(imagePath, 0);
           if (d.width !== PW || d.height !== PH) {
@@ -292,6 +305,7 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
       reportImages.push({
         row: audit.image, tags: [...(img.tags as number[])].sort((x, y) => x - y),
         classes: audit.classRows.filter((r) => r.area > 0).map((r) => r.class), file: stem, hasGt: gt !== null,
+        classRows: audit.classRows, heat,
       });
       await queue.onSizeLessThan(16);
       if (overlayError) throw overlayError;
@@ -332,8 +346,8 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
   await writeFileAtomic(path.join(staging, 'audit.csv'), toCsv(AUDIT_CLASS_COLUMNS, classRows));
   await writeFileAtomic(path.join(staging, 'classes.csv'), classesCsv(sum));
   await writeReport(staging, {
-    title: path.basename(path.resolve(o.path('.'))),
-    generated: new Date().toISOString().slice(0, 16).replace('T', ' '),
+    // the dataset's folder name as params give it, not the project's (which depends on the checkout); no time
+    title: path.basename(o.params.dataset.root),
     classes, background, images: reportImages, summary: sum,
     overview: {
       meanSuspicion: metrics.mean_suspicion, meanIgnore: metrics.mean_ignore,

@@ -1,26 +1,17 @@
 /**
  * Mask overlays for the report: the image with a label map blended on top, encoded by sharp.
  *
- * - colours: a fixed categorical palette (PALETTE, cycled), chosen for contrast on photos; the
- *   VOC palette of the exported PNGs starts with black, which hides class 0 of datasets without a
- *   background class (MSRC). The background class is left untinted.
+ * - colours: the dataset's class palette (data/palette.ts classPalette), the same as in the
+ *   pseudo-mask PNGs and the report's legend. The background class is left untinted.
  * - ignore (255): the image greyed and darkened with a diagonal hatch, so "refine was unsure"
  *   stands out from every class.
  * - outlines: pixels whose right or lower neighbour has another label are drawn white, so
  *   adjacent regions of similar colours stay apart.
  */
 import sharp from 'sharp';
+import { classPalette } from '../../data/palette.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { IGNORE } from './measures.js';
-
-/** 24 well-separated colours (Kelly's list, minus white and black), RGB. */
-export const PALETTE: readonly [number, number, number][] = [
-  [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
-  [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195],
-  [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128], [255, 99, 71], [106, 90, 205], [154, 205, 50], [218, 112, 214],
-];
-
-export const classColour = (c: number): [number, number, number] => PALETTE[c % PALETTE.length];
 
 /** Blend share of the class colour over the image. */
 const ALPHA = 0.5;
@@ -33,6 +24,7 @@ export function overlayRgb(pixels: Uint8Array, labels: Uint8Array, H: number, W:
   if (pixels.length !== H * W * 3 || labels.length !== H * W) {
     throw new TagsegError(`overlayRgb: ${pixels.length / 3} pixels and ${labels.length} labels for ${H} x ${W}`);
   }
+  const pal = classPalette(background);
   const out = new Uint8Array(H * W * 3);
   for (let y = 0; y < H; y++) {
     for (let x = 0; x < W; x++) {
@@ -49,13 +41,40 @@ export function overlayRgb(pixels: Uint8Array, labels: Uint8Array, H: number, W:
         o = (x + y) % 8 < 2 ? [200, 200, 200] : [lum, lum, lum];
       } else if (l === background) o = [r, g, b];
       else {
-        const c = classColour(l);
-        o = [r + (c[0] - r) * ALPHA, g + (c[1] - g) * ALPHA, b + (c[2] - b) * ALPHA];
+        o = [r + (pal[3 * l] - r) * ALPHA, g + (pal[3 * l + 1] - g) * ALPHA, b + (pal[3 * l + 2] - b) * ALPHA];
       }
       out[3 * p] = o[0];
       out[3 * p + 1] = o[1];
       out[3 * p + 2] = o[2];
     }
+  }
+  return out;
+}
+
+/** Colour of a heat value in [0, 1]: dark blue -> cyan -> yellow -> red (a perceptually ordered ramp). */
+function heatColour(v: number): [number, number, number] {
+  const stops: [number, number, number][] = [[20, 30, 140], [0, 200, 230], [250, 230, 40], [220, 20, 20]];
+  const x = Math.min(1, Math.max(0, v)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const t = x - i;
+  return [0, 1, 2].map((j) => stops[i][j] + (stops[i + 1][j] - stops[i][j]) * t) as [number, number, number];
+}
+
+/**
+ * RGB [H, W, 3] of one class's CAM `map` [H, W] over the darkened image: the map divided by its
+ * maximum (CAMs are compared within a class, not across), blended in proportion to its value so
+ * cold regions keep the photo visible.
+ */
+export function heatmapRgb(pixels: Uint8Array, map: Float32Array, H: number, W: number): Uint8Array {
+  if (pixels.length !== H * W * 3 || map.length !== H * W) throw new TagsegError(`heatmapRgb: ${pixels.length / 3} pixels and ${map.length} values for ${H} x ${W}`);
+  let max = 0;
+  for (const v of map) if (v > max) max = v;
+  const out = new Uint8Array(H * W * 3);
+  for (let p = 0; p < H * W; p++) {
+    const v = max > 0 ? Math.max(0, map[p]) / max : 0;
+    const c = heatColour(v);
+    const a = 0.25 + 0.5 * v;
+    for (let j = 0; j < 3; j++) out[3 * p + j] = 0.8 * pixels[3 * p + j] * (1 - a) + c[j] * a;
   }
   return out;
 }

@@ -7,18 +7,22 @@
  *                     file fails under file://
  *   img/<stage>/<file>.jpg   thumbnails, one per view stage (cam, random_walk, rca, final, gt)
  *   img/full/<file>.jpg      the final pseudo-mask over the original image at its original size
+ *   img/photo/<file>.jpg     the image at the working size (detail view)
+ *   img/heat/<file>_<c>.jpg  the CAM of tagged class c as a heatmap over the image (detail view)
  *   images.csv, audit.csv, classes.csv
  *
  * The page renders one page of rows at a time (pagination) from compact row arrays, so it stays
- * fast with tens of thousands of images (a row costs ~150 bytes of data.js).
+ * fast with tens of thousands of images (a row costs ~150 bytes of data.js, plus ~60 per class
+ * row). A click on a row opens the image's detail view (every stage side by side, its class
+ * rows, keyboard review); decisions are kept in the browser and downloaded as decisions.csv.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
+import { classPalette, paletteColour, paletteHex } from '../../data/palette.js';
 import { writeFileAtomic } from '../../pipeline/fsutil.js';
-import type { ImageRow } from './image.js';
-import { classColour } from './overlay.js';
+import type { ClassRow, ImageRow } from './image.js';
 import type { AuditSummary } from './summary.js';
 
 const TEMPLATE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'report');
@@ -41,6 +45,10 @@ export function imageFileStem(index: number, id: string): string {
 
 export interface ReportImage {
   row: ImageRow;
+  /** The image's class rows (cache/audit.arrow) for the detail view. */
+  classRows: ClassRow[];
+  /** Classes with a CAM heatmap (img/heat/<file>_<class>.jpg), in the order of cams.arrow's tags. */
+  heat: number[];
   /** Dataset class indices of the tags and of the classes present in the final mask. */
   tags: number[];
   classes: number[];
@@ -50,7 +58,6 @@ export interface ReportImage {
 
 export interface ReportData {
   title: string;
-  generated: string;
   classes: readonly string[];
   background: number | null;
   images: ReportImage[];
@@ -64,26 +71,35 @@ export interface ReportData {
   classColumns: ColumnSpec[];
 }
 
-const IMAGE_FIELDS = ['id', 'split', 'rank', 'suspicion', 'ignore', 'confidence', 'agreement', 'gt_miou', 'gt_coverage', 'tags', 'classes', 'reasons', 'flags', 'file', 'gt'] as const;
+const IMAGE_FIELDS = ['id', 'split', 'rank', 'suspicion', 'ignore', 'confidence', 'agreement', 'gt_miou', 'gt_coverage', 'tags', 'classes', 'reasons', 'flags', 'file', 'gt', 'crows', 'heat'] as const;
+/** Columns of an image's compact class rows (`crows`): cache/audit.arrow's, shortened. */
+const CLASS_ROW_FIELDS = ['class', 'tagged', 'area', 'confidence', 'ignore', 'components', 'largest', 'iou_cam_rw', 'iou_rw_rca', 'iou_rca_final', 'iou_cam_final', 'boundary', 'empty', 'suspicion', 'reasons', 'gt_iou'] as const;
+const classRowArray = (r: ClassRow) => [
+  r.class, r.tagged, r4(r.area), r4(r.confidence), r4(r.ignore_fraction), r.components, r4(r.largest_share), r4(r.iou_cam_random_walk), r4(r.iou_random_walk_rca),
+  r4(r.iou_rca_final), r4(r.iou_cam_final), r4(r.boundary_alignment), r.empty_tag, r4(r.suspicion), r.reasons, r4(r.gt_iou),
+];
 
-const hex = (c: [number, number, number]) => `#${c.map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+const luminance = (c: [number, number, number]) => 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
 const r4 = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
 
 /** The object data.js assigns to window.AUDIT. */
 export function reportPayload(d: ReportData): Record<string, unknown> {
   const anyGt = d.images.some((i) => i.hasGt);
+  const palette = classPalette(d.background);
   return {
     title: d.title,
-    generated: d.generated,
     imageDir: IMAGE_DIR,
     stages: REPORT_STAGES.filter((s) => s.key !== 'gt' || anyGt),
-    classes: d.classes.map((name, c) => ({ name, colour: c === d.background ? '#dddddd' : hex(classColour(c)) })),
+    // ink: black or white text, whichever reads on the class colour (VOC has dark navy, black).
+    classes: d.classes.map((name, c) => ({ name, colour: paletteHex(palette, c), ink: luminance(paletteColour(palette, c)) < 110 ? '#fff' : '#000' })),
     background: d.background,
     splits: [...new Set(d.images.map((i) => i.row.split))].sort(),
     imageFields: IMAGE_FIELDS,
+    classRowFields: CLASS_ROW_FIELDS,
     images: d.images.map((i) => [
       i.row.id, i.row.split, i.row.rank, r4(i.row.suspicion), r4(i.row.ignore_fraction), r4(i.row.mean_confidence), r4(i.row.agree_rca_final),
       r4(i.row.gt_miou), r4(i.row.gt_coverage), i.tags, i.classes, i.row.reasons, i.row.refine_flags, i.file, i.hasGt,
+      i.classRows.map(classRowArray), i.heat,
     ]),
     summary: d.summary,
     overview: d.overview,

@@ -74,6 +74,41 @@ export function suspicionTerms(s: SuspicionInputs): SuspicionTerms {
   };
 }
 
+/** What the per-(image, class) terms read: a class row of image.ts. */
+export interface ClassSuspicionInputs {
+  ignore_fraction: number | null;
+  confidence: number | null;
+  iou_cam_final: number | null;
+  iou_rca_final: number | null;
+  largest_share: number | null;
+  boundary_alignment: number | null;
+  empty_tag: boolean;
+  large_low_confidence: boolean;
+}
+
+/**
+ * The same seven terms for one class of one image, from that class's evidence alone, so a class
+ * filter can rank images by how doubtful THAT class's mask is: ignore = share of the class's RCA
+ * pixels refine left as ignore; low_confidence = 1 - its mean confidence (1 when absent);
+ * disagreement = 1 - mean of its CAM->final and RCA->final IoU; empty_tags / large_low_confidence
+ * = its flags; fragmentation = 1 - largest region share (foreground only); misalignment = its
+ * outline against the image's edge chance.
+ */
+export function classSuspicionTerms(r: ClassSuspicionInputs, foreground: boolean, edgeChance: number): SuspicionTerms {
+  const ious = [r.iou_cam_final, r.iou_rca_final].filter((v): v is number => v !== null);
+  let misalignment = 0;
+  if (r.boundary_alignment !== null) misalignment = edgeChance >= 1 ? 0 : 1 - clamp01((r.boundary_alignment - edgeChance) / (1 - edgeChance));
+  return {
+    ignore: clamp01(r.ignore_fraction ?? 0),
+    low_confidence: r.confidence === null ? 1 : clamp01(1 - r.confidence),
+    disagreement: ious.length === 0 ? 1 : clamp01(1 - ious.reduce((a, b) => a + b, 0) / ious.length),
+    empty_tags: r.empty_tag ? 1 : 0,
+    fragmentation: foreground && r.largest_share !== null ? clamp01(1 - r.largest_share) : 0,
+    misalignment,
+    large_low_confidence: r.large_low_confidence ? 1 : 0,
+  };
+}
+
 export function suspicionScore(t: SuspicionTerms, w: SuspicionWeights): Suspicion {
   let total = 0;
   for (const k of SUSPICION_TERMS) {

@@ -5,7 +5,8 @@
  * (backbone -> GAP -> 1x1 conv, multi-label soft-margin loss) trained on the tags of
  * `dataset.train_split` only; then multi-scale x flip CAMs of every image of every split, stored
  * at stride 4 (tables.ts) -> cache/cams.arrow; the model -> models/cam (config.json + weights/,
- * `loadCamModel` in net.ts; the resumable training checkpoint in models/cam/train/);
+ * `loadCamModel` in net.ts; the resumable training state in the checkpoint store,
+ * .tagseg/checkpoints/cam/, nn/train_store.ts);
  * metrics/cam.json (CAM mIoU on the train split's masks, classification mAP/F1 per split) and
  * plots/cam_threshold.json (mIoU against the constant background threshold).
  *
@@ -17,15 +18,19 @@
  * ~80 MB); CAM inference streams images.arrow batch by batch and writes cams.arrow through
  * TableWriter batches, so it is flat in the number of images.
  *
- * Resume: the training checkpoint is reused when its hash matches `trainHash` (seed, train
- * split, the training keys of `cam` and the content hash of images.arrow). Inference-only keys
- * (scales, flip, dtype) and `epochs` are left out: more epochs continue from the last finished
- * one (the poly schedule is then computed for the new total), other changes start over.
+ * Resume: an unfinished training is resumed when its key matches: `trainHash` (seed, train split,
+ * every `cam` key but the inference-only ones (scales, flip, dtype), `epochs` included, and the
+ * content hash of images.arrow) plus the stage's code. Any other change trains from scratch; a
+ * finished training leaves only models/cam.
  */
 import { artifact } from '../../pipeline/artifacts.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { backboneConfig } from '../../nn/backbones/index.js';
-import { trainingHash } from '../../nn/loop.js';
+import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
+import { pretrainedModel } from '../../nn/pretrained.js';
+import { filesFingerprint } from '../../nn/train_store.js';
 import { TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -45,11 +50,23 @@ import { type TrainImage, type TrainResult, trainCam } from './train.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'cam'];
 const INPUTS = { dataset: artifact('dataset'), images: artifact('images') } as const;
-/** cam keys that do not change the trained weights, or that resume may extend (epochs). */
-const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'dtype'];
+/** cam keys that do not change the trained weights (inference only). */
+const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'dtype'];
 
 export function trainHash(p: Params, dataHash: string): string {
   return trainingHash(p, 'cam', NOT_IN_TRAIN_HASH, dataHash);
+}
+
+/**
+ * What names the pretrained weights a MobileNet starts from: a registered name ('' = the default
+ * one; nn/pretrained.ts checks its files against recorded checksums) or an http(s) URL as given,
+ * else the content of the local folder / model.json.
+ */
+async function pretrainedFingerprint(src: string, pathOf: (rel: string) => string): Promise<string> {
+  if (src === '' || pretrainedModel(src) || /^https?:\/\//i.test(src)) return src;
+  const where = /^file:\/\//i.test(src) ? fileURLToPath(src) : pathOf(src);
+  const dir = where.endsWith('.json') ? path.dirname(where) : where;
+  return filesFingerprint(dir, ['.']);
 }
 
 export const stage: Stage = {
@@ -135,7 +152,9 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     throw new TagsegError(`no image of split '${p.dataset.train_split}' has a foreground tag`, { file: imagesFile, hint: 'check dataset.train_split' });
   }
 
-  const hash = trainHash(p, await hashFile(imagesFile));
+  // the data: images, and the pretrained weights a MobileNet starts from
+  const hash = trainHash(p, [await hashFile(imagesFile), ...(cam.backbone === 'mobilenet' ? [await pretrainedFingerprint(cam.pretrained, o.path)] : [])].join(':'));
+  const store = await trainingStore('cam', await ownCodeDeps('cam'), hash, o.path);
   const modelDir = o.path(CAM_OUTPUTS.model);
   const net = await buildCamNet(
     {
@@ -150,7 +169,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     true,
   );
   try {
-    const training = await trainCam({ net, images: train, cam, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash, stopAfter: o.stopAfter });
+    const training = await trainCam({ net, images: train, cam, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter });
     const trainImages = train.length;
     train.length = 0;
     net.config.paramsHash = hash;
@@ -160,6 +179,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
       return partialResult(p, training, map, trainImages, t0);
     }
     await saveCamModel(modelDir, net);
+    await finishTraining(store.checkpointDir);
     const inf = await writeCams(o, net, map, info.numRows, imagesFile);
     const seconds = (performance.now() - t0) / 1000;
     return {

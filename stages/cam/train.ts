@@ -11,8 +11,8 @@
  * With `probe_iters` > 0 the head is first fitted alone on the frozen backbone's pooled features
  * (probe.ts, LP-FT), so fine-tuning starts from a head that already classifies.
  *
- * Checkpoint every epoch and resume (nn/loop.ts) in `models/cam/train/`, when the hash equals the
- * current one (see `trainHash` in index.ts); otherwise it starts over and says why.
+ * Checkpoint every epoch in the checkpoint store and resume an unfinished run of the same key
+ * (nn/loop.ts; see `trainHash` in index.ts); otherwise it starts over and says why.
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
@@ -45,9 +45,9 @@ export interface TrainOptions {
   images: TrainImage[];
   cam: Params['cam'];
   seed: number;
-  /** Checkpoint directory (models/cam/train). */
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/cam). */
   checkpointDir: string;
-  /** Resume key: a checkpoint with another hash is not resumed. */
+  /** Store key (nn/loop trainingKey): only an unfinished run of this key is resumed. */
   hash: string;
   /** Stop after this many epochs *in this run* (tests simulate a kill with it). */
   stopAfter?: number;

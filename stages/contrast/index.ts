@@ -6,8 +6,9 @@
  * 1. Train (train.ts): ContrastNet (net.ts) from models/cam on the tags of `dataset.train_split`;
  *    region masks from the coarse CAM (RCA) or from affinity_cams.arrow (`contrast.region`);
  *    memory queues + k-means centroids (memory.ts), InfoNCE (contrastive.ts), aggregation
- *    (aggregate.ts); checkpoint per epoch in models/contrast/train (resumed when
- *    `contrastTrainHash` matches); the final model with its memory -> models/contrast.
+ *    (aggregate.ts); checkpoint per epoch in the checkpoint store, .tagseg/checkpoints/contrast/
+ *    (an unfinished run is resumed when its key, `contrastTrainHash` + the code, matches); the
+ *    final model with its memory -> models/contrast, after which the store is emptied.
  * 2. Infer: for every row of cams.arrow (every split), refined CAMs multi-scale x flip (infer.ts),
  *    then the random walk with models/affinity and the walk settings stored in
  *    affinity_cams.arrow's metadata (stages/affinity/infer.ts walkImage) ->
@@ -18,10 +19,10 @@
  * No saliency maps (RCA's published masks use them): the random walk takes their place.
  */
 import { artifact } from '../../pipeline/artifacts.js';
-import * as path from 'node:path';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as tf from '@tensorflow/tfjs';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
-import { trainingHash } from '../../nn/loop.js';
+import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -51,8 +52,8 @@ const INPUTS = {
   camModel: artifact('camModel'),
   affinityModel: artifact('affinityModel'),
 } as const;
-/** contrast keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
-const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'dtype'];
+/** contrast keys that do not change the trained weights (inference only). */
+const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'dtype'];
 
 export function contrastTrainHash(p: Params, dataHash: string): string {
   return trainingHash(p, 'contrast', NOT_IN_TRAIN_HASH, dataHash);
@@ -167,14 +168,16 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' has a foreground tag`, { file: camsFile, hint: 'check dataset.train_split' });
 
   // 2. training
-  const dataFiles = [imagesFile, camsFile, ...(c.region === 'affinity' ? [affFile] : [])];
+  // the data, and the CAM model the network starts from
+  const dataFiles = [imagesFile, camsFile, ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
   const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashFile(f)))).join(':'));
+  const store = await trainingStore('contrast', await ownCodeDeps('contrast'), hash, o.path);
   const modelDir = o.path(CONTRAST_OUTPUTS.model);
   const net = await contrastNetFromCam(o.path(INPUTS.camModel), {
     memorySize: c.memory_size, centroids: c.centroids, dim: c.dim, similarity: c.similarity, aggregation: c.aggregation, seed: p.seed,
   });
   try {
-    const training = await trainContrast({ net, images: train, contrast: c, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash, stopAfter: o.stopAfter });
+    const training = await trainContrast({ net, images: train, contrast: c, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter });
     const trainImages = train.length;
     train.length = 0;
     const settings = {
@@ -195,6 +198,7 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
     net.config.paramsHash = hash;
     net.config.epochs = training.epochs;
     await saveContrastModel(modelDir, net);
+    await finishTraining(store.checkpointDir);
 
     // 3. + 4. refined CAMs, random walk, scores
     const aff = await loadAffinityModel(o.path(INPUTS.affinityModel));

@@ -13,8 +13,9 @@
  * queue (the raw backbone feature pooled over the region, as RCA). At every epoch start after the
  * first, each class queue is summarised by k-means (RCA: `index == 0 and epoch > 0`).
  *
- * Checkpoint every epoch and resume (nn/loop.ts) in models/contrast/train/: the memory is part
- * of the checkpointed variables, so a resumed run continues with the same queues.
+ * Checkpoint every epoch in the checkpoint store and resume an unfinished run of the same key
+ * (nn/loop.ts): the memory is part of the checkpointed variables, so a resumed run continues with
+ * the same queues.
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
@@ -56,7 +57,9 @@ export interface ContrastTrainOptions {
   images: ContrastTrainImage[];
   contrast: Params['contrast'];
   seed: number;
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/contrast). */
   checkpointDir: string;
+  /** Store key (nn/loop trainingKey). */
   hash: string;
   stopAfter?: number;
 }

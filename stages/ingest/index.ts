@@ -22,8 +22,9 @@ export const stage: Stage = {
   }),
   async run(ctx) {
     const p = ctx.params;
+    const root = ctx.path(p.dataset.root);
     const r = await ingestDataset({
-      root: ctx.path(p.dataset.root),
+      root,
       format: p.dataset.format,
       csv: p.dataset.csv,
       splits: p.dataset.splits,

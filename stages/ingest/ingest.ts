@@ -12,7 +12,7 @@ import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { scanCsvFolder } from '../../data/csvfolder.js';
 import { loadItems } from '../../data/load.js';
-import { quoteId, readClassesFile, relTo, type Manifest, type SkippedItem } from '../../data/manifest.js';
+import { datasetRelative, quoteId, readClassesFile, relTo, type Manifest, type SkippedItem } from '../../data/manifest.js';
 import { scanVoc } from '../../data/voc.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS, type DatasetExtra } from './tables.js';
 
@@ -72,7 +72,7 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
     const what = skipped.length ? `every item was skipped (${skipped.length})` : 'the dataset has no images in the selected splits';
     throw new TagsegError(what, { file: o.root });
   }
-  const extra: DatasetExtra = { background: manifest.background, void: manifest.void, dataset_root: manifest.root, working_size: o.size };
+  const extra: DatasetExtra = { background: manifest.background, void: manifest.void, working_size: o.size };
   const meta: TableMeta = { stage: 'ingest', paramsHash: o.paramsHash, classes: manifest.classes, extra: { ...extra } };
   const datasetW = await TableWriter.open(o.datasetTable, DATASET_COLUMNS, meta, { batchRows: 1024 });
   // ~16 MiB batches: small enough for flat memory, big enough for fast sequential reads.
@@ -89,8 +89,8 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
       await datasetW.write({
         id: item.id,
         split: item.split,
-        image_path: item.imagePath,
-        mask_path: item.maskPath,
+        image_path: datasetRelative(manifest.root, item.imagePath),
+        mask_path: item.maskPath === null ? null : datasetRelative(manifest.root, item.maskPath),
         orig_width: image.origWidth,
         orig_height: image.origHeight,
         width: image.width,

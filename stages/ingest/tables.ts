@@ -10,8 +10,8 @@ import type { ColumnSpec } from '../../pipeline/arrow.js';
 export const DATASET_COLUMNS: ColumnSpec[] = [
   { name: 'id', type: 'utf8', doc: 'image id, unique across splits' },
   { name: 'split', type: 'utf8', doc: 'train / val / test ...' },
-  { name: 'image_path', type: 'utf8', doc: 'absolute path of the source image' },
-  { name: 'mask_path', type: 'utf8', nullable: true, doc: 'absolute path of the ground-truth palette PNG, null if none' },
+  { name: 'image_path', type: 'utf8', doc: 'source image, relative to dataset.root (absolute only outside it)' },
+  { name: 'mask_path', type: 'utf8', nullable: true, doc: 'ground-truth palette PNG, relative to dataset.root like image_path; null if none' },
   { name: 'orig_width', type: 'int32', doc: 'after EXIF orientation' },
   { name: 'orig_height', type: 'int32' },
   { name: 'width', type: 'int32', doc: 'working size (long side = ingest.size)' },
@@ -36,10 +36,9 @@ export const IMAGES_COLUMNS: ColumnSpec[] = [
   },
 ];
 
-/** Extra metadata stored with both tables. */
+/** Extra metadata stored with both tables (no dataset root: the tables do not depend on where the data lies). */
 export interface DatasetExtra {
   background: number | null;
   void: number;
-  dataset_root: string;
   working_size: number;
 }

@@ -1,13 +1,14 @@
 /**
- * outputs/pseudo_masks/<id>.png: the pseudo-masks as 8-bit palette PNGs with the VOC colour map
- * (pixel value = class index, 255 = ignore, shown in VOC's void colour), the format VOC tools
+ * outputs/pseudo_masks/<id>.png: the pseudo-masks as 8-bit palette PNGs with tagseg's class
+ * palette (data/palette.ts classPalette: VOC's colours with a background class at 0, shifted so no
+ * class is black without one; pixel value = class index, 255 = ignore in VOC's void colour), the format VOC tools
  * read directly (e.g. PIL: np.array(Image.open(f)) gives the class indices). Written into a staged
  * sibling directory and swapped in whole (fsutil.replaceDirAtomic), so a killed run leaves the
  * previous export intact and no stale PNG of a removed image survives a rerun.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { encodeIndexedPng } from '../../data/palette.js';
+import { VOC_PALETTE, encodeIndexedPng } from '../../data/palette.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor } from '../../pipeline/fsutil.js';
 
@@ -24,13 +25,14 @@ export class PngExport {
   private readonly names = new Set<string>();
   private pending: Promise<void>[] = [];
 
-  private constructor(readonly target: string, readonly staged: string) {}
+  private constructor(readonly target: string, readonly staged: string, readonly palette: Uint8Array) {}
 
-  static async open(target: string): Promise<PngExport> {
+  /** `palette`: the dataset's classPalette(background), so the PNGs show the report's colours. */
+  static async open(target: string, palette: Uint8Array = VOC_PALETTE): Promise<PngExport> {
     await ensureDir(path.dirname(target));
     const staged = tempPathFor(target);
     await fs.mkdir(staged);
-    return new PngExport(target, staged);
+    return new PngExport(target, staged, palette);
   }
 
   /** Encode `mask` [height, width] and write `<id>.png` into the staged directory (writes run concurrently; commit awaits them). */
@@ -39,7 +41,7 @@ export class PngExport {
     const name = pngName(id);
     if (this.names.has(name)) throw new TagsegError(`two images have the id '${id}'`, { file: this.target });
     this.names.add(name);
-    const png = encodeIndexedPng(mask, width, height);
+    const png = encodeIndexedPng(mask, width, height, this.palette);
     const p = fs.writeFile(path.join(this.staged, name), png);
     this.pending.push(p);
     if (this.pending.length >= 16) await this.flush();

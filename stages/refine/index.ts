@@ -21,6 +21,8 @@
 import { artifact } from '../../pipeline/artifacts.js';
 import { decodeImage, readMask } from '../../data/decode.js';
 import { orderedMap } from '../../data/load.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
+import { classPalette } from '../../data/palette.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
@@ -153,9 +155,11 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
 
   const datasetFile = o.path(REFINE_INPUTS.dataset);
   const dataset = new Map<string, DatasetEntry>();
+  const root = o.path(p.dataset.root); // dataset.arrow's paths are relative to it
   for (const r of await readAll(datasetFile, { stage: 'ingest' })) {
+    const mask = (r.mask_path as string | null) ?? null;
     dataset.set(r.id as string, {
-      imagePath: r.image_path as string, maskPath: (r.mask_path as string | null) ?? null, width: r.orig_width as number, height: r.orig_height as number,
+      imagePath: resolveDatasetPath(root, r.image_path as string), maskPath: mask === null ? null : resolveDatasetPath(root, mask), width: r.orig_width as number, height: r.orig_height as number,
     });
   }
 
@@ -182,7 +186,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const writer = await TableWriter.open(o.path(REFINE_OUTPUTS.masks), PSEUDO_MASK_COLUMNS, {
     stage: 'refine', paramsHash: paramsHash(p, PARAMS), classes, extra: extra as unknown as Record<string, unknown>,
   }, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
-  const pngs = await PngExport.open(o.path(REFINE_OUTPUTS.pngs));
+  const pngs = await PngExport.open(o.path(REFINE_OUTPUTS.pngs), classPalette(background));
   const decodeMaps = (key: RefineSource, row: Row, column: string): Float32Array => {
     const bytes = row[column] as Uint8Array;
     return present[key]!.dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes);

@@ -9,8 +9,9 @@
  *    declared dep in both modes (io is static), but gt mode does not open it.
  * 3. Train (train.ts): backbone of models/cam + ContextHead (head.ts, net.ts), cross-entropy
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
- *    models/segment/train (resumed when `segmentTrainHash` matches) -> models/segment
- *    (config.json, classes.json, weights/, val_ids.txt), self-contained for `tagseg predict`.
+ *    the checkpoint store, .tagseg/checkpoints/segment/ (an unfinished run is resumed when its key,
+ *    `segmentTrainHash` + the code, matches) -> models/segment (config.json, classes.json,
+ *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied.
  * 4. Validate: predictions at the working size with `segment.scales` x flip and the dense CRF of
  *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
  *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
@@ -20,27 +21,32 @@
  *    segmentation network on the validation carve, in one table.
  */
 import { artifact } from '../../pipeline/artifacts.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readMask } from '../../data/decode.js';
+import { resolveDatasetPath } from '../../data/manifest.js';
+import { DECISIONS_FILE, readDecisions } from '../../data/review.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
-import { trainingHash } from '../../nn/loop.js';
+import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
-import { exists, hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
+import { exists, hashFile } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { segmentBatch } from './infer.js';
 import { carveVal, labelledFraction, labelsAtWorkingSize } from './labels.js';
+import { type ReviewPlan, ignoreClassPixels, listCorrections, planReview } from './review.js';
 import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
 import { type SegAux, createSegAux } from './contrast.js';
 import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
 
-const PARAMS = ['seed', 'dataset.train_split', 'segment'];
+const PARAMS = ['seed', 'dataset.train_split', 'dataset.corrections', 'segment'];
 export const SEGMENT_OUTPUTS = {
   model: artifact('segmentModel'), metrics: artifact('segmentMetrics'), classesPlot: artifact('segmentClassesPlot'), lossPlot: artifact('segmentLossPlot'),
 } as const;
@@ -50,9 +56,10 @@ const INPUTS = {
   pseudo: artifact('pseudoMasks'),
   camModel: artifact('camModel'),
   refineMetrics: artifact('refineMetrics'),
+  decisions: DECISIONS_FILE,
 } as const;
-/** segment keys that do not change the trained weights (inference only), or that resume may extend (epochs). */
-const NOT_IN_TRAIN_HASH = ['epochs', 'scales', 'flip', 'crf'];
+/** segment keys that do not change the trained weights (inference only). */
+const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'crf'];
 /** Images per inference batch during validation (same-size images only). */
 const VAL_BATCH = 4;
 
@@ -63,8 +70,9 @@ export function segmentTrainHash(p: Params, dataHash: string): string {
 export const stage: Stage = {
   name: 'segment',
   summary: 'train the segmentation network on the pseudo-masks (or ground truth), score it on a validation carve -> models/segment',
-  io: () => ({
-    reads: [INPUTS.dataset, INPUTS.images, INPUTS.pseudo, INPUTS.camModel, INPUTS.refineMetrics],
+  io: (p) => ({
+    // review: rejected images leave training, corrected masks replace pseudo-masks (review.ts)
+    reads: [INPUTS.dataset, INPUTS.images, INPUTS.pseudo, INPUTS.camModel, INPUTS.refineMetrics, INPUTS.decisions, ...(p.dataset.corrections ? [p.dataset.corrections] : [])],
     writes: [SEGMENT_OUTPUTS.model],
     metrics: [SEGMENT_OUTPUTS.metrics],
     plots: [SEGMENT_OUTPUTS.classesPlot, SEGMENT_OUTPUTS.lossPlot],
@@ -101,6 +109,8 @@ export interface ChainRow {
 
 export interface SegmentRunResult {
   labels: 'pseudo' | 'gt';
+  /** pseudo mode: review/decisions.csv rows read, training images rejected / with a corrected mask, classes ignored, corrections not used (not in the training carve). */
+  review?: { decisions: number } & ReviewPlan['counts'];
   contrast: string;
   epochs: number;
   trainImages: number;
@@ -141,7 +151,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const bgRaw = info.meta.extra?.background;
   const background = typeof bgRaw === 'number' ? bgRaw : null;
   const workingSize = typeof info.meta.extra?.working_size === 'number' ? info.meta.extra.working_size : 0;
-  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows);
+  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows, o.path(p.dataset.root));
 
   // 1. train split ids in images.arrow order, the validation carve
   const trainIds: string[] = [];
@@ -149,7 +159,8 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   if (trainIds.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}'`, { file: o.path(INPUTS.dataset), hint: 'check dataset.train_split' });
   const carve = carveVal(trainIds, s.val_fraction, p.seed);
   const valSet = new Set(carve.val);
-  const trainSet = new Set(carve.train);
+  const review = s.labels === 'pseudo' ? await reviewPlan(o, carve.train, classes, dataset) : null;
+  const trainSet = new Set(review ? review.plan.train : carve.train);
 
   // 2. training labels at the working size; validation pixels kept for scoring
   const pseudo = s.labels === 'pseudo' ? await readPseudoMasks(o.path(INPUTS.pseudo), classes, trainSet, valSet) : null;
@@ -167,9 +178,12 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
         if (!trainSet.has(id)) continue;
         let labels: Uint8Array;
         if (pseudo) {
-          const m = pseudo.train.get(id);
+          const fixed = review?.corrections.get(id);
+          const d = dataset.get(id)!;
+          const m = fixed ? await readMask(fixed, d.origWidth, d.origHeight).then((c) => ({ mask: c.data, height: c.height, width: c.width })) : pseudo.train.get(id);
           if (!m) throw new TagsegError(`image '${id}' of the train split has no pseudo-mask`, { file: o.path(INPUTS.pseudo), hint: 'rerun `tagseg run refine`' });
-          labels = labelsAtWorkingSize(m.mask, m.height, m.width, H, W, classes.length, { file: o.path(INPUTS.pseudo), id });
+          labels = labelsAtWorkingSize(m.mask, m.height, m.width, H, W, classes.length, { file: fixed ?? o.path(INPUTS.pseudo), id });
+          ignoreClassPixels(labels, review?.plan.ignoreClasses.get(id) ?? []);
         } else {
           if (!row.mask) throw new TagsegError(`image '${id}' of the train split has no ground-truth mask; segment.labels: gt needs one for every training image`, { file: imagesFile, hint: 'use segment.labels: pseudo' });
           labels = labelsAtWorkingSize(row.mask as Uint8Array, H, W, H, W, classes.length, { file: imagesFile, id });
@@ -184,8 +198,9 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
 
   // 3. training
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
-  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt'].join(':');
+  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
   const hash = segmentTrainHash(p, dataHash);
+  const store = await trainingStore('segment', await ownCodeDeps('segment'), hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
     classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: p.seed,
@@ -193,7 +208,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   let aux: SegAux | undefined;
   try {
     aux = createSegAux(s, { classes: classes.length, background, inChannels: s.head_dim, seed: p.seed, startIter: Math.ceil(train.length / s.batch_size) });
-    const training = await trainSegNet({ net, images: train, segment: s, seed: p.seed, checkpointDir: path.join(modelDir, 'train'), hash, aux, stopAfter: o.stopAfter });
+    const training = await trainSegNet({ net, images: train, segment: s, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, aux, stopAfter: o.stopAfter });
     const trainImages = train.length;
     train.length = 0;
     net.config.labels = s.labels;
@@ -202,13 +217,14 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
     const base = {
       labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages, valImages: val.length,
       labelledFraction: trainImages ? labelled / trainImages : 0,
+      ...(review ? { review: { decisions: review.decisions, ...review.plan.counts } } : {}),
     };
     if (training.epochs < s.epochs) {
       const empty: SegScores = { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
       return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
     }
-    await saveSegModel(modelDir, net);
-    await writeFileAtomic(path.join(modelDir, 'val_ids.txt'), `${carve.val.join('\n')}\n`);
+    await saveSegModel(modelDir, net, { 'val_ids.txt': `${carve.val.join('\n')}\n` });
+    await finishTraining(store.checkpointDir);
 
     // 4. validation at the original resolution
     const { scores, pseudoScores } = await validate(net, val, dataset, classes, s, pseudo?.val ?? null);
@@ -234,11 +250,29 @@ export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
 
 const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
 
-async function readDataset(file: string, expectRows: number): Promise<Map<string, DatasetRow>> {
+/** The review's effect on the training ids (review.ts), with a hash of what it read for the resume check. */
+async function reviewPlan(o: RunSegmentOptions, trainIds: string[], classes: string[], dataset: Map<string, DatasetRow>) {
+  const file = o.path(INPUTS.decisions);
+  const decisions = await readDecisions(file);
+  const dir = o.params.dataset.corrections;
+  const found = dir ? await listCorrections(o.path(dir), new Set(dataset.keys())) : new Map<string, string>();
+  if (found === null) log.warn(`segment: corrections folder ${dir} not found; no corrected masks used`);
+  const corrections = found ?? new Map<string, string>();
+  const plan = planReview(trainIds, decisions, new Set(corrections.keys()), classes, file);
+  if (plan.counts.unused_corrections) log.warn(`segment: ${plan.counts.unused_corrections} corrected masks are not of training images (validation carve or other splits) and are not used`);
+  const used = [...plan.corrected].sort();
+  // What changes the training data, not the file: an `accept` or a note keeps a resumable checkpoint.
+  const fixes = await Promise.all(used.map(async (id) => [id, await hashFile(corrections.get(id)!)]));
+  const hash = createHash('sha256').update(JSON.stringify({ train: plan.train, ignore: [...plan.ignoreClasses].sort(), fixes })).digest('hex');
+  return { plan, corrections: new Map(used.map((id) => [id, corrections.get(id)!])), decisions: decisions.length, hash };
+}
+
+/** dataset.arrow's rows by id, mask paths resolved against `root` (dataset.root). */
+async function readDataset(file: string, expectRows: number, root: string): Promise<Map<string, DatasetRow>> {
   const rows = await readAll(file, { stage: 'ingest' });
   if (rows.length !== expectRows) throw new TagsegError(`${INPUTS.dataset} and ${INPUTS.images} have different row counts`, { file, hint: 'rerun `tagseg run ingest`' });
   return new Map(rows.map((r) => [r.id as string, {
-    split: r.split as string, maskPath: (r.mask_path as string | null) ?? null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
+    split: r.split as string, maskPath: r.mask_path ? resolveDatasetPath(root, r.mask_path as string) : null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
   }]));
 }
 
@@ -377,6 +411,7 @@ export function formatSegment(r: SegmentRunResult): string {
   const width = Math.max(12, ...r.chain.map((c) => c.step.length));
   return [
     `segment: ${r.labels === 'gt' ? 'ground-truth masks (oracle)' : 'pseudo-masks'}${r.contrast !== 'none' ? ` + ${r.contrast} contrast` : ''}, ${r.epochs} epochs (resumed from ${r.training.resumedFrom}) on ${r.trainImages} images (${pct(r.labelledFraction)}% of pixels labelled), final loss ${r.training.losses.at(-1)?.toFixed(4) ?? '-'}`,
+    ...(r.review && (r.review.rejected || r.review.corrected || r.review.rejected_classes) ? [`review: ${r.review.rejected} rejected images left out, ${r.review.corrected} corrected masks used, ${r.review.rejected_classes} rejected classes ignored`] : []),
     `validation (${r.valImages} images): mIoU ${pct(r.val.miou)}, pixel accuracy ${pct(r.val.pixel_accuracy)}${r.pseudo_val ? `; its pseudo-masks: mIoU ${pct(r.pseudo_val.miou)} at ${pct(r.pseudo_val.coverage)}% coverage` : ''}`,
     `${'step'.padEnd(width)}  split  mIoU`,
     ...r.chain.map((c) => `${c.step.padEnd(width)}  ${c.split.padEnd(5)}  ${pct(c.miou).padStart(5)}`),

@@ -10,7 +10,8 @@
  * masks) and the argmax is the label.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type DenseCrfOptions, denseCrf, unaryFromProbs } from '../../ops/crf.js';
+import type { DenseCrfOptions } from '../../ops/crf.js';
+import { crfOfProbs } from '../../ops/crf_pool.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { type SegNet, segLogits } from './net.js';
 
@@ -49,12 +50,11 @@ export function segProbs(net: SegNet, x: tf.Tensor4D, o: InferOptions): tf.Tenso
 }
 
 /**
- * Labels of a batch of same-size images: `pixels` uint8 RGB [H, W, 3] each, at the working size
- * -> one uint8 [outH, outW] label map per image (argmax of the probabilities resized to `out`).
+ * Probabilities of a batch of same-size images, `pixels` uint8 RGB [H, W, 3] each at the working
+ * size, as one flat [n, H, W, K] array (segProbs).
  */
-export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H: number, W: number, out: [number, number], o: InferOptions): Promise<Uint8Array[]> {
+export async function batchProbs(net: SegNet, pixels: readonly Uint8Array[], H: number, W: number, o: InferOptions): Promise<Float32Array> {
   const n = pixels.length;
-  if (n === 0) return [];
   for (const p of pixels) if (p.length !== H * W * 3) throw new TagsegError(`segmentBatch: an image has ${p.length} values, expected ${H} x ${W} x 3`);
   const probs = tf.tidy(() => {
     const data = new Int32Array(n * H * W * 3);
@@ -62,27 +62,20 @@ export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H
     const x = tf.cast(tf.tensor4d(data, [n, H, W, 3], 'int32'), 'float32') as tf.Tensor4D;
     return segProbs(net, x, o);
   });
-  let refined: tf.Tensor4D = probs;
-  if (o.crf) {
-    // The CRF reads the image at the grid of the probabilities (the working size), so it runs
-    // before the resize to `out`; its marginals are resized like the probabilities would be.
-    const K = probs.shape[3];
-    const flat = (await probs.data()) as Float32Array;
+  try {
+    return (await probs.data()) as Float32Array;
+  } finally {
     probs.dispose();
-    const q = new Float32Array(flat.length);
-    const N = H * W;
-    for (let i = 0; i < n; i++) {
-      const u = unaryFromProbs(flat.subarray(i * N * K, (i + 1) * N * K), K);
-      q.set(denseCrf(u, pixels[i], H, W, K, o.crf), i * N * K);
-    }
-    refined = tf.tensor4d(q, [n, H, W, K]);
   }
+}
+
+/** Label maps uint8 [outH, outW] of flat maps [n, H, W, K]: resized bilinearly to `out`, then the argmax. */
+export async function labelsOf(maps: Float32Array, n: number, H: number, W: number, K: number, out: [number, number]): Promise<Uint8Array[]> {
   const labels = tf.tidy(() => {
-    let p = refined;
+    let p = tf.tensor4d(maps, [n, H, W, K]);
     if (out[0] !== H || out[1] !== W) p = tf.image.resizeBilinear(p, out, false, true);
     return tf.argMax(p, 3);
   });
-  refined.dispose();
   try {
     const flat = (await labels.data()) as Int32Array;
     const size = out[0] * out[1];
@@ -90,4 +83,22 @@ export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H
   } finally {
     labels.dispose();
   }
+}
+
+/**
+ * Labels of a batch of same-size images: `pixels` uint8 RGB [H, W, 3] each, at the working size
+ * -> one uint8 [outH, outW] label map per image (argmax of the probabilities resized to `out`).
+ * The CRF reads the image at the grid of the probabilities (the working size), so it runs before
+ * the resize to `out`; its marginals are resized like the probabilities would be.
+ */
+export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H: number, W: number, out: [number, number], o: InferOptions): Promise<Uint8Array[]> {
+  const n = pixels.length;
+  if (n === 0) return [];
+  const K = net.config.classes.length;
+  const probs = await batchProbs(net, pixels, H, W, o);
+  if (o.crf) {
+    const N = H * W;
+    for (let i = 0; i < n; i++) probs.set(crfOfProbs({ probs: probs.subarray(i * N * K, (i + 1) * N * K), rgb: pixels[i], H, W, K, crf: o.crf }), i * N * K);
+  }
+  return labelsOf(probs, n, H, W, K, out);
 }

@@ -105,10 +105,10 @@ export async function segNetFromCam(camDir: string, o: SegNetOptions): Promise<S
   return assemble(cam.backbone, cam.config, o);
 }
 
-/** Write config.json, classes.json and weights/ into `dir` (weights first, config last). */
-export async function saveSegModel(dir: string, net: SegNet): Promise<void> {
+/** Write config.json, classes.json, weights/ and the `extra` files (val_ids.txt) as the folder `dir`. */
+export async function saveSegModel(dir: string, net: SegNet, extra: Record<string, string> = {}): Promise<void> {
   const classes = { classes: net.config.classes, background: net.config.background, void: 255 };
-  await saveModelDir(dir, net.named(), net.config, { 'classes.json': classes });
+  await saveModelDir(dir, net.named(), net.config, { 'classes.json': classes, ...extra });
 }
 
 /** Load a model directory written by the segment stage. The caller disposes it. */

@@ -8,8 +8,8 @@
  * e.g. a contrastive loss) on the head's penultimate map. SGD or AdamW with the head at
  * `head_lr_mult` x lr, poly decay per iteration.
  *
- * Seeded, checkpointed every epoch and resumed through nn/loop.ts (models/segment/train/, when
- * the hash matches `segmentTrainHash` in index.ts); the auxiliary loss's variables (projection
+ * Seeded, checkpointed every epoch in the checkpoint store and resumed through nn/loop.ts (an
+ * unfinished run of the same key, see `segmentTrainHash` in index.ts); the auxiliary loss's variables (projection
  * head, memory banks) are checkpointed with the network.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -75,7 +75,9 @@ export interface SegTrainOptions {
   images: SegTrainImage[];
   segment: Params['segment'];
   seed: number;
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/segment). */
   checkpointDir: string;
+  /** Store key (nn/loop trainingKey). */
   hash: string;
   aux?: SegAuxLoss;
   /** Stop after this many epochs in this run (tests simulate a kill). */

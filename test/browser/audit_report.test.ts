@@ -18,7 +18,7 @@ import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { runAudit } from '../../stages/audit/index.js';
 import { writeAuditFixture } from '../stages/audit_fixtures.js';
-import { type ReportPage, enlargeData, fixtureScenario, largeScenario } from './audit_scenario.js';
+import { type ReportPage, detailScenario, enlargeData, fixtureScenario, largeScenario } from './audit_scenario.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -30,6 +30,12 @@ interface PwPage {
   selectOption(selector: string, value: { label: string }): Promise<string[]>;
   on(event: 'pageerror', fn: (err: Error) => void): void;
   waitForFunction(expression: string): Promise<unknown>;
+  reload(): Promise<unknown>;
+  keyboard: { press(key: string): Promise<void> };
+  waitForEvent(event: 'download'): Promise<{ path(): Promise<string | null> }>;
+  fill(selector: string, value: string): Promise<void>;
+  dispatchEvent(selector: string, type: string): Promise<void>;
+  setInputFiles(selector: string, files: { name: string; mimeType: string; buffer: Buffer }): Promise<void>;
   close(): Promise<void>;
 }
 interface PwBrowser { newPage(): Promise<PwPage>; close(): Promise<void> }
@@ -79,6 +85,28 @@ describe.skipIf(typeof pw === 'string')('audit report in Chromium', () => {
         await page.selectOption(selector, { label });
       },
       errors: () => errors,
+      press: (key) => page.keyboard.press(key),
+      async reload() {
+        await page.reload();
+        await page.waitForFunction('window.auditReady === true');
+      },
+      async download(selector) {
+        const [dl] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
+        const file = await dl.path();
+        if (!file) throw new Error('the download failed');
+        return fs.readFile(file, 'utf8');
+      },
+      async fill(selector, text) {
+        await page.fill(selector, text);
+        await page.dispatchEvent(selector, 'change');
+      },
+      async upload(selector, name, text) {
+        const loads = `Number(document.getElementById('decision-count').getAttribute('data-loads') || 0)`;
+        const before = await page.evaluate<number>(loads);
+        await page.setInputFiles(selector, { name, mimeType: 'text/csv', buffer: Buffer.from(text) });
+        // FileReader is asynchronous: wait until the page has taken the file in
+        await page.waitForFunction(`${loads} > ${before}`);
+      },
       close: () => page.close(),
     };
   }
@@ -87,6 +115,15 @@ describe.skipIf(typeof pw === 'string')('audit report in Chromium', () => {
     const page = await open();
     try {
       await fixtureScenario(page, pathToFileURL(path.join(root, 'reports/audit/index.html')).href);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('detail view: every stage side by side, keyboard navigation and marking, state in the URL, decisions.csv download', async () => {
+    const page = await open();
+    try {
+      await detailScenario(page, pathToFileURL(path.join(root, 'reports/audit/index.html')).href);
     } finally {
       await page.close();
     }

@@ -2,7 +2,7 @@ import { encode as encodePng } from 'fast-png';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { TagsegError } from '../../pipeline/errors.js';
-import { VOC_PALETTE, decodeIndexedPng, encodeIndexedPng } from '../../data/palette.js';
+import { VOC_PALETTE, classPalette, decodeIndexedPng, encodeIndexedPng, paletteColour, paletteHex } from '../../data/palette.js';
 
 const colour = (i: number) => Array.from(VOC_PALETTE.subarray(i * 3, i * 3 + 3));
 
@@ -35,6 +35,43 @@ describe('VOC palette', () => {
     const set = new Set<string>();
     for (let i = 0; i < 256; i++) set.add(colour(i).join(','));
     expect(set.size).toBe(256);
+  });
+});
+
+describe('classPalette (one palette for PNGs, report and overlays)', () => {
+  it('is VOC with a background class at 0', () => {
+    const p = classPalette(0);
+    expect(Buffer.from(p).equals(Buffer.from(VOC_PALETTE))).toBe(true);
+    expect(paletteColour(p, 0)).toEqual([0, 0, 0]);
+    expect(paletteHex(p, 15)).toBe('#c08080');
+  });
+
+  it('without a background class (MSRC-v2): VOC shifted by one, no class black, void kept', () => {
+    for (const bg of [null, 3]) {
+      const p = classPalette(bg);
+      expect(paletteColour(p, 0)).toEqual([128, 0, 0]); // MSRC-v2 building: VOC's colour 1, not black
+      expect(paletteColour(p, 22)).toEqual(colour(23));
+      expect(paletteColour(p, 255)).toEqual([224, 224, 192]);
+      for (let c = 0; c < 254; c++) expect(paletteColour(p, c)).not.toEqual([0, 0, 0]);
+      const set = new Set<string>();
+      for (let c = 0; c < 256; c++) set.add(paletteColour(p, c).join(','));
+      expect(set.size).toBe(256);
+    }
+  });
+
+  it('is written into the PNG while pixel values stay the class indices', async () => {
+    const idx = new Uint8Array([0, 1, 22, 255]);
+    const png = encodeIndexedPng(idx, 2, 2, classPalette(null));
+    expect(Array.from(decodeIndexedPng(png, 'm.png').data)).toEqual([0, 1, 22, 255]);
+    const { data } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    expect(Array.from(data)).toEqual([...colour(1), ...colour(2), ...colour(23), 224, 224, 192]);
+    // Negative control: the default (VOC) palette paints class 0 black.
+    const voc = await sharp(encodeIndexedPng(idx, 2, 2)).removeAlpha().raw().toBuffer();
+    expect(Array.from(voc.subarray(0, 3))).toEqual([0, 0, 0]);
+  });
+
+  it('rejects a palette of the wrong size', () => {
+    expect(() => encodeIndexedPng(new Uint8Array(4), 2, 2, new Uint8Array(30))).toThrow(RangeError);
   });
 });
 

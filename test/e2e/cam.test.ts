@@ -1,6 +1,6 @@
 /**
  * End to end through the real dvc.yaml cmds: synth -> ingest -> cam on a tiny synthetic set,
- * then the runner's skip / resume behaviour for the cam stage.
+ * then the runner's skip / retrain behaviour for the cam stage.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -39,12 +39,14 @@ describe('cam end to end', () => {
     expect(metrics.classification.val.images).toBeGreaterThan(0);
     const plot = JSON.parse(await fs.readFile(path.join(root, 'plots/cam_threshold.json'), 'utf8'));
     expect(plot).toHaveLength(12);
-    for (const f of ['config.json', 'weights/manifest.json', 'train/manifest.json']) {
+    for (const f of ['config.json', 'weights/manifest.json']) {
       await expect(fs.access(path.join(root, 'models/cam', f))).resolves.toBeUndefined();
     }
+    expect((await fs.readdir(path.join(root, 'models/cam'))).sort()).toEqual(['config.json', 'weights']);
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/cam'))).rejects.toThrow(); // finished: no resumable state
   });
 
-  it('a second repro skips cam; more epochs rerun it and resume from the checkpoint (persist)', async () => {
+  it('a second repro skips cam; more epochs rerun it and train exactly that many from scratch', async () => {
     const again = await repro(root, { target: 'cam' });
     expect(again.stages.map((s) => s.action)).toEqual(['skipped', 'skipped', 'skipped']);
     await writeOverrides(path.join(root, 'params.yaml'), ['cam.epochs=2']);
@@ -52,7 +54,16 @@ describe('cam end to end', () => {
     expect(rerun.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'skipped'], ['ingest', 'skipped'], ['cam', 'ran']]);
     const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8'));
     expect(metrics.epochs).toBe(2);
-    const manifest = JSON.parse(await fs.readFile(path.join(root, 'models/cam/train/manifest.json'), 'utf8'));
-    expect(manifest.trainState.runs).toEqual([{ from: 0, to: 1 }, { from: 1, to: 2 }]);
+    expect(metrics.losses).toHaveLength(2);
+    const config = JSON.parse(await fs.readFile(path.join(root, 'models/cam/config.json'), 'utf8'));
+    expect(config.epochs).toBe(2);
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/cam'))).rejects.toThrow();
+    // repro -f retrains (no persisted checkpoint to resume), to the same bytes
+    const weights = await fs.readFile(path.join(root, 'models/cam/weights/weights.bin'));
+    const forced = await repro(root, { target: 'cam', force: true, single: true });
+    expect(forced.stages.map((s) => [s.name, s.action])).toEqual([['cam', 'ran']]);
+    const log = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8'));
+    expect(log.losses).toEqual(metrics.losses);
+    expect((await fs.readFile(path.join(root, 'models/cam/weights/weights.bin'))).equals(weights)).toBe(true);
   });
 });

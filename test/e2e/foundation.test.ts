@@ -40,7 +40,9 @@ describe('foundation end to end', () => {
       expect(mask.length).toBe(w * h);
       // Tags are exactly the non-background classes of the full-size ground truth.
       const src = manifest.find((m) => m.id === row.id)!;
-      const full = decodeIndexedPng(await fs.readFile(src.mask_path as string), src.mask_path as string);
+      expect(path.isAbsolute(src.mask_path as string)).toBe(false); // relative to dataset.root
+      const maskFile = path.join(root, 'datasets/synthetic', src.mask_path as string);
+      const full = decodeIndexedPng(await fs.readFile(maskFile), maskFile);
       const present = [...new Set(full.data)].filter((c) => c !== 0 && c !== 255).sort((a, b) => a - b);
       expect(row.tags).toEqual(present);
     }

@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import {
   buildTransition,
+  chebyshevPower,
   checkOffsets,
   denseTransition,
   disposeTransition,
@@ -270,5 +271,43 @@ describe('withBackground', () => {
     const none = withBackground(tf.zeros([0, 2, 2]) as tf.Tensor3D, { alpha: 16 });
     expect(Array.from(none.dataSync())).toEqual([1, 1, 1, 1]);
     tf.dispose([cams, a, t, none]);
+  });
+});
+
+describe('Chebyshev propagation (the default) against step by step', () => {
+  it('has the coefficients of u^s: they sum to 1, and the truncation drops less than the tolerance', () => {
+    // u^3 = (3 T1(u) + T3(u)) / 4, u^4 = (3 T0 + 4 T2 + T4) / 8
+    expect(maxAbsDiff(chebyshevPower(3, 1e-12), [0, 0.75, 0, 0.25])).toBeLessThan(1e-15);
+    expect(maxAbsDiff(chebyshevPower(4, 1e-12), [0.375, 0, 0.5, 0, 0.125])).toBeLessThan(1e-15);
+    const c = chebyshevPower(256, 1e-9);
+    expect(c.length - 1).toBeLessThan(110);
+    const kept = c.reduce((a, b) => a + b, 0);
+    expect(1 - kept).toBeLessThan(1e-9);
+    expect(1 - kept).toBeGreaterThan(0);
+    // at u = -1 and u = 1 the truncated sum is u^s within the tolerance
+    const at = (u: number) => Array.from(c).reduce((a, ck, k) => a + ck * Math.cos(k * Math.acos(u)), 0);
+    expect(Math.abs(at(1) - 1)).toBeLessThan(1e-9);
+    expect(Math.abs(at(-1) - 1)).toBeLessThan(1e-9);
+    expect(Math.abs(at(0.9) - 0.9 ** 256)).toBeLessThan(1e-9);
+  });
+
+  it('gives the maps of 256 steps within float tolerance on a 30 x 40 grid at radius 5, with fewer applications', () => {
+    const [h, w, radius] = [30, 40, 5];
+    const offsets = neighbourOffsets(radius);
+    const aff = tf.randomUniform([offsets.length, h, w], 0.5, 1, 'float32', 11) as tf.Tensor3D;
+    const x = tf.randomUniform([3, h, w], 0, 1, 'float32', 12) as tf.Tensor3D;
+    const T = buildTransition(aff, offsets, radius, h, w, 8);
+    const slow = propagate(x, T, 256, { method: 'steps' });
+    const fast = propagate(x, T, 256);
+    expect(maxAbsDiff(fast.dataSync(), slow.dataSync())).toBeLessThan(2e-6);
+    // control: the walk moved the map, and 6 steps less differ by far more than the fast path does
+    expect(maxAbsDiff(slow.dataSync(), x.dataSync())).toBeGreaterThan(1e-2);
+    const fewer = propagate(x, T, 250, { method: 'steps' });
+    expect(maxAbsDiff(fewer.dataSync(), slow.dataSync())).toBeGreaterThan(1e-5);
+    // control: a loose truncation (1e-2) is measurably off, so the tolerance is what holds the maps
+    const loose = propagate(x, T, 256, { tolerance: 1e-2 });
+    expect(maxAbsDiff(loose.dataSync(), slow.dataSync())).toBeGreaterThan(1e-4);
+    tf.dispose([aff, x, slow, fast, fewer, loose]);
+    disposeTransition(T);
   });
 });

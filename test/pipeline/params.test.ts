@@ -44,7 +44,7 @@ describe('params.yaml schema', () => {
     const p = await loadParams(await writeParams(DEFAULT_PARAMS_YAML));
     expect(p).toEqual({
       seed: 0,
-      dataset: { root: 'datasets/synthetic', format: 'voc', csv: 'tags.csv', splits: [], train_split: 'train', classes: '' },
+      dataset: { root: 'datasets/synthetic', format: 'voc', csv: 'tags.csv', splits: [], train_split: 'train', classes: '', corrections: 'review/corrections' },
       synth: { out: 'datasets/synthetic', images: 240, size: 128, classes: 4, val_fraction: 0.25 },
       ingest: { size: 128, concurrency: 4, on_error: 'fail' },
       cam: {

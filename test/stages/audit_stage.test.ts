@@ -98,6 +98,12 @@ describe('audit stage on hand-made tables', () => {
       const meta = await sharp(path.join(dir, 'img', s, `${file}.jpg`)).metadata();
       expect([meta.width, meta.height]).toEqual([32, 24]);
     }
+    // detail view: the photo and the CAM heatmap of each tag at the working size
+    for (const f of ['photo/' + file, `heat/${file}_${String(A.images[0][A.imageFields.indexOf('heat')] as number[])}`]) {
+      const meta = await sharp(path.join(dir, 'img', `${f}.jpg`)).metadata();
+      expect([meta.width, meta.height]).toEqual([32, 24]);
+    }
+    expect(A.images[0][A.imageFields.indexOf('heat')]).toEqual([1]); // good-1: tagged cat
     // no gt thumbnail for the image without ground truth
     const noGt = A.images.find((r) => r[0] === 'good-3') as unknown[];
     await expect(fs.access(path.join(dir, 'img', 'gt', `${noGt[A.imageFields.indexOf('file')] as string}.jpg`))).rejects.toThrow();

@@ -1,7 +1,7 @@
 /**
  * The cam stage on a tiny synthetic dataset (12 images, 32 px, ResNet width 8): training does
- * not leak tensors across epochs, resume after a kill / with more epochs, restart on a changed
- * param, and cams.arrow's schema and contents.
+ * not leak tensors across epochs, resume after a kill (same model bytes), a changed `epochs` or
+ * training param trains from scratch to exactly that, and cams.arrow's schema and contents.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -41,6 +41,16 @@ async function params(overrides: string[] = []): Promise<Params> {
 }
 const run = async (overrides: string[] = [], stopAfter?: number) =>
   runCam({ params: await params(overrides), path: (rel) => path.join(root, rel), stopAfter });
+const STORE = '.tagseg/checkpoints/cam';
+/** Every file of models/cam, by relative path. */
+async function modelBytes(): Promise<Record<string, Buffer>> {
+  const dir = path.join(root, 'models/cam');
+  const files = (await fs.readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+  return Object.fromEntries(await Promise.all(files.map(async (e) => {
+    const f = path.join(e.parentPath, e.name);
+    return [path.relative(dir, f), await fs.readFile(f)] as const;
+  })));
+}
 
 describe('cam stage (tiny)', () => {
   it('trains without growing the tensor count across epochs, and frees everything', async () => {
@@ -60,7 +70,7 @@ describe('cam stage (tiny)', () => {
     const re = await run(['cam.epochs=1', 'cam.scales=[1.0]', 'cam.recam_weight=1']);
     expect(tf.memory().numTensors).toBe(before);
     expect(re.training.resumedFrom).toBe(0);
-    expect(re.training.restartReason).toMatch(/hash/);
+    expect(re.training.restartReason).toBeUndefined(); // the finished plain run left no state to resume
     // same seed, same batches: the softmax term (>= 0, about log K at the start) comes on top
     expect(re.training.losses[0]).toBeGreaterThan(plain.training.losses[0]);
     expect(Number.isFinite(re.training.losses[0])).toBe(true);
@@ -71,12 +81,16 @@ describe('cam stage (tiny)', () => {
     const full = await run(['cam.epochs=2']);
     expect(full.training.resumedFrom).toBe(0);
     const fullCams = await readAll(path.join(root, 'cache/cams.arrow'));
+    const fullModel = await modelBytes();
 
     await fs.rm(path.join(root, 'models'), { recursive: true, force: true });
     const killed = await run(['cam.epochs=2'], 1); // "killed" after epoch 1
     expect(killed.training.epochs).toBe(1);
+    expect(await fs.readdir(path.join(root, STORE))).toHaveLength(1); // the unfinished key
     const resumed = await run(['cam.epochs=2']);
     expect(resumed.training.resumedFrom).toBe(1);
+    expect(await modelBytes()).toEqual(fullModel);
+    await expect(fs.access(path.join(root, STORE))).rejects.toThrow(); // finished: no state left
     expect(resumed.training.losses).toHaveLength(2);
     expect(resumed.training.losses[0]).toBe(full.training.losses[0]);
     expect(resumed.training.losses[1]).toBeCloseTo(full.training.losses[1], 4);
@@ -88,17 +102,27 @@ describe('cam stage (tiny)', () => {
     expect(maxDiff).toBeLessThan(0.02);
   });
 
-  it('1 epoch, then epochs=2 resumes at epoch 2; a changed training param starts over', async () => {
+  it('a changed epochs trains from scratch to exactly that many epochs, never resuming another run', async () => {
     await fs.rm(path.join(root, 'models'), { recursive: true, force: true });
-    const one = await run(['cam.epochs=1']);
-    expect(one.training.epochs).toBe(1);
+    // An unfinished 3-epoch run stopped after 2 epochs: a 2-epoch run must not pass it off as its own.
+    const unfinished = await run(['cam.epochs=3'], 2);
+    expect(unfinished.training.epochs).toBe(2);
     const two = await run(['cam.epochs=2']);
-    expect(two.training.resumedFrom).toBe(1);
-    expect(two.training.losses[0]).toBe(one.training.losses[0]);
-    // Only inference changed: no training at all.
-    const again = await run(['cam.epochs=2', 'cam.scales=[1.0]']);
-    expect(again.training.resumedFrom).toBe(2);
-    expect(again.training.imagesPerSecond).toBe(0);
+    expect(two.training.resumedFrom).toBe(0);
+    expect(two.training.losses).toHaveLength(2);
+    expect(two.training.restartReason).toMatch(/hash .* differs/);
+    expect((await loadCamModel(path.join(root, 'models/cam')).then((n) => { const e = n.config.epochs; n.dispose(); return e; }))).toBe(2);
+    // A finished run leaves no state: a longer run trains from scratch, and so does a shorter one.
+    const three = await run(['cam.epochs=3']);
+    expect(three.training.resumedFrom).toBe(0);
+    expect(three.training.losses).toHaveLength(3);
+    const one = await run(['cam.epochs=1']);
+    expect([one.training.resumedFrom, one.training.losses.length, one.epochs]).toEqual([0, 1, 1]);
+    // Only inference changed: the training is the same, trained again (DVC reruns the stage, its model is an output).
+    const again = await run(['cam.epochs=1', 'cam.scales=[1.0]']);
+    expect(again.training.losses).toEqual(one.training.losses);
+    const killed = await run(['cam.epochs=2'], 1);
+    expect(killed.training.epochs).toBe(1);
     const changed = await run(['cam.epochs=2', 'cam.lr=0.01']);
     expect(changed.training.resumedFrom).toBe(0);
     expect(changed.training.restartReason).toMatch(/hash/);

@@ -25,7 +25,8 @@ export async function writePseudoMasks(root: string, o: { ignoreRows?: number; w
   for (const r of images) {
     const H = r.orig_height as number;
     const W = r.orig_width as number;
-    const mask = Uint8Array.from((await readMask(r.mask_path as string, W, H)).data);
+    // dataset.arrow's paths are relative to dataset.root (the workspace's datasets/synthetic)
+    const mask = Uint8Array.from((await readMask(path.join(root, 'datasets/synthetic', r.mask_path as string), W, H)).data);
     mask.fill(255, 0, (o.ignoreRows ?? 0) * W);
     for (let y = 0; y < (o.wrong ?? 0); y++) mask.fill(o.wrongClass ?? 0, y * W, y * W + (o.wrong ?? 0));
     const counts = new Array<number>(k).fill(0);

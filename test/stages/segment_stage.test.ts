@@ -9,6 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeIndexedPng } from '../../data/palette.js';
+import { writeDecisions } from '../../data/review.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../pipeline/dag.js';
@@ -69,9 +71,11 @@ describe('segment stage (tiny)', () => {
       ['pseudo_masks', 'val'], ['segmentation', 'val'],
     ]);
     expect(r.chain.at(-1)!.miou).toBe(r.val.miou);
-    for (const f of ['config.json', 'classes.json', 'weights/manifest.json', 'train/manifest.json']) {
+    for (const f of ['config.json', 'classes.json', 'weights/manifest.json']) {
       await expect(fs.access(path.join(root, 'models/segment', f))).resolves.toBeUndefined();
     }
+    expect((await fs.readdir(path.join(root, 'models/segment'))).sort()).toEqual(['classes.json', 'config.json', 'val_ids.txt', 'weights']);
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/segment'))).rejects.toThrow(); // finished: no state left
   }, 120_000);
 
   it('resumes a killed run at its last epoch and restarts when a training key changes', async () => {
@@ -85,13 +89,14 @@ describe('segment stage (tiny)', () => {
     // segment.crf is inference only: a change rescores the trained model, and the model keeps it for predict
     const modelCrf = async () => JSON.parse(await fs.readFile(path.join(root, 'models/segment/config.json'), 'utf8')).crf;
     expect(await modelCrf()).toEqual({ iterations: 10, gaussian: { sxy: 3, compat: 3 }, bilateral: { sxy: 50, srgb: 5, compat: 10 }, normalization: 'symmetric' });
+    // a finished training leaves no state: the same training again, from scratch, to the same losses
     const noCrf = await run(['segment.epochs=3', 'segment.crf.iterations=0']);
-    expect(noCrf.training.resumedFrom).toBe(3);
+    expect(noCrf.training.resumedFrom).toBe(0);
     expect(noCrf.training.losses).toEqual(resumed.training.losses);
     expect(await modelCrf()).toBeNull();
     const uninterrupted = await run(['segment.epochs=3', 'segment.lr=0.0021']);
     expect(uninterrupted.training.resumedFrom).toBe(0);
-    expect(uninterrupted.training.restartReason).toMatch(/differs/);
+    expect(uninterrupted.training.restartReason).toBeUndefined(); // nothing unfinished to set aside
   }, 120_000);
 
   it('oracle mode trains on the ground truth of the same train carve and does not read pseudo_masks.arrow', async () => {
@@ -123,11 +128,16 @@ describe('segment stage (tiny)', () => {
     for (const kind of ['reco', 'spml', 'pixel']) {
       await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
       const before = tf.memory().numTensors;
-      const r = await run(['segment.epochs=2', `segment.contrast=${kind}`, 'segment.contrast_dim=8']);
+      const o = ['segment.epochs=2', `segment.contrast=${kind}`, 'segment.contrast_dim=8'];
+      await run(o, 1); // stopped after epoch 1: its state stays in the checkpoint store
+      const store = path.join(root, '.tagseg/checkpoints/segment');
+      const [key] = await fs.readdir(store);
+      const manifest = JSON.parse(await fs.readFile(path.join(store, key!, 'epoch-0001/manifest.json'), 'utf8')) as { tensors: { name: string }[] };
+      const r = await run(o);
+      expect(r.training.resumedFrom, kind).toBe(1);
       expect(tf.memory().numTensors, kind).toBe(before);
       expect(r.contrast).toBe(kind);
       expect(r.training.losses.every(Number.isFinite), kind).toBe(true);
-      const manifest = JSON.parse(await fs.readFile(path.join(root, 'models/segment/train/manifest.json'), 'utf8')) as { tensors: { name: string }[] };
       const names = manifest.tensors.map((t) => t.name);
       expect(names.some((n) => n.startsWith('model/contrast/proj/')), kind).toBe(true);
       if (kind === 'pixel') expect(names.some((n) => n.startsWith('model/contrast/memory/')), kind).toBe(true);
@@ -136,6 +146,40 @@ describe('segment stage (tiny)', () => {
       expect(shipped.tensors.some((t) => t.name.includes('contrast/')), kind).toBe(false);
     }
   }, 180_000);
+
+  it('review: a rejected image leaves training, a corrected mask replaces its pseudo-mask, metrics count both', async () => {
+    const images = await readAll(path.join(root, 'cache/dataset.arrow'));
+    const trainIds = images.filter((x) => x.split === 'train').map((x) => x.id as string);
+    const carve = carveVal(trainIds, 0.4, 0);
+    const [rejected, corrected, classRejected] = carve.train;
+    await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
+    const plain = await run(['segment.epochs=2'], 1);
+    const row = images.find((x) => x.id === corrected)!;
+    const w = row.orig_width as number;
+    const h = row.orig_height as number;
+    try {
+      await writeDecisions(path.join(root, 'review/decisions.csv'), [
+        { id: rejected, decision: 'reject', class: '', note: '' }, { id: classRejected, decision: 'reject', class: 'background', note: '' },
+        { id: carve.val[0], decision: 'reject', class: '', note: 'validation: not affected' },
+      ]);
+      // the corrected mask: every pixel class 0, so the image is fully labelled
+      await fs.writeFile(path.join(root, 'review/corrections', `${corrected}.png`), encodeIndexedPng(new Uint8Array(w * h), w, h));
+      const r = await run(['segment.epochs=2'], 1);
+      expect(r.review).toEqual({ decisions: 3, rejected: 1, corrected: 1, rejected_classes: 1, unused_corrections: 0 });
+      expect(r.trainImages).toBe(carve.train.length - 1);
+      expect(r.valImages).toBe(carve.val.length);
+      expect(plain.review).toEqual({ decisions: 0, rejected: 0, corrected: 0, rejected_classes: 0, unused_corrections: 0 });
+      // the corrected image is fully labelled; the class-rejected one lost its background pixels
+      expect(r.labelledFraction).not.toBeCloseTo(plain.labelledFraction, 3);
+      // a corrected mask of the wrong size is an error naming it
+      await fs.writeFile(path.join(root, 'review/corrections', `${corrected}.png`), encodeIndexedPng(new Uint8Array(4), 2, 2));
+      await expect(run(['segment.epochs=2'], 1)).rejects.toThrow(new RegExp(`corrections/${corrected}\\.png: mask is 2x2`));
+    } finally {
+      await writeDecisions(path.join(root, 'review/decisions.csv'), []);
+      await fs.rm(path.join(root, 'review/corrections', `${corrected}.png`), { force: true });
+      await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it('refineChain reads the table as a mapping or a list, and names a file without one', async () => {
     const f = path.join(root, 'metrics/chain_test.json');

@@ -1,4 +1,4 @@
-/* global window, document, location, history */
+/* global window, document, location, history, URL, Blob, FileReader */
 // The audit report's page logic: vanilla JS, no modules and no fetch, so index.html works from
 // the file system (file://) as well as from any static host. Data comes from data.js
 // (window.AUDIT, written by stages/audit/report.ts). Only one page of rows is in the DOM.
@@ -16,7 +16,17 @@
     A.imageFields.forEach(function (name, i) { o[name] = r[i]; });
     return o;
   });
-  var state = { sort: 'suspicion', dir: 'desc', cls: '', split: '', q: '', min: 0, stage: 'final', page: 0, size: 50 };
+  var CF = {};
+  A.classRowFields.forEach(function (name, i) { CF[name] = i; });
+  var byId = {};
+  rows.forEach(function (r) {
+    // per-class suspicion (cache/audit.arrow): the class filter ranks by it
+    r.csus = {};
+    r.crows.forEach(function (c) { r.csus[c[CF['class']]] = c[CF.suspicion]; });
+    byId[r.id] = r;
+  });
+  // view: the id shown in the detail view ('' = the list); panel: the stage shown large there
+  var state = { sort: 'suspicion', dir: 'desc', cls: '', split: '', q: '', min: 0, stage: 'final', page: 0, size: 50, view: '', panel: 'final' };
 
   function $(id) { return document.getElementById(id); }
   function esc(s) { return String(s).replace(/[&<>"']/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]; }); }
@@ -24,7 +34,7 @@
   function num(v, d) { return v === null || v === undefined ? '&ndash;' : v.toFixed(d === undefined ? 3 : d); }
   function chip(c, absent) {
     var k = A.classes[c];
-    return '<span class="chip' + (absent ? ' absent' : '') + '" style="background:' + k.colour + '" data-class="' + esc(k.name) + '"' +
+    return '<span class="chip' + (absent ? ' absent' : '') + '" style="background:' + k.colour + ';color:' + k.ink + '" data-class="' + esc(k.name) + '"' +
       (absent ? ' title="tagged, but not in the pseudo-mask"' : '') + '>' + esc(k.name) + '</span>';
   }
   function thumbSrc(r, stage) { return A.imageDir + '/' + stage + '/' + r.file + '.jpg'; }
@@ -43,7 +53,7 @@
     if (!state.size) state.size = 50;
   }
   function writeHash() {
-    var parts = ['sort', 'dir', 'cls', 'split', 'q', 'min', 'stage', 'page', 'size'].map(function (k) { return k + '=' + encodeURIComponent(state[k]); });
+    var parts = ['sort', 'dir', 'cls', 'split', 'q', 'min', 'stage', 'page', 'size', 'view', 'panel'].map(function (k) { return k + '=' + encodeURIComponent(state[k]); });
     if (history.replaceState) history.replaceState(null, '', '#' + parts.join('&'));
   }
 
@@ -61,7 +71,7 @@
     var key = state.sort;
     var sign = state.dir === 'asc' ? 1 : -1;
     out.sort(function (a, b) {
-      var x = a[key], y = b[key];
+      var x = score(a, key), y = score(b, key);
       if (x === null || x === undefined) return (y === null || y === undefined) ? a.rank - b.rank : 1; // nulls last
       if (y === null || y === undefined) return -1;
       if (x < y) return -sign;
@@ -71,7 +81,15 @@
     return out;
   }
 
+  /** The sort value of row r: with a class filter, suspicion is that class's suspicion. */
+  function score(r, key) {
+    if (key === 'suspicion' && state.cls !== '') { var v = r.csus[Number(state.cls)]; return v === undefined ? null : v; }
+    return r[key];
+  }
+
   function render() {
+    if (state.view) { renderDetail(); return; }
+    showDetail(false);
     var list = visible();
     var pages = Math.max(1, Math.ceil(list.length / state.size));
     if (state.page >= pages) state.page = pages - 1;
@@ -87,7 +105,7 @@
         '<td class="thumb"><a href="' + esc(A.imageDir + '/full/' + r.file + '.jpg') + '" target="_blank" title="full-size pseudo-mask overlay">' +
         '<img loading="lazy" data-stage="' + stage + '" src="' + esc(thumbSrc(r, stage)) + '" alt="' + esc(r.id + ' ' + stage) + '"></a></td>' +
         '<td class="num rank">' + r.rank + '</td>' +
-        '<td class="num suspicion">' + num(r.suspicion) + '<span class="bar" style="width:' + Math.round(60 * r.suspicion) + 'px"></span></td>' +
+        '<td class="num suspicion">' + suspicionCell(r) + '</td>' +
         '<td class="id">' + esc(r.id) + '</td>' +
         '<td class="split">' + esc(r.split) + '</td>' +
         '<td class="tags">' + chips + '</td>' +
@@ -97,9 +115,10 @@
         '<td class="num gt">' + pct(r.gt_miou) + '</td>' +
         '<td class="num">' + pct(r.gt_coverage) + '</td>' +
         '<td class="reason">' + esc(r.reasons.join(', ')) + (r.flags.length ? '<br>refine: ' + esc(r.flags.join(', ')) : '') + '</td>' +
+        '<td class="decision">' + badges(r.id) + '</td>' +
         '</tr>';
     }).join('');
-    document.querySelector('#images tbody').innerHTML = html || '<tr><td colspan="12">no image matches</td></tr>';
+    document.querySelector('#images tbody').innerHTML = html || '<tr><td colspan="13">no image matches</td></tr>';
     $('page-info').textContent = 'page ' + (state.page + 1) + ' of ' + pages;
     $('row-count').textContent = list.length + ' of ' + rows.length + ' images';
     $('prev').disabled = state.page === 0;
@@ -109,6 +128,208 @@
       if (th.getAttribute('data-sort') === state.sort) th.classList.add('sorted-' + state.dir);
     });
     writeHash();
+  }
+
+
+  function suspicionCell(r) {
+    var v = score(r, 'suspicion');
+    var label = state.cls !== '' ? ' <span class="reason">(' + esc(A.classes[Number(state.cls)].name) + ')</span>' : '';
+    return num(v) + label + '<span class="bar" style="width:' + Math.round(60 * (v || 0)) + 'px"></span>';
+  }
+
+  // ------------------------------------------------------------ decisions (kept in the browser, downloaded as decisions.csv)
+  // A static page cannot write into the project: marks live in localStorage and leave as a
+  // download that `tagseg review import` merges into review/decisions.csv (stages/audit/review.ts).
+  var STORE = 'tagseg-review:' + A.title;
+  var decisions = {};
+  try { decisions = JSON.parse(window.localStorage.getItem(STORE) || '{}') || {}; } catch { decisions = {}; }
+  function dkey(id, cls) { return id + '\u0000' + (cls || ''); }
+  function decisionOf(id, cls) { var d = decisions[dkey(id, cls)]; return d ? d.decision : ''; }
+  function setDecision(id, cls, decision) {
+    var k = dkey(id, cls);
+    if (!decision) delete decisions[k];
+    else decisions[k] = { id: id, decision: decision, 'class': cls || '', note: decisions[k] ? decisions[k].note : '' };
+    persist();
+  }
+  function persist() {
+    try { window.localStorage.setItem(STORE, JSON.stringify(decisions)); } catch { /* private mode: marks last for this page only */ }
+    updateDecisionCount();
+  }
+  function badges(id) {
+    return Object.keys(decisions).filter(function (k) { return decisions[k].id === id; }).sort().map(function (k) {
+      var d = decisions[k];
+      return '<span class="badge ' + d.decision + '">' + esc(d.decision + (d['class'] ? ': ' + d['class'] : '')) + '</span>';
+    }).join(' ');
+  }
+  function csvField(v) { return /[",\r\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; }
+  /** review/decisions.csv's format (data/review.ts): header, rows sorted by id then class, RFC 4180. */
+  function decisionsCsv() {
+    var list = Object.keys(decisions).map(function (k) { return decisions[k]; }).sort(function (a, b) {
+      return a.id < b.id ? -1 : a.id > b.id ? 1 : a['class'] < b['class'] ? -1 : a['class'] > b['class'] ? 1 : 0;
+    });
+    return ['id,decision,class,note'].concat(list.map(function (d) { return [d.id, d.decision, d['class'], d.note].map(csvField).join(','); })).join('\n') + '\n';
+  }
+  function parseCsv(text) {
+    var out = [], rec = [], f = '', q = false;
+    for (var i = 0; i < text.length; i++) {
+      var ch = text[i];
+      if (q) { if (ch === '"' && text[i + 1] === '"') { f += '"'; i++; } else if (ch === '"') q = false; else f += ch; }
+      else if (ch === '"') q = true;
+      else if (ch === ',') { rec.push(f); f = ''; }
+      else if (ch === '\n' || ch === '\r') { if (ch === '\r' && text[i + 1] === '\n') i++; rec.push(f); out.push(rec); rec = []; f = ''; }
+      else f += ch;
+    }
+    if (f !== '' || rec.length) { rec.push(f); out.push(rec); }
+    return out;
+  }
+  function loadCsv(text) {
+    var recs = parseCsv(text.replace(/^\ufeff/, ''));
+    var h = recs.shift() || [];
+    var col = { id: h.indexOf('id'), decision: h.indexOf('decision'), 'class': h.indexOf('class'), note: h.indexOf('note') };
+    if (col.id < 0 || col.decision < 0) { window.alert('not a decisions.csv: the header needs id and decision'); return; }
+    recs.forEach(function (r) {
+      var d = (r[col.decision] || '').trim().toLowerCase();
+      if (!r[col.id] || ['accept', 'reject', 'relabel'].indexOf(d) < 0) return;
+      var c = col['class'] >= 0 ? (r[col['class']] || '').trim() : '';
+      decisions[dkey(r[col.id], c)] = { id: r[col.id], decision: d, 'class': c, note: col.note >= 0 ? (r[col.note] || '') : '' };
+    });
+    persist();
+    var dc = $('decision-count');
+    dc.setAttribute('data-loads', String(Number(dc.getAttribute('data-loads') || 0) + 1)); // a loaded file is done (tests wait on it)
+    render();
+  }
+  function updateDecisionCount() {
+    var n = Object.keys(decisions).length;
+    $('decision-count').textContent = n + ' decision' + (n === 1 ? '' : 's') + ' marked';
+  }
+  function downloadDecisions() {
+    var a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([decisionsCsv()], { type: 'text/csv' }));
+    a.download = 'decisions.csv';
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
+  // ------------------------------------------------------------ detail view: one image, every stage side by side
+  function panelsOf(r) {
+    var p = [{ key: 'photo', label: 'photo', src: A.imageDir + '/photo/' + r.file + '.jpg' }];
+    r.heat.forEach(function (c) { p.push({ key: 'heat-' + c, label: 'CAM ' + A.classes[c].name, src: A.imageDir + '/heat/' + r.file + '_' + c + '.jpg' }); });
+    A.stages.forEach(function (s) {
+      if (s.key === 'gt' && !r.gt) return;
+      p.push({ key: s.key, label: s.key === 'final' ? 'pseudo-mask (ignore hatched)' : s.label, src: A.imageDir + '/' + s.key + '/' + r.file + '.jpg' });
+    });
+    return p;
+  }
+  function showDetail(on) {
+    $('detail').hidden = !on;
+    ['review', 'classes', 'columns'].forEach(function (id) { $(id).hidden = on; });
+  }
+  function openDetail(id) { state.view = id; render(); window.scrollTo(0, 0); }
+  function closeDetail() {
+    var list = visible();
+    var i = list.findIndex(function (r) { return r.id === state.view; });
+    if (i >= 0) state.page = Math.floor(i / state.size);
+    state.view = '';
+    render();
+  }
+  function step(delta) {
+    var list = visible();
+    var i = list.findIndex(function (r) { return r.id === state.view; });
+    var j = Math.max(0, Math.min(list.length - 1, i + delta));
+    if (list[j]) { state.view = list[j].id; render(); }
+  }
+  function cyclePanel(delta) {
+    var ps = panelsOf(byId[state.view]);
+    var i = ps.findIndex(function (p) { return p.key === state.panel; });
+    state.panel = ps[(i + delta + ps.length) % ps.length].key;
+    render();
+  }
+  function cell(v, f) { return '<td class="num">' + f(v) + '</td>'; }
+  function renderDetail() {
+    var r = byId[state.view];
+    if (!r) { state.view = ''; render(); return; }
+    showDetail(true);
+    var list = visible();
+    var i = list.findIndex(function (x) { return x.id === r.id; });
+    var ps = panelsOf(r);
+    if (!ps.some(function (p) { return p.key === state.panel; })) state.panel = 'final';
+    var main = ps.filter(function (p) { return p.key === state.panel; })[0];
+    var d = decisionOf(r.id, '');
+    var shown = r.tags.concat(r.classes.filter(function (c) { return r.tags.indexOf(c) < 0; }));
+    var html = '<h2><span>' + esc(r.id) + '</span><small>rank ' + r.rank + ' \u00b7 suspicion ' + num(r.suspicion) + ' \u00b7 ' + esc(r.split) +
+      ' \u00b7 ' + (i >= 0 ? (i + 1) + ' of ' + list.length : 'not in the filtered list') + '</small><span id="detail-decision">' + badges(r.id) + '</span></h2>' +
+      '<div class="nav"><button type="button" data-act="back">&larr; list (Esc)</button><button type="button" data-act="prev"' + (i <= 0 ? ' disabled' : '') + '>previous (k)</button>' +
+      '<button type="button" data-act="next"' + (i < 0 || i >= list.length - 1 ? ' disabled' : '') + '>next (j)</button></div>' +
+      '<div class="decide">image: ' + ['accept', 'reject', 'relabel'].map(function (x) {
+        return '<button type="button" data-decide="' + x + '"' + (d === x ? ' class="on"' : '') + '>' + (x === 'relabel' ? 'needs relabel (e)' : x + ' (' + x[0] + ')') + '</button>';
+      }).join('') + '<button type="button" data-decide="">clear (u)</button> <label>note <input id="detail-note" size="40" value="' +
+      esc(d ? decisions[dkey(r.id, '')].note : '') + '"' + (d ? '' : ' disabled title="decide first"') + '></label></div>' +
+      '<div class="detail-main"><figure><img id="detail-main" data-panel="' + esc(main.key) + '" src="' + esc(main.src) + '" alt="' + esc(r.id + ' ' + main.label) + '"><figcaption>' + esc(main.label) + ' (v / V: next / previous view)</figcaption></figure>' +
+      '<div><div id="detail-legend">' + shown.map(function (c) { return chip(c, r.tags.indexOf(c) >= 0 && r.classes.indexOf(c) < 0); }).join('') +
+      '<span class="chip" style="background:#777;color:#fff">ignore (hatched grey)</span></div>' +
+      '<p class="reason">why: ' + esc(r.reasons.join(', ') || '-') + (r.flags.length ? '; refine: ' + esc(r.flags.join(', ')) : '') + '</p></div></div>' +
+      '<div class="panels">' + ps.map(function (p) {
+        return '<figure data-panel="' + esc(p.key) + '"' + (p.key === state.panel ? ' class="on"' : '') + '><img loading="lazy" src="' + esc(p.src) + '" alt="' + esc(p.label) + '"><figcaption>' + esc(p.label) + '</figcaption></figure>';
+      }).join('') + '</div>' +
+      '<h3>Classes</h3><table id="detail-classes"><thead><tr><th>class</th><th>tagged</th><th>area</th><th>confidence</th><th>ignore</th><th>regions</th>' +
+      '<th>CAM&rarr;RW</th><th>RW&rarr;RCA</th><th>RCA&rarr;final</th><th>CAM&rarr;final</th><th>edge alignment</th><th>suspicion</th><th>why</th><th>GT IoU</th><th>decision</th></tr></thead><tbody>' +
+      r.crows.map(function (c) {
+        var k = c[CF['class']], name = A.classes[k].name, cd = decisionOf(r.id, name);
+        return '<tr data-class="' + esc(name) + '"><td>' + chip(k, c[CF.empty]) + '</td><td>' + (c[CF.tagged] ? 'yes' : 'no') + '</td>' + cell(c[CF.area], pct) + cell(c[CF.confidence], function (v) { return num(v, 2); }) +
+          cell(c[CF.ignore], pct) + cell(c[CF.components], function (v) { return String(v); }) + cell(c[CF.iou_cam_rw], pct) + cell(c[CF.iou_rw_rca], pct) + cell(c[CF.iou_rca_final], pct) +
+          cell(c[CF.iou_cam_final], pct) + cell(c[CF.boundary], pct) + '<td class="num class-suspicion">' + num(c[CF.suspicion]) + '</td><td class="reason">' + esc((c[CF.reasons] || []).join(', ')) + '</td>' +
+          cell(c[CF.gt_iou], pct) + '<td>' + ['accept', 'reject', 'relabel'].map(function (x) {
+            return '<button type="button" data-class-decide="' + x + '" data-cls="' + esc(name) + '"' + (cd === x ? ' class="on"' : '') + '>' + x + '</button>';
+          }).join('') + '</td></tr>';
+      }).join('') + '</tbody></table>';
+    $('detail').innerHTML = html;
+    writeHash();
+  }
+  function setupDetail() {
+    document.querySelector('#images tbody').addEventListener('click', function (e) {
+      if (e.target.closest('a')) return; // the thumbnail link opens the full-size overlay
+      var tr = e.target.closest('tr[data-id]');
+      if (tr) openDetail(tr.getAttribute('data-id'));
+    });
+    $('detail').addEventListener('click', function (e) {
+      var b = e.target.closest('button, figure[data-panel]');
+      if (!b) return;
+      var act = b.getAttribute('data-act');
+      if (act === 'back') closeDetail();
+      else if (act === 'prev') step(-1);
+      else if (act === 'next') step(1);
+      else if (b.hasAttribute('data-decide')) { setDecision(state.view, '', b.getAttribute('data-decide')); render(); }
+      else if (b.hasAttribute('data-class-decide')) {
+        var cls = b.getAttribute('data-cls'), x = b.getAttribute('data-class-decide');
+        setDecision(state.view, cls, decisionOf(state.view, cls) === x ? '' : x);
+        render();
+      } else if (b.hasAttribute('data-panel')) { state.panel = b.getAttribute('data-panel'); render(); }
+    });
+    document.addEventListener('keydown', function (e) {
+      if (!state.view || e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+      var keys = {
+        ArrowRight: function () { step(1); }, j: function () { step(1); }, ArrowLeft: function () { step(-1); }, k: function () { step(-1); },
+        a: function () { setDecision(state.view, '', 'accept'); render(); }, r: function () { setDecision(state.view, '', 'reject'); render(); },
+        e: function () { setDecision(state.view, '', 'relabel'); render(); }, u: function () { setDecision(state.view, '', ''); render(); },
+        v: function () { cyclePanel(1); }, V: function () { cyclePanel(-1); }, Escape: closeDetail,
+      };
+      if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
+    });
+    $('detail').addEventListener('change', function (e) {
+      if (e.target.id !== 'detail-note') return;
+      var d = decisions[dkey(state.view, '')];
+      if (d) { d.note = e.target.value; persist(); }
+    });
+    $('download-decisions').addEventListener('click', downloadDecisions);
+    $('load-decisions').addEventListener('change', function (e) {
+      var f = e.target.files && e.target.files[0];
+      if (!f) return;
+      var fr = new FileReader();
+      fr.onload = function () { loadCsv(String(fr.result)); };
+      fr.readAsText(f);
+    });
+    updateDecisionCount();
   }
 
   // ------------------------------------------------------------ controls
@@ -152,7 +373,7 @@
   // ------------------------------------------------------------ overview, classes, charts, columns
   function overview() {
     var o = A.overview;
-    $('subtitle').textContent = A.title + ' \u00b7 ' + A.generated;
+    $('subtitle').textContent = A.title;
     var items = ['<span><b>' + rows.length + '</b> images</span>', '<span><b>' + A.classes.length + '</b> classes</span>',
       '<span>mean suspicion <b>' + num(o.meanSuspicion) + '</b></span>', '<span>mean ignore <b>' + pct(o.meanIgnore) + '</b></span>'];
     if (o.gt) {
@@ -235,6 +456,7 @@
   if (!A.stages.some(function (s) { return s.key === state.stage; })) state.stage = 'final';
   overview();
   setupControls();
+  setupDetail();
   classes();
   columns();
   render();
