@@ -17,7 +17,8 @@ import {
   RecordBatch, RecordBatchFileWriter, RecordBatchReader, Schema, Struct, Utf8, Vector, makeData,
 } from 'apache-arrow';
 import type { AsyncRecordBatchFileReader } from 'apache-arrow';
-import { TagsegError, messageOf } from './errors.js';
+import { type StageCommit, commitFor } from './commit.js';
+import { TagsegError, fsError, messageOf } from './errors.js';
 import { ensureDir, tempPathFor } from './fsutil.js';
 
 export const SCHEMA_VERSION = 1; // bump when a table layout changes
@@ -265,6 +266,7 @@ export class TableWriter {
     private readonly sink: ChunkSink,
     private readonly batchRows: number,
     private readonly batchBytes: number,
+    private readonly txn: StageCommit | undefined,
   ) {
     this.types = schema.fields.map((f) => f.type);
     this.names = new Set(columns.map((c) => c.name));
@@ -280,12 +282,18 @@ export class TableWriter {
     if (!(batchRows >= 1 && batchBytes >= 1)) throw new TagsegError(`batchRows and batchBytes must be >= 1`, { file });
     await ensureDir(path.dirname(file));
     const tmp = tempPathFor(file);
-    const fh = await fs.open(tmp, 'w');
+    // Inside a running stage the finished file is committed with the stage's other outputs (commit.ts).
+    const txn = commitFor(file);
+    if (txn) await txn.add(tmp, file, { dir: false, ready: false });
+    const fh = await fs.open(tmp, 'w').catch(async (err: unknown) => {
+      await txn?.drop(tmp);
+      throw fsError(err, 'cannot create the table', file);
+    });
     const sink = new ChunkSink();
     // One Schema object for the whole file: arrow-js closes the writer on a batch whose schema differs.
     // Writing it now (not with the first batch) also makes a table with zero rows a valid file.
     const writer = new RecordBatchFileWriter().reset(sink, schema);
-    const w = new TableWriter(file, tmp, fh, columns, schema, writer, sink, batchRows, batchBytes);
+    const w = new TableWriter(file, tmp, fh, columns, schema, writer, sink, batchRows, batchBytes, txn);
     await w.drain(); // aborts (removing the temp file) if it fails
     return w;
   }
@@ -312,11 +320,12 @@ export class TableWriter {
       await this.drain();
       await this.fh.sync();
       await this.fh.close();
-      await fs.rename(this.tmp, this.file);
+      if (this.txn) this.txn.ready(this.tmp);
+      else await fs.rename(this.tmp, this.file);
       this.state = 'closed';
     } catch (err) {
       await this.abort();
-      throw err instanceof TagsegError ? err : new TagsegError(`could not write table: ${messageOf(err)}`, { file: this.file, cause: err });
+      throw err instanceof TagsegError ? err : fsError(err, 'could not write table', this.file);
     }
     return { rows: this.rowCount, bytes: this.written };
   }
@@ -326,7 +335,7 @@ export class TableWriter {
     if (this.state === 'closed') return;
     this.state = 'failed';
     await this.fh.close().catch(() => undefined);
-    await fs.rm(this.tmp, { force: true });
+    await (this.txn ? this.txn.drop(this.tmp) : fs.rm(this.tmp, { force: true }));
   }
 
   private ensureOpen(): void {
@@ -382,7 +391,7 @@ export class TableWriter {
       if (bytesWritten !== want) throw new Error(`short write (${bytesWritten} of ${want} bytes)`);
     } catch (err) {
       await this.abort();
-      throw new TagsegError(`could not write table: ${messageOf(err)}`, { file: this.file, cause: err });
+      throw fsError(err, 'could not write table', this.file);
     }
     this.written += want;
   }

@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import { Argument, Command, InvalidArgumentError, Option } from 'commander';
-import { TagsegError, messageOf } from './errors.js';
+import { formatError } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
 
@@ -36,7 +36,15 @@ program
   )
   .option('--root <dir>', 'project directory holding params.yaml and dvc.yaml', '.')
   .option('-q, --quiet', 'no progress output')
-  .hook('preAction', (cmd) => setQuiet(Boolean(cmd.opts().quiet)))
+  .option('--debug', 'print the stack trace of any error')
+  .hook('preAction', async (cmd, action) => {
+    setQuiet(Boolean(cmd.opts().quiet));
+    // Finish or undo the commit of a stage a kill interrupted before anything reads the outputs.
+    if (['repro', 'status', 'import'].includes(action.name())) {
+      const { recoverCommits } = await import('./commit.js');
+      await recoverCommits(rootOf());
+    }
+  })
   .showHelpAfterError('(run with --help for usage)')
   .addHelpText(
     'after',
@@ -106,8 +114,11 @@ program
   .option('--json', 'print a JSON summary')
   .action(async (dataset: string, o: Record<string, unknown>) => {
     const { ingestDataset, formatIngest } = await import('../stages/ingest/ingest.js');
+    const { withStageCommit } = await import('./commit.js');
     const out = path.resolve(rootOf(), o.out as string);
-    const r = await ingestDataset({
+    const tables = [path.join(out, 'dataset.arrow'), path.join(out, 'images.arrow')];
+    // Both tables are committed together, as the ingest stage's are (commit.ts).
+    const r = await withStageCommit(rootOf(), 'import', tables, () => ingestDataset({
       root: path.resolve(rootOf(), dataset),
       format: o.format as 'voc' | 'csv',
       csv: o.csv as string,
@@ -119,7 +130,7 @@ program
       datasetTable: path.join(out, 'dataset.arrow'),
       imagesTable: path.join(out, 'images.arrow'),
       paramsHash: 'cli-import',
-    });
+    }));
     print(Boolean(o.json), r, () => formatIngest(r));
   });
 
@@ -292,6 +303,39 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
     print(Boolean(o.json), r, () => formatAudit(r));
   });
 
+program
+  .command('cv')
+  .description('the evaluation protocol: k-fold cross-validation of the segment stage over the train split\'s images with masks (train on k-1 folds, score the held-out one); resumable')
+  .addOption(new Option('--preset <name>', 'cheap: 3 folds x 1 seed at half the epochs, for choosing; full: 3 folds x 3 seeds, for reported tables').choices(['cheap', 'full']).default('cheap'))
+  .option('--folds <k>', 'number of folds (overrides the preset)', int('--folds'))
+  .option('--seeds <n>', 'training seeds per fold: params seed, seed + 1, ... (overrides the preset)', int('--seeds'))
+  .option('--epochs-factor <f>', 'segment.epochs x f, rounded, at least 1 (overrides the preset)', parseFloat)
+  .option('--oracle', 'train on the ground-truth masks instead of the pseudo-masks (the weak / oracle ratio needs both)')
+  .option('--fold-seed <n>', 'seed of the fold assignment', int('--fold-seed'), 0)
+  .option('--set <key=value>', 'segment.* or seed override of the trained recipe (repeatable)', collect, [])
+  .option('--out <dir>', 'results folder: <out>/<recipe hash>/fold<k>-seed<s>.json, summary.json', 'runs/cv')
+  .option('--json', 'print the summary as JSON')
+  .addHelpText(
+    'after',
+    `
+Needs a workspace run up to refine (tagseg repro refine). Finished (fold, seed) runs are kept and skipped
+on a rerun, so the protocol can be stopped and continued. Every score is on a held-out fold, at full
+coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: eval/cv.ts.`,
+  )
+  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; foldSeed: number; set: string[]; out: string; json?: boolean }) => {
+    const { CV_PRESETS, runCv } = await import('../eval/cv.js');
+    const { formatCv } = await import('../eval/cv_summary.js');
+    const { log } = await import('./log.js');
+    const preset = CV_PRESETS[o.preset];
+    const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
+    const r = await runCv({
+      root: rootOf(), folds: o.folds ?? preset.folds, seeds: o.seeds ?? preset.seeds, epochsFactor: o.epochsFactor ?? preset.epochsFactor,
+      oracle: Boolean(o.oracle), foldSeed: o.foldSeed, sets: o.set, out: o.out,
+      onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
+    });
+    print(Boolean(o.json), r, () => formatCv(r));
+  });
+
 const review = program
   .command('review')
   .description('record review decisions (accept / reject / relabel, per image or per class) in review/decisions.csv')
@@ -393,11 +437,7 @@ async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
   } catch (err) {
-    if (err instanceof TagsegError) {
-      process.stderr.write(`tagseg: ${err.message}\n`);
-    } else {
-      process.stderr.write(`tagseg: unexpected error: ${messageOf(err)}\n${err instanceof Error ? (err.stack ?? '') : ''}\n`);
-    }
+    process.stderr.write(formatError(err, process.argv.includes('--debug')));
     process.exitCode = 1;
   }
 }

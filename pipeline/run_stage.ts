@@ -5,9 +5,11 @@
  * code deps start (pipeline/code_deps.ts): the CLI and stages/index.ts only choose the stage.
  */
 import * as path from 'node:path';
+import { withStageCommit } from './commit.js';
 import { removeLeftovers } from './fsutil.js';
 import { log } from './log.js';
 import { type Params, loadParams } from './params.js';
+import { checkOutputsWritable } from './preflight.js';
 import { writeRunLog } from './run_log.js';
 import type { Stage, StageContext } from './stage.js';
 
@@ -20,8 +22,13 @@ export async function runStage(root: string, stage: Stage, params: Params, json:
   const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json };
   const t0 = performance.now();
   log.info(`== ${stage.name}: ${stage.summary}`);
+  const io = stage.io(params);
+  const outputs = [...io.writes, ...io.metrics, ...io.plots];
+  // First the check that names a file in the way (TagsegError), then the cleanup that walks those folders.
+  await checkOutputsWritable(root, stage.name, outputs);
   await removeStageLeftovers(stage, ctx);
-  const summary = await stage.run(ctx);
+  // All of the stage's outputs are committed together when it returns, or none (commit.ts).
+  const summary = await withStageCommit(root, stage.name, outputs, () => stage.run(ctx));
   const seconds = (performance.now() - t0) / 1000;
   await writeRunLog(root, stage.name, seconds, summary);
   log.info(`== ${stage.name} done in ${seconds.toFixed(1)} s`);

@@ -4,6 +4,7 @@
  * this list. Adding a stage = a folder under stages/ exporting `stage`, an entry here, and its
  * entry in dvc.yaml (tests check they agree).
  */
+import { recoverCommits } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { loadRunParams, runStage } from '../pipeline/run_stage.js';
 import type { Stage } from '../pipeline/stage.js';
@@ -40,6 +41,7 @@ export async function runStages(root: string, names: string[], overrides: string
     stages.push(s);
   }
   const params = await loadRunParams(root, overrides);
+  await recoverCommits(root); // finish or undo what a killed run left half committed
   const results: Record<string, unknown> = {};
   for (const s of stages) results[s.name] = await runStage(root, s, params, json);
   return results;

@@ -2,7 +2,8 @@
  * Stage `segment`: pseudo-masks (or ground truth) -> a segmentation network -> models/segment.
  *
  * 1. Split: the images of `dataset.train_split` minus a validation carve (labels.ts: seeded hash
- *    of the id < `segment.val_fraction`), identical in both label modes; never trained on.
+ *    of the id < `segment.val_fraction`), identical in both label modes; never trained on. A caller
+ *    may give the training and held-out ids instead (`split`: the CV protocol's folds, eval/cv.ts).
  * 2. Labels: `segment.labels: pseudo` takes cache/pseudo_masks.arrow (stage refine, original size,
  *    resized to the working size by nearest); `gt` takes images.arrow's ground-truth masks (the
  *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
@@ -40,7 +41,7 @@ import { classPlotRows, epochPlotRows, iouFigures, writeJsonMetrics } from '../.
 import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { segmentBatch } from './infer.js';
-import { carveVal, labelledFraction, labelsAtWorkingSize } from './labels.js';
+import { carveVal, explicitSplit, idsKey, labelledFraction, labelsAtWorkingSize } from './labels.js';
 import { type ReviewPlan, ignoreClassPixels, listCorrections, planReview } from './review.js';
 import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
 import { type SegAux, createSegAux } from './contrast.js';
@@ -131,6 +132,8 @@ export interface RunSegmentOptions {
   path(rel: string): string;
   /** Tests: stop training after this many epochs in this run (simulates a kill; no model, no scores). */
   stopAfter?: number;
+  /** Explicit training and held-out ids of the train split (the CV protocol's folds, eval/cv.ts) instead of the `val_fraction` carve. */
+  split?: { train: readonly string[]; val: readonly string[] };
 }
 
 interface DatasetRow {
@@ -157,7 +160,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const trainIds: string[] = [];
   for (const [id, d] of dataset) if (d.split === p.dataset.train_split) trainIds.push(id);
   if (trainIds.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}'`, { file: o.path(INPUTS.dataset), hint: 'check dataset.train_split' });
-  const carve = carveVal(trainIds, s.val_fraction, p.seed);
+  const carve = o.split ? explicitSplit(trainIds, o.split, p.dataset.train_split) : carveVal(trainIds, s.val_fraction, p.seed);
   const valSet = new Set(carve.val);
   const review = s.labels === 'pseudo' ? await reviewPlan(o, carve.train, classes, dataset) : null;
   const trainSet = new Set(review ? review.plan.train : carve.train);
@@ -199,7 +202,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   // 3. training
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
   const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
-  const hash = segmentTrainHash(p, dataHash);
+  const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
   const store = await trainingStore('segment', await ownCodeDeps('segment'), hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
