@@ -28,8 +28,12 @@ export async function runStage(root: string, stage: Stage, params: Params, json:
   // First the check that names a file in the way (TagsegError), then the cleanup that walks those folders.
   await checkOutputsWritable(root, stage.name, outputs);
   await removeStageLeftovers(stage, ctx);
-  // All of the stage's outputs are committed together when it returns, or none (commit.ts).
-  const summary = await withStageCommit(root, stage.name, outputs, () => stage.run(ctx));
+  // All of the stage's outputs are committed together when it returns, or none (commit.ts). Shards
+  // running at once each commit their own part under their own journal (`refine@k`).
+  const own = shard && stage.sharded ? stage.sharded.outputs(shard) : null;
+  const journal = own ? `${stage.name}@${shard!.k}` : stage.name;
+  const committed = own ? [...own.writes, ...own.metrics] : outputs;
+  const summary = await withStageCommit(root, journal, committed, () => stage.run(ctx));
   const seconds = (performance.now() - t0) / 1000;
   await writeRunLog(root, stage.name, seconds, summary);
   log.info(`== ${stage.name} done in ${seconds.toFixed(1)} s`);
