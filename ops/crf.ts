@@ -383,6 +383,23 @@ function splatPoint(k: MeanFieldKernel, q: Float64Array, p: number, C: number): 
 }
 
 /**
+ * The smoothness kernel's filter depends only on the image size, sxy and the normalisation, not on
+ * the image: predict and refine see the same few sizes again and again, so the last two are kept
+ * (per thread; a 320x240 one holds about 3 MB). The mean field only reads them.
+ */
+const smoothnessFilters = new Map<string, NormalizedGaussianFilter>();
+
+function smoothnessFilter(H: number, W: number, sxy: number, normalization: KernelNormalization): NormalizedGaussianFilter {
+  const key = `${H}x${W}/${sxy}/${normalization}`;
+  let f = smoothnessFilters.get(key);
+  if (f) smoothnessFilters.delete(key); // re-inserted below: most recently used last
+  else f = new NormalizedGaussianFilter(positionFeatures(H, W, sxy), H * W, 2, normalization);
+  smoothnessFilters.set(key, f);
+  if (smoothnessFilters.size > 2) smoothnessFilters.delete(smoothnessFilters.keys().next().value!);
+  return f;
+}
+
+/**
  * Dense CRF mean-field inference on an image.
  * @param unary  [H·W, C] row-major unary energies, -log p (see `unaryFromLabels`, `unaryFromProbs`).
  * @param image  [H, W, 3] RGB bytes (used by the bilateral kernel; may be empty if bilateral is null).
@@ -404,7 +421,7 @@ export function denseCrf(
 
   const kernels: { filter: NormalizedGaussianFilter; w: number }[] = [];
   if (o.gaussian && o.gaussian.compat !== 0 && o.iterations > 0) {
-    kernels.push({ filter: new NormalizedGaussianFilter(positionFeatures(H, W, o.gaussian.sxy), N, 2, o.normalization), w: o.gaussian.compat });
+    kernels.push({ filter: smoothnessFilter(H, W, o.gaussian.sxy, o.normalization), w: o.gaussian.compat });
   }
   if (o.bilateral && o.bilateral.compat !== 0 && o.iterations > 0) {
     const f = bilateralFeatures(image, H, W, o.bilateral.sxy, o.bilateral.srgb);

@@ -396,6 +396,15 @@ describe('fused mean field (ops/crf.ts) vs the previous, unfused one (ops/crf_un
     });
   }
 
+  it('matches across image sizes and sxy, also when the cached smoothness filters are evicted and rebuilt', () => {
+    for (const [H, W, sxy] of [[12, 9, 3], [9, 12, 3], [12, 9, 2], [12, 9, 3], [9, 12, 3]]) {
+      const { image, probs } = scene(H, W, 3, H + sxy);
+      const U = unaryFromProbs(probs, 3);
+      const opts = { gaussian: { sxy } };
+      expect(maxAbsDiff(denseCrf(U, image, H, W, 3, opts), denseCrfUnfused(U, image, H, W, 3, opts))).toBeLessThan(1e-5);
+    }
+  });
+
   it('control: a 2% change of one weight exceeds the tolerance 4-fold (so the check above can fail)', () => {
     const { image, probs } = scene(23, 31, 5, 12);
     const U = unaryFromProbs(probs, 5);
