@@ -12,7 +12,9 @@
  *           [h, 1, W, 2 rx + 1], dx innermost; `baseStep` below), s: the baseline of issue 25 item 5
  *   steps   `steps` propagation steps one after the other with today's step kernel, s
  *   walk    the default (Chebyshev) propagation of the same map, s, and ms per step of the walk
- *   ratio   base / walk and steps / walk, all timed in the same process back to back, best of 2 each
+ *   ratio   base / walk and steps / walk, all timed in the same process back to back: the median of
+ *           3 rounds' ratios (each round runs base, steps, walk once), with their range
+ *   base s, steps s, walk s: the best of the 3 rounds
  *   diff    max |walk - base| and |steps - base| over the map (the map is in [0, 1])
  *   T       tensor bytes of the transition (O(N K))
  *   peak    tf.profile peakBytes of build and of one step (all live tensor bytes, T included)
@@ -39,6 +41,8 @@ interface Result {
   walkS: number;
   stepsS: number;
   baseS: number;
+  baseRatios: number[];
+  stepsRatios: number[];
   diff: number;
   tBytes: number;
   peakBuild: number;
@@ -98,24 +102,29 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   const buildMs = performance.now() - t;
   const tBytes = T.groups.reduce((s, g) => s + g.weights.size * 4, 0);
   const peakStep = (await tf.profile(() => void propagate(x, T, 1).dispose())).peakBytes;
-  // alternate the two paths, best of 2 each: the machine is shared, the ratio is what to read
+  // alternate the three paths, 3 rounds: the machine is shared, the per-round ratio is what to read
   let walkS = Infinity;
   let stepsS = Infinity;
   let baseS = Infinity;
   let diff = 0;
-  for (let round = 0; round < 2; round++) {
+  const baseRatios: number[] = [];
+  const stepsRatios: number[] = [];
+  for (let round = 0; round < 3; round++) {
     t = performance.now();
     const b = baseWalk(x, T, steps);
     const bd = b.dataSync();
-    baseS = Math.min(baseS, (performance.now() - t) / 1000);
+    const bS = (performance.now() - t) / 1000;
     t = performance.now();
     const z = propagate(x, T, steps, { method: 'steps' });
     const zd = z.dataSync();
-    stepsS = Math.min(stepsS, (performance.now() - t) / 1000);
+    const sS = (performance.now() - t) / 1000;
     t = performance.now();
     const y = propagate(x, T, steps);
     const yd = y.dataSync();
-    walkS = Math.min(walkS, (performance.now() - t) / 1000);
+    const wS = (performance.now() - t) / 1000;
+    [baseS, stepsS, walkS] = [Math.min(baseS, bS), Math.min(stepsS, sS), Math.min(walkS, wS)];
+    baseRatios.push(bS / wS);
+    stepsRatios.push(sS / wS);
     for (let i = 0; i < yd.length; i++) diff = Math.max(diff, Math.abs(yd[i] - bd[i]), Math.abs(zd[i] - bd[i]));
     tf.dispose([y, z, b]);
   }
@@ -125,9 +134,15 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   const prof = await tf.profile(() => disposeTransition(buildTransition(aff, offsets, radius, h, w, 8)));
   tf.dispose([aff, x]);
   return {
-    h, w, radius, K, steps, buildMs, walkS, stepsS, baseS, diff, tBytes,
+    h, w, radius, K, steps, buildMs, walkS, stepsS, baseS, baseRatios, stepsRatios, diff, tBytes,
     peakBuild: prof.peakBytes, peakStep, rssBase, rssPeak: process.resourceUsage().maxRSS * 1024, leak,
   };
+}
+
+/** Median of the per-round ratios and their range, e.g. "3.46x (2.6-5.4)". */
+function ratio(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  return `${s[Math.floor(s.length / 2)].toFixed(2)}x (${s[0].toFixed(1)}-${s[s.length - 1].toFixed(1)})`;
 }
 
 const argv = process.argv.slice(2);
@@ -139,7 +154,7 @@ if (argv[0] === '--one') {
   const radii = (argv[1] ?? '5,10').split(',').map(Number);
   const grids = (argv[2] ?? '80x60,160x120,250x188').split(',').map((g) => g.split('x').map(Number) as [number, number]);
   console.log(`random walk, C = 3, beta 8, ${steps} steps; ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log('grid (w x h)   image       r    K   build ms   base s  steps s   walk s   ms/step  base/walk  steps/walk      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
+  console.log('grid (w x h)   image       r    K   build ms   base s  steps s   walk s   ms/step  base/walk (range)  steps/walk (range)      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
   for (const radius of radii) {
     for (const [gw, gh] of grids) {
       const p = spawnSync(process.execPath, ['--import', 'tsx', self, '--one', String(gh), String(gw), String(radius), String(steps)], {
@@ -164,8 +179,8 @@ if (argv[0] === '--one') {
           r.stepsS.toFixed(2).padStart(8),
           r.walkS.toFixed(2).padStart(8),
           ((r.walkS * 1000) / r.steps).toFixed(1).padStart(9),
-          `${(r.baseS / r.walkS).toFixed(2)}x`.padStart(10),
-          `${(r.stepsS / r.walkS).toFixed(2)}x`.padStart(11),
+          ratio(r.baseRatios).padStart(20),
+          ratio(r.stepsRatios).padStart(20),
           r.diff.toExponential(1).padStart(9),
           (r.tBytes / MB).toFixed(1).padStart(6),
           (r.peakBuild / MB).toFixed(1).padStart(15),
