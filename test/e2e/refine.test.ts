@@ -18,11 +18,13 @@ import { repro } from '../../pipeline/dag.js';
 import { createWorkspace } from '../../pipeline/workspace.js';
 import { encodeFloat16 } from '../../stages/cam/f16.js';
 import { camColumns } from '../../stages/cam/tables.js';
-import { expectScore } from '../helpers/quality.js';
+import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
 
 // Quality floors (fractions, as in the metrics file): measured on this test's fixtures (no training, so
 // deterministic up to float rounding), minus a margin of 0.02 (rounded down to 0.01).
 const FLOOR = { cam: 0.40, random_walk: 0.79, rca: 0.40, rca_random_walk: 0.79, pseudo_masks: 0.98 }; // measured 0.4232, 0.8184, 0.4232, 0.8184, 1.0
+// Each floor must stay this far above the trivial baseline of the same images (test/helpers/quality.ts).
+const ABOVE_BASELINE = 0.05;
 
 let root: string;
 
@@ -105,6 +107,8 @@ describe('refine end to end', () => {
     // Full coverage (ignore counted as wrong): measured 0.973, floor minus 0.05 as above.
     expectScore('refine e2e: table.pseudo_masks.miou (full coverage)', m.table.pseudo_masks.miou, 0.92);
     expect(m.table.pseudo_masks.miou).toBeLessThanOrEqual(m.table.pseudo_masks.miou_labelled);
+    const baseline = await trivialBaseline(root, cams.filter((c) => c.split === 'train').map((c) => c.id as string));
+    for (const [s, floor] of Object.entries(FLOOR)) expectFloorAboveBaseline(`refine e2e: table.${s}.miou`, floor, baseline, ABOVE_BASELINE);
     expect(m.table.pseudo_masks.miou).toBeGreaterThan(m.table.cam.miou);
     expect(m.table.pseudo_masks.miou).toBeGreaterThan(m.table.rca.miou);
     expect(m.table.pseudo_masks.ignore_fraction).toBeLessThan(0.3);
