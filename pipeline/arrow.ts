@@ -403,18 +403,18 @@ function parseJson<T>(file: string, key: string, raw: string | undefined, stage:
   }
 }
 
-/** Reads each batch's message header (a few hundred bytes) to count rows without loading bodies. */
-async function countRows(fh: FileHandle, reader: AsyncRecordBatchFileReader): Promise<number> {
-  let rows = 0;
+/** Reads each batch's message header (a few hundred bytes) to count its rows without loading bodies. */
+async function batchRowCounts(fh: FileHandle, reader: AsyncRecordBatchFileReader): Promise<number[]> {
+  const counts: number[] = [];
   for (let i = 0; i < reader.numRecordBatches; i++) {
     const block = reader.footer!.getRecordBatch(i)!;
     const buf = new Uint8Array(block.metaDataLength);
     await fh.read(buf, 0, buf.byteLength, Number(block.offset));
     const prefix = new DataView(buf.buffer).getInt32(0, true) === -1 ? 8 : 4; // continuation marker since Arrow 0.15
     const msg = Message.decode(buf.subarray(prefix));
-    rows += msg.isRecordBatch() ? msg.header().length : 0;
+    counts.push(msg.isRecordBatch() ? msg.header().length : 0);
   }
-  return rows;
+  return counts;
 }
 
 function decodeCell(type: ColumnType, vec: Vector, i: number): Value {
@@ -427,6 +427,13 @@ function decodeCell(type: ColumnType, vec: Vector, i: number): Value {
     case 'list<utf8>': return Array.from(v as Vector<Utf8>, (s) => s ?? '');
     default: return v as Value;
   }
+}
+
+/** Row `r` of a record batch as plain JS (see the header for the value types). */
+export function decodeRow(columns: readonly ColumnSpec[], batch: RecordBatch, r: number): Row {
+  const row: Row = {};
+  for (const c of columns) row[c.name] = decodeCell(c.type, batch.getChild(c.name)!, r);
+  return row;
 }
 
 export class TableReader {
@@ -472,7 +479,13 @@ export class TableReader {
   }
 
   async batch(i: number): Promise<Row[]> {
-    const { file, numBatches, columns } = this.info;
+    const batch = await this.recordBatch(i);
+    return Array.from({ length: batch.numRows }, (_, r) => decodeRow(this.info.columns, batch, r));
+  }
+
+  /** Batch `i` as Arrow data (views of one read of its body): decode only the rows you need with decodeRow. */
+  async recordBatch(i: number): Promise<RecordBatch> {
+    const { file, numBatches } = this.info;
     if (!Number.isInteger(i) || i < 0 || i >= numBatches) {
       throw new TagsegError(`batch ${i} is out of range (the table has ${numBatches})`, { file });
     }
@@ -482,14 +495,14 @@ export class TableReader {
       throw new TagsegError(`cannot read batch ${i} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file, cause: err });
     });
     if (!batch) throw new TagsegError(`batch ${i} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file });
-    const vectors = columns.map((c) => batch.getChild(c.name)!);
-    const rows: Row[] = [];
-    for (let r = 0; r < batch.numRows; r++) {
-      const row: Row = {};
-      columns.forEach((c, j) => { row[c.name] = decodeCell(c.type, vectors[j], r); });
-      rows.push(row);
-    }
-    return rows;
+    return batch;
+  }
+
+  /** Rows of each batch, from the batches' message headers (no body is read). */
+  async batchRowCounts(): Promise<number[]> {
+    const read = this.lock.then(() => batchRowCounts(this.fh, this.reader));
+    this.lock = read.catch(() => undefined);
+    return read;
   }
 
   async close(): Promise<void> {
@@ -536,7 +549,7 @@ async function readTableInfo(
     tagsegVersion: md.get(KEY.version) ?? 'unknown',
     meta,
     columns,
-    numRows: await countRows(fh, reader),
+    numRows: (await batchRowCounts(fh, reader)).reduce((a, b) => a + b, 0),
     numBatches: reader.numRecordBatches,
   };
 }
