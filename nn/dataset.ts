@@ -10,10 +10,12 @@
  * results for a seed), and its batches mix fewer distant images.
  *
  * Cost of random access: arrow-js reads a whole record batch body (images.arrow: ~16 MiB, up to
- * 256 rows) to return one row. The rows asked for in one step are grouped by record batch (each
- * body read once per step), and a small LRU of bodies serves neighbours (sequential passes such as
- * the CAM probe read each body once). Memory: at most `cacheBatches` bodies + the rows of the
- * current and the prefetched step, whatever the number of images.
+ * 256 rows) to return one row, ~15 ms a row at 128 px, as much as a training step's compute per
+ * image. So RowReader reads only the asked rows' bytes (TableReader.readRows: offsets, then the
+ * cell) when the batch allows it (uncompressed, tagseg columns: every table tagseg writes), and
+ * falls back to whole bodies with a small LRU (`cacheBatches`) otherwise. Memory: at most
+ * `cacheBatches` bodies + the rows of the current and two prefetched steps, whatever the number
+ * of images.
  */
 import type { RecordBatch } from 'apache-arrow';
 import { type Row, TableReader, decodeRow } from '../pipeline/arrow.js';
@@ -68,22 +70,27 @@ export interface RowReaderStats {
   reads: number;
   /** Most bodies held at once (cache + the ones a call is decoding). */
   maxHeld: number;
+  /** Rows read by their bytes alone (no body). */
+  directRows: number;
 }
 
 /** Random access by row position to a tagseg Arrow table, holding at most `cacheBatches` record batch bodies. */
 export class RowReader {
   private readonly cache = new Map<number, RecordBatch>(); // insertion order = LRU order
   private inUse = 0;
-  readonly stats: RowReaderStats = { reads: 0, maxHeld: 0 };
+  readonly stats: RowReaderStats = { reads: 0, maxHeld: 0, directRows: 0 };
 
-  private constructor(private readonly reader: TableReader, private readonly starts: number[], private readonly cacheBatches: number) {}
+  private constructor(
+    private readonly reader: TableReader, private readonly starts: number[], private readonly cacheBatches: number, private readonly direct: boolean,
+  ) {}
 
-  static async open(file: string, expect: { stage?: string } = {}, opts: { cacheBatches?: number } = {}): Promise<RowReader> {
+  /** `direct: false` always reads whole bodies (tests, comparisons). */
+  static async open(file: string, expect: { stage?: string } = {}, opts: { cacheBatches?: number; direct?: boolean } = {}): Promise<RowReader> {
     const reader = await TableReader.open(file, expect);
     const counts = await reader.batchRowCounts();
     const starts = [0];
     for (const n of counts) starts.push(starts[starts.length - 1] + n);
-    return new RowReader(reader, starts, opts.cacheBatches ?? 2);
+    return new RowReader(reader, starts, opts.cacheBatches ?? 2, opts.direct ?? true);
   }
 
   get numRows(): number { return this.starts[this.starts.length - 1]; }
@@ -107,6 +114,12 @@ export class RowReader {
     const out = new Array<Row>(positions.length);
     // one body at a time (plus the cache), so a step over many batches stays bounded too
     for (const [b, ks] of byBatch) {
+      const direct = this.direct ? await this.reader.readRows(b, ks.map((k) => positions[k] - this.starts[b])) : null;
+      if (direct) {
+        ks.forEach((k, j) => { out[k] = direct[j]; });
+        this.stats.directRows += ks.length;
+        continue;
+      }
       const batch = await this.acquire(b);
       try {
         for (const k of ks) out[k] = decodeRow(this.reader.info.columns, batch, positions[k] - this.starts[b]);

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RowReader, memoryDataset, streamDataset, tableDataset } from '../../nn/dataset.js';
-import { type ColumnSpec, TableWriter } from '../../pipeline/arrow.js';
+import { type ColumnSpec, TableWriter, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { defaultParams } from '../../pipeline/params.js';
@@ -45,8 +45,8 @@ afterAll(async () => {
 });
 
 describe('RowReader', () => {
-  it('returns exactly the rows asked for, in the order asked, repeats included', async () => {
-    const r = await RowReader.open(file, { stage: 'ingest' }, { cacheBatches: 2 });
+  it.each([true, false])('returns exactly the rows asked for, in the order asked, repeats included (direct %s)', async (direct) => {
+    const r = await RowReader.open(file, { stage: 'ingest' }, { cacheBatches: 2, direct });
     try {
       expect(r.numRows).toBe(ROWS);
       const ask = [22, 0, 7, 7, 13, 4, 5, 19, 1];
@@ -58,13 +58,16 @@ describe('RowReader', () => {
       expect(rows[0].pixels).not.toEqual(pixelsOf(21));
       await expect(r.rows([ROWS])).rejects.toThrow(TagsegError);
       await expect(r.rows([-1])).rejects.toThrow(/out of range/);
+      // direct: no body read at all; else each body once per call
+      expect(r.stats.directRows).toBe(direct ? ask.length : 0);
+      expect(r.stats.reads).toBe(direct ? 0 : 5);
     } finally {
       await r.close();
     }
   });
 
   it('holds at most cacheBatches + 1 record batches, reads each batch once per call', async () => {
-    const r = await RowReader.open(file, { stage: 'ingest' }, { cacheBatches: 2 });
+    const r = await RowReader.open(file, { stage: 'ingest' }, { cacheBatches: 2, direct: false });
     try {
       // a full random pass, 4 rows at a time (a permutation as the loop draws it)
       const order = Array.from({ length: ROWS }, (_, i) => (i * 7) % ROWS);
@@ -83,7 +86,7 @@ describe('RowReader', () => {
       await r.close();
     }
     // negative control: no cache -> every batch of a call read again each time
-    const r0 = await RowReader.open(file, { stage: 'ingest' }, { cacheBatches: 0 });
+    const r0 = await RowReader.open(file, { stage: 'ingest' }, { cacheBatches: 0, direct: false });
     try {
       await r0.rows([0, 5]);
       await r0.rows([0, 5]);
@@ -92,6 +95,37 @@ describe('RowReader', () => {
       expect(r0.stats.maxHeld).toBe(1);
     } finally {
       await r0.close();
+    }
+  });
+});
+
+describe('TableReader.readRows', () => {
+  it('reads every column type (nulls, empty and non-empty lists) as the whole-batch decode does', async () => {
+    const cols: ColumnSpec[] = [
+      { name: 's', type: 'utf8', nullable: true }, { name: 'i', type: 'int32' }, { name: 'f', type: 'float32' },
+      { name: 'd', type: 'float64', nullable: true }, { name: 'b', type: 'bool' }, { name: 'bin', type: 'binary', nullable: true },
+      { name: 'li', type: 'list<int32>' }, { name: 'lf', type: 'list<float32>', nullable: true }, { name: 'ls', type: 'list<utf8>' },
+    ];
+    const f = path.join(dir, 'types.arrow');
+    const w = await TableWriter.open(f, cols, { stage: 't', paramsHash: 'x', classes: [] }, { batchRows: 3 });
+    for (let n = 0; n < 8; n++) {
+      await w.write({
+        s: n % 3 === 0 ? null : `row ${n} ü`, i: -n * 1000, f: n / 3, d: n % 2 ? null : n * 1e10, b: n % 3 === 1,
+        bin: n === 4 ? null : Uint8Array.from({ length: n }, (_, k) => k * n), li: Array.from({ length: n % 4 }, (_, k) => k - n),
+        lf: n === 5 ? null : Float32Array.from({ length: n }, (_, k) => k / 7), ls: n % 2 ? ['a', '', `z${n}`] : [],
+      });
+    }
+    await w.close();
+    const whole = await readAll(f);
+    const r = await RowReader.open(f);
+    try {
+      const ask = [7, 0, 3, 4, 5, 1, 6, 2];
+      const rows = await r.rows(ask);
+      expect(r.stats.directRows).toBe(ask.length);
+      expect(rows).toEqual(ask.map((k) => whole[k]));
+      expect(rows[0]).not.toEqual(whole[6]); // negative control
+    } finally {
+      await r.close();
     }
   });
 });
