@@ -2,6 +2,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
+import { closest } from '../pipeline/params.js';
 import { log } from '../pipeline/log.js';
 
 /**
@@ -112,6 +113,7 @@ export interface ClassInfo {
   file?: string;
 }
 
+const CLASSES_FILE_KEYS = ['classes', 'void', 'background'];
 const ClassesFileSchema = z.union([
   z.array(z.string()),
   z.object({
@@ -137,9 +139,21 @@ export async function readClassesFile(file: string): Promise<ClassInfo> {
       cause: err,
     });
   }
-  const parsed = ClassesFileSchema.safeParse(raw);
+  const isObject = typeof raw === 'object' && raw !== null && !Array.isArray(raw);
+  if (isObject) {
+    // An unknown key is most likely a typo ("backgound"): silently ignoring it would change the indices.
+    const unknown = Object.keys(raw as object).filter((k) => !CLASSES_FILE_KEYS.includes(k));
+    if (unknown.length) {
+      const near = closest(unknown[0], CLASSES_FILE_KEYS);
+      throw new TagsegError(`unknown key '${unknown[0]}'${near ? ` (did you mean '${near}'?)` : ''}`, {
+        file, hint: `a classes file has the keys ${CLASSES_FILE_KEYS.join(', ')}`,
+      });
+    }
+  }
+  // The object schema alone for an object, so that an error names its key rather than "invalid union".
+  const parsed = (isObject ? ClassesFileSchema.options[1] : ClassesFileSchema).safeParse(raw);
   if (!parsed.success) {
-    throw new TagsegError(`invalid classes file (${parsed.error.issues.map((i) => `${i.path.join('.') || '<root>'}: ${i.message}`).join('; ')})`, {
+    throw new TagsegError(`invalid classes file (${parsed.error.issues.map((i) => `${i.path.length ? `key '${i.path.join('.')}'` : '<root>'}: ${i.message}`).join('; ')})`, {
       file,
       hint: 'expected {"classes": ["name", ...], "void": 255, "background": 0 | null}',
     });

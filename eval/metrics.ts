@@ -12,6 +12,10 @@
  * - IoU_c = TP / (TP + FP + FN); a class with TP + FP + FN = 0 (absent from both gt and
  *   predictions) has IoU null and is left out of mIoU. So mIoU is the mean over classes present
  *   in gt or pred -- the same as chainercv's nanmean used by PSA/IRN.
+ * - Full coverage (`fullIou`, `fullMiou`, `fullPixelAccuracy`): every pixel with a valid gt counts,
+ *   a pixel predicted as ignore is wrong (a false negative of its gt class, no class's false
+ *   positive). The headline for masks that may abstain; without ignore predictions it equals the
+ *   labelled-pixel figures.
  */
 import { TagsegError } from '../pipeline/errors.js';
 
@@ -127,12 +131,19 @@ export interface SegmentationScores {
   coverage: number | null;
   /** Number of classes that entered mIoU. */
   classesInMean: number;
+  /** Per class TP / (TP + FP + FN + ignored): ignore predictions count as wrong; null when the class is absent from gt and pred. */
+  fullIou: (number | null)[];
+  /** Mean of the non-null full-coverage IoUs. */
+  fullMiou: number | null;
+  /** Correct pixels / every pixel with a valid gt (ignore predictions included). */
+  fullPixelAccuracy: number | null;
 }
 
 /** Scores of a confusion matrix (see the file comment for the conventions). */
 export function segmentationScores(cm: ConfusionMatrix): SegmentationScores {
   const k = cm.numClasses;
   const iou: (number | null)[] = [];
+  const fullIou: (number | null)[] = [];
   const precision: (number | null)[] = [];
   const recall: (number | null)[] = [];
   let diag = 0;
@@ -147,6 +158,7 @@ export function segmentationScores(cm: ConfusionMatrix): SegmentationScores {
     }
     const union = row + col - tp;
     iou.push(union > 0 ? tp / union : null);
+    fullIou.push(union + cm.predIgnored[c] > 0 ? tp / (union + cm.predIgnored[c]) : null);
     precision.push(col > 0 ? tp / col : null);
     recall.push(row > 0 ? tp / row : null);
     diag += tp;
@@ -155,6 +167,7 @@ export function segmentationScores(cm: ConfusionMatrix): SegmentationScores {
   let ignored = 0;
   for (const v of cm.predIgnored) ignored += v;
   const present = iou.filter((v): v is number => v !== null);
+  const fullPresent = fullIou.filter((v): v is number => v !== null);
   return {
     iou,
     miou: meanOrNull(present),
@@ -164,6 +177,9 @@ export function segmentationScores(cm: ConfusionMatrix): SegmentationScores {
     meanClassAccuracy: meanOrNull(recall.filter((v): v is number => v !== null)),
     coverage: total + ignored > 0 ? total / (total + ignored) : null,
     classesInMean: present.length,
+    fullIou,
+    fullMiou: meanOrNull(fullPresent),
+    fullPixelAccuracy: total + ignored > 0 ? diag / (total + ignored) : null,
   };
 }
 

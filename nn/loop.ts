@@ -14,9 +14,11 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadCheckpoint, readTrainState, saveCheckpoint } from './checkpoint.js';
 import { type Optimizer, polyLr } from './optim.js';
+import { NonFiniteLossError } from './train.js';
 import type { NamedVariables } from './params.js';
 import { Rng, type RngState } from './rng.js';
 import { filesFingerprint, commitEpoch, latestCheckpoint, openStore, removeStore, storeOf } from './train_store.js';
+import { outsideCommit } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { log, progress } from '../pipeline/log.js';
 import { type Params, stableStringify } from '../pipeline/params.js';
@@ -171,8 +173,14 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
         const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
         if (o.prefetch && b + 1 < itersPerEpoch) o.prefetch(order.slice((b + 1) * o.batchSize, (b + 2) * o.batchSize));
         o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
-        const loss = await o.step(idx, rng, { epoch, iter: state.iter, maxIter });
-        if (!Number.isFinite(loss)) throw new Error(`${o.name}: loss is ${loss} at epoch ${epoch + 1}, iteration ${state.iter} (lower the lr)`);
+        // trainStep's NonFiniteLossError (the step itself saw the loss) gets the same stage-naming message.
+        const loss = await (async () => o.step(idx, rng, { epoch, iter: state.iter, maxIter }))()
+          .catch((err: unknown) => { if (err instanceof NonFiniteLossError) return err.loss; throw err; });
+        if (!Number.isFinite(loss)) {
+          throw new TagsegError(`stage '${o.name}': the training loss is not finite: loss is ${loss} at epoch ${epoch + 1}, iteration ${state.iter} (of ${o.epochs} epochs)`, {
+            hint: `lower ${o.name}.lr in params.yaml (now ${o.lr}), e.g. --set ${o.name}.lr=${o.lr / 10}`,
+          });
+        }
         state.iter++;
         lossSum += loss * idx.length;
         seen += idx.length;
@@ -184,8 +192,8 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
     }
     losses.push(lossSum / seen);
     state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
-    const trainState = state;
-    await commitEpoch(resumed.dir, epoch + 1, (dir) => saveCheckpoint(dir, { variables: o.variables, optimizer: o.optimizer, trainState, meta: o.meta }));
+    // The resume checkpoint lands at once (a kill must find it), not with the stage's committed outputs.
+    await outsideCommit(() => commitEpoch(resumed.dir, epoch + 1, (dir) => saveCheckpoint(dir, { variables: o.variables, optimizer: o.optimizer, trainState: state, meta: o.meta })));
     tensorsAfterEpoch.push(tf.memory().numTensors);
     ran++;
   }

@@ -8,6 +8,13 @@ import { TagsegError } from '../pipeline/errors.js';
 import { NormUpdates } from './norm.js';
 import type { Optimizer } from './optim.js';
 
+/** A step's loss was NaN or infinite (runTraining adds the stage, epoch and lr key). */
+export class NonFiniteLossError extends TagsegError {
+  constructor(readonly loss: number, iteration: number) {
+    super(`training loss is ${loss} at iteration ${iteration}; the step was skipped`, { hint: 'lower the learning rate, or check inputs and labels for NaN/inf' });
+  }
+}
+
 export interface TrainStepResult {
   /** Loss value of this step. */
   loss: number;
@@ -27,9 +34,7 @@ export function trainStep(optimizer: Optimizer, loss: (updates: NormUpdates) => 
     try {
       const v = value.dataSync()[0];
       if (!Number.isFinite(v)) {
-        throw new TagsegError(`training loss is ${v} at iteration ${optimizer.iterations}; the step was skipped`, {
-          hint: 'lower the learning rate, or check inputs and labels for NaN/inf',
-        });
+        throw new NonFiniteLossError(v, optimizer.iterations);
       }
       optimizer.applyGradients(grads);
       const n = updates.size;

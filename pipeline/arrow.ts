@@ -8,6 +8,7 @@
  * a number[] would cost 4x the memory), list<utf8> -> string[], null for nulls. Typed arrays are
  * copies, so holding one row does not pin the whole batch it came from.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, readSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -17,8 +18,10 @@ import {
   RecordBatch, RecordBatchFileWriter, RecordBatchReader, Schema, Struct, Utf8, Vector, makeData,
 } from 'apache-arrow';
 import type { AsyncRecordBatchFileReader } from 'apache-arrow';
-import { TagsegError, messageOf } from './errors.js';
-import { ensureDir, tempPathFor } from './fsutil.js';
+import { type StageCommit, commitFor } from './commit.js';
+import { TagsegError, fsError, messageOf } from './errors.js';
+import { ensureDir, hashFile, tempPathFor } from './fsutil.js';
+import { parsePartFile, partName, shardOf } from './shard.js';
 
 export const SCHEMA_VERSION = 1; // bump when a table layout changes
 
@@ -265,6 +268,7 @@ export class TableWriter {
     private readonly sink: ChunkSink,
     private readonly batchRows: number,
     private readonly batchBytes: number,
+    private readonly txn: StageCommit | undefined,
   ) {
     this.types = schema.fields.map((f) => f.type);
     this.names = new Set(columns.map((c) => c.name));
@@ -280,12 +284,18 @@ export class TableWriter {
     if (!(batchRows >= 1 && batchBytes >= 1)) throw new TagsegError(`batchRows and batchBytes must be >= 1`, { file });
     await ensureDir(path.dirname(file));
     const tmp = tempPathFor(file);
-    const fh = await fs.open(tmp, 'w');
+    // Inside a running stage the finished file is committed with the stage's other outputs (commit.ts).
+    const txn = commitFor(file);
+    if (txn) await txn.add(tmp, file, { dir: false, ready: false });
+    const fh = await fs.open(tmp, 'w').catch(async (err: unknown) => {
+      await txn?.drop(tmp);
+      throw fsError(err, 'cannot create the table', file);
+    });
     const sink = new ChunkSink();
     // One Schema object for the whole file: arrow-js closes the writer on a batch whose schema differs.
     // Writing it now (not with the first batch) also makes a table with zero rows a valid file.
     const writer = new RecordBatchFileWriter().reset(sink, schema);
-    const w = new TableWriter(file, tmp, fh, columns, schema, writer, sink, batchRows, batchBytes);
+    const w = new TableWriter(file, tmp, fh, columns, schema, writer, sink, batchRows, batchBytes, txn);
     await w.drain(); // aborts (removing the temp file) if it fails
     return w;
   }
@@ -312,11 +322,12 @@ export class TableWriter {
       await this.drain();
       await this.fh.sync();
       await this.fh.close();
-      await fs.rename(this.tmp, this.file);
+      if (this.txn) this.txn.ready(this.tmp);
+      else await fs.rename(this.tmp, this.file);
       this.state = 'closed';
     } catch (err) {
       await this.abort();
-      throw err instanceof TagsegError ? err : new TagsegError(`could not write table: ${messageOf(err)}`, { file: this.file, cause: err });
+      throw err instanceof TagsegError ? err : fsError(err, 'could not write table', this.file);
     }
     return { rows: this.rowCount, bytes: this.written };
   }
@@ -326,7 +337,7 @@ export class TableWriter {
     if (this.state === 'closed') return;
     this.state = 'failed';
     await this.fh.close().catch(() => undefined);
-    await fs.rm(this.tmp, { force: true });
+    await (this.txn ? this.txn.drop(this.tmp) : fs.rm(this.tmp, { force: true }));
   }
 
   private ensureOpen(): void {
@@ -382,7 +393,7 @@ export class TableWriter {
       if (bytesWritten !== want) throw new Error(`short write (${bytesWritten} of ${want} bytes)`);
     } catch (err) {
       await this.abort();
-      throw new TagsegError(`could not write table: ${messageOf(err)}`, { file: this.file, cause: err });
+      throw fsError(err, 'could not write table', this.file);
     }
     this.written += want;
   }
@@ -520,46 +531,85 @@ export function decodeRow(columns: readonly ColumnSpec[], batch: RecordBatch, r:
   return row;
 }
 
+interface Part { info: TableInfo; reader: AsyncRecordBatchFileReader; fh: FileHandle; firstBatch: number }
+
+/**
+ * Reads a table: one Arrow IPC file, or a folder of `part-<k>-of-<N>.arrow` files (pipeline/shard.ts)
+ * that together are the table, read as one: rows in part order (k = 0..N-1), then row order.
+ */
 export class TableReader {
-  /** Serializes batch reads: arrow-js seeks a shared file position for each one. */
-  private lock: Promise<unknown> = Promise.resolve();
+  /** Serializes batch reads of each part: arrow-js seeks a shared file position for each one. */
+  private locks: Promise<unknown>[];
 
   private constructor(
     readonly info: TableInfo,
-    private readonly reader: AsyncRecordBatchFileReader,
-    private readonly fh: FileHandle,
-  ) {}
+    private readonly parts: Part[],
+  ) {
+    this.locks = parts.map(() => Promise.resolve());
+  }
 
   /**
-   * Opens an IPC file for random access by batch. Throws TagsegError (naming the file and what to
-   * rerun) for a missing file, a file that is not a tagseg table, a schema-version or stage mismatch.
+   * Opens a table for random access by batch. Throws TagsegError (naming the file and what to
+   * rerun) for a missing file, a file that is not a tagseg table, a schema-version or stage
+   * mismatch, and for a part folder with a missing part or parts that disagree.
    */
   static async open(file: string, expect: { stage?: string } = {}): Promise<TableReader> {
-    let fh: FileHandle;
-    try {
-      fh = await fs.open(file, 'r');
-    } catch (err) {
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      throw new TagsegError(missing ? 'table not found' : `cannot open table: ${messageOf(err)}`, {
-        file, hint: missing && expect.stage ? rerun(expect.stage) : undefined, cause: err,
-      });
+    const st = await fs.stat(file).catch(() => null);
+    if (!st?.isDirectory()) {
+      const part = await openPart(file, expect, 0);
+      return new TableReader(part.info, [part]);
     }
+    const parts: Part[] = [];
     try {
-      const reader = await RecordBatchReader.from(fh).catch(() => null);
-      if (!reader?.isFile()) throw new TagsegError(`is not an Arrow IPC file: ${rerun(expect.stage)}`, { file });
-      await reader.open({ autoDestroy: false }).catch((err: unknown) => {
-        throw new TagsegError(`is a damaged Arrow IPC file (${messageOf(err)}): ${rerun(expect.stage)}`, { file, cause: err });
-      });
-      const info = await readTableInfo(file, fh, reader as AsyncRecordBatchFileReader, expect);
-      return new TableReader(info, reader as AsyncRecordBatchFileReader, fh);
+      let firstBatch = 0;
+      for (const f of await partFiles(file, expect.stage)) {
+        const part = await openPart(path.join(file, f), expect, firstBatch);
+        parts.push(part);
+        firstBatch += part.info.numBatches;
+      }
+      return new TableReader(mergeInfo(file, parts), parts);
     } catch (err) {
-      await fh.close().catch(() => undefined);
+      for (const p of parts) await p.fh.close().catch(() => undefined);
       throw err;
     }
   }
 
+  /** Number of parts (1 for a single file). */
+  get numParts(): number {
+    return this.parts.length;
+  }
+
   async *rows(): AsyncGenerator<Row> {
     for (let i = 0; i < this.info.numBatches; i++) yield* await this.batch(i);
+  }
+
+  /**
+   * The rows of `ids`, in that order (a table written in the same order, e.g. cams.arrow's): a
+   * part folder gives each id's row from its shard's part (shardOf), so readers that walk tables
+   * in lockstep read a sharded table as if it were one file. Throws where a row's id differs.
+   */
+  async *rowsAlong(ids: AsyncIterable<string> | Iterable<string>): AsyncGenerator<Row> {
+    const n = this.parts.length;
+    const its = this.parts.map((_, k) => this.partRows(k)[Symbol.asyncIterator]());
+    try {
+      for await (const id of ids) {
+        const k = n === 1 ? 0 : shardOf(id, n);
+        const next = await its[k].next();
+        if (next.done || next.value.id !== id) {
+          throw new TagsegError(`has '${next.done ? 'end of table' : String(next.value.id)}' where '${id}' was expected`, {
+            file: this.parts[k].info.file, hint: `the tables come from different runs: ${rerun(this.info.meta.stage)}`,
+          });
+        }
+        yield next.value;
+      }
+    } finally {
+      for (const it of its) await it.return?.(undefined);
+    }
+  }
+
+  private async *partRows(k: number): AsyncGenerator<Row> {
+    const p = this.parts[k];
+    for (let i = 0; i < p.info.numBatches; i++) yield* await this.batch(p.firstBatch + i);
   }
 
   async batch(i: number): Promise<Row[]> {
@@ -567,18 +617,25 @@ export class TableReader {
     return Array.from({ length: batch.numRows }, (_, r) => decodeRow(this.info.columns, batch, r));
   }
 
-  /** Batch `i` as Arrow data (views of one read of its body): decode only the rows you need with decodeRow. */
-  async recordBatch(i: number): Promise<RecordBatch> {
+  /** The part holding batch `i` (checked) and the batch's index in it. */
+  private partOf(i: number): { k: number; part: Part; j: number } {
     const { file, numBatches } = this.info;
     if (!Number.isInteger(i) || i < 0 || i >= numBatches) {
       throw new TagsegError(`batch ${i} is out of range (the table has ${numBatches})`, { file });
     }
-    const read = this.lock.then(() => this.reader.readRecordBatch(i));
-    this.lock = read.catch(() => undefined);
+    const k = this.parts.findLastIndex((p) => p.firstBatch <= i);
+    return { k, part: this.parts[k], j: i - this.parts[k].firstBatch };
+  }
+
+  /** Batch `i` as Arrow data (views of one read of its body): decode only the rows you need with decodeRow. */
+  async recordBatch(i: number): Promise<RecordBatch> {
+    const { k, part, j } = this.partOf(i);
+    const read = this.locks[k].then(() => part.reader.readRecordBatch(j));
+    this.locks[k] = read.catch(() => undefined);
     const batch = await read.catch((err: unknown) => {
-      throw new TagsegError(`cannot read batch ${i} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file, cause: err });
+      throw new TagsegError(`cannot read batch ${j} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file: part.info.file, cause: err });
     });
-    if (!batch) throw new TagsegError(`batch ${i} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file });
+    if (!batch) throw new TagsegError(`batch ${j} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file: part.info.file });
     return batch;
   }
 
@@ -588,15 +645,15 @@ export class TableReader {
    * the tagseg metadata does not declare): use recordBatch then.
    */
   async readRows(i: number, rows: readonly number[]): Promise<Row[] | null> {
+    const { part } = this.partOf(i);
     const layout = await this.layoutOf(i);
     if (!layout) return null;
-    const fd = this.fh.fd;
     return rows.map((r) => {
       if (!Number.isInteger(r) || r < 0 || r >= layout.length) {
-        throw new TagsegError(`row ${r} of batch ${i} is out of range (it has ${layout.length})`, { file: this.info.file });
+        throw new TagsegError(`row ${r} of batch ${i} is out of range (it has ${layout.length})`, { file: part.info.file });
       }
       const row: Row = {};
-      for (const c of layout.columns) row[c.spec.name] = readCell(fd, layout.body, c, r, this.info.file);
+      for (const c of layout.columns) row[c.spec.name] = readCell(part.fh.fd, layout.body, c, r, part.info.file);
       return row;
     });
   }
@@ -605,24 +662,93 @@ export class TableReader {
 
   private async layoutOf(i: number): Promise<BatchLayout | null> {
     if (this.layouts.has(i)) return this.layouts.get(i)!;
-    const read = this.lock.then(() => batchLayout(this.fh, this.reader, i, this.info.columns));
-    this.lock = read.catch(() => undefined);
+    const { k, part, j } = this.partOf(i);
+    const read = this.locks[k].then(() => batchLayout(part.fh, part.reader, j, this.info.columns));
+    this.locks[k] = read.catch(() => undefined);
     const layout = await read;
     this.layouts.set(i, layout);
     return layout;
   }
 
-  /** Rows of each batch, from the batches' message headers (no body is read). */
+  /** Rows of each batch (all parts, in batch order), from the batches' message headers (no body is read). */
   async batchRowCounts(): Promise<number[]> {
-    const read = this.lock.then(() => batchRowCounts(this.fh, this.reader));
-    this.lock = read.catch(() => undefined);
-    return read;
+    const counts: number[] = [];
+    for (const [k, p] of this.parts.entries()) {
+      const read = this.locks[k].then(() => batchRowCounts(p.fh, p.reader));
+      this.locks[k] = read.catch(() => undefined);
+      counts.push(...await read);
+    }
+    return counts;
   }
 
   async close(): Promise<void> {
-    await this.lock;
-    await this.fh.close().catch(() => undefined);
+    await Promise.all(this.locks);
+    for (const p of this.parts) await p.fh.close().catch(() => undefined);
   }
+}
+
+async function openPart(file: string, expect: { stage?: string }, firstBatch: number): Promise<Part> {
+  let fh: FileHandle;
+  try {
+    fh = await fs.open(file, 'r');
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new TagsegError(missing ? 'table not found' : `cannot open table: ${messageOf(err)}`, {
+      file, hint: missing && expect.stage ? rerun(expect.stage) : undefined, cause: err,
+    });
+  }
+  try {
+    const reader = await RecordBatchReader.from(fh).catch(() => null);
+    if (!reader?.isFile()) throw new TagsegError(`is not an Arrow IPC file: ${rerun(expect.stage)}`, { file });
+    await reader.open({ autoDestroy: false }).catch((err: unknown) => {
+      throw new TagsegError(`is a damaged Arrow IPC file (${messageOf(err)}): ${rerun(expect.stage)}`, { file, cause: err });
+    });
+    const info = await readTableInfo(file, fh, reader as AsyncRecordBatchFileReader, expect);
+    return { info, reader: reader as AsyncRecordBatchFileReader, fh, firstBatch };
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The part files of a table folder, by k; every part of one count N present, nothing else. */
+async function partFiles(dir: string, stage: string | undefined): Promise<string[]> {
+  const names = (await fs.readdir(dir)).filter((f) => !f.startsWith('.')); // .<name>.tmp: a part being written
+  const parts = names.map((f) => ({ f, s: parsePartFile(f) }));
+  const stray = parts.find((p) => !p.s);
+  if (stray) throw new TagsegError(`'${stray.f}' is not a table part (part-<k>-of-<N>.arrow)`, { file: dir, hint: 'a table folder holds only its parts: remove it' });
+  if (parts.length === 0) throw new TagsegError('is a table folder without parts', { file: dir, hint: rerun(stage) });
+  const n = parts[0].s!.n;
+  const other = parts.find((p) => p.s!.n !== n);
+  if (other) throw new TagsegError(`holds parts of ${n} and of ${other.s!.n} shards ('${other.f}')`, { file: dir, hint: `delete the folder and ${rerun(stage)}` });
+  const have = new Set(parts.map((p) => p.s!.k));
+  for (let k = 0; k < n; k++) {
+    if (!have.has(k)) {
+      throw new TagsegError(`part '${partName({ k, n })}.arrow' is missing`, {
+        file: dir, hint: stage ? `run \`tagseg run ${stage} --shard ${k}/${n}\`` : `run shard ${k}/${n} of the stage that writes it`,
+      });
+    }
+  }
+  return Array.from({ length: n }, (_, k) => `${partName({ k, n })}.arrow`);
+}
+
+/** One TableInfo for a part folder; the parts must agree on schema and metadata (one run's params). */
+function mergeInfo(dir: string, parts: Part[]): TableInfo {
+  const first = parts[0].info;
+  const signature = (i: TableInfo) => JSON.stringify([i.schemaVersion, i.columns, i.meta]);
+  for (const p of parts.slice(1)) {
+    if (signature(p.info) !== signature(first)) {
+      throw new TagsegError(`part '${path.basename(p.info.file)}' has other columns or metadata (stage, params, classes) than '${path.basename(first.file)}'`, {
+        file: dir, hint: `the parts come from different runs: ${rerun(first.meta.stage)} (every shard)`,
+      });
+    }
+  }
+  return {
+    ...first,
+    file: dir,
+    numRows: parts.reduce((a, p) => a + p.info.numRows, 0),
+    numBatches: parts.reduce((a, p) => a + p.info.numBatches, 0),
+  };
 }
 
 async function readTableInfo(
@@ -681,6 +807,25 @@ export async function readAll(file: string, expect?: { stage?: string }): Promis
     const out: Row[] = [];
     for await (const row of r.rows()) out.push(row);
     return out;
+  } finally {
+    await r.close();
+  }
+}
+
+/** sha256 of a table's bytes: the file's, or of each part's name and hash (a part folder). */
+export async function hashTable(file: string): Promise<string> {
+  const st = await fs.stat(file).catch(() => null);
+  if (!st?.isDirectory()) return hashFile(file);
+  const h = createHash('sha256');
+  for (const f of await partFiles(file, undefined)) h.update(`${f}:${await hashFile(path.join(file, f))}\n`);
+  return h.digest('hex');
+}
+
+/** The `id` column of a table, streamed (e.g. the order another table's rows should follow). */
+export async function* tableIds(file: string): AsyncGenerator<string> {
+  const r = await TableReader.open(file);
+  try {
+    for await (const row of r.rows()) yield row.id as string;
   } finally {
     await r.close();
   }

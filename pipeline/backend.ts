@@ -61,7 +61,7 @@ export async function initBackend(want: string | undefined = process.env.TAGSEG_
   }
   for (const flavour of order) {
     try {
-      const info = await tryFlavour(flavour, notes, want !== undefined);
+      const info = await tryFlavour(flavour, notes, Boolean(want)); // TAGSEG_BACKEND= (empty) forces nothing
       if (info) {
         current = info;
         if (flavour === 'wasm' || flavour === 'cpu') {

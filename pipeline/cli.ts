@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import { Argument, Command, InvalidArgumentError, Option } from 'commander';
-import { TagsegError, messageOf } from './errors.js';
+import { TagsegError, formatError } from './errors.js';
 import { setQuiet } from './log.js';
 import { tagsegVersion } from './version.js';
 
@@ -36,7 +36,15 @@ program
   )
   .option('--root <dir>', 'project directory holding params.yaml and dvc.yaml', '.')
   .option('-q, --quiet', 'no progress output')
-  .hook('preAction', (cmd) => setQuiet(Boolean(cmd.opts().quiet)))
+  .option('--debug', 'print the stack trace of any error')
+  .hook('preAction', async (cmd, action) => {
+    setQuiet(Boolean(cmd.opts().quiet));
+    // Finish or undo the commit of a stage a kill interrupted before anything reads the outputs.
+    if (['repro', 'status', 'import'].includes(action.name())) {
+      const { recoverCommits } = await import('./commit.js');
+      await recoverCommits(rootOf());
+    }
+  })
   .showHelpAfterError('(run with --help for usage)')
   .addHelpText(
     'after',
@@ -106,8 +114,11 @@ program
   .option('--json', 'print a JSON summary')
   .action(async (dataset: string, o: Record<string, unknown>) => {
     const { ingestDataset, formatIngest } = await import('../stages/ingest/ingest.js');
+    const { withStageCommit } = await import('./commit.js');
     const out = path.resolve(rootOf(), o.out as string);
-    const r = await ingestDataset({
+    const tables = [path.join(out, 'dataset.arrow'), path.join(out, 'images.arrow')];
+    // Both tables are committed together, as the ingest stage's are (commit.ts).
+    const r = await withStageCommit(rootOf(), 'import', tables, () => ingestDataset({
       root: path.resolve(rootOf(), dataset),
       format: o.format as 'voc' | 'csv',
       csv: o.csv as string,
@@ -119,7 +130,7 @@ program
       datasetTable: path.join(out, 'dataset.arrow'),
       imagesTable: path.join(out, 'images.arrow'),
       paramsHash: 'cli-import',
-    });
+    }));
     print(Boolean(o.json), r, () => formatIngest(r));
   });
 
@@ -128,10 +139,12 @@ program
   .description('run stages now, in the order given, without checking whether they are up to date (dvc.yaml cmds call this)')
   .argument('<stage...>', 'stage names (see `tagseg status`)')
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
+  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (refine; N must equal its <stage>.shards param)')
   .option('--json', 'print JSON summaries')
-  .action(async (names: string[], o: { set: string[]; json?: boolean }) => {
+  .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
     const { runStages } = await import('./runner.js');
-    const results = await runStages(rootOf(), names, o.set, Boolean(o.json));
+    const { parseShard } = await import('./shard.js');
+    const results = await runStages(rootOf(), names, o.set, Boolean(o.json), o.shard === undefined ? undefined : parseShard(o.shard));
     if (o.json) print(true, results, () => '');
   });
 
@@ -215,6 +228,7 @@ program
   .option('--crf', "apply the dense CRF: the model's segment.crf, or params.yaml's default kernel for a model trained without one")
   .option('--batch-size <n>', 'images per network batch (images of one size)', int('--batch-size'), 4)
   .option('--threads <n>', 'CRF worker threads, each image\'s CRF on one while the next images are decoded and run through the network (default: every core; 1 = the main thread)', int('--threads'))
+  .option('--shard <k/N>', 'only the images of shard k of N (a hash of the id); N processes with k = 0..N-1 may share --out')
   .option('--json', 'print a JSON summary')
   .addHelpText(
     'after',
@@ -224,7 +238,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
     --ids ../shared/datasets/msrc-v2/ImageSets/Segmentation/test.txt --out outputs/test_masks
   tagseg eval --pred outputs/test_masks --gt path/to/SegmentationClass --classes models/segment/classes.json`,
   )
-  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; json?: boolean }, cmd: Command) => {
+  .action(async (o: { model: string; images: string; ids?: string; out: string; overlay?: string; tags?: string; scales?: number[]; flip?: boolean; crf?: boolean; batchSize: number; threads?: number; onError: 'fail' | 'skip'; shard?: string; json?: boolean }, cmd: Command) => {
     const { predictFolder } = await import('../stages/segment/predict.js');
     const { readIdsFile } = await import('../eval/segeval.js');
     const flipSet = cmd.getOptionValueSource('flip') === 'cli';
@@ -234,6 +248,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
       scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize, threads: o.threads,
       onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
+      shard: o.shard === undefined ? undefined : (await import('./shard.js')).parseShard(o.shard),
     });
     const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
     print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s (${r.threads} CRF thread${r.threads === 1 ? '' : 's'}); ${r.skipped.length} skipped${skippedLines}`);
@@ -279,6 +294,118 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
     // json: true keeps the stage from printing its own summary; this command prints it.
     const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;
     print(Boolean(o.json), r, () => formatAudit(r));
+  });
+
+program
+  .command('cv')
+  .description('the evaluation protocol: k-fold cross-validation of the segment stage over the train split\'s images with masks (train on k-1 folds, score the held-out one); resumable')
+  .addOption(new Option('--preset <name>', 'cheap: 3 folds x 1 seed at half the epochs, for choosing; full: 3 folds x 3 seeds, for reported tables').choices(['cheap', 'full']).default('cheap'))
+  .option('--folds <k>', 'number of folds (overrides the preset)', int('--folds'))
+  .option('--seeds <n>', 'training seeds per fold: params seed, seed + 1, ... (overrides the preset)', int('--seeds'))
+  .option('--epochs-factor <f>', 'segment.epochs x f, rounded, at least 1 (overrides the preset)', parseFloat)
+  .option('--oracle', 'train on the ground-truth masks instead of the pseudo-masks (the weak / oracle ratio needs both)')
+  .option('--fold-seed <n>', 'seed of the fold assignment', int('--fold-seed'), 0)
+  .option('--set <key=value>', 'segment.* or seed override of the trained recipe (repeatable)', collect, [])
+  .option('--out <dir>', 'results folder: <out>/<recipe hash>/fold<k>-seed<s>.json, summary.json', 'runs/cv')
+  .option('--json', 'print the summary as JSON')
+  .addHelpText(
+    'after',
+    `
+Needs a workspace run up to refine (tagseg repro refine). Finished (fold, seed) runs are kept and skipped
+on a rerun, so the protocol can be stopped and continued. Every score is on a held-out fold, at full
+coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: eval/cv.ts.`,
+  )
+  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; foldSeed: number; set: string[]; out: string; json?: boolean }) => {
+    const { CV_PRESETS, runCv } = await import('../eval/cv.js');
+    const { formatCv } = await import('../eval/cv_summary.js');
+    const { log } = await import('./log.js');
+    const preset = CV_PRESETS[o.preset];
+    const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
+    const r = await runCv({
+      root: rootOf(), folds: o.folds ?? preset.folds, seeds: o.seeds ?? preset.seeds, epochsFactor: o.epochsFactor ?? preset.epochsFactor,
+      oracle: Boolean(o.oracle), foldSeed: o.foldSeed, sets: o.set, out: o.out,
+      onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
+    });
+    print(Boolean(o.json), r, () => formatCv(r));
+  });
+
+/** The sharded stages named (default: every one), and their shard count (--shards or params.yaml). */
+async function shardedStages(names: string[] | undefined, shards: number | undefined, sets: string[]) {
+  const { STAGES, findStage } = await import('../stages/index.js');
+  const { loadParams, getParam } = await import('./params.js');
+  const p = await loadParams(path.join(rootOf(), 'params.yaml'), sets);
+  const stages = names?.length ? names.map((n) => findStage(n)) : STAGES.filter((s) => s.sharded);
+  return stages.map((s, i) => {
+    if (!s?.sharded) throw new TagsegError(`'${names?.[i]}' is not a sharded stage`, { hint: `sharded stages: ${STAGES.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
+    const n = shards ?? (getParam(p, s.sharded.param) as number);
+    if (n !== getParam(p, s.sharded.param)) process.stderr.write(`note: set ${s.sharded.param}: ${n} in params.yaml (it is ${String(getParam(p, s.sharded.param))}); each shard checks it\n`);
+    return { stage: s, n };
+  });
+}
+
+const cluster = program
+  .command('cluster')
+  .description('run a sharded stage\'s shards (refine) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
+const shardOptions = (c: Command) => c
+  .option('--stage <name>', 'sharded stage (repeatable; default: every sharded stage)', collect, [])
+  .option('--shards <n>', 'shard count (default: the stage\'s <stage>.shards param)', int('--shards'))
+  .option('--set <key=value>', 'params.yaml override (repeatable)', collect, []);
+
+shardOptions(cluster.command('dvc'))
+  .description('print the dvc.yaml stanza of each sharded stage as foreach (or matrix) shards: `dvc repro refine@<k>` runs shard k')
+  .addOption(new Option('--form <form>', 'DVC syntax').choices(['foreach', 'matrix']).default('foreach'))
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; form: 'foreach' | 'matrix' }) => {
+    const { dvcShardedStages } = await import('./cluster.js');
+    const { loadParams } = await import('./params.js');
+    const YAML = (await import('yaml')).default;
+    const { readFile } = await import('node:fs/promises');
+    const raw = YAML.parse(await readFile(path.join(rootOf(), 'dvc.yaml'), 'utf8')) as { stages: Record<string, Record<string, unknown>> };
+    const params = await loadParams(path.join(rootOf(), 'params.yaml'), o.set);
+    let out: Record<string, unknown> = {};
+    for (const { stage, n } of await shardedStages(o.stage, o.shards, o.set)) {
+      const changed = dvcShardedStages(stage, params, raw.stages, n, o.form);
+      raw.stages = { ...raw.stages, ...changed };
+      out = { ...out, ...changed };
+    }
+    process.stdout.write(`# replaces these stages in dvc.yaml (the sharded stage, and the stages whose deps moved to its shards' folders)\n${YAML.stringify({ stages: out }, { lineWidth: 0 })}`);
+  });
+
+shardOptions(cluster.command('k8s'))
+  .description('print a Kubernetes Indexed Job per sharded stage (JOB_COMPLETION_INDEX picks the shard; the project lives on a PersistentVolumeClaim)')
+  .requiredOption('--image <image>', 'container image with Node 20 and tagseg installed (npm ci)')
+  .requiredOption('--pvc <claim>', 'PersistentVolumeClaim holding the project (params.yaml, cache/, the dataset)')
+  .option('--mount <path>', 'where the claim is mounted in the container', '/workspace')
+  .option('--project <path>', 'the project folder in the container (default: the mount path)')
+  .option('--tagseg <cmd>', 'command that runs tagseg in the image', 'node /opt/tagseg/bin/tagseg.js')
+  .option('--parallelism <n>', 'shards running at once (default: all)', int('--parallelism'))
+  .option('--cpus <n>', 'CPU request per shard', int('--cpus'))
+  .option('--memory <q>', 'memory request per shard, e.g. 4Gi')
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; image: string; pvc: string; mount: string; project?: string; tagseg: string; parallelism?: number; cpus?: number; memory?: string }) => {
+    const { k8sJob, k8sYaml } = await import('./cluster.js');
+    const jobs = (await shardedStages(o.stage, o.shards, o.set)).map(({ stage, n }) => k8sJob({
+      stage, shards: n, image: o.image, pvc: o.pvc, mountPath: o.mount, project: o.project ?? o.mount, tagseg: o.tagseg,
+      parallelism: o.parallelism, cpus: o.cpus, memory: o.memory,
+    }));
+    process.stdout.write(k8sYaml(jobs));
+  });
+
+shardOptions(cluster.command('slurm'))
+  .description('print a Slurm job-array script per sharded stage (SLURM_ARRAY_TASK_ID picks the shard; the project on a shared filesystem)')
+  .option('--project <path>', 'the project folder as the nodes see it (default: this project, absolute)')
+  .option('--tagseg <cmd>', 'command that runs tagseg on the nodes (default: this checkout\'s bin/tagseg.js)')
+  .option('--parallelism <n>', 'array tasks running at once (default: all)', int('--parallelism'))
+  .option('--cpus <n>', 'cpus per task', int('--cpus'))
+  .option('--memory <q>', 'memory per task, e.g. 4Gi')
+  .option('--logs <dir>', 'folder for the tasks\' output files (must exist; default: Slurm\'s slurm-%A_%a.out)')
+  .action(async (o: { stage: string[]; shards?: number; set: string[]; project?: string; tagseg?: string; parallelism?: number; cpus?: number; memory?: string; logs?: string }) => {
+    const { slurmScript } = await import('./cluster.js');
+    const { REPO_ROOT } = await import('./workspace.js');
+    const { shellQuote } = await import('./dvcfile.js');
+    const scripts = (await shardedStages(o.stage, o.shards, o.set)).map(({ stage, n }) => slurmScript({
+      stage, shards: n, project: o.project ?? rootOf(), tagseg: o.tagseg ?? `node ${shellQuote(path.join(REPO_ROOT, 'bin/tagseg.js'))}`,
+      parallelism: o.parallelism, cpus: o.cpus, memory: o.memory, logs: o.logs,
+    }));
+    process.stdout.write(scripts.join('\n'));
   });
 
 const review = program
@@ -382,11 +509,7 @@ async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
   } catch (err) {
-    if (err instanceof TagsegError) {
-      process.stderr.write(`tagseg: ${err.message}\n`);
-    } else {
-      process.stderr.write(`tagseg: unexpected error: ${messageOf(err)}\n${err instanceof Error ? (err.stack ?? '') : ''}\n`);
-    }
+    process.stderr.write(formatError(err, process.argv.includes('--debug')));
     process.exitCode = 1;
   }
 }

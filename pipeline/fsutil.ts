@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { commitFor } from './commit.js';
 
 /**
  * A sibling temp path for `target` (same directory, so rename is atomic on POSIX).
@@ -31,7 +32,16 @@ export async function writeFileSynced(file: string, data: string | Uint8Array): 
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
   await ensureDir(path.dirname(target));
   const tmp = tempPathFor(target);
-  await writeFileSynced(tmp, data);
+  // Inside a running stage, an output is staged and renamed at the stage's commit (commit.ts).
+  const txn = commitFor(target);
+  if (txn) await txn.add(tmp, target, { dir: false, ready: false });
+  try {
+    await writeFileSynced(tmp, data);
+  } catch (err) {
+    await (txn ? txn.drop(tmp) : fs.rm(tmp, { force: true }));
+    throw err;
+  }
+  if (txn) return txn.ready(tmp);
   try {
     await fs.rename(tmp, target);
   } catch (err) {
@@ -46,6 +56,8 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
  * run before the next write of `target`, puts it back, so the old or the new directory survives.
  */
 export async function replaceDirAtomic(staged: string, target: string): Promise<void> {
+  const txn = commitFor(target);
+  if (txn) return txn.add(staged, target, { dir: true, ready: true });
   const old = `${target}.old-${randomBytes(4).toString('hex')}`;
   let moved = false;
   try {
@@ -75,7 +87,8 @@ export async function removeLeftovers(target: string): Promise<string[]> {
   try {
     names = await fs.readdir(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    // ENOTDIR: `target` is a table part whose folder is still the unsharded file (pipeline/shard.ts)
+    if (['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return [];
     throw err;
   }
   const done: string[] = [];

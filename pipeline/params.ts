@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { backboneKinds } from '../nn/backbones/index.js';
 import { TagsegError, messageOf } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
+import { MAX_SHARDS } from './shard.js';
 
 const seedSchema = z.number().int().min(0).max(2 ** 32 - 1);
 
@@ -143,6 +144,7 @@ const refineSchema = z.strictObject({
   ignore_margin: z.number().min(0).max(1),
   mostly_ignore: z.number().min(0).max(1),
   concurrency: z.number().int().min(1),
+  shards: z.number().int().min(1).max(MAX_SHARDS),
 });
 
 const segmentSchema = z.strictObject({
@@ -311,6 +313,7 @@ refine:
   ignore_margin: 0.1          # minimum top1 - top2 posterior margin kept by margin / either
   mostly_ignore: 0.5          # flag an image 'mostly_ignore' when more than this fraction of it is ignore
   concurrency: 4              # images decoded and refined at once; CRFs run in min(this, cores) worker threads
+  shards: 1                   # shards of the per-image pass (1 = one cache/pseudo_masks.arrow file; N: a folder of N parts; tagseg run refine --shard k/N runs one)
 segment:
   labels: pseudo              # pseudo (cache/pseudo_masks.arrow) | gt (ground-truth masks: the oracle upper bound)
   val_fraction: 0.2           # share of dataset.train_split held out for validation (seeded hash of the id; never trained on)

@@ -5,6 +5,7 @@
  * dvc.yaml's deps/outs against these declarations.
  */
 import type { Params } from './params.js';
+import type { Shard } from './shard.js';
 
 export interface StageIO {
   /** Data inputs (files or directories), relative to the project root. Code folders are listed in `code`. */
@@ -30,6 +31,16 @@ export interface StageContext {
   path(rel: string): string;
   /** Print a JSON summary instead of human text. */
   json: boolean;
+  /** `--shard k/N`: run only this shard (stages with `sharded`); absent: every shard in turn. */
+  shard?: Shard;
+}
+
+/** A stage whose per-image pass runs in shards (pipeline/shard.ts). */
+export interface ShardedStage {
+  /** params.yaml key holding the shard count N, e.g. refine.shards. */
+  param: string;
+  /** What shard `s` alone writes (project paths): its table parts, folders and metrics, in the order of io()'s writes and metrics. */
+  outputs(s: Shard): { writes: string[]; metrics: string[] };
 }
 
 export interface Stage {
@@ -37,6 +48,8 @@ export interface Stage {
   /** One line for `tagseg --help` and `tagseg status`. */
   summary: string;
   io(params: Params): StageIO;
+  /** Set when `tagseg run <name> --shard k/N` is supported. */
+  sharded?: ShardedStage;
   /** Runs the stage; returns a JSON-able summary (also printed with --json). */
   run(ctx: StageContext): Promise<Record<string, unknown>>;
 }

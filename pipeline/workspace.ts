@@ -26,7 +26,16 @@ const LINKED = ['package.json', 'node_modules', 'bin', 'pipeline', 'data', 'nn',
 export async function createWorkspace(dir: string, overrides: string[] = [], preset?: string): Promise<string> {
   const target = path.resolve(dir);
   if (await exists(path.join(target, 'params.yaml'))) {
-    throw new TagsegError('already a tagseg project (params.yaml exists)', { file: target });
+    throw new TagsegError('already a tagseg project (params.yaml exists)', { file: target, hint: 'use it as it is (--root), or give `tagseg workspace` a new folder name' });
+  }
+  const st = await fs.stat(target).catch(() => null);
+  if (st && !st.isDirectory()) {
+    throw new TagsegError('exists and is not a folder', { file: target, hint: 'give `tagseg workspace` a new folder name (or an existing empty folder)' });
+  }
+  const entries = st ? new Set(await fs.readdir(target)) : new Set<string>();
+  const inTheWay = [...LINKED, 'dvc.yaml'].filter((n) => entries.has(n));
+  if (inTheWay.length) {
+    throw new TagsegError(`is not empty: ${inTheWay.join(', ')} would be overwritten`, { file: target, hint: 'give `tagseg workspace` a new folder name (or an empty folder)' });
   }
   const params = await fs.readFile(path.join(REPO_ROOT, 'params.yaml'), 'utf8');
   const sets = [...(preset ? await presetOverrides(preset, YAML.parse(params)) : []), ...overrides];

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Optional Python side of the test suite: a venv at .cache/py with pyarrow + duckdb + numpy (the README's Python snippet), used by
 // test/pipeline/arrow.python.test.ts to prove our Arrow files are readable outside arrow-js.
-// Never fails the caller: without python3 or a reachable package index the python tests skip
-// (and say why), so this script prints a notice and exits 0.
+// Locally it never fails the caller: without python3 or a reachable package index the python tests
+// skip (and say why), so this script prints a notice and exits 0. Under CI=true those tests must
+// run, so a venv it cannot set up is an error (exit 1).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -22,9 +23,18 @@ function run(cmd, args) {
   return { ok: r.status === 0, why: lastLine || `exit ${r.status}` };
 }
 
+const inCi = ['true', '1'].includes((process.env.CI ?? '').toLowerCase());
+
 function done(line) {
   process.stdout.write(`python-env: ${line}\n`);
   process.exit(0);
+}
+
+/** A setup failure: a notice locally (the python tests skip), an error under CI. */
+function failed(line) {
+  if (!inCi) done(`${line}; python tests will skip`);
+  process.stderr.write(`python-env: ${line}\nCI=true: the python tests must run (install python3 and python3-venv, and let pip reach its index)\n`);
+  process.exit(1);
 }
 
 if (existsSync(py) && run(py, ['-c', 'import pyarrow, duckdb, numpy']).ok) {
@@ -32,8 +42,9 @@ if (existsSync(py) && run(py, ['-c', 'import pyarrow, duckdb, numpy']).ok) {
 }
 if (!existsSync(py)) {
   const made = run('python3', ['-m', 'venv', venv]);
-  if (!made.ok) done(`could not create ${shown} (python3 -m venv: ${made.why}); python tests will skip`);
+  if (!made.ok) failed(`could not create ${shown} (python3 -m venv: ${made.why})`);
 }
 const pip = run(py, ['-m', 'pip', 'install', '-q', 'pyarrow', 'duckdb', 'numpy']);
-if (!pip.ok) done(`pip install pyarrow duckdb numpy into ${shown} failed (${pip.why}); python tests will skip`);
+if (!pip.ok) failed(`pip install pyarrow duckdb numpy into ${shown} failed (${pip.why})`);
+if (!run(py, ['-c', 'import pyarrow, duckdb, numpy']).ok) failed(`${shown} still cannot import pyarrow, duckdb and numpy after pip install`);
 done(`installed pyarrow, duckdb and numpy into ${shown}`);

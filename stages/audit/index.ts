@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import PQueue from 'p-queue';
 import { decodeImage } from '../../data/decode.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
-import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
+import { type Row, TableReader, TableWriter, readInfo, tableIds } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
@@ -214,7 +214,9 @@ export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
   };
   const iters: Record<keyof typeof readers, AsyncIterator<Row>> = {
     dataset: readers.dataset.rows(), images: readers.images.rows(), cam: readers.cam.rows(),
-    random_walk: readers.random_walk.rows(), rca: readers.rca.rows(), pseudo: readers.pseudo.rows(),
+    random_walk: readers.random_walk.rows(), rca: readers.rca.rows(),
+    // refine.shards > 1: a part folder, read in dataset.arrow's id order
+    pseudo: readers.pseudo.numParts > 1 ? readers.pseudo.rowsAlong(tableIds(files.dataset)) : readers.pseudo.rows(),
   };
   const bar = progress('audit', infos.images.numRows);
   let measureSeconds = 0;

@@ -11,6 +11,8 @@
  * 3. ignore (255) where the ignore rule says the label is unsure (confidence.ts);
  * 4. flags: a tag with no pixel, an image that is mostly ignore (sanity.ts);
  * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).
+ *    With refine.shards N > 1: a folder of parts, part-<k>-of-<N>.arrow and pseudo_masks/part-<k>-of-<N>/,
+ *    one per shard (pipeline/shard.ts: the shard is a hash of the id); `--shard k/N` writes one.
  * Images are decoded and refined `refine.concurrency` at a time (data/load.ts orderedMap keeps
  * row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
  * threads as the concurrency and the machine's cores allow).
@@ -30,6 +32,7 @@ import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
+import { type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
@@ -73,9 +76,13 @@ export const stage: Stage = {
     code: ['data', 'eval', 'ops', 'pipeline', 'stages/cam', 'stages/refine'],
     params: PARAMS,
   }),
+  sharded: {
+    param: 'refine.shards',
+    outputs: (s) => ({ writes: [partPath(REFINE_OUTPUTS.masks, s), pngFolder(s)], metrics: [metricsFile(s)] }),
+  },
   async run(ctx) {
-    const r = await runRefine({ params: ctx.params, path: ctx.path });
-    await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.metrics), r);
+    const r = await runRefine({ params: ctx.params, path: ctx.path, shard: ctx.shard });
+    await writeJsonMetrics(ctx.path(metricsFile(ctx.shard)), r);
     if (!ctx.json) process.stderr.write(`${formatRefine(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -109,6 +116,8 @@ export interface RefineRunResult {
 export interface RunRefineOptions {
   params: Params;
   path(rel: string): string;
+  /** Only this shard (of refine.shards); default every shard in turn. */
+  shard?: Shard;
 }
 
 interface DatasetEntry { imagePath: string; maskPath: string | null; width: number; height: number }
@@ -180,10 +189,20 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const crfCm = new ConfusionMatrix(classes.length);
   let scored = 0;
 
-  const writer = await TableWriter.open(o.path(REFINE_OUTPUTS.masks), PSEUDO_MASK_COLUMNS, {
-    stage: 'refine', paramsHash: paramsHash(p, PARAMS), classes, extra: extra as unknown as Record<string, unknown>,
-  }, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
-  const pngs = await PngExport.open(o.path(REFINE_OUTPUTS.pngs), classPalette(background));
+  const meta = { stage: 'refine', paramsHash: paramsHash(p, PARAMS), classes, extra: extra as unknown as Record<string, unknown> };
+  // Shards (refine.shards): --shard's, or each in turn; every shard commits its own table part and PNG folder.
+  const shards = shardsToRun(rp.shards, o.shard, 'refine.shards');
+  await prepareTableFor(o.path(REFINE_OUTPUTS.masks), rp.shards);
+  if (rp.shards > 1) await prepareFolderFor(o.path(REFINE_OUTPUTS.pngs), rp.shards);
+  const outputs = new SequentialParts(shards, async (s) => {
+    const writer = await TableWriter.open(o.path(partPath(REFINE_OUTPUTS.masks, s)), PSEUDO_MASK_COLUMNS, meta, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
+    const pngs = await PngExport.open(o.path(pngFolder(s)), classPalette(background)).catch(async (err: unknown) => { await writer.abort(); throw err; });
+    return {
+      writer, pngs,
+      commit: async () => { await writer.close(); await pngs.commit(); },
+      abort: async () => { await writer.abort(); await pngs.abort(); },
+    };
+  });
   const decodeMaps = (key: RefineSource, row: Row, column: string): Float32Array => {
     const bytes = row[column] as Uint8Array;
     return present[key]!.dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes);
@@ -210,7 +229,8 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
 
   const pool = new RefinePool(rp.concurrency);
   const threads = pool.size;
-  const bar = progress('refine', numRows);
+  const selected = new Set(shards.map((s) => s.k));
+  const bar = progress('refine', selected.size === rp.shards ? numRows : [...dataset.keys()].filter((id) => selected.has(shardOf(id, rp.shards))).length);
   let rows = 0;
   let crfSeconds = 0;
   let crfImages = 0;
@@ -219,8 +239,9 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const flagged = { images: 0, empty_tags: 0, mostly_ignore: 0 };
   const loopStart = performance.now();
   try {
-    for await (const { z, H, W, gt, r } of windowedMap(zipTables(present), work, rp.concurrency)) {
+    for await (const { z, H, W, gt, r } of windowedMap(rowsByShard(shards, () => zipTables(present), (x) => x.cam.id as string), work, rp.concurrency)) {
       const id = z.cam.id as string;
+      const { writer, pngs } = await outputs.for(shardOf(id, rp.shards));
       const counts = classPixelCounts(r.mask, classes.length);
       const ignoreFraction = r.ignored / (H * W);
       const tags = z.cam.tags as number[];
@@ -255,12 +276,10 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
       bar.tick();
     }
     bar.stop();
-    await writer.close();
-    await pngs.commit();
+    await outputs.finish();
   } catch (err) {
     bar.stop();
-    await writer.abort();
-    await pngs.abort();
+    await outputs.abort();
     throw err;
   } finally {
     await pool.close();
@@ -288,6 +307,16 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
     concurrency: rp.concurrency,
     threads,
   };
+}
+
+/** outputs/pseudo_masks, or its part-<k>-of-<N> folder for one shard. */
+export function pngFolder(shard: Shard): string {
+  return shard.n === 1 ? REFINE_OUTPUTS.pngs : `${REFINE_OUTPUTS.pngs}/${partName(shard)}`;
+}
+
+/** metrics/refine.json, or metrics/refine/part-<k>-of-<N>.json for a --shard run. */
+export function metricsFile(shard: Shard | undefined): string {
+  return !shard || shard.n === 1 ? REFINE_OUTPUTS.metrics : `${REFINE_OUTPUTS.metrics.replace(/\.json$/, '')}/${partName(shard)}.json`;
 }
 
 /** The rows of every present map table, in lockstep (same order as cams.arrow; ids checked). */

@@ -2,7 +2,8 @@
  * Stage `segment`: pseudo-masks (or ground truth) -> a segmentation network -> models/segment.
  *
  * 1. Split: the images of `dataset.train_split` minus a validation carve (labels.ts: seeded hash
- *    of the id < `segment.val_fraction`), identical in both label modes; never trained on.
+ *    of the id < `segment.val_fraction`), identical in both label modes; never trained on. A caller
+ *    may give the training and held-out ids instead (`split`: the CV protocol's folds, eval/cv.ts).
  * 2. Labels: `segment.labels: pseudo` takes cache/pseudo_masks.arrow (stage refine, original size,
  *    resized to the working size by nearest); `gt` takes images.arrow's ground-truth masks (the
  *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
@@ -30,7 +31,7 @@ import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { RowReader, tableDataset } from '../../nn/dataset.js';
-import { TableReader, readAll, readInfo } from '../../pipeline/arrow.js';
+import { TableReader, hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile } from '../../pipeline/fsutil.js';
@@ -40,7 +41,7 @@ import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CAM_OUTPUTS } from '../cam/tables.js';
 import { segmentBatch } from './infer.js';
-import { carveVal, labelledFraction, labelsAtWorkingSize } from './labels.js';
+import { carveVal, explicitSplit, idsKey, labelledFraction, labelsAtWorkingSize } from './labels.js';
 import { type ReviewPlan, ignoreClassPixels, listCorrections, planReview } from './review.js';
 import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
 import { type SegAux, createSegAux } from './contrast.js';
@@ -87,7 +88,10 @@ export const stage: Stage = {
 };
 
 export interface SegScores {
+  /** Full coverage: a pseudo-mask's ignore pixels count as wrong (eval/metrics.ts). */
   miou: number | null;
+  /** Over the labelled pixels only. */
+  miou_labelled: number | null;
   pixel_accuracy: number | null;
   /** Labelled fraction of the valid pixels (1 for a network; < 1 for pseudo-masks with 255). */
   coverage: number | null;
@@ -126,6 +130,8 @@ export interface RunSegmentOptions {
   path(rel: string): string;
   /** Tests: stop training after this many epochs in this run (simulates a kill; no model, no scores). */
   stopAfter?: number;
+  /** Explicit training and held-out ids of the train split (the CV protocol's folds, eval/cv.ts) instead of the `val_fraction` carve. */
+  split?: { train: readonly string[]; val: readonly string[] };
 }
 
 interface DatasetRow {
@@ -152,7 +158,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const trainIds: string[] = [];
   for (const [id, d] of dataset) if (d.split === p.dataset.train_split) trainIds.push(id);
   if (trainIds.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}'`, { file: o.path(INPUTS.dataset), hint: 'check dataset.train_split' });
-  const carve = carveVal(trainIds, s.val_fraction, p.seed);
+  const carve = o.split ? explicitSplit(trainIds, o.split, p.dataset.train_split) : carveVal(trainIds, s.val_fraction, p.seed);
   const valSet = new Set(carve.val);
   const review = s.labels === 'pseudo' ? await reviewPlan(o, carve.train, classes, dataset) : null;
   const trainSet = new Set(review ? review.plan.train : carve.train);
@@ -196,8 +202,8 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
 
   // 3. training
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
-  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashFile(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
-  const hash = segmentTrainHash(p, dataHash);
+  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashTable(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
+  const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
   const store = await trainingStore('segment', stage.io(p).code, hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
@@ -221,7 +227,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
       ...(review ? { review: { decisions: review.decisions, ...review.plan.counts } } : {}),
     };
     if (training.epochs < s.epochs) {
-      const empty: SegScores = { miou: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
+      const empty: SegScores = { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
       return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
     }
     await saveSegModel(modelDir, net, { 'val_ids.txt': `${carve.val.join('\n')}\n` });
@@ -305,8 +311,8 @@ function scoresOf(cm: ConfusionMatrix, classes: readonly string[], images: numbe
   const r = segmentationScores(cm);
   const round = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
   return {
-    miou: round(r.miou), pixel_accuracy: round(r.pixelAccuracy), coverage: round(r.coverage), images,
-    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.iou[i])])),
+    miou: round(r.fullMiou), miou_labelled: round(r.miou), pixel_accuracy: round(r.fullPixelAccuracy), coverage: round(r.coverage), images,
+    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.fullIou[i])])),
   };
 }
 

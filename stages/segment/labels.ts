@@ -11,6 +11,7 @@
  *   (`labelsAtWorkingSize`, the rule ingest uses for ground-truth masks: no class is invented at
  *   boundaries). Oracle mode takes images.arrow's `mask` column, already at the working size.
  */
+import { createHash } from 'node:crypto';
 import { resizeNearest } from '../../data/decode.js';
 import { TagsegError } from '../../pipeline/errors.js';
 
@@ -79,4 +80,26 @@ export function labelledFraction(labels: Uint8Array): number {
   let n = 0;
   for (const v of labels) if (v !== IGNORE) n++;
   return labels.length ? n / labels.length : 0;
+}
+
+/**
+ * A caller's explicit split of the train split (the CV protocol's folds): both lists must be
+ * ids of `ids` (the train split), disjoint, training non-empty. Returned in `ids` order (the
+ * order of images.arrow), so the training order does not depend on how the caller listed them.
+ */
+export function explicitSplit(ids: readonly string[], split: { train: readonly string[]; val: readonly string[] }, splitName: string): { train: string[]; val: string[] } {
+  const known = new Set(ids);
+  const train = new Set(split.train);
+  const val = new Set(split.val);
+  for (const id of [...train, ...val]) {
+    if (!known.has(id)) throw new TagsegError(`image '${id}' of the requested split is not in split '${splitName}'`, { file: 'cache/dataset.arrow', hint: 'rerun the protocol after ingest: its folds are stale' });
+    if (train.has(id) && val.has(id)) throw new TagsegError(`image '${id}' is both a training and a held-out image`);
+  }
+  if (train.size === 0) throw new TagsegError('the requested split has no training image');
+  return { train: ids.filter((id) => train.has(id)), val: ids.filter((id) => val.has(id)) };
+}
+
+/** A short key of an id list (order kept), for training hashes of an explicit split. */
+export function idsKey(ids: readonly string[]): string {
+  return createHash('sha256').update(JSON.stringify(ids)).digest('hex').slice(0, 16);
 }

@@ -34,6 +34,7 @@ import { ensureDir, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { crfPool } from '../../ops/crf_pool.js';
+import { type Shard, shardOf } from '../../pipeline/shard.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { batchProbs, labelsOf } from './infer.js';
 import { type SegNet, loadSegModel } from './net.js';
@@ -66,6 +67,8 @@ export interface PredictOptions {
   crf?: boolean;
   /** Images per network batch (same-size images only). */
   batchSize: number;
+  /** Only the ids of this shard (pipeline/shard.ts); shards may share `out`, each writes its own files. */
+  shard?: Shard;
   /** CRF threads (ops/workerpool.ts; 1 = on the main thread); default every core. */
   threads?: number;
   /** A missing, ambiguous or undecodable image: 'fail' (default) stops with its TagsegError;
@@ -191,6 +194,8 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     net.dispose();
     throw err;
   }
+  // After the checks of the whole run, so every shard reports the same errors and skipped entries.
+  if (o.shard) todo = todo.filter((t) => shardOf(t.id, o.shard!.n) === o.shard!.k);
   const { scales, flip, crf } = inferSettings(net, o);
   const size = net.config.workingSize;
   const K = net.config.classes.length;

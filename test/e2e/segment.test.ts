@@ -14,6 +14,11 @@ import { decodeIndexedPng } from '../../data/palette.js';
 import { repro } from '../../pipeline/dag.js';
 import { createWorkspace } from '../../pipeline/workspace.js';
 import { writePseudoMasks, writeRefineMetrics } from '../stages/segment_fixtures.js';
+import { expectScore } from '../helpers/quality.js';
+
+// Quality floors (fractions, as in the metrics file): measured on this test's tiny config, minus a margin of
+// 0.05 (rounded down to 0.01) for float differences between CPUs and thread counts.
+const FLOOR = { val: 0.23 }; // measured val mIoU 0.2856 (pseudo-mask fixtures, 1 epoch)
 
 let root: string;
 
@@ -43,6 +48,7 @@ describe('segment end to end', () => {
     expect(r.stages.map((s) => [s.name, s.action])).toEqual([['segment', 'ran']]);
     const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/segment.json'), 'utf8'));
     expect(metrics.val.images).toBeGreaterThan(0);
+    expectScore('segment e2e: val.miou', metrics.val.miou, FLOOR.val);
     expect(metrics.chain.map((c: { step: string }) => c.step)).toContain('segmentation');
 
     const data = path.join(root, 'datasets/synthetic');

@@ -69,6 +69,45 @@ describe('ConfusionMatrix + segmentationScores', () => {
   });
 });
 
+describe('full-coverage scores (ignore predictions counted as wrong)', () => {
+  it('hand-computed: 3 classes, two pixels predicted as ignore, one void gt pixel', () => {
+    // gt 0 0 0 1 1 2 2 255 / pred 0 0 255 1 255 2 1 0: matrix (0,0)=2 (1,1)=1 (2,2)=1 (2,1)=1; ignored [1,1,0].
+    const s = segmentationScores(new ConfusionMatrix(3).add([0, 0, 255, 1, 255, 2, 1, 0], [0, 0, 0, 1, 1, 2, 2, 255]));
+    // Labelled pixels: c0 2/2, c1 1/(1+2-1), c2 1/2.
+    expect(s.iou).toEqual([1, 0.5, 0.5]);
+    expect(s.miou).toBeCloseTo(2 / 3, 12);
+    expect(s.coverage).toBeCloseTo(5 / 7, 12);
+    expect(s.pixelAccuracy).toBeCloseTo(4 / 5, 12);
+    // Full coverage: each class's ignored pixels join its union: c0 2/3, c1 1/3, c2 1/2.
+    expect(s.fullIou[0]).toBeCloseTo(2 / 3, 12);
+    expect(s.fullIou[1]).toBeCloseTo(1 / 3, 12);
+    expect(s.fullIou[2]).toBeCloseTo(1 / 2, 12);
+    expect(s.fullMiou).toBeCloseTo(0.5, 12);
+    expect(s.fullPixelAccuracy).toBeCloseTo(4 / 7, 12);
+  });
+
+  it('a class whose every pixel is ignored scores 0 at full coverage, and is left out of the labelled mIoU', () => {
+    const s = segmentationScores(new ConfusionMatrix(2).add([0, 255], [0, 1]));
+    expect(s.iou).toEqual([1, null]);
+    expect(s.miou).toBe(1);
+    expect(s.fullIou).toEqual([1, 0]);
+    expect(s.fullMiou).toBe(0.5);
+  });
+
+  it('control: without ignore predictions the full-coverage figures equal the labelled ones', () => {
+    const s = segmentationScores(new ConfusionMatrix(3).add([0, 0, 2, 1, 1, 2, 1], [0, 0, 0, 1, 1, 2, 2]));
+    expect(s.coverage).toBe(1);
+    expect(s.fullIou).toEqual(s.iou);
+    expect(s.fullMiou).toBe(s.miou);
+    expect(s.fullPixelAccuracy).toBe(s.pixelAccuracy);
+  });
+
+  it('predIgnoreAs maps ignore to a class first, so nothing is left to count as wrong', () => {
+    const s = segmentationScores(new ConfusionMatrix(2, { predIgnoreAs: 0 }).add([0, 255, 1], [0, 1, 1]));
+    expect(s.fullMiou).toBe(s.miou);
+  });
+});
+
 describe('averagePrecision', () => {
   it('matches hand-computed non-interpolated AP', () => {
     // ranking: 0.9(+) 0.8(-) 0.7(+) 0.1(-): AP = 1/2 * 1 + 1/2 * 2/3 = 0.833333

@@ -1,11 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
+import { skipWithout } from '../helpers/ci.js';
 import { disposeFeatures } from '../../nn/backbone.js';
 import { MobileNetV1, loadLayersModelFrom, loadLayersModelWeights, loadMobileNetV1 } from '../../nn/mobilenet.js';
 import { MOBILENET_DIR as modelDir, MOBILENET_PRESENT as present } from '../helpers/models.js';
 
-if (!present) console.warn(`skipping pretrained MobileNet tests: no model.json in ${modelDir}`);
+const skip = skipWithout('pretrained MobileNet', present ? undefined : `no model.json in ${modelDir} (the weights come from ../shared/models beside the clone, or $TAGSEG_MODELS_DIR)`);
 
 beforeAll(async () => {
   await initBackend();
@@ -29,7 +30,7 @@ function referenceActivations(model: tf.LayersModel, x: tf.Tensor4D, until: stri
 
 const maxAbsDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
 
-describe.skipIf(!present)('pretrained MobileNet v1', () => {
+describe.skipIf(skip)('pretrained MobileNet v1', () => {
   it('re-implemented forward matches the LayersModel at conv_pw_12_relu and conv_dw_13_relu (original strides)', async () => {
     const model = await loadLayersModelFrom(modelDir);
     const weights = await loadLayersModelWeights(modelDir);

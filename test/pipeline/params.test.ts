@@ -66,7 +66,7 @@ describe('params.yaml schema', () => {
       refine: {
         source: 'contrast', bg: 'threshold', bg_threshold: 0.25, bg_power: 16,
         crf: { iterations: 10, gaussian_sxy: 3, gaussian_compat: 3, bilateral_sxy: 50, bilateral_srgb: 5, bilateral_compat: 10 },
-        ignore: 'either', ignore_margin: 0.1, mostly_ignore: 0.5, concurrency: 4,
+        ignore: 'either', ignore_margin: 0.1, mostly_ignore: 0.5, concurrency: 4, shards: 1,
       },
       segment: {
         labels: 'pseudo', val_fraction: 0.2, head_dim: 64, decoder: true, contrast: 'none', contrast_weight: 0.1, contrast_dim: 64, pixel_memory: 5000,

@@ -12,10 +12,11 @@ import {
   type DecisionRow, formatDecisions, mergeDecisions, parseDecisions, readDecisions, removeDecision, reviewByImage, writeDecisions,
 } from '../../data/review.js';
 import { TagsegError } from '../../pipeline/errors.js';
+import { skipWithout } from '../helpers/ci.js';
 import { findPython } from '../helpers/python.js';
 
 const { python, why } = findPython(['duckdb']);
-if (!python) console.warn(`skipping the DuckDB read of decisions.csv: ${why}`);
+const noPython = skipWithout('DuckDB read of decisions.csv', python ? undefined : why);
 
 const ROWS: DecisionRow[] = [
   { id: 'b', decision: 'relabel', class: 'dog', note: 'tail missing, "see" ear' },
@@ -85,7 +86,7 @@ describe('decisions.csv', () => {
     expect(await readDecisions(file)).toEqual([ROWS[1], ROWS[2], ROWS[0]]);
   });
 
-  it.skipIf(!python)('DuckDB reads the file as written', async () => {
+  it.skipIf(noPython)('DuckDB reads the file as written', async () => {
     const file = path.join(dir, 'duck.csv');
     await writeDecisions(file, ROWS);
     const code = `import duckdb, json, sys

@@ -1,0 +1,59 @@
+/**
+ * segment reads a sharded cache/pseudo_masks.arrow (refine.shards = 3: a folder of parts, rows by
+ * part) as one table: the same training images, labelled fraction and validation pseudo-mask
+ * scores as from the single file. Tiny workspace as in segment_stage.test.ts.
+ */
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { initBackend } from '../../pipeline/backend.js';
+import { repro } from '../../pipeline/dag.js';
+import { setQuiet } from '../../pipeline/log.js';
+import { loadParams } from '../../pipeline/params.js';
+import { partPath, prepareTableFor, shardOf } from '../../pipeline/shard.js';
+import { createWorkspace } from '../../pipeline/workspace.js';
+import { runSegment } from '../../stages/segment/index.js';
+import { PSEUDO_COLUMNS, writePseudoMasks, writeRefineMetrics } from './segment_fixtures.js';
+
+const TINY = [
+  'synth.images=12', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
+  'segment.epochs=1', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.val_fraction=0.4',
+];
+
+let root: string;
+beforeAll(async () => {
+  setQuiet(true);
+  await initBackend();
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-segment-shards-'));
+  root = await createWorkspace(path.join(tmp, 'ws'), TINY);
+  expect((await repro(root, { target: 'cam' })).ok).toBe(true);
+  await writePseudoMasks(root, { ignoreRows: 4, wrong: 6, wrongClass: 1 });
+  await writeRefineMetrics(root);
+}, 300_000);
+afterAll(async () => {
+  await fs.rm(path.dirname(root), { recursive: true, force: true });
+});
+
+const run = async () => runSegment({ params: await loadParams(path.join(root, 'params.yaml'), []), path: (rel) => path.join(root, rel) });
+
+describe('segment on a sharded pseudo-mask table', () => {
+  it('sees the same pseudo-masks as from the single file', async () => {
+    const one = await run();
+    const table = path.join(root, 'cache/pseudo_masks.arrow');
+    const rows = await readAll(table);
+    const { meta } = await readInfo(table);
+    await prepareTableFor(table, 3);
+    for (let k = 0; k < 3; k++) {
+      const w = await TableWriter.open(partPath(table, { k, n: 3 }), PSEUDO_COLUMNS, meta);
+      for (const r of rows) if (shardOf(r.id as string, 3) === k) await w.write(r);
+      await w.close();
+    }
+    expect((await fs.readdir(table)).length).toBe(3);
+    const three = await run();
+    expect([three.trainImages, three.valImages, three.labelledFraction]).toEqual([one.trainImages, one.valImages, one.labelledFraction]);
+    expect(three.pseudo_val).toEqual(one.pseudo_val);
+    expect(one.pseudo_val?.images).toBeGreaterThan(0);
+  }, 300_000);
+});
