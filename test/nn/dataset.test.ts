@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RowReader, memoryDataset, streamDataset, tableDataset } from '../../nn/dataset.js';
 import { type ColumnSpec, TableWriter, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
+import { partPath, prepareTableFor, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet } from '../../stages/cam/net.js';
@@ -95,6 +96,29 @@ describe('RowReader', () => {
       expect(r0.stats.maxHeld).toBe(1);
     } finally {
       await r0.close();
+    }
+  });
+});
+
+describe('RowReader over a part folder (a sharded table)', () => {
+  it('numbers rows by part then row, as TableReader.rows() yields them', async () => {
+    const table = path.join(dir, 'parts.arrow');
+    await prepareTableFor(table, 3);
+    for (const s of shardsToRun(3, undefined, 'x.shards')) {
+      const w = await TableWriter.open(partPath(table, s), COLUMNS, { stage: 'ingest', paramsHash: 'x', classes: ['a', 'b'] }, { batchRows: 2 });
+      for (let n = 0; n < ROWS; n++) if (shardOf(`im${n}`, 3) === s.k) await w.write({ id: `im${n}`, n, pixels: pixelsOf(n), height: H, width: W });
+      await w.close();
+    }
+    const whole = await readAll(table);
+    for (const direct of [true, false]) {
+      const r = await RowReader.open(table, { stage: 'ingest' }, { direct });
+      try {
+        const ask = Array.from({ length: ROWS }, (_, i) => (i * 5) % ROWS);
+        expect(await r.rows(ask)).toEqual(ask.map((k) => whole[k]));
+        expect(r.stats.directRows).toBe(direct ? ROWS : 0);
+      } finally {
+        await r.close();
+      }
     }
   });
 });
