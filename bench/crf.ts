@@ -10,6 +10,9 @@
  *    recomputing the kernel on the fly instead of storing N² weights). The reference runs 10
  *    iterations at 40x30 and 80x60; at 160x120 it runs 1 and the time for 10 is extrapolated
  *    (printed as such): normalisers + 10 iterations = 11 O(N²) passes.
+ * Section 1 also runs the previous, unfused mean field (ops/crf_unfused.ts) back to back with
+ * each fused run and prints the median of the per-pair CPU-time ratios (before / after) and the
+ * largest |Q_before - Q_after|.
  * Single-threaded (one image on one core); the scene is synthetic (smooth regions + noise).
  * `CPU` is the process's user CPU time for the same call: on a shared, loaded machine wall time
  * includes waiting for a core, CPU time much less so.
@@ -17,6 +20,7 @@
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { DEFAULT_CRF_OPTIONS, NormalizedGaussianFilter, bilateralFeatures, denseCrf, positionFeatures, unaryFromProbs } from '../ops/crf.js';
+import { denseCrfUnfused } from '../ops/crf_unfused.js';
 
 const reps = Number(process.argv[2] ?? 3);
 
@@ -62,24 +66,34 @@ function scene(H: number, W: number, C: number, seed = 1) {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-function timeLattice(H: number, W: number, C: number, n: number) {
+function timeLattice(H: number, W: number, C: number, n: number, compare = false) {
   const { image, unary } = scene(H, W, C);
   const o = DEFAULT_CRF_OPTIONS;
   const total: number[] = [];
   const cpu: number[] = [];
   const build: number[] = [];
+  const ratio: number[] = [];
+  let maxDiff = 0;
   for (let k = 0; k < n; k++) {
+    let c0 = process.cpuUsage();
+    const before = compare ? denseCrfUnfused(unary, image, H, W, C) : null;
+    const cpuBefore = process.cpuUsage(c0).user / 1000;
     let t0 = performance.now();
-    const c0 = process.cpuUsage();
-    denseCrf(unary, image, H, W, C);
+    c0 = process.cpuUsage();
+    const q = denseCrf(unary, image, H, W, C);
     total.push(performance.now() - t0);
     cpu.push(process.cpuUsage(c0).user / 1000);
+    if (before) {
+      ratio.push(cpuBefore / cpu[k]);
+      for (let i = 0; i < q.length; i++) maxDiff = Math.max(maxDiff, Math.abs(q[i] - before[i]));
+    }
     t0 = performance.now();
     new NormalizedGaussianFilter(positionFeatures(H, W, o.gaussian!.sxy), H * W, 2);
     new NormalizedGaussianFilter(bilateralFeatures(image, H, W, o.bilateral!.sxy, o.bilateral!.srgb), H * W, 5);
     build.push(performance.now() - t0);
   }
-  return { total: median(total), cpu: median(cpu), build: median(build) };
+  const spread = ratio.length ? ` (min ${Math.min(...ratio).toFixed(2)}, max ${Math.max(...ratio).toFixed(2)})` : '';
+  return { total: median(total), cpu: median(cpu), build: median(build), ratio: ratio.length ? median(ratio) : NaN, spread, maxDiff };
 }
 
 /** Exact mean field (symmetric normalisation, self term included, Potts), kernels recomputed per pass. */
@@ -165,8 +179,9 @@ for (const [W, H] of [
   [640, 480],
 ]) {
   for (const C of [5, 21]) {
-    const { total, cpu, build } = timeLattice(H, W, C, reps);
+    const { total, cpu, build, ratio, spread, maxDiff } = timeLattice(H, W, C, reps, true);
     console.log(`  ${W}x${H}  C=${String(C).padEnd(2)}  total ${fmt(total).padStart(9)}   (lattice build ${fmt(build)}, iterations ${fmt(total - build)}; CPU ${fmt(cpu)})`);
+    console.log(`             before/after (unfused/fused CPU) ${ratio.toFixed(2)}x${spread}, max |dQ| ${maxDiff.toExponential(1)}`);
   }
 }
 

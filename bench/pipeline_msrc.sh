@@ -26,4 +26,4 @@ printf '%-10s %9s %14s\n' stage 'wall s' 'peak RSS MiB'
 for s in $stages; do read -r wall kib < "$report.$s"; printf '%-10s %9.1f %14d\n' "$s" "$wall" $((kib / 1024)); done
 printf '%-10s %9.1f\n' total "$total"
 rm -f "$report" "$report".*
-[ -f metrics/segment.json ] && node -e "const m=require('./metrics/segment.json'); for (const c of m.chain) console.log(c.step.padEnd(26), c.split.padEnd(6), c.miou === null ? '-' : (100 * c.miou).toFixed(1))"
+[ -f metrics/segment.json ] && node -e "const m=require('./metrics/segment.json'); for (const [step, c] of Object.entries(m.chain)) console.log(step.padEnd(26), c.split.padEnd(6), c.miou === null ? '-' : (100 * c.miou).toFixed(1))"

@@ -1,6 +1,6 @@
 // Measures the sparse random walk (ops/randomwalk.ts) per image: wall time and peak memory (RSS, tf.memory bytes).
 // Random walk per image: time + peak RSS / tensor bytes, C=3, beta 8, 256 steps, stride-4 grids of 320x240..1000x750, radius 5 and 10.
-// Before / after in one run: step by step (method 'steps', the old path) vs the Chebyshev default, and their max difference.
+// Before / after in one run: 256 steps with the previous step kernel (dx innermost) vs the Chebyshev default, and their max difference.
 /*
  * (not a test)
  *   npm run bench -- randomwalk [steps=256] [radii=5,10] [grids=80x60,160x120,250x188]
@@ -8,10 +8,14 @@
  * own. Affinities are random in [0.5, 1], in the 'full' layout [K, h, w] the stage uses for
  * inference; the map is C = 3 random channels. Reported per configuration:
  *   build   buildTransition (A^beta, degrees, normalised weights), ms
- *   steps   `steps` propagation steps one after the other (the path before the Chebyshev one), s
+ *   base    `steps` steps one after the other with the step kernel before issue 25's work (weights
+ *           [h, 1, W, 2 rx + 1], dx innermost; `baseStep` below), s: the baseline of issue 25 item 5
+ *   steps   `steps` propagation steps one after the other with today's step kernel, s
  *   walk    the default (Chebyshev) propagation of the same map, s, and ms per step of the walk
- *   ratio   steps / walk, both timed in the same process back to back, best of `rounds` each
- *   diff    max |walk - steps| over the map (the map is in [0, 1])
+ *   ratio   base / walk and steps / walk, all timed in the same process back to back: the median of
+ *           3 rounds' ratios (each round runs base, steps, walk once), with their range
+ *   base s, steps s, walk s: the best of the 3 rounds
+ *   diff    max |walk - base| and |steps - base| over the map (the map is in [0, 1])
  *   T       tensor bytes of the transition (O(N K))
  *   peak    tf.profile peakBytes of build and of one step (all live tensor bytes, T included)
  *   rss     RSS after backend init, and the process's peak RSS
@@ -21,7 +25,7 @@ import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { buildTransition, disposeTransition, neighbourOffsets, propagate } from '../ops/randomwalk.js';
+import { type Transition, buildTransition, disposeTransition, neighbourOffsets, propagate } from '../ops/randomwalk.js';
 import { initBackend } from '../pipeline/backend.js';
 
 const MB = 1024 * 1024;
@@ -36,6 +40,9 @@ interface Result {
   buildMs: number;
   walkS: number;
   stepsS: number;
+  baseS: number;
+  baseRatios: number[];
+  stepsRatios: number[];
   diff: number;
   tBytes: number;
   peakBuild: number;
@@ -43,6 +50,35 @@ interface Result {
   rssBase: number;
   rssPeak: number;
   leak: number;
+}
+
+/**
+ * x [C, h, w] -> x T^steps with the step kernel as it was before issue 25's work: weights
+ * [h, 1, W, 2 rx + 1] (dx innermost; transposed here from today's layout), unfold stacked on the
+ * last axis and summed there, `steps` applications one after the other.
+ */
+function baseWalk(x: tf.Tensor3D, T: Transition, steps: number): tf.Tensor3D {
+  const { ry, rx, paddedWidth: W, height: h, width: w } = T;
+  const wts = T.groups.map((g) => tf.transpose(g.weights, [0, 1, 3, 2]));
+  const C = x.shape[0];
+  const step = (v: tf.Tensor3D) =>
+    tf.tidy(() => {
+      const xp = tf.pad(v, [[ry, ry], [0, 0], [rx, rx]]);
+      const cols: tf.Tensor3D[] = [];
+      for (let dx = -rx; dx <= rx; dx++) cols.push(tf.slice(xp, [0, 0, rx + dx], [h + 2 * ry, C, W]));
+      const unfold = tf.stack(cols, 3) as tf.Tensor4D;
+      const terms = T.groups.map((g, i) => tf.tidy(() => tf.sum(tf.mul(tf.slice(unfold, [ry + g.dy, 0, 0, 0], [h, C, W, 2 * rx + 1]), wts[i]), 3)));
+      return (terms.length === 1 ? terms[0] : tf.addN(terms)) as tf.Tensor3D;
+    });
+  let cur = tf.tidy(() => tf.pad(tf.transpose(x, [1, 0, 2]), [[0, 0], [0, 0], [0, W - w]]) as tf.Tensor3D);
+  for (let s = 0; s < steps; s++) {
+    const next = step(cur);
+    cur.dispose();
+    cur = next;
+  }
+  const out = tf.tidy(() => tf.transpose(tf.slice(cur, [0, 0, 0], [h, C, w]), [1, 0, 2]) as tf.Tensor3D);
+  tf.dispose([cur, ...wts]);
+  return out;
 }
 
 async function one(h: number, w: number, radius: number, steps: number): Promise<Result> {
@@ -66,21 +102,31 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   const buildMs = performance.now() - t;
   const tBytes = T.groups.reduce((s, g) => s + g.weights.size * 4, 0);
   const peakStep = (await tf.profile(() => void propagate(x, T, 1).dispose())).peakBytes;
-  // alternate the two paths, best of 2 each: the machine is shared, the ratio is what to read
+  // alternate the three paths, 3 rounds: the machine is shared, the per-round ratio is what to read
   let walkS = Infinity;
   let stepsS = Infinity;
+  let baseS = Infinity;
   let diff = 0;
-  for (let round = 0; round < 2; round++) {
+  const baseRatios: number[] = [];
+  const stepsRatios: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    t = performance.now();
+    const b = baseWalk(x, T, steps);
+    const bd = b.dataSync();
+    const bS = (performance.now() - t) / 1000;
     t = performance.now();
     const z = propagate(x, T, steps, { method: 'steps' });
     const zd = z.dataSync();
-    stepsS = Math.min(stepsS, (performance.now() - t) / 1000);
+    const sS = (performance.now() - t) / 1000;
     t = performance.now();
     const y = propagate(x, T, steps);
     const yd = y.dataSync();
-    walkS = Math.min(walkS, (performance.now() - t) / 1000);
-    for (let i = 0; i < yd.length; i++) diff = Math.max(diff, Math.abs(yd[i] - zd[i]));
-    tf.dispose([y, z]);
+    const wS = (performance.now() - t) / 1000;
+    [baseS, stepsS, walkS] = [Math.min(baseS, bS), Math.min(stepsS, sS), Math.min(walkS, wS)];
+    baseRatios.push(bS / wS);
+    stepsRatios.push(sS / wS);
+    for (let i = 0; i < yd.length; i++) diff = Math.max(diff, Math.abs(yd[i] - bd[i]), Math.abs(zd[i] - bd[i]));
+    tf.dispose([y, z, b]);
   }
   disposeTransition(T);
   const leak = tf.memory().numTensors - n0;
@@ -88,9 +134,15 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   const prof = await tf.profile(() => disposeTransition(buildTransition(aff, offsets, radius, h, w, 8)));
   tf.dispose([aff, x]);
   return {
-    h, w, radius, K, steps, buildMs, walkS, stepsS, diff, tBytes,
+    h, w, radius, K, steps, buildMs, walkS, stepsS, baseS, baseRatios, stepsRatios, diff, tBytes,
     peakBuild: prof.peakBytes, peakStep, rssBase, rssPeak: process.resourceUsage().maxRSS * 1024, leak,
   };
+}
+
+/** Median of the per-round ratios and their range, e.g. "3.46x (2.6-5.4)". */
+function ratio(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  return `${s[Math.floor(s.length / 2)].toFixed(2)}x (${s[0].toFixed(1)}-${s[s.length - 1].toFixed(1)})`;
 }
 
 const argv = process.argv.slice(2);
@@ -102,7 +154,7 @@ if (argv[0] === '--one') {
   const radii = (argv[1] ?? '5,10').split(',').map(Number);
   const grids = (argv[2] ?? '80x60,160x120,250x188').split(',').map((g) => g.split('x').map(Number) as [number, number]);
   console.log(`random walk, C = 3, beta 8, ${steps} steps; ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log('grid (w x h)   image       r    K   build ms  steps s   walk s   ms/step   ratio      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
+  console.log('grid (w x h)   image       r    K   build ms   base s  steps s   walk s   ms/step  base/walk (range)  steps/walk (range)      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
   for (const radius of radii) {
     for (const [gw, gh] of grids) {
       const p = spawnSync(process.execPath, ['--import', 'tsx', self, '--one', String(gh), String(gw), String(radius), String(steps)], {
@@ -123,10 +175,12 @@ if (argv[0] === '--one') {
           String(radius).padStart(3),
           String(r.K).padStart(4),
           r.buildMs.toFixed(0).padStart(10),
+          r.baseS.toFixed(2).padStart(8),
           r.stepsS.toFixed(2).padStart(8),
           r.walkS.toFixed(2).padStart(8),
           ((r.walkS * 1000) / r.steps).toFixed(1).padStart(9),
-          `${(r.stepsS / r.walkS).toFixed(2)}x`.padStart(7),
+          ratio(r.baseRatios).padStart(20),
+          ratio(r.stepsRatios).padStart(20),
           r.diff.toExponential(1).padStart(9),
           (r.tBytes / MB).toFixed(1).padStart(6),
           (r.peakBuild / MB).toFixed(1).padStart(15),

@@ -188,11 +188,11 @@ export function bilateralFeatures(image: Uint8Array, H: number, W: number, sxy: 
 export class NormalizedGaussianFilter {
   readonly N: number;
   readonly normalization: KernelNormalization;
-  private readonly lattice: PermutohedralLattice;
+  readonly lattice: PermutohedralLattice;
   /** Per-point scale before filtering ('symmetric': n^-1/2), or null. */
-  private readonly inScale: Float32Array | null;
+  readonly inScale: Float32Array | null;
   /** Per-point scale after filtering ('symmetric': n^-1/2, 'after': 1/n, 'none': N/Σn). */
-  private readonly outScale: Float32Array;
+  readonly outScale: Float32Array;
   /** outScale times the last weight used (mean field calls apply with one weight per kernel). */
   private weighted: { weight: number; scale: Float32Array } | null = null;
 
@@ -240,25 +240,163 @@ export class NormalizedGaussianFilter {
   }
 }
 
-/** out = row-wise softmax(-unary + msg) ([N, C]; msg may be null), max-subtracted for stability. */
-function softmaxNegUnary(unary: Float32Array, msg: Float32Array | null, N: number, C: number, out: Float32Array): void {
+/** out = row-wise softmax(-unary) ([N, C]), max-subtracted for stability. */
+function softmaxNegUnary(unary: Float32Array, N: number, C: number, out: Float32Array): void {
+  const row = new Float64Array(C);
   for (let i = 0; i < N; i++) {
-    const b = i * C;
-    let m = -Infinity;
-    for (let c = 0; c < C; c++) {
-      const v = msg ? msg[b + c] - unary[b + c] : -unary[b + c];
-      out[b + c] = v;
-      if (v > m) m = v;
-    }
-    let s = 0;
-    for (let c = 0; c < C; c++) {
-      const e = Math.exp(out[b + c] - m);
-      out[b + c] = e;
-      s += e;
-    }
-    const inv = 1 / s;
-    for (let c = 0; c < C; c++) out[b + c] *= inv;
+    row.fill(0);
+    softmaxRow(unary, row, i * C, C, out);
   }
+}
+
+/**
+ * out[b..b+C) = softmax(msg - unary[b..b+C)) for one pixel; `msg` holds its C messages and is
+ * overwritten with the result. Max-subtracted, so every exponent is <= 0.
+ */
+function softmaxRow(unary: Float32Array, msg: Float64Array, b: number, C: number, out: Float32Array): void {
+  let m = -Infinity;
+  for (let c = 0; c < C; c++) {
+    const v = msg[c] - unary[b + c];
+    msg[c] = v;
+    if (v > m) m = v;
+  }
+  let s = 0;
+  for (let c = 0; c < C; c++) {
+    const e = expNonPositive(msg[c] - m);
+    msg[c] = e;
+    s += e;
+  }
+  const inv = 1 / s;
+  for (let c = 0; c < C; c++) out[b + c] = msg[c] *= inv;
+}
+
+/** 2^k for k = -151..0 (expNonPositive's range). */
+const POW2_NEG = Float64Array.from({ length: 152 }, (_, i) => Math.pow(2, i - 151));
+
+/**
+ * exp(x) for x <= 0, to about 1e-8 relative (far below float32's 6e-8): Math.exp is a C call in
+ * V8 and was a third of the mean field's time. x = k·ln2 + r, |r| <= ln2/2, degree-7 Taylor in r.
+ * Below -104 (under float32's smallest subnormal) it returns 0.
+ */
+export function expNonPositive(x: number): number {
+  if (!(x > -104)) return x <= -104 ? 0 : x; // NaN propagates
+  const k = Math.floor(x * 1.4426950408889634 + 0.5);
+  const r = x - k * 0.6931471805599453;
+  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (1 / 5040)))))));
+  return p * POW2_NEG[k + 151];
+}
+
+/** One kernel's lattice with its splat scale, its slice scale (outScale · alpha · w) and three vertex buffers. */
+interface MeanFieldKernel {
+  lattice: PermutohedralLattice;
+  inScale: Float32Array | null;
+  sliceScale: Float32Array;
+  bufs: [Float32Array, Float32Array, Float32Array];
+}
+
+function meanFieldKernel(filter: NormalizedGaussianFilter, w: number, C: number): MeanFieldKernel {
+  const { lattice, N } = filter;
+  const sliceScale = new Float32Array(N);
+  const a = lattice.alpha * w;
+  for (let i = 0; i < N; i++) sliceScale[i] = filter.outScale[i] * a;
+  const size = (lattice.M + 1) * C;
+  return { lattice, inScale: filter.inScale, sliceScale, bufs: [new Float32Array(size), new Float32Array(size), new Float32Array(size)] };
+}
+
+/**
+ * T mean-field updates Q <- softmax(-U + Σ_k w_k K̂_k Q) in place. Per iteration each kernel's
+ * lattice is blurred once for all C labels; slicing, the softmax and the next iteration's splat
+ * are fused into one pass over the pixels (no [N, C] message array, no extra passes).
+ */
+function meanField(unary: Float32Array, Q: Float32Array, N: number, C: number, T: number, kernels: MeanFieldKernel[]): void {
+  const K = kernels.length;
+  // bufs[0]: splatted Q; blur ping-pongs between bufs[0] and bufs[1]; bufs[2] gathers the next splat.
+  for (const k of kernels) k.lattice.splat(Q, C, k.inScale, k.bufs[0]);
+  const blurred: Float32Array[] = new Array<Float32Array>(K);
+  const next: Float32Array[] = new Array<Float32Array>(K);
+  const msg = new Float64Array(C);
+  for (let it = 0; it < T; it++) {
+    const last = it === T - 1;
+    for (let k = 0; k < K; k++) {
+      const kr = kernels[k];
+      blurred[k] = kr.lattice.blur(kr.bufs[0], kr.bufs[1], C);
+      next[k] = blurred[k] === kr.bufs[0] ? kr.bufs[1] : kr.bufs[0];
+      if (!last) kr.bufs[2].fill(0);
+    }
+    for (let p = 0; p < N; p++) {
+      msg.fill(0);
+      for (let k = 0; k < K; k++) sliceInto(kernels[k], blurred[k], p, C, msg);
+      const b = p * C;
+      softmaxRow(unary, msg, b, C, Q);
+      if (!last) for (let k = 0; k < K; k++) splatPoint(kernels[k], msg, p, C);
+    }
+    if (!last) {
+      for (let k = 0; k < K; k++) {
+        // The fresh splat becomes bufs[0]; the other two are scratch (slot 0 stays zero in all).
+        const kr = kernels[k];
+        kr.bufs = [kr.bufs[2], blurred[k], next[k]];
+      }
+    }
+  }
+}
+
+/** msg[c] += sliceScale_p · Σ_r w_pr · vertex_pr[c]: pixel p's message from one kernel. */
+function sliceInto(k: MeanFieldKernel, vert: Float32Array, p: number, C: number, msg: Float64Array): void {
+  const { offsets, weights } = k.lattice;
+  const d1 = k.lattice.d + 1;
+  const s = k.sliceScale[p];
+  const C4 = C & ~3;
+  for (let r = 0; r < d1; r++) {
+    const o = offsets[p * d1 + r] * C;
+    const w = weights[p * d1 + r] * s;
+    // Unrolled by 4: the loop's own overhead was a good share of these short rows (C ~ 3-25).
+    let c = 0;
+    for (; c < C4; c += 4) {
+      msg[c] += w * vert[o + c];
+      msg[c + 1] += w * vert[o + c + 1];
+      msg[c + 2] += w * vert[o + c + 2];
+      msg[c + 3] += w * vert[o + c + 3];
+    }
+    for (; c < C; c++) msg[c] += w * vert[o + c];
+  }
+}
+
+/** Splat pixel p's new row of Q, `q` (times inScale_p), into the kernel's next-iteration buffer. */
+function splatPoint(k: MeanFieldKernel, q: Float64Array, p: number, C: number): void {
+  const { offsets, weights } = k.lattice;
+  const d1 = k.lattice.d + 1;
+  const buf = k.bufs[2];
+  const s = k.inScale === null ? 1 : k.inScale[p];
+  const C4 = C & ~3;
+  for (let r = 0; r < d1; r++) {
+    const o = offsets[p * d1 + r] * C;
+    const w = weights[p * d1 + r] * s;
+    let c = 0;
+    for (; c < C4; c += 4) {
+      buf[o + c] += w * q[c];
+      buf[o + c + 1] += w * q[c + 1];
+      buf[o + c + 2] += w * q[c + 2];
+      buf[o + c + 3] += w * q[c + 3];
+    }
+    for (; c < C; c++) buf[o + c] += w * q[c];
+  }
+}
+
+/**
+ * The smoothness kernel's filter depends only on the image size, sxy and the normalisation, not on
+ * the image: predict and refine see the same few sizes again and again, so the last two are kept
+ * (per thread; a 320x240 one holds about 3 MB). The mean field only reads them.
+ */
+const smoothnessFilters = new Map<string, NormalizedGaussianFilter>();
+
+function smoothnessFilter(H: number, W: number, sxy: number, normalization: KernelNormalization): NormalizedGaussianFilter {
+  const key = `${H}x${W}/${sxy}/${normalization}`;
+  let f = smoothnessFilters.get(key);
+  if (f) smoothnessFilters.delete(key); // re-inserted below: most recently used last
+  else f = new NormalizedGaussianFilter(positionFeatures(H, W, sxy), H * W, 2, normalization);
+  smoothnessFilters.set(key, f);
+  if (smoothnessFilters.size > 2) smoothnessFilters.delete(smoothnessFilters.keys().next().value!);
+  return f;
 }
 
 /**
@@ -283,7 +421,7 @@ export function denseCrf(
 
   const kernels: { filter: NormalizedGaussianFilter; w: number }[] = [];
   if (o.gaussian && o.gaussian.compat !== 0 && o.iterations > 0) {
-    kernels.push({ filter: new NormalizedGaussianFilter(positionFeatures(H, W, o.gaussian.sxy), N, 2, o.normalization), w: o.gaussian.compat });
+    kernels.push({ filter: smoothnessFilter(H, W, o.gaussian.sxy, o.normalization), w: o.gaussian.compat });
   }
   if (o.bilateral && o.bilateral.compat !== 0 && o.iterations > 0) {
     const f = bilateralFeatures(image, H, W, o.bilateral.sxy, o.bilateral.srgb);
@@ -291,15 +429,10 @@ export function denseCrf(
   }
 
   const Q = new Float32Array(N * C);
-  softmaxNegUnary(unary, null, N, C, Q);
+  softmaxNegUnary(unary, N, C, Q);
   if (kernels.length === 0) return Q;
-
-  // msg = Σ_k w_k K̂_k Q, the negated Potts energy up to a per-pixel constant.
-  const msg = new Float32Array(N * C);
-  for (let it = 0; it < o.iterations; it++) {
-    for (let k = 0; k < kernels.length; k++) kernels[k].filter.apply(Q, C, msg, { weight: kernels[k].w, accumulate: k > 0 });
-    softmaxNegUnary(unary, msg, N, C, Q);
-  }
+  // Messages Σ_k w_k K̂_k Q are the negated Potts energy up to a per-pixel constant.
+  meanField(unary, Q, N, C, o.iterations, kernels.map((k) => meanFieldKernel(k.filter, k.w, C)));
   return Q;
 }
 

@@ -126,9 +126,13 @@ export class PermutohedralLattice {
   /** Number of lattice vertices touched by the points. */
   readonly M: number;
   /** Per point, the ids + 1 of its d+1 enclosing-simplex vertices (slot 0 is the empty vertex): [N, d+1]. */
-  private readonly offsets: Int32Array;
+  readonly offsets: Int32Array;
   /** Per point, the barycentric weights matching `offsets`: [N, d+1]; each row sums to 1. */
-  private readonly weights: Float32Array;
+  readonly weights: Float32Array;
+  /** Slice scale 1/(1 + 2^-d) that makes a lattice vertex's own response 1 (densecrf's "alpha"). */
+  get alpha(): number {
+    return 1 / (1 + Math.pow(2, -this.d));
+  }
   /** Per lattice axis j and vertex i, the two blur neighbours (+1; 0 = absent): [d+1, M, 2]. */
   private readonly neighbours: Int32Array;
 
@@ -250,6 +254,49 @@ export class PermutohedralLattice {
       }
     }
     return new PermutohedralLattice(N, d, M, offsets, weights, neighbours);
+  }
+
+  /**
+   * Splat `values` ([N, C] row-major, each point's row times `inScale[p]` when given) onto the
+   * vertex buffer `buf` ([(M+1)·C], vertex v at (v+1)·C), adding to what is there.
+   */
+  splat(values: Float32Array, C: number, inScale: Float32Array | null, buf: Float32Array): void {
+    const { N, offsets, weights } = this;
+    const d1 = this.d + 1;
+    for (let p = 0; p < N; p++) {
+      const src = p * C;
+      const s = inScale === null ? 1 : inScale[p];
+      for (let r = 0; r < d1; r++) {
+        const o = offsets[p * d1 + r] * C;
+        const w = weights[p * d1 + r] * s;
+        for (let c = 0; c < C; c++) buf[o + c] += w * values[src + c];
+      }
+    }
+  }
+
+  /**
+   * Blur a splatted vertex buffer ([(M+1)·C]) along the d+1 lattice directions, ping-ponging with
+   * `scratch` (same size); returns whichever of the two holds the result. Slot 0 (the empty
+   * vertex) of both must be zero.
+   */
+  blur(buf: Float32Array, scratch: Float32Array, C: number): Float32Array {
+    const { d, M } = this;
+    const nb = this.neighbours;
+    let cur = buf;
+    let nxt = scratch;
+    for (let j = 0; j <= d; j++) {
+      const base = j * M * 2;
+      for (let v = 0; v < M; v++) {
+        const o = (v + 1) * C;
+        const a = nb[base + 2 * v] * C;
+        const b = nb[base + 2 * v + 1] * C;
+        for (let c = 0; c < C; c++) nxt[o + c] = cur[o + c] + 0.5 * (cur[a + c] + cur[b + c]);
+      }
+      const t = cur;
+      cur = nxt;
+      nxt = t;
+    }
+    return cur;
   }
 
   /**

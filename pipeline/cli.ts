@@ -142,7 +142,7 @@ program
   .option('--shard <k/N>', 'run only shard k of N of a sharded stage (refine; N must equal its <stage>.shards param)')
   .option('--json', 'print JSON summaries')
   .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
-    const { runStages } = await import('./runner.js');
+    const { runStages } = await import('../stages/index.js');
     const { parseShard } = await import('./shard.js');
     const results = await runStages(rootOf(), names, o.set, Boolean(o.json), o.shard === undefined ? undefined : parseShard(o.shard));
     if (o.json) print(true, results, () => '');
@@ -202,6 +202,17 @@ program
     const { createWorkspace } = await import('./workspace.js');
     const made = await createWorkspace(path.resolve(rootOf(), dir), o.set, o.preset);
     process.stdout.write(`workspace ready: ${made}\n  cd ${path.relative(process.cwd(), made) || '.'} && node bin/tagseg.js repro\n`);
+  });
+
+program
+  .command('dvc-deps')
+  .description("check dvc.yaml's deps against each stage's import closure and data reads (pipeline/code_deps.ts); --write rewrites them")
+  .option('--write', 'rewrite the deps lists of dvc.yaml (code deps first, data deps kept)')
+  .action(async (o: { write?: boolean }) => {
+    const { dvcDepsCommand } = await import('./code_deps.js');
+    const r = await dvcDepsCommand(rootOf(), Boolean(o.write));
+    process.stdout.write(`${r.text}\n`);
+    if (r.diffs.length > 0) process.exitCode = 1;
   });
 
 /** Parse a comma-separated list of positive numbers (inference scales). */
@@ -289,7 +300,7 @@ HTML report in reports/audit/ (open index.html in a browser, no server needed), 
 Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts.`,
   )
   .action(async (o: { set: string[]; json?: boolean }) => {
-    const { runStages } = await import('./runner.js');
+    const { runStages } = await import('../stages/index.js');
     const { formatAudit } = await import('../stages/audit/index.js');
     // json: true keeps the stage from printing its own summary; this command prints it.
     const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;
@@ -331,12 +342,13 @@ coverage (every pixel with a valid ground truth counts, ignore counts as wrong).
 
 /** The sharded stages named (default: every one), and their shard count (--shards or params.yaml). */
 async function shardedStages(names: string[] | undefined, shards: number | undefined, sets: string[]) {
-  const { STAGES, findStage } = await import('../stages/index.js');
+  const { loadStage, loadStages } = await import('../stages/index.js');
   const { loadParams, getParam } = await import('./params.js');
   const p = await loadParams(path.join(rootOf(), 'params.yaml'), sets);
-  const stages = names?.length ? names.map((n) => findStage(n)) : STAGES.filter((s) => s.sharded);
+  const all = await loadStages();
+  const stages = names?.length ? await Promise.all(names.map((n) => loadStage(n))) : all.filter((s) => s.sharded);
   return stages.map((s, i) => {
-    if (!s?.sharded) throw new TagsegError(`'${names?.[i]}' is not a sharded stage`, { hint: `sharded stages: ${STAGES.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
+    if (!s?.sharded) throw new TagsegError(`'${names?.[i]}' is not a sharded stage`, { hint: `sharded stages: ${all.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
     const n = shards ?? (getParam(p, s.sharded.param) as number);
     if (n !== getParam(p, s.sharded.param)) process.stderr.write(`note: set ${s.sharded.param}: ${n} in params.yaml (it is ${String(getParam(p, s.sharded.param))}); each shard checks it\n`);
     return { stage: s, n };

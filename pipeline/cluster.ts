@@ -34,8 +34,10 @@ export function dvcShardStanza(stage: Stage, raw: Record<string, unknown>, n: nu
   const sub = (p: string) => p.replace('part-999999-of-', `part-${item}-of-`);
   const cmd = String(raw.cmd);
   if (!/\brun \S+$/.test(cmd.trim())) throw new TagsegError(`cannot add --shard to the cmd '${cmd}'`, { file: 'dvc.yaml', hint: `expected a cmd ending in \`run ${stage.name}\`` });
+  // A shard writes no plots: they need every image (refine's per-class plot comes from a whole run).
+  const { plots: _plots, ...unsharded } = raw;
   const body: Record<string, unknown> = {
-    ...raw,
+    ...unsharded,
     cmd: `${cmd.trim()} --shard ${item}/${n}`,
     outs: probe.writes.map(sub),
     metrics: probe.metrics.map((m) => ({ [sub(m)]: { cache: false } })),

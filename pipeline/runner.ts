@@ -1,59 +1,14 @@
 /**
- * What `tagseg run`, `tagseg repro` and `tagseg status` do: resolve stages, load params once,
- * hand each stage its context, and write its metrics. `run` never checks freshness (it is
- * what dvc.yaml's cmds call); `repro` and `status` hand over to dvc in a DVC project with dvc on
- * PATH, and use tagseg's own DAG runner otherwise (dvc.ts's chooseRunner), saying which.
+ * What `tagseg repro` and `tagseg status` do: hand over to dvc in a DVC project with dvc on PATH,
+ * and use tagseg's own DAG runner otherwise (dvc.ts's chooseRunner), saying which. `tagseg run`
+ * (what dvc.yaml's cmds call, never checking freshness) is stages/index.ts's runStages, so that
+ * running a stage loads none of this.
  */
 import * as path from 'node:path';
-import { STAGES, findStage } from '../stages/index.js';
 import { type ReproResult, repro, status } from './dag.js';
 import { chooseRunner, dvcRepro, dvcRun } from './dvc.js';
-import { recoverCommits, withStageCommit } from './commit.js';
-import { TagsegError } from './errors.js';
-import { checkOutputsWritable } from './preflight.js';
 import { log } from './log.js';
-import { loadParams, writeOverrides } from './params.js';
-import { removeLeftovers } from './fsutil.js';
-import type { Shard } from './shard.js';
-import type { Stage, StageContext } from './stage.js';
-
-export async function runStages(root: string, names: string[], overrides: string[], json: boolean, shard?: Shard): Promise<Record<string, unknown>> {
-  const stages = names.map((n) => {
-    const s = findStage(n);
-    if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGES.map((x) => x.name).join(', ')}` });
-    if (shard && !s.sharded) {
-      throw new TagsegError(`stage '${n}' does not run in shards`, { hint: `--shard works with: ${STAGES.filter((x) => x.sharded).map((x) => x.name).join(', ')}` });
-    }
-    return s;
-  });
-  const params = await loadParams(path.join(root, 'params.yaml'), overrides);
-  const ctx: StageContext = { params, root, path: (rel) => path.resolve(root, rel), json, shard };
-  await recoverCommits(root);
-  const results: Record<string, unknown> = {};
-  for (const s of stages) {
-    const t0 = performance.now();
-    log.info(`== ${s.name}: ${s.summary}`);
-    await removeStageLeftovers(s, ctx);
-    const io = s.io(params);
-    const outputs = [...io.writes, ...io.metrics, ...io.plots];
-    await checkOutputsWritable(root, s.name, outputs);
-    // All of the stage's outputs are committed together when it returns, or none (commit.ts).
-    results[s.name] = await withStageCommit(root, s.name, outputs, () => s.run(ctx));
-    log.info(`== ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  }
-  return results;
-}
-
-/** What killed runs of the stage left next to its outputs (temp files, old folders); never inside an output. */
-async function removeStageLeftovers(s: Stage, ctx: StageContext): Promise<void> {
-  const io = s.io(ctx.params);
-  // One shard of several: only its own outputs' leftovers (the other shards may be writing theirs now).
-  const own = ctx.shard && s.sharded ? s.sharded.outputs(ctx.shard) : null;
-  for (const rel of own ? [...own.writes, ...own.metrics] : [...io.writes, ...io.metrics, ...io.plots]) {
-    const gone = await removeLeftovers(ctx.path(rel));
-    if (gone.length) log.info(`${s.name}: removed leftovers of a killed run next to ${rel}: ${gone.join(', ')}`);
-  }
-}
+import { writeOverrides } from './params.js';
 
 export async function reproCommand(
   root: string,

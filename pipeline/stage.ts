@@ -2,13 +2,16 @@
  * The contract every pipeline stage implements. `tagseg run <name>` and the `cmd` that
  * dvc.yaml runs for the stage call the same `run`. A stage reads only the files it declares
  * in `io(params).reads` and writes only those in `writes`/`metrics`/`plots`; a test checks
- * dvc.yaml's deps/outs against these declarations.
+ * dvc.yaml's deps/outs against these declarations, and its code deps against the imports.
  */
 import type { Params } from './params.js';
 import type { Shard } from './shard.js';
 
 export interface StageIO {
-  /** Data inputs (files or directories), relative to the project root. Code folders are listed in `code`. */
+  /**
+   * Data inputs (files or directories), relative to the project root. Code deps are not declared:
+   * pipeline/code_deps.ts derives them from the imports.
+   */
   reads: string[];
   /** Outputs DVC caches (Arrow tables, model folders, exported masks). */
   writes: string[];
@@ -16,8 +19,6 @@ export interface StageIO {
   metrics: string[];
   /** Plot data files (DVC `plots`, cache: false). */
   plots: string[];
-  /** Code folders/files whose change invalidates the stage (DVC deps). */
-  code: string[];
   /** params.yaml keys the stage depends on (top-level sections or dotted keys). */
   params: string[];
 }

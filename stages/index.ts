@@ -1,18 +1,55 @@
 /**
- * Every stage tagseg can run, in pipeline order. Adding a stage = a folder under stages/
- * exporting `stage`, an entry here, and its entry in dvc.yaml (a test checks they agree).
+ * Every stage tagseg can run, in pipeline order, loaded on demand: `tagseg run cam` imports only
+ * cam's module, so a stage's code deps (pipeline/code_deps.ts) start at its own module, never at
+ * this list. Adding a stage = a folder under stages/ exporting `stage`, an entry here, and its
+ * entry in dvc.yaml (tests check they agree).
  */
+import { recoverCommits } from '../pipeline/commit.js';
+import { TagsegError } from '../pipeline/errors.js';
+import { loadRunParams, runStage } from '../pipeline/run_stage.js';
+import type { Shard } from '../pipeline/shard.js';
 import type { Stage } from '../pipeline/stage.js';
-import { stage as affinity } from './affinity/index.js';
-import { stage as audit } from './audit/index.js';
-import { stage as cam } from './cam/index.js';
-import { stage as contrast } from './contrast/index.js';
-import { stage as ingest } from './ingest/index.js';
-import { stage as refine } from './refine/index.js';
-import { stage as segment } from './segment/index.js';
 
-export const STAGES: Stage[] = [ingest, cam, affinity, contrast, refine, segment, audit];
+const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
+  ingest: () => import('./ingest/index.js'),
+  cam: () => import('./cam/index.js'),
+  affinity: () => import('./affinity/index.js'),
+  contrast: () => import('./contrast/index.js'),
+  refine: () => import('./refine/index.js'),
+  segment: () => import('./segment/index.js'),
+  audit: () => import('./audit/index.js'),
+};
 
-export function findStage(name: string): Stage | undefined {
-  return STAGES.find((s) => s.name === name);
+export const STAGE_NAMES: readonly string[] = Object.keys(LOADERS);
+
+/** The stage called `name`, or undefined when there is none. */
+export async function loadStage(name: string): Promise<Stage | undefined> {
+  const load = Object.hasOwn(LOADERS, name) ? LOADERS[name] : undefined;
+  return load ? (await load()).stage : undefined;
+}
+
+/** Every stage, in pipeline order. */
+export async function loadStages(): Promise<Stage[]> {
+  return Promise.all(STAGE_NAMES.map(async (n) => (await loadStage(n))!));
+}
+
+/** The stages that run as `--shard k/N`. */
+async function shardedStageNames(): Promise<string[]> {
+  return (await loadStages()).filter((s) => s.sharded).map((s) => s.name);
+}
+
+/** `tagseg run a b ...`: load the named stages' modules (only those), then run each now. */
+export async function runStages(root: string, names: string[], overrides: string[], json: boolean, shard?: Shard): Promise<Record<string, unknown>> {
+  const stages: Stage[] = [];
+  for (const n of names) {
+    const s = await loadStage(n);
+    if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGE_NAMES.join(', ')}` });
+    if (shard && !s.sharded) throw new TagsegError(`stage '${n}' does not run in shards`, { hint: `--shard works with: ${(await shardedStageNames()).join(', ')}` });
+    stages.push(s);
+  }
+  const params = await loadRunParams(root, overrides);
+  await recoverCommits(root); // finish or undo what a killed run left half committed
+  const results: Record<string, unknown> = {};
+  for (const s of stages) results[s.name] = await runStage(root, s, params, json, shard);
+  return results;
 }

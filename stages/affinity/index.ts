@@ -18,6 +18,8 @@
  *    without a background class) -> metrics/affinity.json { cam, random_walk }; with a background
  *    class also `random_walk_bg`: PSA's argmax over the propagated [bg, fg] before normalisation.
  */
+import { artifact } from '../../pipeline/artifacts.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as tf from '@tensorflow/tfjs';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
@@ -28,12 +30,12 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../cam/evaluate.js';
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
-import { CAM_OUTPUTS, camColumns } from '../cam/tables.js';
+import { camColumns } from '../cam/tables.js';
 import { imageAffinityLabels, walkImage } from './infer.js';
 import { IGNORE } from './pairs.js';
 import { affinityNetFromCam, saveAffinityModel } from './net.js';
@@ -43,11 +45,13 @@ import { type AffinityTrainImage, type AffinityTrainResult, LABEL_STRIDE, trainA
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);
 const PARAMS = ['seed', 'dataset.train_split', 'affinity'];
 export const AFFINITY_OUTPUTS = {
-  cams: 'cache/affinity_cams.arrow',
-  model: 'models/affinity',
-  metrics: 'metrics/affinity.json',
+  cams: artifact('affinityCams'),
+  model: artifact('affinityModel'),
+  metrics: artifact('affinityMetrics'),
+  classesPlot: artifact('affinityClassesPlot'),
+  lossPlot: artifact('affinityLossPlot'),
 } as const;
-const INPUTS = { images: 'cache/images.arrow', cams: CAM_OUTPUTS.cams, camModel: CAM_OUTPUTS.model } as const;
+const INPUTS = { images: artifact('images'), cams: artifact('cams'), camModel: artifact('camModel') } as const;
 /** affinity keys that do not change the trained weights (inference only). */
 const NOT_IN_TRAIN_HASH = ['beta', 'logt', 'alpha'];
 /** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */
@@ -70,14 +74,16 @@ export const stage: Stage = {
     reads: [INPUTS.images, INPUTS.cams, INPUTS.camModel],
     writes: [AFFINITY_OUTPUTS.cams, AFFINITY_OUTPUTS.model],
     metrics: [AFFINITY_OUTPUTS.metrics],
-    plots: [],
-    code: ['eval', 'nn', 'ops', 'pipeline', 'stages/affinity', 'stages/cam'],
+    plots: [AFFINITY_OUTPUTS.classesPlot, AFFINITY_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runAffinity({ params: ctx.params, path: ctx.path });
+    // Headline figures only; per-class IoU and losses are plots, timings go to the run log.
     const { seconds: _s, walkSecondsPerImage: _w, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.metrics), { ...stable, losses: training.losses });
+    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.metrics), { ...stable, cam: headline(r.cam), random_walk: headline(r.random_walk) });
+    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou), random_walk: iouFigures(r.random_walk.iou) }));
+    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
     if (!ctx.json) process.stderr.write(`${formatAffinity(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -153,7 +159,7 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
   // the data: CAM labels, images, and the CAM model whose backbone the network starts from
   const camWeights = `${o.path(INPUTS.camModel)}/weights/weights.bin`;
   const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
-  const store = await trainingStore('affinity', stage.io(p).code, hash, o.path);
+  const store = await trainingStore('affinity', await ownCodeDeps('affinity'), hash, o.path);
   const modelDir = o.path(AFFINITY_OUTPUTS.model);
   const net = await affinityNetFromCam(o.path(INPUTS.camModel), {
     dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce,

@@ -13,15 +13,17 @@
  * background class: a constant background score, `audit.bg_threshold`); final = refine's
  * pseudo_masks.arrow. Ratios whose denominator is 0 are null.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec, Row } from '../../pipeline/arrow.js';
 import { SUSPICION_TERMS } from './suspicion.js';
 import type { ClassRow, ImageRow } from './image.js';
 
 export const AUDIT_OUTPUTS = {
-  classes: 'cache/audit.arrow',
-  images: 'cache/audit_images.arrow',
-  report: 'reports/audit',
-  metrics: 'metrics/audit.json',
+  classes: artifact('auditClasses'),
+  images: artifact('auditImages'),
+  report: artifact('auditReport'),
+  metrics: artifact('auditMetrics'),
+  classesPlot: artifact('auditClassesPlot'),
 } as const;
 
 const f = (name: string, doc: string): ColumnSpec => ({ name, type: 'float32', nullable: true, doc });

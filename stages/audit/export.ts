@@ -23,13 +23,14 @@ import { strToU8, zipSync } from 'fflate';
 import { VOID_INDEX, classPalette, decodeIndexedPng, paletteColour } from '../../data/palette.js';
 import { type Decision, DECISIONS_FILE, csvField, isDecision, readDecisions, reviewByImage } from '../../data/review.js';
 import { readAll, readInfo } from '../../pipeline/arrow.js';
+import { artifact } from '../../pipeline/artifacts.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, exists, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { pngName } from '../refine/export.js';
 import { AUDIT_OUTPUTS } from './columns.js';
 
-export const PSEUDO_MASK_DIR = 'outputs/pseudo_masks';
-const DATASET = 'cache/dataset.arrow';
+export const PSEUDO_MASK_DIR = artifact('pseudoMaskPngs');
+const DATASET = artifact('dataset');
 
 export interface ReviewItem {
   id: string;

@@ -18,6 +18,7 @@
  * Memory: the image rows (small) are kept to rank them; class rows stream to their table; overlay
  * encoding runs on a bounded sharp queue next to the measurements.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import PQueue from 'p-queue';
@@ -41,12 +42,12 @@ import { type AuditSummary, SummaryAccumulator } from './summary.js';
 
 const PARAMS = ['audit'];
 export const AUDIT_INPUTS = {
-  dataset: 'cache/dataset.arrow',
-  images: 'cache/images.arrow',
-  cams: 'cache/cams.arrow',
-  random_walk: 'cache/affinity_cams.arrow',
-  rca: 'cache/contrast_cams.arrow',
-  pseudo: 'cache/pseudo_masks.arrow',
+  dataset: artifact('dataset'),
+  images: artifact('images'),
+  cams: artifact('cams'),
+  random_walk: artifact('affinityCams'),
+  rca: artifact('contrastCams'),
+  pseudo: artifact('pseudoMasks'),
 } as const;
 const MAP_INPUT: Record<MapStage, { file: string; stage: string }> = {
   cam: { file: AUDIT_INPUTS.cams, stage: 'cam' },
@@ -62,13 +63,15 @@ export const stage: Stage = {
     reads: [p.dataset.root, ...Object.values(AUDIT_INPUTS)],
     writes: [AUDIT_OUTPUTS.classes, AUDIT_OUTPUTS.images, AUDIT_OUTPUTS.report],
     metrics: [AUDIT_OUTPUTS.metrics],
-    plots: [],
-    code: ['data', 'eval', 'pipeline', 'stages/audit', 'stages/cam'],
+    plots: [AUDIT_OUTPUTS.classesPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runAudit({ params: ctx.params, path: ctx.path });
-    await writeJsonMetrics(ctx.path(AUDIT_OUTPUTS.metrics), r.metrics);
+    // Headline figures only: per-class figures are a plot; the top images are in the summary (--json, the run log) and the report.
+    const { classes, top: _top, ...headline } = r.metrics;
+    await writeJsonMetrics(ctx.path(AUDIT_OUTPUTS.metrics), headline);
+    await writeJsonMetrics(ctx.path(AUDIT_OUTPUTS.classesPlot), Object.entries(classes).map(([c, f]) => ({ label: c, class: c, ...f })));
     const out = auditOutput(r);
     if (!ctx.json) process.stderr.write(`${formatAudit(out)}\n`);
     return out as unknown as Record<string, unknown>;
@@ -87,14 +90,17 @@ export interface AuditMetrics {
   /** With ground truth: each stage's mIoU and how well the suspicion ranking finds bad masks. */
   gt: null | {
     images: number;
+    /** Full coverage (ignore counts as wrong), then over the labelled pixels, and the labelled share. */
     miou: Record<string, number | null>;
+    miou_labelled: Record<string, number | null>;
+    coverage: Record<string, number | null>;
     spearman: number | null;
     bad_miou: number;
     bad_coverage: number;
     bad_rate: number | null;
     precision_at_top: number | null;
   };
-  classes: Record<string, { tagged: number; empty_tags: number; area_p50: number | null; agreement_rca_final: number | null; gt_iou: number | null; gt_precision: number | null; gt_recall: number | null }>;
+  classes: Record<string, { tagged: number; empty_tags: number; area_p50: number | null; agreement_rca_final: number | null; gt_iou: number | null; gt_iou_labelled: number | null; gt_precision: number | null; gt_recall: number | null }>;
   top: TopImage[];
 }
 
@@ -378,6 +384,8 @@ export function auditMetrics(ranked: ImageRow[], sum: AuditSummary, badMiou: num
     gt = {
       images: sum.gt.images,
       miou: Object.fromEntries(Object.entries(sum.gt.stages).map(([k, v]) => [k, v.miou])),
+      miou_labelled: Object.fromEntries(Object.entries(sum.gt.stages).map(([k, v]) => [k, v.miouLabelled])),
+      coverage: Object.fromEntries(Object.entries(sum.gt.stages).map(([k, v]) => [k, v.coverage])),
       // against 1 - mIoU x coverage: a mask that is wrong or mostly ignore should rank high
       spearman: spearman(withGt.map((r) => r.suspicion), withGt.map((r) => 1 - (r.gt_miou ?? 0) * (r.gt_coverage ?? 0))),
       bad_miou: badMiou,
@@ -391,7 +399,7 @@ export function auditMetrics(ranked: ImageRow[], sum: AuditSummary, badMiou: num
     if (c.tagged === 0 && c.present === 0) continue;
     classes[c.name] = {
       tagged: c.tagged, empty_tags: c.empty_tags, area_p50: c.area.p50, agreement_rca_final: c.agreement.rca_final,
-      gt_iou: c.gt?.iou ?? null, gt_precision: c.gt?.precision ?? null, gt_recall: c.gt?.recall ?? null,
+      gt_iou: c.gt?.iou ?? null, gt_iou_labelled: c.gt?.iou_labelled ?? null, gt_precision: c.gt?.precision ?? null, gt_recall: c.gt?.recall ?? null,
     };
   }
   return {

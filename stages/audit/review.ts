@@ -14,10 +14,11 @@
 import * as path from 'node:path';
 import { type Decision, DECISIONS_FILE, type DecisionRow, isDecision, mergeDecisions, readDecisions, removeDecision, writeDecisions } from '../../data/review.js';
 import { readAll, readInfo } from '../../pipeline/arrow.js';
+import { artifact } from '../../pipeline/artifacts.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 
-const DATASET = 'cache/dataset.arrow';
+const DATASET = artifact('dataset');
 
 /** Ids and class names of the project's dataset, or null before ingest has run. */
 export async function projectDataset(root: string): Promise<{ ids: Set<string>; classes: string[] } | null> {

@@ -34,7 +34,8 @@ export interface ClassSummary {
   /** Per stage pair (`cam_final`, ...): IoU accumulated over all images. */
   agreement: Record<string, number | null>;
   /** With ground truth: scores of the final mask. */
-  gt: { iou: number | null; precision: number | null; recall: number | null; images: number } | null;
+  /** iou: full coverage (the final mask's ignore pixels count as wrong); iou_labelled: ignore left out. */
+  gt: { iou: number | null; iou_labelled: number | null; precision: number | null; recall: number | null; images: number } | null;
   /** Mean suspicion of the images tagged with the class. */
   mean_suspicion: number | null;
 }
@@ -53,7 +54,8 @@ export interface AuditSummary {
   /** With ground truth: mIoU etc. of each stage's labels over the images that have it. */
   gt: null | {
     images: number;
-    stages: Record<ViewStage, { miou: number | null; pixelAccuracy: number | null; coverage: number | null }>;
+    /** miou, pixelAccuracy: full coverage (ignore counts as wrong); miouLabelled: ignore left out. */
+    stages: Record<ViewStage, { miou: number | null; miouLabelled: number | null; pixelAccuracy: number | null; coverage: number | null }>;
     confused: ConfusedPair[];
   };
 }
@@ -155,7 +157,7 @@ export class SummaryAccumulator {
         },
         mean_confidence: this.confN[c] > 0 ? this.confSum[c] / this.confN[c] : null,
         agreement,
-        gt: final ? { iou: final.iou[c], precision: final.precision[c], recall: final.recall[c], images: this.gtImagesPerClass[c] } : null,
+        gt: final ? { iou: final.fullIou[c], iou_labelled: final.iou[c], precision: final.precision[c], recall: final.recall[c], images: this.gtImagesPerClass[c] } : null,
         mean_suspicion: areas.length ? this.susSum[c] / areas.length : null,
       };
     });
@@ -174,7 +176,7 @@ export class SummaryAccumulator {
       pairs.sort((a, b) => b.pixels - a.pixels);
       const stages = Object.fromEntries(VIEW_STAGES.map((s) => {
         const sc = segmentationScores(this.cms[s]);
-        return [s, { miou: sc.miou, pixelAccuracy: sc.pixelAccuracy, coverage: sc.coverage }];
+        return [s, { miou: sc.fullMiou, miouLabelled: sc.miou, pixelAccuracy: sc.fullPixelAccuracy, coverage: sc.coverage }];
       })) as NonNullable<AuditSummary['gt']>['stages'];
       gtBlock = { images: this.gtImages, stages, confused: pairs.slice(0, topConfused) };
     }

@@ -23,6 +23,8 @@
  * content hash of images.arrow) plus the stage's code. Any other change trains from scratch; a
  * finished training leaves only models/cam.
  */
+import { artifact } from '../../pipeline/artifacts.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backboneConfig } from '../../nn/backbones/index.js';
@@ -35,7 +37,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
@@ -48,7 +50,7 @@ import { CAM_OUTPUTS, type CamsExtra, camColumns } from './tables.js';
 import { type TrainImage, type TrainResult, trainCam } from './train.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'cam'];
-const INPUTS = { dataset: 'cache/dataset.arrow', images: 'cache/images.arrow' } as const;
+const INPUTS = { dataset: artifact('dataset'), images: artifact('images') } as const;
 /** cam keys that do not change the trained weights (inference only). */
 const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'dtype'];
 
@@ -75,14 +77,16 @@ export const stage: Stage = {
     reads: [INPUTS.dataset, INPUTS.images],
     writes: [CAM_OUTPUTS.cams, CAM_OUTPUTS.model],
     metrics: [CAM_OUTPUTS.metrics],
-    plots: [CAM_OUTPUTS.plot],
-    code: ['eval', 'nn', 'pipeline', 'stages/cam'],
+    plots: [CAM_OUTPUTS.plot, CAM_OUTPUTS.classesPlot, CAM_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runCam({ params: ctx.params, path: ctx.path });
+    // Headline figures only; per-class IoU and losses are plots, timings go to the run log.
     const { seconds: _s, trainImagesPerSecond: _t, inferImagesPerSecond: _i, peakRssMiB: _m, training: _tr, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.metrics), { ...stable, losses: r.training.losses });
+    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.metrics), { ...stable, cam: headline(r.cam) });
+    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou) }));
+    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.lossPlot), epochPlotRows({ loss: r.training.losses }));
     if (!ctx.json) process.stderr.write(`${formatCam(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -123,7 +127,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
   const info = await readInfo(imagesFile);
   const dsInfo = await readInfo(o.path(INPUTS.dataset));
   if (JSON.stringify(dsInfo.meta.classes) !== JSON.stringify(info.meta.classes) || dsInfo.numRows !== info.numRows) {
-    throw new TagsegError('cache/dataset.arrow and cache/images.arrow disagree (classes or rows)', { file: imagesFile, hint: 'rerun `tagseg run ingest`' });
+    throw new TagsegError(`${INPUTS.dataset} and ${INPUTS.images} disagree (classes or rows)`, { file: imagesFile, hint: 'rerun `tagseg run ingest`' });
   }
   const classes = info.meta.classes;
   const bgRaw = info.meta.extra?.background;
@@ -156,7 +160,7 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
 
   // the data: images, and the pretrained weights a MobileNet starts from
   const hash = trainHash(p, [await hashFile(imagesFile), ...(cam.backbone === 'mobilenet' ? [await pretrainedFingerprint(cam.pretrained, o.path)] : [])].join(':'));
-  const store = await trainingStore('cam', stage.io(p).code, hash, o.path);
+  const store = await trainingStore('cam', await ownCodeDeps('cam'), hash, o.path);
   const modelDir = o.path(CAM_OUTPUTS.model);
   const net = await buildCamNet(
     {

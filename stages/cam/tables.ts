@@ -5,13 +5,16 @@
  * resizeBilinear) to compare with masks. Table metadata `extra`: background, stride, dtype,
  * scales, flip, model dir.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
 
 export const CAM_OUTPUTS = {
-  cams: 'cache/cams.arrow',
-  model: 'models/cam',
-  metrics: 'metrics/cam.json',
-  plot: 'plots/cam_threshold.json',
+  cams: artifact('cams'),
+  model: artifact('camModel'),
+  metrics: artifact('camMetrics'),
+  plot: artifact('camThresholdPlot'),
+  classesPlot: artifact('camClassesPlot'),
+  lossPlot: artifact('camLossPlot'),
 } as const;
 
 export function camColumns(dtype: 'float16' | 'float32'): ColumnSpec[] {

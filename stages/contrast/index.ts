@@ -18,6 +18,8 @@
  *    metrics/contrast.json { cam, random_walk, rca, rca_random_walk }.
  * No saliency maps (RCA's published masks use them): the random walk takes their place.
  */
+import { artifact } from '../../pipeline/artifacts.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as tf from '@tensorflow/tfjs';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
@@ -27,7 +29,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { walkImage } from '../affinity/infer.js';
@@ -36,7 +38,6 @@ import { type MapScores, ThresholdSweep, summarizeSweep } from '../cam/evaluate.
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
 import { CAM_STRIDE } from '../cam/infer.js';
 import { type ClassMap, classMap, tagTarget } from '../cam/labels.js';
-import { CAM_OUTPUTS } from '../cam/tables.js';
 import { computeRcaCams } from './infer.js';
 import { contrastNetFromCam, saveContrastModel } from './net.js';
 import { CONTRAST_OUTPUTS, contrastColumns } from './tables.js';
@@ -46,11 +47,11 @@ import { type ContrastTrainImage, type ContrastTrainResult, trainContrast } from
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);
 const PARAMS = ['seed', 'dataset.train_split', 'contrast'];
 const INPUTS = {
-  images: 'cache/images.arrow',
-  cams: CAM_OUTPUTS.cams,
-  affinityCams: 'cache/affinity_cams.arrow',
-  camModel: CAM_OUTPUTS.model,
-  affinityModel: 'models/affinity',
+  images: artifact('images'),
+  cams: artifact('cams'),
+  affinityCams: artifact('affinityCams'),
+  camModel: artifact('camModel'),
+  affinityModel: artifact('affinityModel'),
 } as const;
 /** contrast keys that do not change the trained weights (inference only). */
 const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'dtype'];
@@ -66,16 +67,18 @@ export const stage: Stage = {
     reads: [INPUTS.images, INPUTS.cams, INPUTS.affinityCams, INPUTS.camModel, INPUTS.affinityModel],
     writes: [CONTRAST_OUTPUTS.cams, CONTRAST_OUTPUTS.model],
     metrics: [CONTRAST_OUTPUTS.metrics],
-    plots: [],
-    code: ['eval', 'nn', 'ops', 'pipeline', 'stages/affinity', 'stages/cam', 'stages/contrast'],
+    plots: [CONTRAST_OUTPUTS.classesPlot, CONTRAST_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runContrast({ params: ctx.params, path: ctx.path });
-    const { seconds: _s, inferSecondsPerImage: _i, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.metrics), {
-      ...stable, losses: training.losses, contrast_losses: training.contrastLosses, enqueued: training.enqueued, filled: training.filled,
-    });
+    // Headline figures only (settings are params); per-class IoU and the loss curve are plots. Timings,
+    // and the contrast losses / memory counts that cover only this run's epochs (not pure after a resume), go to the run log.
+    const { seconds: _s, inferSecondsPerImage: _i, peakRssMiB: _m, training, settings: _set, ...stable } = r;
+    const maps = { cam: r.cam, random_walk: r.random_walk, rca: r.rca, rca_random_walk: r.rca_random_walk };
+    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.metrics), { ...stable, ...Object.fromEntries(Object.entries(maps).map(([k, s]) => [k, headline(s)])) });
+    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(Object.entries(maps).map(([k, s]) => [k, iouFigures(s.iou)]))));
+    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
     if (!ctx.json) process.stderr.write(`${formatContrast(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -169,7 +172,7 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
   // the data, and the CAM model the network starts from
   const dataFiles = [imagesFile, camsFile, ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
   const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashFile(f)))).join(':'));
-  const store = await trainingStore('contrast', stage.io(p).code, hash, o.path);
+  const store = await trainingStore('contrast', await ownCodeDeps('contrast'), hash, o.path);
   const modelDir = o.path(CONTRAST_OUTPUTS.model);
   const net = await contrastNetFromCam(o.path(INPUTS.camModel), {
     memorySize: c.memory_size, centroids: c.centroids, dim: c.dim, similarity: c.similarity, aggregation: c.aggregation, seed: p.seed,

@@ -5,13 +5,16 @@
  * random walk. Metadata `extra` as affinity_cams.arrow: background, stride, dtype, model and the
  * walk settings.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
 import { camColumns } from '../cam/tables.js';
 
 export const CONTRAST_OUTPUTS = {
-  cams: 'cache/contrast_cams.arrow',
-  model: 'models/contrast',
-  metrics: 'metrics/contrast.json',
+  cams: artifact('contrastCams'),
+  model: artifact('contrastModel'),
+  metrics: artifact('contrastMetrics'),
+  classesPlot: artifact('contrastClassesPlot'),
+  lossPlot: artifact('contrastLossPlot'),
 } as const;
 
 export function contrastColumns(dtype: 'float16' | 'float32'): ColumnSpec[] {

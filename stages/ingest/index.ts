@@ -18,7 +18,6 @@ export const stage: Stage = {
     writes: [INGEST_OUTPUTS.dataset, INGEST_OUTPUTS.images],
     metrics: [INGEST_OUTPUTS.metrics],
     plots: [],
-    code: ['data', 'pipeline', 'stages/ingest'],
     params: PARAMS,
   }),
   async run(ctx) {

@@ -3,6 +3,7 @@
  * order, and stream rows into cache/dataset.arrow and cache/images.arrow. Memory is flat in the
  * number of images: at most a window of decoded images plus one record batch are held.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { TableWriter, type TableMeta } from '../../pipeline/arrow.js';
@@ -208,7 +209,7 @@ async function pinClasses(file: string, m: Manifest): Promise<void> {
 }
 
 /** Paths relative to the project root, as dvc.yaml lists them. */
-export const INGEST_OUTPUTS = { dataset: 'cache/dataset.arrow', images: 'cache/images.arrow', metrics: 'metrics/ingest.json' };
+export const INGEST_OUTPUTS = { dataset: artifact('dataset'), images: artifact('images'), metrics: artifact('ingestMetrics') };
 
 /** Where the ingest stage writes a derived class list, relative to the project root (then named by dataset.classes). */
 export const DERIVED_CLASSES = 'classes.json';

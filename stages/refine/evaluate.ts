@@ -6,7 +6,10 @@
  *   random_walk      affinity_cams.arrow `cams`
  *   rca              contrast_cams.arrow `cams` (RCA, before the random walk)
  *   rca_random_walk  contrast_cams.arrow `propagated`
- *   pseudo_masks     refine's masks (ignore pixels excluded; their share reported)
+ *   pseudo_masks     refine's masks
+ * Every step is scored at full coverage first (`miou`: every pixel with valid ground truth, an
+ * ignore pixel counted as wrong, eval/metrics.ts); `miou_labelled` (ignore pixels left out) and
+ * `coverage` stand beside it. The maps label every pixel, so for them the two are equal.
  * Maps are labelled as their own stages score them (cam/evaluate.ts): with a background class,
  * the best constant bg threshold of one 0.05..0.95 sweep per step (each earlier step gets its
  * best threshold, so the pseudo-masks are compared with the strongest version of it); without
@@ -21,13 +24,19 @@ export type MapStep = (typeof MAP_STEPS)[number];
 /** bg thresholds 0.05, 0.10, ..., 0.95 (the affinity and contrast stages' sweep). */
 export const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);
 
-export interface ClassScore { iou: number | null; precision: number | null; recall: number | null }
+export interface ClassScore { iou: number | null; iou_labelled: number | null; precision: number | null; recall: number | null }
 
 export interface StepScores {
+  /** Full coverage: ignore predictions count as wrong. */
   miou: number | null;
+  /** Over the pixels the step labelled (ignore left out). */
+  miou_labelled: number | null;
+  /** Labelled share of the pixels with valid ground truth. */
+  coverage: number | null;
   /** Mean over classes with a non-null value. */
   precision: number | null;
   recall: number | null;
+  /** Full coverage. */
   pixel_accuracy: number | null;
   /** The bg threshold of the best sweep point (null without a background class, or for pseudo-masks). */
   threshold: number | null;
@@ -58,14 +67,17 @@ export function stepScores(s: SegmentationScores, classes: readonly string[], th
   const per: Record<string, ClassScore> = {};
   s.iou.forEach((iou, c) => {
     // Classes absent from both ground truth and prediction say nothing: left out, as in mIoU.
-    if (iou !== null) per[classes[c]] = { iou, precision: s.precision[c], recall: s.recall[c] };
+    const full = s.fullIou[c];
+    if (full !== null) per[classes[c]] = { iou: full, iou_labelled: iou, precision: s.precision[c], recall: s.recall[c] };
   });
   const present = s.iou.map((v, c) => (v === null ? null : c)).filter((c): c is number => c !== null);
   return {
-    miou: s.miou,
+    miou: s.fullMiou,
+    miou_labelled: s.miou,
+    coverage: s.coverage,
     precision: mean(present.map((c) => s.precision[c])),
     recall: mean(present.map((c) => s.recall[c])),
-    pixel_accuracy: s.pixelAccuracy,
+    pixel_accuracy: s.fullPixelAccuracy,
     threshold,
     images,
     split,

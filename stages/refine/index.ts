@@ -20,6 +20,7 @@
  * walk -> pseudo-masks, all scored at the original size on the train split's masks), the
  * CRF/ignore ablation of the pseudo-masks, ignore fraction, flags, time and throughput.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import { decodeImage, readMask } from '../../data/decode.js';
 import { orderedMap } from '../../data/load.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
@@ -30,7 +31,7 @@ import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pip
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import { type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
@@ -44,10 +45,10 @@ import { PSEUDO_MASK_COLUMNS, REFINE_OUTPUTS, type RefineExtra, type RefineSourc
 
 const PARAMS = ['dataset.train_split', 'refine'];
 export const REFINE_INPUTS = {
-  dataset: 'cache/dataset.arrow',
-  cams: 'cache/cams.arrow',
-  affinity: 'cache/affinity_cams.arrow',
-  contrast: 'cache/contrast_cams.arrow',
+  dataset: artifact('dataset'),
+  cams: artifact('cams'),
+  affinity: artifact('affinityCams'),
+  contrast: artifact('contrastCams'),
 } as const;
 
 /** The map tables: file, the stage that writes it, and the chain steps read from it (column -> step). */
@@ -72,8 +73,7 @@ export const stage: Stage = {
     reads: [p.dataset.root, REFINE_INPUTS.dataset, REFINE_INPUTS.cams, REFINE_INPUTS.affinity, REFINE_INPUTS.contrast],
     writes: [REFINE_OUTPUTS.masks, REFINE_OUTPUTS.pngs],
     metrics: [REFINE_OUTPUTS.metrics],
-    plots: [],
-    code: ['data', 'eval', 'ops', 'pipeline', 'stages/cam', 'stages/refine'],
+    plots: [REFINE_OUTPUTS.classesPlot],
     params: PARAMS,
   }),
   sharded: {
@@ -82,7 +82,13 @@ export const stage: Stage = {
   },
   async run(ctx) {
     const r = await runRefine({ params: ctx.params, path: ctx.path, shard: ctx.shard });
-    await writeJsonMetrics(ctx.path(metricsFile(ctx.shard)), r);
+    await writeJsonMetrics(ctx.path(metricsFile(ctx.shard)), refineMetrics(r));
+    // The per-class plot needs every image: a whole run only (one shard's part has its own metrics file).
+    if (!ctx.shard || ctx.shard.n === 1) {
+      const t = r.table;
+      const perClass = { cam: t.cam, random_walk: t.random_walk, rca: t.rca, rca_random_walk: t.rca_random_walk, pseudo_masks: t.pseudo_masks };
+      await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(Object.entries(perClass).map(([k, s]) => [k, s?.classes]))));
+    }
     if (!ctx.json) process.stderr.write(`${formatRefine(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -319,6 +325,25 @@ export function metricsFile(shard: Shard | undefined): string {
   return !shard || shard.n === 1 ? REFINE_OUTPUTS.metrics : `${REFINE_OUTPUTS.metrics.replace(/\.json$/, '')}/${partName(shard)}.json`;
 }
 
+/**
+ * metrics/refine.json: the chain's headline figures (full-coverage mIoU first, then labelled-pixel
+ * mIoU and coverage) and the pseudo-masks' shape. Per-class figures: plots/refine_classes.json;
+ * timings and threads: the run log.
+ */
+export function refineMetrics(r: RefineRunResult): Record<string, unknown> {
+  const head = (s: StepScores | null) => s && { miou: s.miou, miou_labelled: s.miou_labelled, coverage: s.coverage, threshold: s.threshold, images: s.images };
+  const t = r.table;
+  return {
+    source: r.source, background: r.background, split: r.split, images: r.images,
+    table: {
+      cam: head(t.cam), random_walk: head(t.random_walk), rca: head(t.rca), rca_random_walk: head(t.rca_random_walk),
+      pseudo_masks: { ...head(t.pseudo_masks), ignore_fraction: t.pseudo_masks.ignore_fraction },
+    },
+    ablation: Object.fromEntries(Object.entries(r.ablation).map(([k, s]) => [k, { miou: s.miou, coverage: s.coverage }])),
+    ignore_fraction: r.ignore_fraction, mean_margin: r.mean_margin, flagged: r.flagged,
+  };
+}
+
 /** The rows of every present map table, in lockstep (same order as cams.arrow; ids checked). */
 async function* zipTables(present: Partial<Record<RefineSource, { file: string }>>): AsyncGenerator<Zipped> {
   const keys = Object.keys(present) as RefineSource[];
@@ -370,8 +395,8 @@ export function formatRefine(r: RefineRunResult): string {
   const at = (s: StepScores | null) => (s?.threshold === null || s?.threshold === undefined ? '' : ` (bg ${s.threshold})`);
   return [
     `refine: ${r.images} pseudo-masks from ${r.source} maps, CRF ${r.settings.crf.iterations} iterations, ignore ${r.settings.ignore.rule} (margin ${r.settings.ignore.margin}); mean ignore ${pct(r.ignore_fraction)}%, ${r.flagged.images} images flagged (${r.flagged.empty_tags} empty tags, ${r.flagged.mostly_ignore} mostly ignore)`,
-    `${r.split} split at the original size (${r.table.pseudo_masks.images} images): step  mIoU  precision  recall`,
-    ...steps.map(([n, s]) => `  ${n.padEnd(22)} ${pct(s?.miou).padStart(5)}  ${pct(s?.precision).padStart(5)}  ${pct(s?.recall).padStart(5)}${at(s)}`),
+    `${r.split} split at the original size (${r.table.pseudo_masks.images} images): step  mIoU (ignore = wrong)  labelled-pixel mIoU  coverage  precision  recall`,
+    ...steps.map(([n, s]) => `  ${n.padEnd(22)} ${pct(s?.miou).padStart(5)}  ${pct(s?.miou_labelled).padStart(5)}  ${pct(s?.coverage).padStart(5)}  ${pct(s?.precision).padStart(5)}  ${pct(s?.recall).padStart(5)}${at(s)}`),
     `  pseudo-masks leave ${pct(r.table.pseudo_masks.ignore_fraction)}% of the scored pixels as ignore`,
     `${r.images_per_second.toFixed(1)} images/s (concurrency ${r.concurrency}, ${r.threads} CRF threads), CRF ${(1000 * r.crf_seconds_per_image).toFixed(0)} ms/image, ${r.seconds.toFixed(1)} s`,
   ].join('\n');

@@ -7,12 +7,14 @@
  * Metadata `extra` (RefineExtra): background, source (which maps were refined), the bg rule, the
  * CRF settings, the ignore rule.
  */
+import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
 
 export const REFINE_OUTPUTS = {
-  masks: 'cache/pseudo_masks.arrow',
-  pngs: 'outputs/pseudo_masks',
-  metrics: 'metrics/refine.json',
+  masks: artifact('pseudoMasks'),
+  pngs: artifact('pseudoMaskPngs'),
+  metrics: artifact('refineMetrics'),
+  classesPlot: artifact('refineClassesPlot'),
 } as const;
 
 export const PSEUDO_MASK_COLUMNS: ColumnSpec[] = [

@@ -21,6 +21,8 @@
  *    walk -> RCA -> pseudo-masks, scored by refine on the train split) + pseudo-masks and the
  *    segmentation network on the validation carve, in one table.
  */
+import { artifact } from '../../pipeline/artifacts.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -36,10 +38,9 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
-import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { classPlotRows, epochPlotRows, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../../pipeline/params.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { CAM_OUTPUTS } from '../cam/tables.js';
 import { segmentBatch } from './infer.js';
 import { carveVal, explicitSplit, idsKey, labelledFraction, labelsAtWorkingSize } from './labels.js';
 import { type ReviewPlan, ignoreClassPixels, listCorrections, planReview } from './review.js';
@@ -48,13 +49,15 @@ import { type SegAux, createSegAux } from './contrast.js';
 import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'dataset.corrections', 'segment'];
-export const SEGMENT_OUTPUTS = { model: 'models/segment', metrics: 'metrics/segment.json' } as const;
+export const SEGMENT_OUTPUTS = {
+  model: artifact('segmentModel'), metrics: artifact('segmentMetrics'), classesPlot: artifact('segmentClassesPlot'), lossPlot: artifact('segmentLossPlot'),
+} as const;
 const INPUTS = {
-  dataset: 'cache/dataset.arrow',
-  images: 'cache/images.arrow',
-  pseudo: 'cache/pseudo_masks.arrow',
-  camModel: CAM_OUTPUTS.model,
-  refineMetrics: 'metrics/refine.json',
+  dataset: artifact('dataset'),
+  images: artifact('images'),
+  pseudo: artifact('pseudoMasks'),
+  camModel: artifact('camModel'),
+  refineMetrics: artifact('refineMetrics'),
   decisions: DECISIONS_FILE,
 } as const;
 /** segment keys that do not change the trained weights (inference only). */
@@ -74,14 +77,14 @@ export const stage: Stage = {
     reads: [INPUTS.dataset, INPUTS.images, INPUTS.pseudo, INPUTS.camModel, INPUTS.refineMetrics, INPUTS.decisions, ...(p.dataset.corrections ? [p.dataset.corrections] : [])],
     writes: [SEGMENT_OUTPUTS.model],
     metrics: [SEGMENT_OUTPUTS.metrics],
-    plots: [],
-    code: ['data', 'eval', 'nn', 'pipeline', 'stages/cam', 'stages/segment'],
+    plots: [SEGMENT_OUTPUTS.classesPlot, SEGMENT_OUTPUTS.lossPlot],
     params: PARAMS,
   }),
   async run(ctx) {
     const r = await runSegment({ params: ctx.params, path: ctx.path });
-    const { seconds: _s, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.metrics), { ...stable, losses: training.losses });
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.metrics), segmentMetrics(r));
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.classesPlot), classPlotRows({ val: iouFigures(r.val.iou), pseudo_val: iouFigures(r.pseudo_val?.iou) }));
+    await writeJsonMetrics(ctx.path(SEGMENT_OUTPUTS.lossPlot), epochPlotRows({ loss: r.training.losses }));
     if (!ctx.json) process.stderr.write(`${formatSegment(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -204,7 +207,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
   const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashTable(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
   const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
-  const store = await trainingStore('segment', stage.io(p).code, hash, o.path);
+  const store = await trainingStore('segment', await ownCodeDeps('segment'), hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
     classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: p.seed,
@@ -277,7 +280,7 @@ async function reviewPlan(o: RunSegmentOptions, trainIds: string[], classes: str
 /** dataset.arrow's rows by id, mask paths resolved against `root` (dataset.root). */
 async function readDataset(file: string, expectRows: number, root: string): Promise<Map<string, DatasetRow>> {
   const rows = await readAll(file, { stage: 'ingest' });
-  if (rows.length !== expectRows) throw new TagsegError('cache/dataset.arrow and cache/images.arrow have different row counts', { file, hint: 'rerun `tagseg run ingest`' });
+  if (rows.length !== expectRows) throw new TagsegError(`${INPUTS.dataset} and ${INPUTS.images} have different row counts`, { file, hint: 'rerun `tagseg run ingest`' });
   return new Map(rows.map((r) => [r.id as string, {
     split: r.split as string, maskPath: r.mask_path ? resolveDatasetPath(root, r.mask_path as string) : null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
   }]));
@@ -346,7 +349,7 @@ async function validate(
       const pm = pseudoVal?.get(batch[k].id);
       if (pcm && pm) {
         if (pm.height !== gt.height || pm.width !== gt.width) {
-          throw new TagsegError(`pseudo-mask of '${batch[k].id}' is ${pm.width}x${pm.height}, its mask ${gt.width}x${gt.height}`, { file: 'cache/pseudo_masks.arrow' });
+          throw new TagsegError(`pseudo-mask of '${batch[k].id}' is ${pm.width}x${pm.height}, its mask ${gt.width}x${gt.height}`, { file: INPUTS.pseudo });
         }
         pcm.add(pm.mask, gt.data);
         pseudoImages++;
@@ -394,6 +397,23 @@ export async function refineChain(file: string): Promise<ChainRow[]> {
   }
   if (t !== null && typeof t === 'object') return Object.entries(t as Record<string, unknown>).map(([k, v]) => rowOf(k, v));
   throw new TagsegError("has no 'table' field (the CAM -> pseudo-mask chain)", { file, hint: 'rerun `tagseg run refine`' });
+}
+
+/**
+ * metrics/segment.json: headline figures only (the chain as step -> mIoU, validation mIoU with its
+ * coverage). Per-class IoU: plots/segment_classes.json; losses: plots/segment_loss.json; timings: the run log.
+ */
+export function segmentMetrics(r: SegmentRunResult): Record<string, unknown> {
+  const head = ({ iou: _iou, ...s }: SegScores) => s;
+  // A step can appear twice (pseudo_masks on the train split from refine, on val here): the second gets its split.
+  const chain: Record<string, Omit<ChainRow, 'step'>> = {};
+  for (const { step, ...row } of r.chain) chain[step in chain ? `${step}_${row.split}` : step] = row;
+  return {
+    labels: r.labels, contrast: r.contrast, epochs: r.epochs, trainImages: r.trainImages, valImages: r.valImages, labelledFraction: r.labelledFraction,
+    val: head(r.val),
+    ...(r.pseudo_val ? { pseudo_val: head(r.pseudo_val) } : {}),
+    chain,
+  };
 }
 
 export function formatSegment(r: SegmentRunResult): string {

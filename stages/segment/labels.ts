@@ -13,6 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { resizeNearest } from '../../data/decode.js';
+import { artifact } from '../../pipeline/artifacts.js';
 import { TagsegError } from '../../pipeline/errors.js';
 
 export const IGNORE = 255;
@@ -92,7 +93,7 @@ export function explicitSplit(ids: readonly string[], split: { train: readonly s
   const train = new Set(split.train);
   const val = new Set(split.val);
   for (const id of [...train, ...val]) {
-    if (!known.has(id)) throw new TagsegError(`image '${id}' of the requested split is not in split '${splitName}'`, { file: 'cache/dataset.arrow', hint: 'rerun the protocol after ingest: its folds are stale' });
+    if (!known.has(id)) throw new TagsegError(`image '${id}' of the requested split is not in split '${splitName}'`, { file: artifact('dataset'), hint: 'rerun the protocol after ingest: its folds are stale' });
     if (train.has(id) && val.has(id)) throw new TagsegError(`image '${id}' is both a training and a held-out image`);
   }
   if (train.size === 0) throw new TagsegError('the requested split has no training image');

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repro } from '../../pipeline/dag.js';
 import { loadParams } from '../../pipeline/params.js';
 import { createWorkspace } from '../../pipeline/workspace.js';
-import { STAGES, findStage } from '../../stages/index.js';
+import { STAGE_NAMES, loadStages } from '../../stages/index.js';
 import { expectScore } from '../helpers/quality.js';
 
 // Quality floors (fractions, as in metrics/segment.json's chain): measured on this test's tiny config, minus
@@ -24,7 +24,7 @@ const CHAIN_FLOOR: [string, number][] = [
 ];
 
 const PIPELINE = ['ingest', 'cam', 'affinity', 'contrast', 'refine', 'segment'];
-const complete = PIPELINE.every((s) => findStage(s) !== undefined);
+const complete = PIPELINE.every((s) => STAGE_NAMES.includes(s));
 
 /** Small settings for every stage that has a network; other stages keep their defaults. */
 const TINY = [
@@ -34,6 +34,12 @@ const TINY = [
   'contrast.epochs=1', 'contrast.batch_size=4', 'contrast.crop=32', 'contrast.scales=[1.0]', 'contrast.memory_size=16', 'contrast.dim=16',
   'segment.epochs=1', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.val_fraction=0.3',
 ];
+
+/** [dotted key, value] of every non-object value of a JSON value (as `dvc metrics show` flattens it). */
+function leavesOf(v: unknown, prefix = ''): [string, unknown][] {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return [[prefix, v]];
+  return Object.entries(v).flatMap(([k, x]) => leavesOf(x, prefix ? `${prefix}.${k}` : k));
+}
 
 let root: string;
 beforeAll(async () => {
@@ -53,15 +59,32 @@ describe.skipIf(!complete)('the whole pipeline end to end', () => {
     for (const s of PIPELINE) expect(ran).toContain(s);
     expect(r.stages.every((s) => s.action === 'ran')).toBe(true);
     const params = await loadParams(path.join(root, 'params.yaml'));
-    for (const s of STAGES) {
+    for (const s of await loadStages()) {
       const io = s.io(params);
       for (const f of [...io.writes, ...io.metrics, ...io.plots]) await expect(fs.access(path.join(root, f)), `${s.name}: ${f}`).resolves.toBeUndefined();
     }
+    // `dvc metrics show`: a handful of scalars per stage, no lists, no run statistics; plots are rows.
+    for (const s of await loadStages()) {
+      for (const f of s.io(params).metrics) {
+        const leaves = leavesOf(JSON.parse(await fs.readFile(path.join(root, f), 'utf8')));
+        expect(leaves.length, f).toBeLessThanOrEqual(40);
+        // Lists are not figures: only ingest keeps two short ones (class names, skipped items).
+        const lists = f === 'metrics/ingest.json' ? ['classes', 'skippedItems'] : [];
+        expect(leaves.filter(([k, v]) => Array.isArray(v) && !lists.includes(k)).map(([k]) => k), f).toEqual([]);
+        expect(leaves.map(([k]) => k).filter((k) => /second|rss|thread|concurrency/i.test(k)), f).toEqual([]);
+      }
+      for (const f of s.io(params).plots) {
+        const rows = JSON.parse(await fs.readFile(path.join(root, f), 'utf8')) as unknown;
+        expect(Array.isArray(rows) && rows.length > 0, f).toBe(true);
+      }
+      await expect(fs.access(path.join(root, '.tagseg/runs', `${s.name}.json`)), `${s.name}: run log`).resolves.toBeUndefined();
+    }
     const seg = JSON.parse(await fs.readFile(path.join(root, 'metrics/segment.json'), 'utf8'));
-    const steps = seg.chain.map((c: { step: string }) => c.step);
+    const steps = Object.keys(seg.chain); // step -> figures, in chain order
     expect(steps[0]).toBe('cam');
     expect(steps.at(-1)).toBe('segmentation');
-    const chain = seg.chain as { step: string; miou: number; split: string }[];
+    // step -> figures; a step's second row (pseudo_masks on val) is keyed `<step>_<split>`
+    const chain = Object.entries(seg.chain as Record<string, { miou: number; split: string }>).map(([key, c]) => ({ ...c, step: key.replace(/_(train|val)$/, '') }));
     expect(chain.map((c) => c.step)).toEqual(CHAIN_FLOOR.map(([step]) => step));
     chain.forEach((c, i) => expectScore(`pipeline e2e: chain ${c.step} (${c.split})`, c.miou, CHAIN_FLOOR[i][1]));
     expect(seg.val.miou).toBe(chain.at(-1)!.miou);

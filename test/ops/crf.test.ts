@@ -6,6 +6,7 @@ import {
   argmaxLabels,
   bilateralFeatures,
   denseCrf,
+  expNonPositive,
   positionFeatures,
   resolveCrfOptions,
   unaryFromLabels,
@@ -14,6 +15,7 @@ import {
   type DenseCrfOptionsInput,
   type KernelNormalization,
 } from '../../ops/crf.js';
+import { denseCrfUnfused } from '../../ops/crf_unfused.js';
 import { PermutohedralLattice } from '../../ops/permutohedral.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -375,6 +377,47 @@ describe('denseCrf behaviour', () => {
     expect(() => denseCrf(new Float32Array(6), new Uint8Array(3), 1, 2, 3)).toThrow(/image length/);
     expect(() => resolveCrfOptions({ iterations: -1 })).toThrow();
     expect(() => resolveCrfOptions({ bilateral: { srgb: 0 } })).toThrow();
+  });
+});
+
+describe('fused mean field (ops/crf.ts) vs the previous, unfused one (ops/crf_unfused.ts)', () => {
+  const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+  const cases: [string, number, DenseCrfOptionsInput][] = [
+    ['psa defaults, C 5', 5, {}],
+    ['irnLabel preset, C 2', 2, CRF_PRESETS.irnLabel],
+    ["'after', C 7, bilateral only", 7, { normalization: 'after', gaussian: null }],
+    ["'none', C 3, Gaussian only, 3 iterations", 3, { normalization: 'none', bilateral: null, iterations: 3 }],
+  ];
+  for (const [name, C, opts] of cases) {
+    it(`matches within 1e-5: ${name}`, () => {
+      const { image, probs } = scene(23, 31, C, 7 + C);
+      const U = unaryFromProbs(probs, C);
+      expect(maxAbsDiff(denseCrf(U, image, 23, 31, C, opts), denseCrfUnfused(U, image, 23, 31, C, opts))).toBeLessThan(1e-5);
+    });
+  }
+
+  it('matches across image sizes and sxy, also when the cached smoothness filters are evicted and rebuilt', () => {
+    for (const [H, W, sxy] of [[12, 9, 3], [9, 12, 3], [12, 9, 2], [12, 9, 3], [9, 12, 3]]) {
+      const { image, probs } = scene(H, W, 3, H + sxy);
+      const U = unaryFromProbs(probs, 3);
+      const opts = { gaussian: { sxy } };
+      expect(maxAbsDiff(denseCrf(U, image, H, W, 3, opts), denseCrfUnfused(U, image, H, W, 3, opts))).toBeLessThan(1e-5);
+    }
+  });
+
+  it('control: a 2% change of one weight exceeds the tolerance 4-fold (so the check above can fail)', () => {
+    const { image, probs } = scene(23, 31, 5, 12);
+    const U = unaryFromProbs(probs, 5);
+    const off = denseCrf(U, image, 23, 31, 5, { bilateral: { compat: 10.2 } });
+    expect(maxAbsDiff(off, denseCrfUnfused(U, image, 23, 31, 5))).toBeGreaterThan(4e-5);
+  });
+
+  it('expNonPositive agrees with Math.exp to 2e-8 relative, is 0 below -104 and propagates NaN', () => {
+    for (let x = 0; x > -104; x -= 0.01237) expect(Math.abs(expNonPositive(x) / Math.exp(x) - 1)).toBeLessThan(2e-8);
+    expect(expNonPositive(0)).toBe(1);
+    expect(expNonPositive(-200)).toBe(0);
+    expect(expNonPositive(-Infinity)).toBe(0);
+    expect(expNonPositive(NaN)).toBeNaN();
   });
 });
 

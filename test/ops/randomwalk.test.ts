@@ -156,8 +156,8 @@ describe('random walk against a dense reference', () => {
     const colSums = tf.sum(Td, 0);
     expect(maxAbsDiff(colSums.dataSync(), new Float32Array(h * w).fill(1))).toBeLessThan(1e-6);
     // ... and no weight points outside the grid: all stored weights of a pixel sum to 1 too
-    // (0 in the padding columns beyond w)
-    const stored = tf.tidy(() => tf.slice(tf.addN(T.groups.map((g) => tf.sum(g.weights, [1, 3]))), [0, 0], [h, T.paddedWidth]));
+    // (0 in the padding columns beyond w; weights are [h, 1, 2 rx + 1, W])
+    const stored = tf.tidy(() => tf.slice(tf.addN(T.groups.map((g) => tf.sum(g.weights, [1, 2]))), [0, 0], [h, T.paddedWidth]));
     const want1 = Array.from({ length: h * T.paddedWidth }, (_, i) => (i % T.paddedWidth < w ? 1 : 0));
     expect(maxAbsDiff(stored.dataSync(), want1)).toBeLessThan(1e-6);
     stored.dispose();

@@ -16,7 +16,7 @@ import { SimulatedCrash, recoverCommits, setCommitFault, withStageCommit } from 
 import { TagsegError } from '../../pipeline/errors.js';
 import { replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { loadParams } from '../../pipeline/params.js';
-import { runStages } from '../../pipeline/runner.js';
+import { runStages } from '../../stages/index.js';
 import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
 import { ingestDataset } from '../../stages/ingest/ingest.js';
 
@@ -167,8 +167,8 @@ describe('stage commit: outputs of one run, never two', () => {
 
 /** The ingest stage run through runStages, failing after it wrote everything. */
 async function runStagesWithFailure(err: Error): Promise<unknown> {
-  const stages = await import('../../stages/index.js');
-  const ingestStage = stages.findStage('ingest')!;
+  const { loadStage } = await import('../../stages/index.js');
+  const ingestStage = (await loadStage('ingest'))!; // the module's own object: runStages loads the same
   const run = ingestStage.run;
   ingestStage.run = async (ctx) => {
     await run(ctx);

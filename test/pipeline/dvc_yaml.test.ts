@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { stageCodeDeps } from '../../pipeline/code_deps.js';
 import { buildDag } from '../../pipeline/dag.js';
 import { type DvcStage, lookup, normalize, parseDvcYaml } from '../../pipeline/dvcfile.js';
 import { type Params, getParam, loadParams } from '../../pipeline/params.js';
@@ -71,8 +72,8 @@ function unresolved(dvc: unknown, p: Params): string[] {
   return exprs.filter((k) => lookup(p, k) === undefined);
 }
 
-/** Differences between a dvc.yaml stage and its module's declared io (empty = they agree). */
-function ioMismatches(s: DvcStage, io: StageIO): string[] {
+/** Differences between a dvc.yaml stage and its module's declared io + its code deps (empty = they agree). */
+function ioMismatches(s: DvcStage, io: StageIO, codeDeps: string[]): string[] {
   const norm = (xs: string[]) => [...new Set(xs.map(normalize))].sort();
   const problems: string[] = [];
   const same = (what: string, dvc: string[], declared: string[]) => {
@@ -80,9 +81,8 @@ function ioMismatches(s: DvcStage, io: StageIO): string[] {
       problems.push(`${what}: dvc.yaml has ${JSON.stringify(dvc)}, io() declares ${JSON.stringify(declared)}`);
     }
   };
-  const code = norm(io.code);
+  const code = norm(codeDeps);
   const deps = norm(s.deps);
-  same('code deps', deps.filter((d) => code.includes(d)), code);
   same('deps minus code', deps.filter((d) => !code.includes(d)), norm(io.reads));
   same('outs', norm(s.outs.map((o) => o.path)), norm(io.writes));
   same('metrics', norm(s.metrics.map((o) => o.path)), norm(io.metrics));
@@ -135,6 +135,19 @@ describe('dvc.yaml against DVC 3', () => {
     expect(dag.upstream.get('ingest')).toContain('synth');
   });
 
+  it('every plot says which fields to draw (x and y), so `dvc plots show` needs no guessing', () => {
+    const undrawn = (d: typeof raw) => Object.entries(d.stages).flatMap(([name, st]) =>
+      ((st.plots as unknown[] | undefined) ?? []).flatMap((e) => {
+        const [file, flags] = typeof e === 'string' ? [e, {}] : Object.entries(e as Record<string, Record<string, unknown>>)[0]!;
+        return typeof flags?.x === 'string' && typeof flags?.y === 'string' ? [] : [`${name}: ${file}`];
+      }));
+    expect(undrawn(raw)).toEqual([]);
+    expect(Object.values(raw.stages).flatMap((st) => (st.plots as unknown[] | undefined) ?? []).length).toBeGreaterThanOrEqual(9);
+    const broken = structuredClone(raw);
+    broken.stages.cam!.plots = ['plots/cam_threshold.json'];
+    expect(undrawn(broken)).toEqual(['cam: plots/cam_threshold.json']);
+  });
+
   it('metrics and plots are not cached (small JSON that git tracks)', () => {
     const cached = stages.flatMap((s) => [...s.metrics, ...s.plots].filter((o) => o.cache).map((o) => `${s.name}: ${o.path}`));
     expect(cached).toEqual([]);
@@ -152,8 +165,8 @@ describe('dvc.yaml agrees with the stage modules', () => {
 
   it('the io comparison reports a mismatch (so the per-stage checks can fail)', () => {
     const s = stages.find((x) => x.name === 'ingest')!;
-    const io: StageIO = { reads: [], writes: ['cache/other.arrow'], metrics: [], plots: [], code: ['data'], params: ['seed'] };
-    expect(ioMismatches(s, io).map((m) => m.split(':')[0])).toEqual(['deps minus code', 'outs', 'metrics', 'params']);
+    const io: StageIO = { reads: [], writes: ['cache/other.arrow'], metrics: [], plots: [], params: ['seed'] };
+    expect(ioMismatches(s, io, ['stages/ingest']).map((m) => m.split(':')[0])).toEqual(['deps minus code', 'outs', 'metrics', 'params']);
   });
 
   it('synth is a CLI command without a stage module (skipped on purpose)', async () => {
@@ -175,7 +188,7 @@ describe('dvc.yaml agrees with the stage modules', () => {
       const s = stages.find((x) => x.name === name)!;
       // dvc.yaml runs the same code as `tagseg run <name>`.
       expect(s.cmd).toMatch(new RegExp(`^node bin/tagseg.js run ${name}(\\s|$)`));
-      expect(ioMismatches(s, stage.io(params))).toEqual([]);
+      expect(ioMismatches(s, stage.io(params), await stageCodeDeps(process.cwd(), name))).toEqual([]);
     });
   }
 });

@@ -16,7 +16,7 @@ import { runTraining } from '../../nn/loop.js';
 import { NonFiniteLossError } from '../../nn/train.js';
 import { TagsegError, formatError, fsError } from '../../pipeline/errors.js';
 import { loadParams } from '../../pipeline/params.js';
-import { runStages } from '../../pipeline/runner.js';
+import { runStages } from '../../stages/index.js';
 import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
 
 const TAGSEG = path.join(REPO_ROOT, 'bin/tagseg.js');

@@ -93,7 +93,7 @@ describe('sanity', () => {
 });
 
 describe('ChainScorer', () => {
-  it('gives each map step its best bg threshold and scores pseudo-masks without their ignore pixels', () => {
+  it('gives each map step its best bg threshold and scores pseudo-masks at full coverage, then without their ignore pixels', () => {
     const sc = new ChainScorer(['bg', 'a'], 0, 'train', ['cam']);
     const gt = Uint8Array.from([0, 0, 1, 1]);
     sc.addMaps('cam', Float32Array.from([0.125, 0.25, 0.75, 0.875]), [1], 1, 4, gt, 1, 4);
@@ -102,12 +102,19 @@ describe('ChainScorer', () => {
     expect(t.cam?.miou).toBe(1);
     expect(t.cam?.threshold).toBe(0.25); // the first threshold that labels 0.25 bg (a map must exceed it)
     expect(t.random_walk).toBeNull();
+    expect(t.cam?.miou_labelled).toBe(1); // maps label every pixel: both figures agree
+    expect(t.cam?.coverage).toBe(1);
     const ps = t.pseudo_masks;
-    expect(ps.miou).toBeCloseTo(0.5, 9);
+    // Labelled pixels: bg 1 / (1 + 2 - 1), a 1 / (2 + 1 - 1). Full coverage: bg's ignored pixel joins its union: 1/3.
+    expect(ps.miou_labelled).toBeCloseTo(0.5, 9);
+    expect(ps.miou).toBeCloseTo((1 / 3 + 1 / 2) / 2, 9);
+    expect(ps.coverage).toBeCloseTo(0.75, 9);
     expect(ps.precision).toBeCloseTo(0.75, 9);
     expect(ps.recall).toBeCloseTo(0.75, 9);
     expect(ps.ignore_fraction).toBeCloseTo(0.25, 9);
-    expect(ps.classes.a).toEqual({ iou: 0.5, precision: 1, recall: 0.5 });
+    expect(ps.classes.a).toEqual({ iou: 0.5, iou_labelled: 0.5, precision: 1, recall: 0.5 });
+    expect(ps.classes.bg!.iou).toBeCloseTo(1 / 3, 9);
+    expect(ps.classes.bg!.iou_labelled).toBeCloseTo(0.5, 9);
     expect(ps.images).toBe(1);
   });
 });

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeIndexedPng } from '../../data/palette.js';
 import { type Row, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { DEFAULT_PARAMS_YAML, type Params, defaultParams } from '../../pipeline/params.js';
-import { runStages } from '../../pipeline/runner.js';
+import { runStages } from '../../stages/index.js';
 import { shardOf } from '../../pipeline/shard.js';
 import { encodeFloat16 } from '../../stages/cam/f16.js';
 import { camColumns } from '../../stages/cam/tables.js';

@@ -1,0 +1,67 @@
+/**
+ * Every file or folder a stage hands to another stage or to the user, named once: stages import
+ * a path from here instead of retyping it, their io() is built from it, and a test checks
+ * dvc.yaml's outs/metrics/plots and each io() against this table (test/pipeline/artifacts.test.ts).
+ * Paths are relative to the project root. This module imports nothing, so it adds no code dep.
+ */
+export type ArtifactKind = 'table' | 'model' | 'dir' | 'metrics' | 'plots';
+
+export interface Artifact {
+  path: string;
+  /** The stage that writes it (dvc.yaml stage name). */
+  stage: string;
+  kind: ArtifactKind;
+}
+
+export const ARTIFACTS = {
+  dataset: { path: 'cache/dataset.arrow', stage: 'ingest', kind: 'table' },
+  images: { path: 'cache/images.arrow', stage: 'ingest', kind: 'table' },
+  ingestMetrics: { path: 'metrics/ingest.json', stage: 'ingest', kind: 'metrics' },
+
+  cams: { path: 'cache/cams.arrow', stage: 'cam', kind: 'table' },
+  camModel: { path: 'models/cam', stage: 'cam', kind: 'model' },
+  camMetrics: { path: 'metrics/cam.json', stage: 'cam', kind: 'metrics' },
+  camThresholdPlot: { path: 'plots/cam_threshold.json', stage: 'cam', kind: 'plots' },
+  camClassesPlot: { path: 'plots/cam_classes.json', stage: 'cam', kind: 'plots' },
+  camLossPlot: { path: 'plots/cam_loss.json', stage: 'cam', kind: 'plots' },
+
+  affinityCams: { path: 'cache/affinity_cams.arrow', stage: 'affinity', kind: 'table' },
+  affinityModel: { path: 'models/affinity', stage: 'affinity', kind: 'model' },
+  affinityMetrics: { path: 'metrics/affinity.json', stage: 'affinity', kind: 'metrics' },
+  affinityClassesPlot: { path: 'plots/affinity_classes.json', stage: 'affinity', kind: 'plots' },
+  affinityLossPlot: { path: 'plots/affinity_loss.json', stage: 'affinity', kind: 'plots' },
+
+  contrastCams: { path: 'cache/contrast_cams.arrow', stage: 'contrast', kind: 'table' },
+  contrastModel: { path: 'models/contrast', stage: 'contrast', kind: 'model' },
+  contrastMetrics: { path: 'metrics/contrast.json', stage: 'contrast', kind: 'metrics' },
+  contrastClassesPlot: { path: 'plots/contrast_classes.json', stage: 'contrast', kind: 'plots' },
+  contrastLossPlot: { path: 'plots/contrast_loss.json', stage: 'contrast', kind: 'plots' },
+
+  pseudoMasks: { path: 'cache/pseudo_masks.arrow', stage: 'refine', kind: 'table' },
+  pseudoMaskPngs: { path: 'outputs/pseudo_masks', stage: 'refine', kind: 'dir' },
+  refineMetrics: { path: 'metrics/refine.json', stage: 'refine', kind: 'metrics' },
+  refineClassesPlot: { path: 'plots/refine_classes.json', stage: 'refine', kind: 'plots' },
+
+  segmentModel: { path: 'models/segment', stage: 'segment', kind: 'model' },
+  segmentMetrics: { path: 'metrics/segment.json', stage: 'segment', kind: 'metrics' },
+  segmentClassesPlot: { path: 'plots/segment_classes.json', stage: 'segment', kind: 'plots' },
+  segmentLossPlot: { path: 'plots/segment_loss.json', stage: 'segment', kind: 'plots' },
+
+  auditClasses: { path: 'cache/audit.arrow', stage: 'audit', kind: 'table' },
+  auditImages: { path: 'cache/audit_images.arrow', stage: 'audit', kind: 'table' },
+  auditReport: { path: 'reports/audit', stage: 'audit', kind: 'dir' },
+  auditMetrics: { path: 'metrics/audit.json', stage: 'audit', kind: 'metrics' },
+  auditClassesPlot: { path: 'plots/audit_classes.json', stage: 'audit', kind: 'plots' },
+} as const satisfies Record<string, Artifact>;
+
+export type ArtifactName = keyof typeof ARTIFACTS;
+
+/** The path of an artifact, by name. */
+export function artifact<N extends ArtifactName>(name: N): (typeof ARTIFACTS)[N]['path'] {
+  return ARTIFACTS[name].path;
+}
+
+/** The artifacts a stage writes, by kind. */
+export function artifactsOf(stage: string, kind?: ArtifactKind): string[] {
+  return Object.values(ARTIFACTS as Record<string, Artifact>).filter((a) => a.stage === stage && (kind === undefined || a.kind === kind)).map((a) => a.path);
+}
