@@ -81,6 +81,8 @@ export interface LoopOptions {
   stopAfter?: number;
   /** Called before the first batch of every epoch this run trains (RCA: k-means of the memory). */
   onEpochStart?(epoch: number, rng: Rng): void | Promise<void>;
+  /** Called with the next step's items before each step (same epoch): a streaming dataset starts loading them. */
+  prefetch?(idx: number[]): void;
   /** One optimizer step on the items `idx`; returns the batch's mean loss. Must not leak tensors. */
   step(idx: number[], rng: Rng, ctx: StepContext): number | Promise<number>;
 }
@@ -169,6 +171,7 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
     try {
       for (let b = 0; b < itersPerEpoch; b++) {
         const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
+        if (o.prefetch && b + 1 < itersPerEpoch) o.prefetch(order.slice((b + 1) * o.batchSize, (b + 2) * o.batchSize));
         o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
         // trainStep's NonFiniteLossError (the step itself saw the loss) gets the same stage-naming message.
         const loss = await (async () => o.step(idx, rng, { epoch, iter: state.iter, maxIter }))()

@@ -9,7 +9,7 @@
  * copies, so holding one row does not pin the whole batch it came from.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -414,18 +414,18 @@ function parseJson<T>(file: string, key: string, raw: string | undefined, stage:
   }
 }
 
-/** Reads each batch's message header (a few hundred bytes) to count rows without loading bodies. */
-async function countRows(fh: FileHandle, reader: AsyncRecordBatchFileReader): Promise<number> {
-  let rows = 0;
+/** Reads each batch's message header (a few hundred bytes) to count its rows without loading bodies. */
+async function batchRowCounts(fh: FileHandle, reader: AsyncRecordBatchFileReader): Promise<number[]> {
+  const counts: number[] = [];
   for (let i = 0; i < reader.numRecordBatches; i++) {
     const block = reader.footer!.getRecordBatch(i)!;
     const buf = new Uint8Array(block.metaDataLength);
     await fh.read(buf, 0, buf.byteLength, Number(block.offset));
     const prefix = new DataView(buf.buffer).getInt32(0, true) === -1 ? 8 : 4; // continuation marker since Arrow 0.15
     const msg = Message.decode(buf.subarray(prefix));
-    rows += msg.isRecordBatch() ? msg.header().length : 0;
+    counts.push(msg.isRecordBatch() ? msg.header().length : 0);
   }
-  return rows;
+  return counts;
 }
 
 function decodeCell(type: ColumnType, vec: Vector, i: number): Value {
@@ -438,6 +438,97 @@ function decodeCell(type: ColumnType, vec: Vector, i: number): Value {
     case 'list<utf8>': return Array.from(v as Vector<Utf8>, (s) => s ?? '');
     default: return v as Value;
   }
+}
+
+// ---------------------------------------------------------------- reading single rows
+
+interface ColumnLayout { spec: ColumnSpec; nullCount: number; buffers: { offset: number; length: number }[] }
+interface BatchLayout { body: number; length: number; columns: ColumnLayout[] }
+
+/** Buffers per column in IPC order: validity + data, + offsets for variable width, + the child's for lists. */
+const BUFFERS: Record<ColumnType, number> = {
+  utf8: 3, binary: 3, int32: 2, float32: 2, float64: 2, bool: 2, 'list<int32>': 4, 'list<float32>': 4, 'list<utf8>': 5,
+};
+
+/** Where each column's buffers of batch `i` lie in the file (from its message header), or null if unsupported. */
+async function batchLayout(fh: FileHandle, reader: AsyncRecordBatchFileReader, i: number, columns: readonly ColumnSpec[]): Promise<BatchLayout | null> {
+  const fields = reader.schema.fields;
+  if (fields.length !== columns.length || fields.some((f, j) => f.name !== columns[j].name)) return null;
+  const block = reader.footer!.getRecordBatch(i)!;
+  const buf = new Uint8Array(block.metaDataLength);
+  await fh.read(buf, 0, buf.byteLength, Number(block.offset));
+  const prefix = new DataView(buf.buffer).getInt32(0, true) === -1 ? 8 : 4;
+  const msg = Message.decode(buf.subarray(prefix));
+  if (!msg.isRecordBatch()) return null;
+  const h = msg.header();
+  if (h.compression) return null;
+  let b = 0;
+  let n = 0;
+  const out: ColumnLayout[] = columns.map((spec) => {
+    const count = BUFFERS[spec.type];
+    const c = { spec, nullCount: Number(h.nodes[n].nullCount), buffers: h.buffers.slice(b, b + count).map((x) => ({ offset: Number(x.offset), length: Number(x.length) })) };
+    b += count;
+    n += spec.type.startsWith('list<') ? 2 : 1;
+    return c;
+  });
+  if (b !== h.buffers.length) return null;
+  return { body: Number(block.offset) + block.metaDataLength, length: Number(h.length), columns: out };
+}
+
+function readAt(fd: number, pos: number, out: Uint8Array, file: string): Uint8Array {
+  let done = 0;
+  while (done < out.byteLength) {
+    const got = readSync(fd, out, done, out.byteLength - done, pos + done);
+    if (got === 0) throw new TagsegError(`is truncated (a read at byte ${pos} ran past its end): ${rerun(undefined)}`, { file });
+    done += got;
+  }
+  return out;
+}
+
+/** Cell `r` of one column, as decodeCell gives it; page-cache reads, so synchronous. */
+function readCell(fd: number, body: number, c: ColumnLayout, r: number, file: string): Value {
+  const at = (k: number, byte: number, n: number) => readAt(fd, body + c.buffers[k].offset + byte, new Uint8Array(n), file);
+  const view = (u: Uint8Array) => new DataView(u.buffer, u.byteOffset, u.byteLength);
+  const bit = (k: number, j: number) => (at(k, j >> 3, 1)[0] >> (j & 7)) & 1;
+  if (c.nullCount > 0 && c.buffers[0].length > 0 && !bit(0, r)) return null;
+  const span = (k: number, j: number) => {
+    const o = view(at(k, 4 * j, 8));
+    return [o.getInt32(0, true), o.getInt32(4, true)] as const;
+  };
+  switch (c.spec.type) {
+    case 'int32': return view(at(1, 4 * r, 4)).getInt32(0, true);
+    case 'float32': return view(at(1, 4 * r, 4)).getFloat32(0, true);
+    case 'float64': return view(at(1, 8 * r, 8)).getFloat64(0, true);
+    case 'bool': return bit(1, r) === 1;
+    case 'utf8':
+    case 'binary': {
+      const [a, z] = span(1, r);
+      const bytes = z > a ? at(2, a, z - a) : new Uint8Array(0);
+      return c.spec.type === 'utf8' ? new TextDecoder().decode(bytes) : bytes;
+    }
+    case 'list<int32>':
+    case 'list<float32>': {
+      const [a, z] = span(1, r);
+      const bytes = z > a ? at(3, 4 * a, 4 * (z - a)) : new Uint8Array(0);
+      return c.spec.type === 'list<int32>' ? Array.from(new Int32Array(bytes.buffer)) : new Float32Array(bytes.buffer);
+    }
+    case 'list<utf8>': {
+      const [a, z] = span(1, r);
+      const out: string[] = [];
+      for (let j = a; j < z; j++) {
+        const [s0, s1] = span(3, j);
+        out.push(s1 > s0 ? new TextDecoder().decode(at(4, s0, s1 - s0)) : '');
+      }
+      return out;
+    }
+  }
+}
+
+/** Row `r` of a record batch as plain JS (see the header for the value types). */
+export function decodeRow(columns: readonly ColumnSpec[], batch: RecordBatch, r: number): Row {
+  const row: Row = {};
+  for (const c of columns) row[c.name] = decodeCell(c.type, batch.getChild(c.name)!, r);
+  return row;
 }
 
 interface Part { info: TableInfo; reader: AsyncRecordBatchFileReader; fh: FileHandle; firstBatch: number }
@@ -522,26 +613,72 @@ export class TableReader {
   }
 
   async batch(i: number): Promise<Row[]> {
-    const { file, numBatches, columns } = this.info;
+    const batch = await this.recordBatch(i);
+    return Array.from({ length: batch.numRows }, (_, r) => decodeRow(this.info.columns, batch, r));
+  }
+
+  /** The part holding batch `i` (checked) and the batch's index in it. */
+  private partOf(i: number): { k: number; part: Part; j: number } {
+    const { file, numBatches } = this.info;
     if (!Number.isInteger(i) || i < 0 || i >= numBatches) {
       throw new TagsegError(`batch ${i} is out of range (the table has ${numBatches})`, { file });
     }
     const k = this.parts.findLastIndex((p) => p.firstBatch <= i);
-    const part = this.parts[k];
-    const read = this.locks[k].then(() => part.reader.readRecordBatch(i - part.firstBatch));
+    return { k, part: this.parts[k], j: i - this.parts[k].firstBatch };
+  }
+
+  /** Batch `i` as Arrow data (views of one read of its body): decode only the rows you need with decodeRow. */
+  async recordBatch(i: number): Promise<RecordBatch> {
+    const { k, part, j } = this.partOf(i);
+    const read = this.locks[k].then(() => part.reader.readRecordBatch(j));
     this.locks[k] = read.catch(() => undefined);
     const batch = await read.catch((err: unknown) => {
-      throw new TagsegError(`cannot read batch ${i - part.firstBatch} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file: part.info.file, cause: err });
+      throw new TagsegError(`cannot read batch ${j} (${messageOf(err)}): ${rerun(this.info.meta.stage)}`, { file: part.info.file, cause: err });
     });
-    if (!batch) throw new TagsegError(`batch ${i - part.firstBatch} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file: part.info.file });
-    const vectors = columns.map((c) => batch.getChild(c.name)!);
-    const rows: Row[] = [];
-    for (let r = 0; r < batch.numRows; r++) {
+    if (!batch) throw new TagsegError(`batch ${j} is missing or damaged: ${rerun(this.info.meta.stage)}`, { file: part.info.file });
+    return batch;
+  }
+
+  /**
+   * Rows `rows` of batch `i`, reading only their bytes (a few small reads per cell) instead of the
+   * batch's whole body; null when the batch cannot be read that way (compressed body, or columns
+   * the tagseg metadata does not declare): use recordBatch then.
+   */
+  async readRows(i: number, rows: readonly number[]): Promise<Row[] | null> {
+    const { part } = this.partOf(i);
+    const layout = await this.layoutOf(i);
+    if (!layout) return null;
+    return rows.map((r) => {
+      if (!Number.isInteger(r) || r < 0 || r >= layout.length) {
+        throw new TagsegError(`row ${r} of batch ${i} is out of range (it has ${layout.length})`, { file: part.info.file });
+      }
       const row: Row = {};
-      columns.forEach((c, j) => { row[c.name] = decodeCell(c.type, vectors[j], r); });
-      rows.push(row);
+      for (const c of layout.columns) row[c.spec.name] = readCell(part.fh.fd, layout.body, c, r, part.info.file);
+      return row;
+    });
+  }
+
+  private readonly layouts = new Map<number, BatchLayout | null>();
+
+  private async layoutOf(i: number): Promise<BatchLayout | null> {
+    if (this.layouts.has(i)) return this.layouts.get(i)!;
+    const { k, part, j } = this.partOf(i);
+    const read = this.locks[k].then(() => batchLayout(part.fh, part.reader, j, this.info.columns));
+    this.locks[k] = read.catch(() => undefined);
+    const layout = await read;
+    this.layouts.set(i, layout);
+    return layout;
+  }
+
+  /** Rows of each batch (all parts, in batch order), from the batches' message headers (no body is read). */
+  async batchRowCounts(): Promise<number[]> {
+    const counts: number[] = [];
+    for (const [k, p] of this.parts.entries()) {
+      const read = this.locks[k].then(() => batchRowCounts(p.fh, p.reader));
+      this.locks[k] = read.catch(() => undefined);
+      counts.push(...await read);
     }
-    return rows;
+    return counts;
   }
 
   async close(): Promise<void> {
@@ -652,7 +789,7 @@ async function readTableInfo(
     tagsegVersion: md.get(KEY.version) ?? 'unknown',
     meta,
     columns,
-    numRows: await countRows(fh, reader),
+    numRows: (await batchRowCounts(fh, reader)).reduce((a, b) => a + b, 0),
     numBatches: reader.numRecordBatches,
   };
 }

@@ -24,6 +24,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
+import { RowReader, tableDataset } from '../../nn/dataset.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -131,11 +132,15 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
   const classes = camsInfo.meta.classes;
   const labelSettings = { background, confFg: a.conf_fg, confBg: a.conf_bg, margin: a.margin, floor: a.floor, crf: a.crf };
 
-  // 1. training images and their affinity labels (both tables are in the same row order)
-  const train: AffinityTrainImage[] = [];
+  // 1. training images and their affinity labels (both tables are in the same row order): the
+  // labels (stride 4, 1/48 of the pixels' bytes) in memory, the pixels streamed during training
+  type Labelled = { id: string; height: number; width: number; labels: Uint8Array; position: number };
+  const train: Labelled[] = [];
   let labelled = 0;
   let cells = 0;
+  let position = 0;
   await zipRows(camsFile, imagesFile, async (cr, ir) => {
+    const at = position++;
     if (cr.split !== p.dataset.train_split) return;
     const H = ir.height as number;
     const W = ir.width as number;
@@ -146,7 +151,7 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
     const labels = imageAffinityLabels(decodeMaps(cr, dtype), tags, h, w, { pixels, height: H, width: W }, labelSettings, LABEL_STRIDE);
     for (const v of labels) if (v !== IGNORE) labelled++;
     cells += labels.length;
-    train.push({ id: ir.id as string, pixels, height: H, width: W, labels });
+    train.push({ id: ir.id as string, height: H, width: W, labels, position: at });
   });
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' in cams.arrow`, { file: camsFile, hint: 'check dataset.train_split' });
 
@@ -160,7 +165,10 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
     dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce,
   });
   try {
-    const training = await trainAffinity({ net, images: train, affinity: a, background, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key });
+    const rowReader = await RowReader.open(imagesFile, { stage: 'ingest' });
+    const images = tableDataset<AffinityTrainImage>([rowReader], train.map((t) => t.position), ([row], i) => ({ ...train[i], pixels: row.pixels as Uint8Array }));
+    const training = await trainAffinity({ net, images, sizes: train, affinity: a, background, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key })
+      .finally(() => rowReader.close());
     const trainImages = train.length;
     train.length = 0;
     net.config.paramsHash = hash;

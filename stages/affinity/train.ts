@@ -15,6 +15,7 @@
  * (nn/loop.ts; see `affinityTrainHash` in index.ts).
  */
 import * as tf from '@tensorflow/tfjs';
+import { type Dataset, asDataset } from '../../nn/dataset.js';
 import { type LoopResult, type LoopState, runTraining } from '../../nn/loop.js';
 import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import { trainStep } from '../../nn/train.js';
@@ -48,7 +49,10 @@ export interface AffinityTrainResult extends LoopResult {
 
 export interface AffinityTrainOptions {
   net: AffinityNet;
-  images: AffinityTrainImage[];
+  /** In memory, or streamed (nn/dataset.ts): same order, same weights. */
+  images: readonly AffinityTrainImage[] | Dataset<AffinityTrainImage>;
+  /** Every image's size (for the crop side); required when `images` is a Dataset. */
+  sizes?: readonly { height: number; width: number }[];
   affinity: Params['affinity'];
   background: number | null;
   seed: number;
@@ -113,22 +117,25 @@ export function makeAffinityOptimizer(net: AffinityNet, a: Params['affinity']): 
 }
 
 export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTrainResult> {
-  const { net, images, affinity: a } = o;
-  if (images.length === 0) throw new TagsegError('affinity: no training images');
-  const c = cropSide(a.crop, images, a.radius);
+  const { net, affinity: a } = o;
+  const images = asDataset(o.images);
+  const sizes = o.sizes ?? (Array.isArray(o.images) ? o.images as readonly AffinityTrainImage[] : undefined);
+  if (!sizes || sizes.length !== images.size) throw new Error('trainAffinity: a streamed dataset needs the size of each of its images');
+  if (images.size === 0) throw new TagsegError('affinity: no training images');
+  const c = cropSide(a.crop, sizes, a.radius);
   const g = c / LABEL_STRIDE;
   const offsets = neighbourOffsets(a.radius);
   const opt = makeAffinityOptimizer(net, a);
   try {
     const r = await runTraining({
-      name: 'affinity', size: images.length, batchSize: a.batch_size, epochs: a.epochs, lr: a.lr,
+      name: 'affinity', size: images.size, batchSize: a.batch_size, epochs: a.epochs, lr: a.lr,
       optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed + 1, stopAfter: o.stopAfter,
-      step: (idx, rng) => {
+      prefetch: (idx) => images.prefetch(idx),
+      step: async (idx, rng) => {
         const px = new Float32Array(idx.length * c * c * 3);
         const lab = new Int32Array(idx.length * g * g);
-        idx.forEach((i, k) => {
-          const im = images[i];
+        (await images.get(idx)).forEach((im, k) => {
           const top = LABEL_STRIDE * rng.int(0, Math.floor((im.height - c) / LABEL_STRIDE) + 1);
           const left = LABEL_STRIDE * rng.int(0, Math.floor((im.width - c) / LABEL_STRIDE) + 1);
           const r = cropPair(im, top, left, c, rng.bernoulli(0.5));

@@ -14,8 +14,8 @@
  * float32 one to 4 decimals (metrics/cam.json `cam.miou_float32` is computed alongside), and the
  * file is half the size, so float16 is the default.
  *
- * Memory: the train split's pixels are held in memory as uint8 for training (MSRC at 320 px:
- * ~80 MB); CAM inference streams images.arrow batch by batch and writes cams.arrow through
+ * Memory: training streams the train split's pixels from images.arrow by row position (only the
+ * positions and targets are held; nn/dataset.ts), in the same seeded order as before; CAM inference streams images.arrow batch by batch and writes cams.arrow through
  * TableWriter batches, so it is flat in the number of images.
  *
  * Resume: an unfinished training is resumed when its key matches: `trainHash` (seed, train split,
@@ -28,6 +28,7 @@ import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backboneConfig } from '../../nn/backbones/index.js';
+import { RowReader, tableDataset } from '../../nn/dataset.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { pretrainedModel } from '../../nn/pretrained.js';
 import { filesFingerprint } from '../../nn/train_store.js';
@@ -133,22 +134,27 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
   const background = typeof bgRaw === 'number' ? bgRaw : null;
   const map = classMap(classes, background);
 
-  // Training images (train split, with a foreground tag) in memory as uint8.
-  const train: TrainImage[] = [];
+  // Training images (train split, with a foreground tag): their row positions and targets in
+  // memory, their pixels streamed from images.arrow during training (nn/dataset.ts).
+  const positions: number[] = [];
+  const targets: Float32Array[] = [];
   {
     const reader = await TableReader.open(imagesFile, { stage: 'ingest' });
     try {
+      let pos = 0;
       for await (const row of reader.rows()) {
+        const at = pos++;
         if (row.split !== p.dataset.train_split) continue;
         const target = tagTarget(map, row.tags as number[], row.id as string);
         if (!target.some((v) => v > 0)) continue;
-        train.push({ id: row.id as string, pixels: row.pixels as Uint8Array, height: row.height as number, width: row.width as number, target });
+        positions.push(at);
+        targets.push(target);
       }
     } finally {
       await reader.close();
     }
   }
-  if (train.length === 0) {
+  if (positions.length === 0) {
     throw new TagsegError(`no image of split '${p.dataset.train_split}' has a foreground tag`, { file: imagesFile, hint: 'check dataset.train_split' });
   }
 
@@ -169,9 +175,13 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     true,
   );
   try {
-    const training = await trainCam({ net, images: train, cam, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter });
-    const trainImages = train.length;
-    train.length = 0;
+    const rowReader = await RowReader.open(imagesFile, { stage: 'ingest' });
+    const images = tableDataset<TrainImage>([rowReader], positions, ([row], i) => ({
+      id: row.id as string, pixels: row.pixels as Uint8Array, height: row.height as number, width: row.width as number, target: targets[i],
+    }));
+    const training = await trainCam({ net, images, cam, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter })
+      .finally(() => rowReader.close());
+    const trainImages = positions.length;
     net.config.paramsHash = hash;
     net.config.epochs = training.epochs;
     if (training.epochs < cam.epochs) {

@@ -16,6 +16,7 @@ import { multilabelSoftMarginLoss } from '../../nn/losses.js';
 import { AdamW } from '../../nn/optim.js';
 import type { CamHead } from '../../nn/heads.js';
 import type { CamNet } from './net.js';
+import { type Dataset, asDataset } from '../../nn/dataset.js';
 
 export interface ProbeImage {
   pixels: Uint8Array;
@@ -28,21 +29,29 @@ export interface ProbeImage {
 /**
  * Global-average-pooled last features of each image and of its mirror: X [2N, D] (rows 2i and
  * 2i + 1 are image i and its mirror) and the matching targets Y [2N, K]. Backbone in inference mode.
+ * Images are read from the dataset `chunk` at a time, in order (a streaming dataset reads sequentially).
  */
-export function pooledFeatures(net: CamNet, images: readonly ProbeImage[]): { x: tf.Tensor2D; y: tf.Tensor2D } {
+export async function pooledFeatures(net: CamNet, images: readonly ProbeImage[] | Dataset<ProbeImage>, chunk = 16): Promise<{ x: tf.Tensor2D; y: tf.Tensor2D }> {
+  const data = asDataset(images);
   const rows: tf.Tensor2D[] = [];
+  const targets: number[] = [];
+  let K = 0;
   try {
-    for (const im of images) {
-      rows.push(tf.tidy(() => {
-        const img = tf.cast(tf.tensor4d(im.pixels, [1, im.height, im.width, 3], 'int32'), 'float32') as tf.Tensor4D;
-        const batch = tf.concat([img, tf.reverse(img, 2)], 0);
-        return tf.mean(net.backbone.forward(net.backbone.preprocess(batch), false).last, [1, 2]) as tf.Tensor2D;
-      }));
+    for (let start = 0; start < data.size; start += chunk) {
+      const idx = Array.from({ length: Math.min(chunk, data.size - start) }, (_, k) => start + k);
+      for (const im of await data.get(idx)) {
+        rows.push(tf.tidy(() => {
+          const img = tf.cast(tf.tensor4d(im.pixels, [1, im.height, im.width, 3], 'int32'), 'float32') as tf.Tensor4D;
+          const batch = tf.concat([img, tf.reverse(img, 2)], 0);
+          return tf.mean(net.backbone.forward(net.backbone.preprocess(batch), false).last, [1, 2]) as tf.Tensor2D;
+        }));
+        targets.push(...im.target, ...im.target);
+        K = im.target.length;
+      }
     }
-    const K = images[0]?.target.length ?? 0;
     return tf.tidy(() => ({
       x: tf.concat(rows, 0),
-      y: tf.tensor2d(images.flatMap((im) => [...im.target, ...im.target]), [2 * images.length, K]),
+      y: tf.tensor2d(targets, [2 * data.size, K]),
     }));
   } finally {
     tf.dispose(rows);
@@ -76,8 +85,8 @@ export function fitHead(head: CamHead, x: tf.Tensor2D, y: tf.Tensor2D, o: { iter
 export const PROBE_LR = 0.01;
 
 /** pooledFeatures + fitHead on the training images; returns the probe's final loss. */
-export function probeHead(net: CamNet, images: readonly ProbeImage[], iters: number, weightDecay: number): number {
-  const { x, y } = pooledFeatures(net, images);
+export async function probeHead(net: CamNet, images: readonly ProbeImage[] | Dataset<ProbeImage>, iters: number, weightDecay: number): Promise<number> {
+  const { x, y } = await pooledFeatures(net, images);
   try {
     return fitHead(net.head, x, y, { iters, lr: PROBE_LR, weightDecay });
   } finally {

@@ -16,6 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
+import { type Dataset, asDataset } from '../../nn/dataset.js';
 import { type LoopResult, type LoopState, runTraining } from '../../nn/loop.js';
 import { multilabelSoftMarginLoss } from '../../nn/losses.js';
 import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
@@ -42,7 +43,8 @@ export type TrainResult = LoopResult;
 
 export interface TrainOptions {
   net: CamNet;
-  images: TrainImage[];
+  /** In memory, or streamed from images.arrow (nn/dataset.ts): same order, same weights. */
+  images: readonly TrainImage[] | Dataset<TrainImage>;
   cam: Params['cam'];
   seed: number;
   /** The stage's checkpoint store folder (.tagseg/checkpoints/cam). */
@@ -58,40 +60,41 @@ export function makeOptimizer(net: CamNet, cam: Params['cam']): Optimizer {
 }
 
 /** One augmented batch [B, crop, crop, 3] in [0, 255] and its targets [B, K]. */
-function makeBatch(images: TrainImage[], idx: number[], rng: Rng, cam: Params['cam']): { x: tf.Tensor4D; y: tf.Tensor2D } {
+function makeBatch(images: readonly TrainImage[], rng: Rng, cam: Params['cam']): { x: tf.Tensor4D; y: tf.Tensor2D } {
   return tf.tidy(() => {
     const size: [number, number] = [cam.crop, cam.crop];
-    const crops = idx.map((i) => {
-      const im = images[i];
+    const crops = images.map((im) => {
       const box = sampleResizedCrops(rng, 1, im.height, im.width, { size, scale: [cam.crop_scale[0], cam.crop_scale[1]] });
       const t = tf.tensor4d(Int32Array.from(im.pixels), [1, im.height, im.width, 3], 'int32');
       return cropAndResizeBatch(t as unknown as tf.Tensor4D, box, size, 'bilinear');
     });
     let x = tf.concat(crops, 0);
-    x = applyHorizontalFlip(x, sampleFlips(rng, idx.length));
-    if (cam.jitter > 0) x = applyColorJitter(x, sampleColorJitter(rng, idx.length, { brightness: cam.jitter, contrast: cam.jitter, saturation: cam.jitter }));
-    const y = tf.tensor2d(idx.flatMap((i) => Array.from(images[i].target)), [idx.length, images[0].target.length]);
+    x = applyHorizontalFlip(x, sampleFlips(rng, images.length));
+    if (cam.jitter > 0) x = applyColorJitter(x, sampleColorJitter(rng, images.length, { brightness: cam.jitter, contrast: cam.jitter, saturation: cam.jitter }));
+    const y = tf.tensor2d(images.flatMap((im) => Array.from(im.target)), [images.length, images[0].target.length]);
     return { x, y };
   });
 }
 
 export async function trainCam(o: TrainOptions): Promise<TrainResult> {
-  const { net, images, cam } = o;
-  if (images.length === 0) throw new Error('no training images with tags');
+  const { net, cam } = o;
+  const images = asDataset(o.images);
+  if (images.size === 0) throw new Error('no training images with tags');
   const opt = makeOptimizer(net, cam);
   try {
     return await runTraining({
-      name: 'cam', size: images.length, batchSize: cam.batch_size, epochs: cam.epochs, lr: cam.lr,
+      name: 'cam', size: images.size, batchSize: cam.batch_size, epochs: cam.epochs, lr: cam.lr,
       optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed, stopAfter: o.stopAfter,
       // Epoch 0 only starts a run from scratch (a resume starts later): probe the head first.
-      onEpochStart: (epoch) => {
+      onEpochStart: async (epoch) => {
         if (epoch !== 0 || cam.probe_iters === 0) return;
-        const loss = probeHead(net, images, cam.probe_iters, cam.weight_decay);
-        log.info(`cam: linear probe of the head (${cam.probe_iters} iterations on ${2 * images.length} pooled features): loss ${loss.toFixed(4)}`);
+        const loss = await probeHead(net, images, cam.probe_iters, cam.weight_decay);
+        log.info(`cam: linear probe of the head (${cam.probe_iters} iterations on ${2 * images.size} pooled features): loss ${loss.toFixed(4)}`);
       },
-      step: (idx, rng) => {
-        const { x, y } = makeBatch(images, idx, rng, cam);
+      prefetch: (idx) => images.prefetch(idx),
+      step: async (idx, rng) => {
+        const { x, y } = makeBatch(await images.get(idx), rng, cam);
         try {
           return trainStep(opt, (u) => tf.tidy(() => {
             const f = net.backbone.forward(net.backbone.preprocess(x), true, u);

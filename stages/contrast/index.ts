@@ -23,6 +23,7 @@ import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import * as tf from '@tensorflow/tfjs';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
+import { RowReader, tableDataset } from '../../nn/dataset.js';
 import { type Row, TableReader, TableWriter, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -153,17 +154,17 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
   const classes = camsInfo.meta.classes;
   const map = classMap(classes, background);
 
-  // 1. training images (train split, with a foreground tag)
-  const train: ContrastTrainImage[] = [];
-  await zipRows(camsFile, imagesFile, affFile, async (cr, ir, ar) => {
+  // 1. training images (train split, with a foreground tag): row positions and targets in memory;
+  // pixels (and the affinity region maps) streamed from the tables during training (nn/dataset.ts)
+  const train: Array<{ position: number; tags: number[]; target: Float32Array; h: number; w: number }> = [];
+  let position = 0;
+  await zipRows(camsFile, imagesFile, affFile, async (cr) => {
+    const at = position++;
     if (cr.split !== p.dataset.train_split) return;
     const tags = cr.tags as number[];
     const target = tagTarget(map, tags, cr.id as string);
     if (!target.some((v) => v > 0)) return;
-    const h = cr.height as number;
-    const w = cr.width as number;
-    const region = c.region === 'affinity' ? { maps: toOutputMaps(decodeMaps(ar.cams as Uint8Array, affDtype), tags, h, w, map), height: h, width: w } : undefined;
-    train.push({ id: ir.id as string, pixels: ir.pixels as Uint8Array, height: ir.height as number, width: ir.width as number, target, region });
+    train.push({ position: at, tags, target, h: cr.height as number, w: cr.width as number });
   });
   if (train.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}' has a foreground tag`, { file: camsFile, hint: 'check dataset.train_split' });
 
@@ -177,7 +178,14 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
     memorySize: c.memory_size, centroids: c.centroids, dim: c.dim, similarity: c.similarity, aggregation: c.aggregation, seed: p.seed,
   });
   try {
-    const training = await trainContrast({ net, images: train, contrast: c, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter });
+    const readers = [await RowReader.open(imagesFile, { stage: 'ingest' }), ...(c.region === 'affinity' ? [await RowReader.open(affFile, { stage: 'affinity' })] : [])];
+    const images = tableDataset<ContrastTrainImage>(readers, train.map((t) => t.position), ([ir, ar], i) => {
+      const { tags, target, h, w } = train[i];
+      const region = ar ? { maps: toOutputMaps(decodeMaps(ar.cams as Uint8Array, affDtype), tags, h, w, map), height: h, width: w } : undefined;
+      return { id: ir.id as string, pixels: ir.pixels as Uint8Array, height: ir.height as number, width: ir.width as number, target, region };
+    });
+    const training = await trainContrast({ net, images, contrast: c, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter })
+      .finally(() => Promise.all(readers.map((r) => r.close())));
     const trainImages = train.length;
     train.length = 0;
     const settings = {

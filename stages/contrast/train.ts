@@ -19,6 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
+import { type Dataset, asDataset } from '../../nn/dataset.js';
 import { type LoopResult, runTraining } from '../../nn/loop.js';
 import { multilabelSoftMarginLoss } from '../../nn/losses.js';
 import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
@@ -54,7 +55,8 @@ export interface ContrastTrainResult extends LoopResult {
 
 export interface ContrastTrainOptions {
   net: ContrastNet;
-  images: ContrastTrainImage[];
+  /** In memory, or streamed (nn/dataset.ts): same order, same weights. */
+  images: readonly ContrastTrainImage[] | Dataset<ContrastTrainImage>;
   contrast: Params['contrast'];
   seed: number;
   /** The stage's checkpoint store folder (.tagseg/checkpoints/contrast). */
@@ -69,7 +71,7 @@ export function makeContrastOptimizer(net: ContrastNet, c: Params['contrast']): 
 }
 
 /** One augmented batch: x [B, crop, crop, 3] in [0, 255], y [B, K], region maps [B, crop, crop, K] or null. */
-export function makeBatch(images: ContrastTrainImage[], idx: number[], rng: Rng, c: Params['contrast']): { x: tf.Tensor4D; y: tf.Tensor2D; maps: tf.Tensor4D | null } {
+export function makeBatch(images: readonly ContrastTrainImage[], idx: readonly number[], rng: Rng, c: Params['contrast']): { x: tf.Tensor4D; y: tf.Tensor2D; maps: tf.Tensor4D | null } {
   const r = tf.tidy(() => {
     const size: [number, number] = [c.crop, c.crop];
     const K = images[0].target.length;
@@ -161,8 +163,9 @@ export function contrastObjective(
 }
 
 export async function trainContrast(o: ContrastTrainOptions): Promise<ContrastTrainResult> {
-  const { net, images, contrast: c } = o;
-  if (images.length === 0) throw new TagsegError('contrast: no training images with a foreground tag');
+  const { net, contrast: c } = o;
+  const images = asDataset(o.images);
+  if (images.size === 0) throw new TagsegError('contrast: no training images with a foreground tag');
   const K = net.numClasses;
   const opt = makeContrastOptimizer(net, c);
   const enqueued: number[] = [];
@@ -181,7 +184,7 @@ export async function trainContrast(o: ContrastTrainOptions): Promise<ContrastTr
   };
   try {
     const r = await runTraining({
-      name: 'contrast', size: images.length, batchSize: c.batch_size, epochs: c.epochs, lr: c.lr,
+      name: 'contrast', size: images.size, batchSize: c.batch_size, epochs: c.epochs, lr: c.lr,
       optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed + 3, stopAfter: o.stopAfter,
       onEpochStart: (epoch) => {
@@ -189,9 +192,11 @@ export async function trainContrast(o: ContrastTrainOptions): Promise<ContrastTr
         // RCA: k-means of every queue at the first batch of each epoch after the first
         if (epoch > 0) net.memory.summarize({ iters: c.kmeans_iters, seed: o.seed + epoch });
       },
-      step: (idx, rng, ctx) => {
-        const { x, y, maps } = makeBatch(images, idx, rng, c);
-        const regions = taggedRegions(idx.flatMap((i) => Array.from(images[i].target)), idx.length, K);
+      prefetch: (idx) => images.prefetch(idx),
+      step: async (idx, rng, ctx) => {
+        const items = await images.get(idx);
+        const { x, y, maps } = makeBatch(items, items.map((_, k) => k), rng, c);
+        const regions = taggedRegions(items.flatMap((im) => Array.from(im.target)), idx.length, K);
         const contrastOn = ctx.epoch >= c.contrast_from && c.contrast_weight > 0;
         let kept: StepTensors | null = null;
         try {

@@ -32,6 +32,7 @@ import { DECISIONS_FILE, readDecisions } from '../../data/review.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
+import { RowReader, tableDataset } from '../../nn/dataset.js';
 import { TableReader, hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
@@ -167,13 +168,16 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
 
   // 2. training labels at the working size; validation pixels kept for scoring
   const pseudo = s.labels === 'pseudo' ? await readPseudoMasks(o.path(INPUTS.pseudo), classes, trainSet, valSet) : null;
-  const train: SegTrainImage[] = [];
+  // training pixels are streamed from images.arrow by row position (nn/dataset.ts); labels stay here
+  const train: Array<Omit<SegTrainImage, 'pixels'> & { position: number }> = [];
   const val: { id: string; pixels: Uint8Array; height: number; width: number }[] = [];
   let labelled = 0;
   {
     const reader = await TableReader.open(imagesFile, { stage: 'ingest' });
+    let position = 0;
     try {
       for await (const row of reader.rows()) {
+        const at = position++;
         const id = row.id as string;
         const H = row.height as number;
         const W = row.width as number;
@@ -192,7 +196,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
           labels = labelsAtWorkingSize(row.mask as Uint8Array, H, W, H, W, classes.length, { file: imagesFile, id });
         }
         labelled += labelledFraction(labels);
-        train.push({ id, pixels: row.pixels as Uint8Array, height: H, width: W, labels, tags: row.tags as number[] });
+        train.push({ id, height: H, width: W, labels, tags: row.tags as number[], position: at });
       }
     } finally {
       await reader.close();
@@ -211,7 +215,10 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   let aux: SegAux | undefined;
   try {
     aux = createSegAux(s, { classes: classes.length, background, inChannels: s.head_dim, seed: p.seed, startIter: Math.ceil(train.length / s.batch_size) });
-    const training = await trainSegNet({ net, images: train, segment: s, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, aux, stopAfter: o.stopAfter });
+    const rowReader = await RowReader.open(imagesFile, { stage: 'ingest' });
+    const images = tableDataset<SegTrainImage>([rowReader], train.map((t) => t.position), ([row], i) => ({ ...train[i], pixels: row.pixels as Uint8Array }));
+    const training = await trainSegNet({ net, images, segment: s, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, aux, stopAfter: o.stopAfter })
+      .finally(() => rowReader.close());
     const trainImages = train.length;
     train.length = 0;
     net.config.labels = s.labels;

@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, type CropBox, cropAndResizeBatch, sampleColorJitter, sampleFlips } from '../../nn/augment.js';
 import { disposeFeatures } from '../../nn/backbone.js';
+import { type Dataset, asDataset } from '../../nn/dataset.js';
 import { type LoopResult, runTraining } from '../../nn/loop.js';
 import { softmaxCrossEntropy } from '../../nn/losses.js';
 import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
@@ -72,7 +73,8 @@ export interface SegAuxLoss {
 
 export interface SegTrainOptions {
   net: SegNet;
-  images: SegTrainImage[];
+  /** In memory, or streamed (nn/dataset.ts): same order, same weights. */
+  images: readonly SegTrainImage[] | Dataset<SegTrainImage>;
   segment: Params['segment'];
   seed: number;
   /** The stage's checkpoint store folder (.tagseg/checkpoints/segment). */
@@ -109,7 +111,7 @@ export function sampleScaledCrop(rng: Rng, height: number, width: number, crop: 
 }
 
 /** Augmented batch: images [B, c, c, 3] float in [0, 255], labels [B, c, c] int32. */
-export function makeSegBatch(images: SegTrainImage[], idx: number[], rng: Rng, s: Params['segment']): { x: tf.Tensor4D; y: tf.Tensor3D } {
+export function makeSegBatch(images: readonly SegTrainImage[], idx: readonly number[], rng: Rng, s: Params['segment']): { x: tf.Tensor4D; y: tf.Tensor3D } {
   const c = s.crop;
   const boxes = idx.map((i) => sampleScaledCrop(rng, images[i].height, images[i].width, c, s.scale_range));
   const flips = sampleFlips(rng, idx.length);
@@ -157,19 +159,22 @@ export function makeSegOptimizer(net: SegNet, s: Params['segment'], aux?: SegAux
 }
 
 export async function trainSegNet(o: SegTrainOptions): Promise<SegTrainResult> {
-  const { net, images, segment: s, aux } = o;
-  if (images.length === 0) throw new TagsegError('segment: no training images');
+  const { net, segment: s, aux } = o;
+  const images = asDataset(o.images);
+  if (images.size === 0) throw new TagsegError('segment: no training images');
   const opt = makeSegOptimizer(net, s, aux);
   const variables = aux ? mergeNamed(net.named(), aux.variables()) : net.named();
   try {
     return await runTraining({
-      name: 'segment', size: images.length, batchSize: s.batch_size, epochs: s.epochs, lr: s.lr,
+      name: 'segment', size: images.size, batchSize: s.batch_size, epochs: s.epochs, lr: s.lr,
       optimizer: opt, variables, meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed + 3, stopAfter: o.stopAfter,
-      step: (idx, rng, ctx) => {
-        const { x, y } = makeSegBatch(images, idx, rng, s);
+      prefetch: (idx) => images.prefetch(idx),
+      step: async (idx, rng, ctx) => {
+        const items = await images.get(idx);
+        const { x, y } = makeSegBatch(items, items.map((_, k) => k), rng, s);
         const useAux = aux !== undefined && aux.weight > 0 && ctx.iter >= aux.startIter;
-        const tags = idx.map((i) => images[i].tags);
+        const tags = items.map((im) => im.tags);
         const g = useAux ? gridSide(net, s.crop) : 0;
         const pixels = useAux ? gridPixels(x, g, g) : [];
         // The aux update (memory banks) runs after the step on copies of the batch's maps.

@@ -49,7 +49,7 @@ describe('cam head linear probe', () => {
       { pixels: px(2), height: 16, width: 12, target: Float32Array.from([0, 1, 1]) },
     ];
     const before = tf.memory().numTensors;
-    const { x, y } = pooledFeatures(net, images);
+    const { x, y } = await pooledFeatures(net, images);
     expect(x.shape).toEqual([4, net.config.featureChannels]);
     expect(Array.from(y.dataSync())).toEqual([1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 1]);
     // row 1 = the mirror of image 0: the same as pooling the flipped image directly
@@ -62,7 +62,7 @@ describe('cam head linear probe', () => {
     expect(diff.dataSync()[0]).toBeLessThan(1e-5);
     tf.dispose([x, y, flipped, row1, diff]);
     const k0 = Array.from(net.head.kernel.dataSync());
-    const loss = probeHead(net, images, 20, 1e-4);
+    const loss = await probeHead(net, images, 20, 1e-4);
     expect(Number.isFinite(loss)).toBe(true);
     expect(Array.from(net.head.kernel.dataSync())).not.toEqual(k0);
     expect(tf.memory().numTensors).toBe(before);
