@@ -146,7 +146,7 @@ export class StageCommit {
 async function writeSyncedReplace(file: string, text: string): Promise<void> {
   const dir = path.dirname(file);
   await fs.mkdir(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await fs.open(tmp, 'w');
   try {
     await fh.writeFile(text);
@@ -204,7 +204,9 @@ export async function recoverCommits(root: string): Promise<string[]> {
   for (const name of names) {
     const file = path.join(dir, name);
     if (name.endsWith('.tmp')) {
-      await fs.rm(file, { force: true });
+      // A journal half written by a killed run; one of a live process (a shard running beside us) stays.
+      const pid = /\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name)?.[1];
+      if (!pid || !alive(Number(pid))) await fs.rm(file, { force: true });
       continue;
     }
     if (!name.endsWith('.json')) continue;
