@@ -324,37 +324,15 @@ export class PermutohedralLattice {
     const offsets = this.offsets;
     const weights = this.weights;
     // Vertex v's values live at (v+1)*C; slot 0 stays zero and stands for "no vertex".
-    let cur = new Float32Array((M + 1) * C);
-    let nxt = new Float32Array((M + 1) * C);
+    const cur = new Float32Array((M + 1) * C);
+    const nxt = new Float32Array((M + 1) * C);
 
-    // Splat.
-    for (let p = 0; p < N; p++) {
-      const src = p * C;
-      const s = inScale ? inScale[p] : 1;
-      for (let r = 0; r < d1; r++) {
-        const o = offsets[p * d1 + r] * C;
-        const w = weights[p * d1 + r] * s;
-        for (let c = 0; c < C; c++) cur[o + c] += w * values[src + c];
-      }
-    }
-
+    this.splat(values, C, inScale ?? null, cur);
     // Blur: [1/2, 1, 1/2] along each lattice direction in turn.
-    const nb = this.neighbours;
-    for (let j = 0; j <= d; j++) {
-      const base = j * M * 2;
-      for (let v = 0; v < M; v++) {
-        const o = (v + 1) * C;
-        const a = nb[base + 2 * v] * C;
-        const b = nb[base + 2 * v + 1] * C;
-        for (let c = 0; c < C; c++) nxt[o + c] = cur[o + c] + 0.5 * (cur[a + c] + cur[b + c]);
-      }
-      const t = cur;
-      cur = nxt;
-      nxt = t;
-    }
+    const blurred = this.blur(cur, nxt, C);
 
-    // Slice. 1/(1 + 2^-d) makes a lattice vertex's own response 1 (densecrf's "alpha").
-    const alpha = 1 / (1 + Math.pow(2, -d));
+    // Slice, scaled so a lattice vertex's own response is 1.
+    const alpha = this.alpha;
     if (!accumulate) result.fill(0);
     for (let p = 0; p < N; p++) {
       const dst = p * C;
@@ -362,7 +340,7 @@ export class PermutohedralLattice {
       for (let r = 0; r < d1; r++) {
         const o = offsets[p * d1 + r] * C;
         const w = weights[p * d1 + r] * s;
-        for (let c = 0; c < C; c++) result[dst + c] += w * cur[o + c];
+        for (let c = 0; c < C; c++) result[dst + c] += w * blurred[o + c];
       }
     }
     return result;
