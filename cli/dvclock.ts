@@ -17,8 +17,8 @@ import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { TagsegError, messageOf } from './errors.js';
-import { hashFile, writeFileAtomic } from './fsutil.js';
+import { TagsegError, messageOf } from '../pipeline/errors.js';
+import { hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { type PyMap, type PyValue, dumpPy, parsePy } from './pyyaml.js';
 
 export const DVC_LOCK = 'dvc.lock';
