@@ -13,8 +13,8 @@
  * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).
  *    With refine.shards N > 1: a folder of parts, part-<k>-of-<N>.arrow and pseudo_masks/part-<k>-of-<N>/,
  *    one per shard (pipeline/shard.ts: the shard is a hash of the id); `--shard k/N` writes one.
- * Images are decoded and refined `refine.concurrency` at a time (data/load.ts orderedMap keeps
- * row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
+ * Images are decoded and refined `refine.concurrency` at a time (pipeline/concurrency.ts orderedMap
+ * keeps row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
  * threads as the concurrency and the machine's cores allow).
  * metrics/refine.json: the chain table (evaluate.ts: CAM -> random walk -> RCA -> RCA + random
  * walk -> pseudo-masks, all scored at the original size on the train split's masks), the
@@ -22,12 +22,12 @@
  */
 import { artifact } from '../../pipeline/artifacts.js';
 import { decodeImage, readMask } from '../../data/decode.js';
-import { orderedMap } from '../../data/load.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
 import { classPalette } from '../../data/palette.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { crfFromKeys } from '../../ops/crf.js';
 import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { orderedMap } from '../../pipeline/concurrency.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
@@ -245,7 +245,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const flagged = { images: 0, empty_tags: 0, mostly_ignore: 0 };
   const loopStart = performance.now();
   try {
-    for await (const { z, H, W, gt, r } of windowedMap(rowsByShard(shards, () => zipTables(present), (x) => x.cam.id as string), work, rp.concurrency)) {
+    for await (const { z, H, W, gt, r } of orderedMap(rowsByShard(shards, () => zipTables(present), (x) => x.cam.id as string), work, { concurrency: rp.concurrency })) {
       const id = z.cam.id as string;
       const { writer, pngs } = await outputs.for(shardOf(id, rp.shards));
       const counts = classPixelCounts(r.mask, classes.length);
@@ -367,23 +367,6 @@ async function* zipTables(present: Partial<Record<RefineSource, { file: string }
   } finally {
     for (const r of readers.values()) await r.close();
   }
-}
-
-/**
- * `orderedMap` (bounded concurrency, input order) over an async source: pulls it in chunks of
- * 4 x concurrency items, so at most that many rows (maps, decoded images) are held at once.
- */
-export async function* windowedMap<T, R>(source: AsyncIterable<T>, fn: (item: T) => Promise<R>, concurrency: number): AsyncGenerator<R> {
-  const size = 4 * concurrency;
-  let chunk: T[] = [];
-  for await (const item of source) {
-    chunk.push(item);
-    if (chunk.length >= size) {
-      yield* orderedMap(chunk, fn, { concurrency });
-      chunk = [];
-    }
-  }
-  if (chunk.length > 0) yield* orderedMap(chunk, fn, { concurrency });
 }
 
 export function formatRefine(r: RefineRunResult): string {
