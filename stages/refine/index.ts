@@ -35,9 +35,9 @@ import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js'
 import { type Params, paramsHash } from '../../pipeline/params.js';
 import { type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
+import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
-import { PngExport } from './export.js';
+import { PngExport } from '../../data/mask_png.js';
 import { RefinePool } from './pool.js';
 import type { RefinedImage, RefineSettings } from './refine.js';
 import { classPixelCounts, imageFlags } from './sanity.js';

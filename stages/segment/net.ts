@@ -22,7 +22,7 @@ import type { NormUpdates } from '../../nn/norm.js';
 import type { DenseCrfOptions } from '../../ops/crf.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
+import { type CamModelConfig, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
 import { ContextHead, upsampleLogits } from './head.js';
 
 export const SEG_MODEL_FORMAT = 'tagseg-segment-model';
