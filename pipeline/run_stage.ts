@@ -2,7 +2,7 @@
  * What `tagseg run <stage>` executes once the CLI has picked the stage: load params.yaml (+ --set),
  * hand the stage its context, run it, and record the run's statistics (seconds, peak RSS, the
  * stage's summary) in the untracked run log. With the stage's module this file is where a stage's
- * code deps start (pipeline/code_deps.ts): the CLI and stages/index.ts only choose the stage.
+ * code deps start (cli/code_deps.ts): the CLI and stages/index.ts only choose the stage.
  */
 import * as path from 'node:path';
 import { withStageCommit } from './commit.js';

@@ -10,7 +10,7 @@ import type { Shard } from './shard.js';
 export interface StageIO {
   /**
    * Data inputs (files or directories), relative to the project root. Code deps are not declared:
-   * pipeline/code_deps.ts derives them from the imports.
+   * cli/code_deps.ts derives them from the imports.
    */
   reads: string[];
   /** Outputs DVC caches (Arrow tables, model folders, exported masks). */

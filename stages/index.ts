@@ -1,6 +1,6 @@
 /**
  * Every stage tagseg can run, in pipeline order, loaded on demand: `tagseg run cam` imports only
- * cam's module, so a stage's code deps (pipeline/code_deps.ts) start at its own module, never at
+ * cam's module, so a stage's code deps (cli/code_deps.ts) start at its own module, never at
  * this list. Adding a stage = a folder under stages/ exporting `stage`, an entry here, and its
  * entry in dvc.yaml (tests check they agree).
  */

@@ -17,7 +17,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { loadParams } from '../../pipeline/params.js';
 import { runStages } from '../../stages/index.js';
-import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
+import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 import { ingestDataset } from '../../stages/ingest/ingest.js';
 
 const OUTPUTS = ['cache/dataset.arrow', 'cache/images.arrow', 'metrics/ingest.json'];

@@ -10,8 +10,8 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DvcIgnore } from '../../pipeline/dvcignore.js';
-import { DvcHasher, dirListing } from '../../pipeline/dvclock.js';
+import { DvcIgnore } from '../../cli/dvcignore.js';
+import { DvcHasher, dirListing } from '../../cli/dvclock.js';
 import { TagsegError } from '../../pipeline/errors.js';
 
 const FILES = [

@@ -7,16 +7,16 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
-import { TagsegError } from './errors.js';
-import { ensureDir, exists, writeFileAtomic } from './fsutil.js';
-import { loadParams, validateParams, writeOverrides } from './params.js';
+import { TagsegError } from '../pipeline/errors.js';
+import { ensureDir, exists, writeFileAtomic } from '../pipeline/fsutil.js';
+import { loadParams, validateParams, writeOverrides } from '../pipeline/params.js';
 import { presetOverrides } from './preset.js';
 
 /** The repository this code runs from. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** What a workspace links to: everything dvc.yaml's cmds and code deps need. */
-const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'maps', 'eval', 'stages'];
+const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'maps', 'eval', 'stages', 'cli'];
 
 /**
  * Make workspace `dir`: links to the code, the repo's dvc.yaml, and its params.yaml with `preset`

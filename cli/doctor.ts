@@ -6,8 +6,8 @@ import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { execa } from 'execa';
 import sharp from 'sharp';
-import { initBackend } from './backend.js';
-import { messageOf } from './errors.js';
+import { initBackend } from '../pipeline/backend.js';
+import { messageOf } from '../pipeline/errors.js';
 import { tagsegVersion } from './version.js';
 
 export interface DoctorReport {

@@ -4,7 +4,7 @@
  * single- and double-quoted scalars at width 80, nesting. The expected texts are ruamel's output.
  */
 import { describe, expect, it } from 'vitest';
-import { PyFloat, type PyMap, dumpPy, parsePy, pyEqual, pyFloatRepr } from '../../pipeline/pyyaml.js';
+import { PyFloat, type PyMap, dumpPy, parsePy, pyEqual, pyFloatRepr } from '../../cli/pyyaml.js';
 
 const RUAMEL_1 = `stages:
   train:

@@ -6,7 +6,7 @@
 import { execa } from 'execa';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { TagsegError } from './errors.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 /** Which runner `repro`/`status` use at `root`, and why (for the log line). */
 export async function chooseRunner(root: string, allowDvc = true): Promise<{ runner: 'dvc' | 'tagseg'; why: string }> {

@@ -11,9 +11,9 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { stageCodeDeps } from '../../pipeline/code_deps.js';
-import { buildDag } from '../../pipeline/dag.js';
-import { type DvcStage, lookup, normalize, parseDvcYaml } from '../../pipeline/dvcfile.js';
+import { stageCodeDeps } from '../../cli/code_deps.js';
+import { buildDag } from '../../cli/dag.js';
+import { type DvcStage, lookup, normalize, parseDvcYaml } from '../../cli/dvcfile.js';
 import { type Params, getParam, loadParams } from '../../pipeline/params.js';
 import type { Stage, StageIO } from '../../pipeline/stage.js';
 

@@ -1,5 +1,5 @@
 /**
- * Presets (pipeline/preset.ts, presets/*.yaml) applied by `tagseg workspace --preset`: the
+ * Presets (cli/preset.ts, presets/*.yaml) applied by `tagseg workspace --preset`: the
  * `photos` preset gives exactly the params of the bash array it replaced, --set wins over a
  * preset, and a bad preset stops with an error naming its file before anything is created.
  */
@@ -10,8 +10,8 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TagsegError } from '../../pipeline/errors.js';
 import { defaultParams, getParam, loadParams } from '../../pipeline/params.js';
-import { presetOverrides } from '../../pipeline/preset.js';
-import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
+import { presetOverrides } from '../../cli/preset.js';
+import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 
 /** bench/msrc_recipe.sh's MSRC_SETS as of commit f7a91b4 (the array presets/photos.yaml replaces). */
 const OLD_MSRC_SETS = [

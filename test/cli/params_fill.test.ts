@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_PARAMS_YAML, loadParams } from '../../pipeline/params.js';
-import { fillMissingSections, sectionBlocks } from '../../pipeline/params_fill.js';
+import { fillMissingSections, sectionBlocks } from '../../cli/params_fill.js';
 
 describe('params.yaml upgrade', () => {
   it('splits the defaults into one block per top-level section', () => {

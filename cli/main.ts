@@ -4,8 +4,8 @@
  */
 import * as path from 'node:path';
 import { Argument, Command, InvalidArgumentError, Option } from 'commander';
-import { TagsegError, formatError } from './errors.js';
-import { setQuiet } from './log.js';
+import { TagsegError, formatError } from '../pipeline/errors.js';
+import { setQuiet } from '../pipeline/log.js';
 import { tagsegVersion } from './version.js';
 
 const program = new Command();
@@ -41,7 +41,7 @@ program
     setQuiet(Boolean(cmd.opts().quiet));
     // Finish or undo the commit of a stage a kill interrupted before anything reads the outputs.
     if (['repro', 'status', 'import'].includes(action.name())) {
-      const { recoverCommits } = await import('./commit.js');
+      const { recoverCommits } = await import('../pipeline/commit.js');
       await recoverCommits(rootOf());
     }
   })
@@ -82,7 +82,7 @@ program
   .option('--set <key=value>', 'params.yaml override (repeatable)', collect, [])
   .option('--json', 'print a JSON summary')
   .action(async (o: Record<string, unknown>) => {
-    const { loadParams } = await import('./params.js');
+    const { loadParams } = await import('../pipeline/params.js');
     const { generateSynthetic } = await import('../data/synth.js');
     const p = await loadParams(path.join(rootOf(), 'params.yaml'), o.set as string[]);
     const opts = {
@@ -114,7 +114,7 @@ program
   .option('--json', 'print a JSON summary')
   .action(async (dataset: string, o: Record<string, unknown>) => {
     const { ingestDataset, formatIngest } = await import('../stages/ingest/ingest.js');
-    const { withStageCommit } = await import('./commit.js');
+    const { withStageCommit } = await import('../pipeline/commit.js');
     const out = path.resolve(rootOf(), o.out as string);
     const tables = [path.join(out, 'dataset.arrow'), path.join(out, 'images.arrow')];
     // Both tables are committed together, as the ingest stage's are (commit.ts).
@@ -143,7 +143,7 @@ program
   .option('--json', 'print JSON summaries')
   .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
     const { runStages } = await import('../stages/index.js');
-    const { parseShard } = await import('./shard.js');
+    const { parseShard } = await import('../pipeline/shard.js');
     const results = await runStages(rootOf(), names, o.set, Boolean(o.json), o.shard === undefined ? undefined : parseShard(o.shard));
     if (o.json) print(true, results, () => '');
   });
@@ -188,7 +188,7 @@ program
       process.stdout.write(added.length ? `added to ${file}: ${added.join(', ')}\n` : `${file} already has every section\n`);
       return;
     }
-    const { loadParams } = await import('./params.js');
+    const { loadParams } = await import('../pipeline/params.js');
     process.stdout.write(`${JSON.stringify(await loadParams(file, o.set), null, 2)}\n`);
   });
 
@@ -206,7 +206,7 @@ program
 
 program
   .command('dvc-deps')
-  .description("check dvc.yaml's deps against each stage's import closure and data reads (pipeline/code_deps.ts); --write rewrites them")
+  .description("check dvc.yaml's deps against each stage's import closure and data reads (cli/code_deps.ts); --write rewrites them")
   .option('--write', 'rewrite the deps lists of dvc.yaml (code deps first, data deps kept)')
   .action(async (o: { write?: boolean }) => {
     const { dvcDepsCommand } = await import('./code_deps.js');
@@ -259,7 +259,7 @@ Example: masks for MSRC-v2's test images, then their scores where masks exist
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined, idsFile: o.ids ? path.resolve(o.ids) : undefined,
       scales: o.scales, flip: flipSet ? Boolean(o.flip) : undefined, crf: crfSet ? Boolean(o.crf) : undefined, batchSize: o.batchSize, threads: o.threads,
       onError: o.onError, tags: o.tags ? path.resolve(o.tags) : undefined,
-      shard: o.shard === undefined ? undefined : (await import('./shard.js')).parseShard(o.shard),
+      shard: o.shard === undefined ? undefined : (await import('../pipeline/shard.js')).parseShard(o.shard),
     });
     const skippedLines = r.skipped.map((s) => `\n  skipped ${path.relative(process.cwd(), s.file) || s.file}: ${s.reason}`).join('');
     print(Boolean(o.json), r, () => `wrote ${r.images} masks to ${r.out} (scales ${r.scales.join(', ')}${r.flip ? ' + flip' : ''}${r.crf ? ' + CRF' : ''}) in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(2)} images/s (${r.threads} CRF thread${r.threads === 1 ? '' : 's'}); ${r.skipped.length} skipped${skippedLines}`);
@@ -276,7 +276,7 @@ program
   .option('--json', 'print the JSON report instead of the table')
   .action(async (o: { pred: string; gt: string; classes: string; ids?: string; out?: string; json?: boolean }) => {
     const { evaluateFolders, formatFolderEval, readIdsFile } = await import('../eval/segeval.js');
-    const { writeFileAtomic } = await import('./fsutil.js');
+    const { writeFileAtomic } = await import('../pipeline/fsutil.js');
     const r = await evaluateFolders({
       pred: path.resolve(o.pred), gt: path.resolve(o.gt), classes: path.resolve(o.classes),
       ids: o.ids ? await readIdsFile(path.resolve(o.ids)) : undefined,
@@ -324,12 +324,12 @@ program
     `
 Needs a workspace run up to refine (tagseg repro refine). Finished (fold, seed) runs are kept and skipped
 on a rerun, so the protocol can be stopped and continued. Every score is on a held-out fold, at full
-coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: eval/cv.ts.`,
+coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: cli/cv.ts.`,
   )
   .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; foldSeed: number; set: string[]; out: string; json?: boolean }) => {
-    const { CV_PRESETS, runCv } = await import('../eval/cv.js');
-    const { formatCv } = await import('../eval/cv_summary.js');
-    const { log } = await import('./log.js');
+    const { CV_PRESETS, runCv } = await import('./cv.js');
+    const { formatCv } = await import('./cv_summary.js');
+    const { log } = await import('../pipeline/log.js');
     const preset = CV_PRESETS[o.preset];
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
     const r = await runCv({
@@ -343,7 +343,7 @@ coverage (every pixel with a valid ground truth counts, ignore counts as wrong).
 /** The sharded stages named (default: every one), and their shard count (--shards or params.yaml). */
 async function shardedStages(names: string[] | undefined, shards: number | undefined, sets: string[]) {
   const { loadStage, loadStages } = await import('../stages/index.js');
-  const { loadParams, getParam } = await import('./params.js');
+  const { loadParams, getParam } = await import('../pipeline/params.js');
   const p = await loadParams(path.join(rootOf(), 'params.yaml'), sets);
   const all = await loadStages();
   const stages = names?.length ? await Promise.all(names.map((n) => loadStage(n))) : all.filter((s) => s.sharded);
@@ -368,7 +368,7 @@ shardOptions(cluster.command('dvc'))
   .addOption(new Option('--form <form>', 'DVC syntax').choices(['foreach', 'matrix']).default('foreach'))
   .action(async (o: { stage: string[]; shards?: number; set: string[]; form: 'foreach' | 'matrix' }) => {
     const { dvcShardedStages } = await import('./cluster.js');
-    const { loadParams } = await import('./params.js');
+    const { loadParams } = await import('../pipeline/params.js');
     const YAML = (await import('yaml')).default;
     const { readFile } = await import('node:fs/promises');
     const raw = YAML.parse(await readFile(path.join(rootOf(), 'dvc.yaml'), 'utf8')) as { stages: Record<string, Record<string, unknown>> };
@@ -437,7 +437,7 @@ review
   .description("create review/decisions.csv (header only) and the dataset.corrections folder where missing: segment deps (projects made before them)")
   .action(async () => {
     const { ensureReviewFiles } = await import('../data/review.js');
-    const { loadParams } = await import('./params.js');
+    const { loadParams } = await import('../pipeline/params.js');
     const p = await loadParams(path.join(rootOf(), 'params.yaml'));
     await ensureReviewFiles(rootOf(), p.dataset.corrections);
     process.stdout.write(`review files ready: review/decisions.csv${p.dataset.corrections ? `, ${p.dataset.corrections}/` : ''}\n`);

@@ -1,5 +1,5 @@
 /**
- * dvc.yaml's code deps are each stage's real import closure (pipeline/code_deps.ts), in both
+ * dvc.yaml's code deps are each stage's real import closure (cli/code_deps.ts), in both
  * directions, with no skip: a file a stage imports but dvc.yaml leaves out, or a dep it never
  * loads, fails here. Also: what the closure must and must not hold (editing the CLI, docs, benches
  * or another stage's private files leaves a stage fresh; editing what it imports makes it stale).
@@ -10,8 +10,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { codeClosure, compressDeps, covers, depsDiff, expectedDeps, RUNTIME_LOADS, rewriteDeps, stageEntries } from '../../pipeline/code_deps.js';
-import { parseDvcYaml } from '../../pipeline/dvcfile.js';
+import { codeClosure, compressDeps, covers, depsDiff, expectedDeps, RUNTIME_LOADS, rewriteDeps, stageEntries } from '../../cli/code_deps.js';
+import { parseDvcYaml } from '../../cli/dvcfile.js';
 
 const root = process.cwd();
 let e: Awaited<ReturnType<typeof expectedDeps>>;
@@ -41,7 +41,7 @@ describe('dvc.yaml code deps = the import closure', () => {
     expect(covers(depsOf('refine'), 'stages/refine/worker.ts')).toBe(true); // loaded by worker_boot.mjs, no import
     expect(covers(depsOf('audit'), 'stages/audit/report/app.js')).toBe(true); // read as a template
     for (const s of e.dvc.stages) {
-      for (const f of ['pipeline/cli.ts', 'bin/tagseg.js', 'stages/index.ts', 'pipeline/runner.ts', 'pipeline/dag.ts', 'README.md', 'bench/run.sh', 'test/e2e/cam.test.ts', 'stages/segment/predict.ts', 'eval/segeval.ts']) {
+      for (const f of ['cli/main.ts', 'bin/tagseg.js', 'stages/index.ts', 'cli/runner.ts', 'cli/dag.ts', 'README.md', 'bench/run.sh', 'test/e2e/cam.test.ts', 'stages/segment/predict.ts', 'eval/segeval.ts']) {
         expect(covers(s.deps, f), `${s.name} depends on ${f}`).toBe(false);
       }
     }
@@ -63,7 +63,7 @@ describe('dvc.yaml code deps = the import closure', () => {
 });
 
 /** What `tagseg run <stage>` loads besides the stage's closure: they parse argv and pick the module. */
-const DISPATCH = ['bin/tagseg.js', 'pipeline/cli.ts', 'pipeline/version.ts', 'stages/index.ts'];
+const DISPATCH = ['bin/tagseg.js', 'cli/main.ts', 'cli/version.ts', 'stages/index.ts'];
 
 /** Project files `node bin/tagseg.js run <stage>` loads (in an empty folder: it loads the stage, then stops at the missing params.yaml). */
 async function loadedBy(stage: string): Promise<string[]> {

@@ -12,7 +12,7 @@
  * than a block mapping at the top (all dvc.lock needs).
  */
 import YAML, { type Document, isAlias, isMap, isScalar, isSeq, type Node } from 'yaml';
-import { TagsegError } from './errors.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 /** A Python float (JS numbers cannot tell `1.0` from `1`). */
 export class PyFloat {

@@ -21,9 +21,9 @@ import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { type DvcFile, type DvcStage, loadDvcYaml, lookup, stageOutputs } from './dvcfile.js';
 import { DVC_LOCK, DvcHasher, type PathInfo, dvcCacheDir, lockEntry, parseLockEntry, readDvcLock, storeInCache, writeDvcLock } from './dvclock.js';
-import { TagsegError, messageOf } from './errors.js';
-import { log } from './log.js';
-import { applyOverridesToText, closest, isPlainObject, loadParams } from './params.js';
+import { TagsegError, messageOf } from '../pipeline/errors.js';
+import { log } from '../pipeline/log.js';
+import { applyOverridesToText, closest, isPlainObject, loadParams } from '../pipeline/params.js';
 import { type PyMap, type PyValue, parsePy, pyEqual, pyStr } from './pyyaml.js';
 
 export { DVC_LOCK } from './dvclock.js';

@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { TagsegError } from './errors.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 export const DVCIGNORE = '.dvcignore';
 

@@ -1,5 +1,5 @@
 /**
- * The CV protocol's summary (eval/cv.ts) and its readable table. All scores are fractions in
+ * The CV protocol's summary (cli/cv.ts) and its readable table. All scores are fractions in
  * [0, 1] (the table prints percent); `miou` is at full coverage (ignore counted as wrong),
  * `miou_labelled` over the labelled pixels only (stages/segment SegScores). The segmenter's
  * figure is the mean ± sample sd over seeds of each seed's average over folds (fold-to-fold

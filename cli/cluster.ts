@@ -11,9 +11,9 @@ import type { Job } from 'kubernetes-types/batch/v1.js';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { shellQuote } from './dvcfile.js';
-import { TagsegError } from './errors.js';
-import type { Params } from './params.js';
-import type { Stage } from './stage.js';
+import { TagsegError } from '../pipeline/errors.js';
+import type { Params } from '../pipeline/params.js';
+import type { Stage } from '../pipeline/stage.js';
 
 /** `${item}` (foreach over a list) or `${item.shard}` (matrix), DVC's per-shard variable. */
 function itemVar(form: 'foreach' | 'matrix'): string {

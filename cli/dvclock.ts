@@ -6,7 +6,7 @@
  *   - a directory: `md5` = `<hex>.dir`, the MD5 of its listing `[{"md5", "relpath"}]` sorted by
  *     relpath and serialised as Python's `json.dumps(..., sort_keys=True)`; `size` = total bytes,
  *     `nfiles`. Every file counts, dot-files too; `.git`, `.hg` and `.dvc` folders do not (DVC's
- *     default ignores), nor what the project's .dvcignore files exclude (pipeline/dvcignore.ts);
+ *     default ignores), nor what the project's .dvcignore files exclude (cli/dvcignore.ts);
  *   - per stage: `cmd`, `deps` and `outs` (outs, metrics and plots together) sorted by path,
  *     `params` = {params.yaml: {key: value}} with the listed keys sorted (a section nested, a
  *     dotted key under its dotted name), empty fields left out.
@@ -18,8 +18,8 @@ import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { DVCIGNORE, DvcIgnore, refuseNestedDvcignore } from './dvcignore.js';
-import { TagsegError, messageOf } from './errors.js';
-import { hashFile, writeFileAtomic } from './fsutil.js';
+import { TagsegError, messageOf } from '../pipeline/errors.js';
+import { hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { type PyMap, type PyValue, dumpPy, parsePy } from './pyyaml.js';
 
 export const DVC_LOCK = 'dvc.lock';

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { setQuiet } from '../../pipeline/log.js';
 import { DEFAULT_PARAMS_YAML } from '../../pipeline/params.js';
-import { reproCommand, statusCommand } from '../../pipeline/runner.js';
+import { reproCommand, statusCommand } from '../../cli/runner.js';
 
 const DVC_YAML = `stages:
   a:

@@ -8,10 +8,10 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { lockFromWorkspace, repro, status } from '../../pipeline/dag.js';
-import { DvcHasher, dirListing, lockText } from '../../pipeline/dvclock.js';
+import { lockFromWorkspace, repro, status } from '../../cli/dag.js';
+import { DvcHasher, dirListing, lockText } from '../../cli/dvclock.js';
 import { setQuiet } from '../../pipeline/log.js';
-import type { PyMap } from '../../pipeline/pyyaml.js';
+import type { PyMap } from '../../cli/pyyaml.js';
 
 const FIXTURE = path.resolve(__dirname, '../../../shared/dvc-fixtures/basic');
 let root: string;

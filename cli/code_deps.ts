@@ -1,16 +1,16 @@
 /**
  * dvc.yaml's code deps against each stage's import closure (code_closure.ts): the check and the
- * rewrite behind `tagseg dvc-deps [--write]` and test/pipeline/code_deps.test.ts.
+ * rewrite behind `tagseg dvc-deps [--write]` and test/cli/code_deps.test.ts.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import YAML, { isScalar, isSeq, Scalar } from 'yaml';
-import { CLI_STAGE_ENTRIES, stageCodeDeps } from './code_closure.js';
+import { CLI_STAGE_ENTRIES, stageCodeDeps } from '../pipeline/code_closure.js';
 import { type DvcFile, interpolate, loadDvcYaml, normalize } from './dvcfile.js';
-import { TagsegError } from './errors.js';
-import { writeFileAtomic } from './fsutil.js';
+import { TagsegError } from '../pipeline/errors.js';
+import { writeFileAtomic } from '../pipeline/fsutil.js';
 
-export { CLI_STAGE_ENTRIES, LIBRARIES, RUN_PATH, RUNTIME_LOADS, codeClosure, compressDeps, covers, stageCodeDeps, stageEntries } from './code_closure.js';
+export { CLI_STAGE_ENTRIES, LIBRARIES, RUN_PATH, RUNTIME_LOADS, codeClosure, compressDeps, covers, stageCodeDeps, stageEntries } from '../pipeline/code_closure.js';
 
 /**
  * dvc.yaml text with each stage's deps = its code deps (first) + its data deps: the entries whose
@@ -45,7 +45,7 @@ export function depsDiff(stage: string, dvcDeps: readonly string[], code: readon
 
 /** Per dvc.yaml stage: its code deps and its data reads (io(params).reads; none for CLI stages). */
 export async function expectedDeps(root: string): Promise<{ code: Record<string, string[]>; reads: Record<string, string[]>; dvc: DvcFile; vars: Record<string, unknown> }> {
-  const { loadParams } = await import('./params.js');
+  const { loadParams } = await import('../pipeline/params.js');
   const { loadStage } = await import('../stages/index.js');
   const params = await loadParams(path.join(root, 'params.yaml'));
   const vars = params as unknown as Record<string, unknown>;
