@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-const CORE = ['pipeline', 'data', 'nn', 'ops', 'eval'];
+const CORE = ['pipeline', 'data', 'nn', 'ops', 'maps', 'eval'];
 /** Folder -> the top-level folders its files must not import. */
 const FORBIDDEN: Record<string, string[]> = Object.fromEntries([
   ...CORE.map((d) => [d, ['cli', 'stages']]),
