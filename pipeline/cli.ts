@@ -82,9 +82,10 @@ program
   .option('--set <key=value>', 'params.yaml override (repeatable)', collect, [])
   .option('--json', 'print a JSON summary')
   .action(async (o: Record<string, unknown>) => {
-    const { loadParams } = await import('./params.js');
+    // The shared sections only (seed, synth), as a stage run: the synth stage's code deps hold no stage's params.
+    const { readParams, stageSpec } = await import('./params_core.js');
     const { generateSynthetic } = await import('../data/synth.js');
-    const p = await loadParams(path.join(rootOf(), 'params.yaml'), o.set as string[]);
+    const p = (await readParams(stageSpec(), path.join(rootOf(), 'params.yaml'), o.set as string[])) as import('./params.js').Params;
     const opts = {
       out: path.resolve(rootOf(), (o.out as string) ?? p.synth.out),
       images: (o.images as number) ?? p.synth.images,

@@ -38,7 +38,8 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../../pipeline/params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
 import { ThresholdSweep, summarizeSweep } from './evaluate.js';
@@ -48,6 +49,9 @@ import { type ClassMap, classMap, foregroundTags, tagTarget } from './labels.js'
 import { CAM_MODEL_FORMAT, type CamNet, buildCamNet, saveCamModel } from './net.js';
 import { CAM_OUTPUTS, type CamsExtra, camColumns } from './tables.js';
 import { type TrainImage, type TrainResult, trainCam } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'cam'];
 const INPUTS = { dataset: artifact('dataset'), images: artifact('images') } as const;
