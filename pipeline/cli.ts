@@ -180,9 +180,14 @@ program
   .command('params')
   .description('print the validated params (params.yaml + --set), or --fill: add the sections a newer tagseg needs, with their defaults')
   .option('--fill', 'append every missing top-level section of params.yaml with its default values and comments')
+  .option('--defaults', "print the default params.yaml generated from the stages' params.ts declarations (the repo's params.yaml is this text)")
   .option('--set <key=value>', 'override to apply before printing (repeatable)', collect, [])
-  .action(async (o: { fill?: boolean; set: string[] }) => {
+  .action(async (o: { fill?: boolean; defaults?: boolean; set: string[] }) => {
     const file = path.join(rootOf(), 'params.yaml');
+    if (o.defaults) {
+      process.stdout.write((await import('./params.js')).DEFAULT_PARAMS_YAML);
+      return;
+    }
     if (o.fill) {
       const { fillMissingSections } = await import('./params_fill.js');
       const added = await fillMissingSections(file);

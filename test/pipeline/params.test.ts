@@ -46,7 +46,8 @@ async function errorOf(fn: () => Promise<unknown>): Promise<TagsegError> {
 
 describe('params.yaml schema', () => {
   it("the repo's params.yaml is the text generated from the sections' declarations (stages/<x>/params.ts, shared_params.ts)", async () => {
-    expect(await fs.readFile(path.resolve('params.yaml'), 'utf8')).toBe(DEFAULT_PARAMS_YAML);
+    const repo = await fs.readFile(path.resolve('params.yaml'), 'utf8');
+    expect(repo, 'regenerate it: node bin/tagseg.js params --defaults > params.yaml').toBe(DEFAULT_PARAMS_YAML);
     expect(DEFAULT_PARAMS_YAML).toBe(paramsYaml(SECTIONS));
   });
 
