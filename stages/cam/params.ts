@@ -4,8 +4,13 @@ import { backboneKinds } from '../../nn/backbones/index.js';
 import { classifierKeys, trainingKeys } from '../../nn/train_params.js';
 import { key } from '../../pipeline/params_spec.js';
 
+/** A registered backbone's name, checked when validated: one registered at run time (registerBackbone) is accepted too. */
+const backboneName = z.string().superRefine((v, ctx) => {
+  if (!backboneKinds().includes(v)) ctx.addIssue({ code: 'invalid_value', values: backboneKinds(), input: v });
+});
+
 export const camParams = z.strictObject({
-  backbone: key(z.enum(backboneKinds()), 'resnet', 'resnet (from scratch) | mobilenet (ImageNet-pretrained MobileNet v1; use it for photos)'),
+  backbone: key(backboneName, 'resnet', 'resnet (from scratch) | mobilenet (ImageNet-pretrained MobileNet v1; use it for photos)'),
   pretrained: key(z.string(), '', "mobilenet only: a model name, LayersModel dir / model.json / URL; '' = mobilenet_v1_1.0_224 (README: Pretrained weights)"),
   width: key(z.number().int().min(1), 16, 'resnet: channels of the first stage (stages: width x [1, 2, 4, 8])'),
   depth: key(z.array(z.number().int().min(1)).length(4), [1, 1, 1, 1], 'resnet: basic blocks per stage'),
