@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { crfFromKeys } from '../ops/crf.js';
 import { initBackend } from '../pipeline/backend.js';
 import { defaultParams } from '../pipeline/params.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../nn/cam_net.js';
 import { saveSegModel, segNetFromCam } from '../stages/segment/net.js';
 import { predictFolder } from '../stages/segment/predict.js';
 

@@ -16,7 +16,7 @@ import { presetOverrides } from './preset.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** What a workspace links to: everything dvc.yaml's cmds and code deps need. */
-const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'eval', 'stages'];
+const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'maps', 'eval', 'stages'];
 
 /**
  * Make workspace `dir`: links to the code, the repo's dvc.yaml, and its params.yaml with `preset`

@@ -18,7 +18,7 @@
  * Norms are GroupNorm (no moving statistics: correct for the batches of 4-16 a CPU affords;
  * DeepLab freezes BN statistics for small batches instead). Upsampling is bilinear with TF's
  * legacy corner mapping (align_corners = half_pixel_centers = false): the only mode whose
- * gradient is right in tfjs-node (see stages/affinity/head.ts), used at inference alike.
+ * gradient is right in tfjs-node (see nn/affinity_head.ts), used at inference alike.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Features } from '../backbone.js';

@@ -25,7 +25,7 @@ import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { DEFAULT_SEG_HEAD, type SegHead, type SegHeadConfig, buildSegHead, segHeadConfig } from '../../nn/seg_heads/index.js';
 import { upsampleLogits } from '../../nn/seg_heads/deeplab.js';
-import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
+import { type CamModelConfig, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
 
 export const SEG_MODEL_FORMAT = 'tagseg-segment-model';
 

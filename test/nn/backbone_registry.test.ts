@@ -7,7 +7,7 @@ import { backboneConfig, backboneKinds, buildBackbone, registerBackbone } from '
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { defaultParams, validateParams } from '../../pipeline/params.js';
-import { CAM_MODEL_FORMAT, buildCamNet, imageTensor, loadCamModel, saveCamModel } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, imageTensor, loadCamModel, saveCamModel } from '../../nn/cam_net.js';
 
 let tmp: string;
 beforeAll(async () => {

@@ -8,7 +8,7 @@ import { buildSegHead, registerSegHead, segHeadConfig, segHeadKinds } from '../.
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { defaultParams } from '../../pipeline/params.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { loadSegModel, saveSegModel, segLogits, segNetFromCam } from '../../stages/segment/net.js';
 
 let tmp: string;

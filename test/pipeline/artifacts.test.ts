@@ -14,7 +14,7 @@ import { loadStages } from '../../stages/index.js';
 
 const TABLE = Object.values(ARTIFACTS as Record<string, Artifact>);
 const PRODUCER = new Map(TABLE.map((a) => [a.path, a.stage]));
-const PRODUCT_DIRS = ['bin', 'data', 'eval', 'nn', 'ops', 'pipeline', 'stages'];
+const PRODUCT_DIRS = ['bin', 'data', 'eval', 'maps', 'nn', 'ops', 'pipeline', 'stages'];
 
 let params: Params;
 let stages: Stage[];

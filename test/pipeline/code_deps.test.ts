@@ -37,7 +37,7 @@ describe('dvc.yaml code deps = the import closure', () => {
     expect(covers(depsOf('segment'), 'ops/crf.ts')).toBe(true);
     expect(covers(depsOf('refine'), 'ops/crf.ts')).toBe(true);
     expect(covers(depsOf('cam'), 'ops/crf.ts')).toBe(false);
-    expect(covers(depsOf('affinity'), 'stages/cam/net.ts')).toBe(true);
+    expect(covers(depsOf('affinity'), 'nn/cam_net.ts')).toBe(true);
     expect(covers(depsOf('refine'), 'stages/refine/worker.ts')).toBe(true); // loaded by worker_boot.mjs, no import
     expect(covers(depsOf('audit'), 'stages/audit/report/app.js')).toBe(true); // read as a template
     for (const s of e.dvc.stages) {

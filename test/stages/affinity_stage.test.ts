@@ -14,7 +14,7 @@ import { setQuiet } from '../../pipeline/log.js';
 import { loadParams } from '../../pipeline/params.js';
 import { createWorkspace } from '../../pipeline/workspace.js';
 import { runAffinity } from '../../stages/affinity/index.js';
-import { crfRefiner, downsampleImage, imageAffinityLabels } from '../../stages/affinity/infer.js';
+import { crfRefiner, downsampleImage, imageAffinityLabels } from '../../stages/affinity/image_labels.js';
 import { type AffinityTrainImage, cropPair, cropSide } from '../../stages/affinity/train.js';
 
 describe('affinity helpers', () => {

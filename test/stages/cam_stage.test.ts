@@ -14,9 +14,9 @@ import { repro } from '../../pipeline/dag.js';
 import { type Params, loadParams } from '../../pipeline/params.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { createWorkspace } from '../../pipeline/workspace.js';
-import { decodeFloat16, decodeFloat32 } from '../../stages/cam/f16.js';
+import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { runCam } from '../../stages/cam/index.js';
-import { loadCamModel } from '../../stages/cam/net.js';
+import { loadCamModel } from '../../nn/cam_net.js';
 
 let root: string;
 const TINY = [

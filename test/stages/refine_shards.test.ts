@@ -19,8 +19,8 @@ import { type Row, TableWriter, readAll, readInfo } from '../../pipeline/arrow.j
 import { DEFAULT_PARAMS_YAML, type Params, defaultParams } from '../../pipeline/params.js';
 import { runStages } from '../../stages/index.js';
 import { shardOf } from '../../pipeline/shard.js';
-import { encodeFloat16 } from '../../stages/cam/f16.js';
-import { camColumns } from '../../stages/cam/tables.js';
+import { encodeFloat16 } from '../../maps/f16.js';
+import { camColumns } from '../../maps/cams_table.js';
 import { DATASET_COLUMNS } from '../../stages/ingest/tables.js';
 import { runRefine } from '../../stages/refine/index.js';
 import { REPO } from '../helpers/python.js';

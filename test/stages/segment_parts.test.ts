@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../nn/rng.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { defaultParams } from '../../pipeline/params.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { createSegAux } from '../../stages/segment/contrast.js';
 import { ContextHead, upsampleLogits } from '../../nn/seg_heads/deeplab.js';
 import { segProbs, segmentBatch } from '../../stages/segment/infer.js';
