@@ -82,9 +82,10 @@ program
   .option('--set <key=value>', 'params.yaml override (repeatable)', collect, [])
   .option('--json', 'print a JSON summary')
   .action(async (o: Record<string, unknown>) => {
-    const { loadParams } = await import('../pipeline/params.js');
+    // The shared sections only (seed, synth), as a stage run: the synth stage's code deps hold no stage's params.
+    const { readParams, stageSpec } = await import('../pipeline/params_core.js');
     const { generateSynthetic } = await import('../data/synth.js');
-    const p = await loadParams(path.join(rootOf(), 'params.yaml'), o.set as string[]);
+    const p = (await readParams(stageSpec(), path.join(rootOf(), 'params.yaml'), o.set as string[])) as import('../pipeline/params.js').Params;
     const opts = {
       out: path.resolve(rootOf(), (o.out as string) ?? p.synth.out),
       images: (o.images as number) ?? p.synth.images,
@@ -179,9 +180,14 @@ program
   .command('params')
   .description('print the validated params (params.yaml + --set), or --fill: add the sections a newer tagseg needs, with their defaults')
   .option('--fill', 'append every missing top-level section of params.yaml with its default values and comments')
+  .option('--defaults', "print the default params.yaml generated from the stages' params.ts declarations (the repo's params.yaml is this text)")
   .option('--set <key=value>', 'override to apply before printing (repeatable)', collect, [])
-  .action(async (o: { fill?: boolean; set: string[] }) => {
+  .action(async (o: { fill?: boolean; defaults?: boolean; set: string[] }) => {
     const file = path.join(rootOf(), 'params.yaml');
+    if (o.defaults) {
+      process.stdout.write((await import('../pipeline/params.js')).DEFAULT_PARAMS_YAML);
+      return;
+    }
     if (o.fill) {
       const { fillMissingSections } = await import('./params_fill.js');
       const added = await fillMissingSections(file);

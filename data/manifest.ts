@@ -2,7 +2,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { closest } from '../pipeline/params.js';
+import { closest } from '../pipeline/params_core.js';
 import { log } from '../pipeline/log.js';
 
 /**

@@ -31,7 +31,8 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../../pipeline/params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../../maps/evaluate.js';
 import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../../maps/f16.js';
@@ -41,6 +42,9 @@ import { imageAffinityLabels } from './image_labels.js';
 import { IGNORE } from './pairs.js';
 import { affinityNetFromCam, saveAffinityModel } from '../../nn/affinity_net.js';
 import { type AffinityTrainImage, type AffinityTrainResult, LABEL_STRIDE, trainAffinity } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 /** bg thresholds 0.05, 0.10, ..., 0.95. */
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);

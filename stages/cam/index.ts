@@ -38,7 +38,8 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../../pipeline/params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
 import { ThresholdSweep, summarizeSweep } from '../../maps/evaluate.js';
@@ -49,6 +50,9 @@ import { type ClassMap, classMap, foregroundTags, tagTarget } from '../../maps/l
 import { CAM_MODEL_FORMAT, type CamNet, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { type CamsExtra, camColumns } from '../../maps/cams_table.js';
 import { type TrainImage, type TrainResult, trainCam } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 export const CAM_OUTPUTS = {
   cams: artifact('cams'),

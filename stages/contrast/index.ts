@@ -30,7 +30,8 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../../pipeline/params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { walkImage } from '../../maps/random_walk.js';
 import { loadAffinityModel } from '../../nn/affinity_net.js';
@@ -42,6 +43,9 @@ import { computeRcaCams } from './infer.js';
 import { contrastNetFromCam, saveContrastModel } from './net.js';
 import { CONTRAST_OUTPUTS, contrastColumns } from './tables.js';
 import { type ContrastTrainImage, type ContrastTrainResult, trainContrast } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 /** bg thresholds 0.05, 0.10, ..., 0.95 (the affinity stage's sweep, so the figures compare). */
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);

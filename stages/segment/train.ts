@@ -25,7 +25,7 @@ import { trainStep } from '../../nn/train.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import type { Params } from '../../pipeline/params.js';
 import { IGNORE } from './labels.js';
-import { upsampleLogits } from './head.js';
+import { upsampleLogits } from '../../nn/seg_heads/deeplab.js';
 import type { SegNet } from './net.js';
 
 export interface SegTrainImage {

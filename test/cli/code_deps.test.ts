@@ -49,6 +49,16 @@ describe('dvc.yaml code deps = the import closure', () => {
     expect(covers(depsOf('refine'), 'stages/segment/train.ts')).toBe(false);
   });
 
+  it("a stage depends on its own folder's params file and the shared sections, never another folder's or the registry", () => {
+    const folders = ['ingest', 'cam', 'affinity', 'contrast', 'refine', 'segment', 'audit'];
+    for (const s of e.dvc.stages) {
+      const own = /^stages\/([^/]+)\//.exec(stageEntries(s.name)[0]!)?.[1]; // the folder its module lives in (synth: none)
+      expect(covers(s.deps, 'pipeline/shared_params.ts'), s.name).toBe(true);
+      expect(covers(s.deps, 'pipeline/params.ts'), `${s.name} depends on the params registry`).toBe(false);
+      for (const f of folders) expect(covers(s.deps, `stages/${f}/params.ts`), `${s.name} and stages/${f}/params.ts`).toBe(own === f);
+    }
+  });
+
   it('every closure file that reaches a file by path (import.meta.url) says what it loads in RUNTIME_LOADS', async () => {
     const all = new Set<string>();
     for (const s of e.dvc.stages) for (const f of await codeClosure(root, stageEntries(s.name))) all.add(f);

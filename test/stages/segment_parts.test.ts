@@ -13,7 +13,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { defaultParams } from '../../pipeline/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { createSegAux } from '../../stages/segment/contrast.js';
-import { ContextHead, upsampleLogits } from '../../stages/segment/head.js';
+import { ContextHead, upsampleLogits } from '../../nn/seg_heads/deeplab.js';
 import { segProbs, segmentBatch } from '../../stages/segment/infer.js';
 import { type DenseCrfOptions, argmaxLabels, denseCrf, unaryFromProbs } from '../../ops/crf.js';
 import { carveVal, idHash, isValId, labelledFraction, labelsAtWorkingSize } from '../../stages/segment/labels.js';
