@@ -33,7 +33,7 @@ import { readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { log } from '../pipeline/log.js';
-import { type Params, loadParams } from '../pipeline/params.js';
+import { type Params, loadParams } from '../stages/params.js';
 import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
 import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';

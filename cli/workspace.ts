@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, writeFileAtomic } from '../pipeline/fsutil.js';
-import { loadParams, validateParams, writeOverrides } from '../pipeline/params.js';
+import { loadParams, validateParams, writeOverrides } from '../stages/params.js';
 import { presetOverrides } from './preset.js';
 
 /** The repository this code runs from. */

@@ -2,7 +2,7 @@
  * params.yaml machinery the stages stand on: loading with `--set` overrides, validation against a
  * set of sections, in-place edits that keep comments (what `dvc exp run -S` does), and stable
  * hashes of parameter subsets. Which sections exist is not known here: a ParamSpec names them.
- * pipeline/params.ts (the registry the CLI uses) validates every section; a stage run validates
+ * stages/params.ts (the registry the CLI uses) validates every section; a stage run validates
  * the shared sections and its own (`stageSpec`), so its code deps hold its own params file only.
  *
  * Why strict: a typo such as `ingest.sise: 256` would otherwise be ignored silently and the run

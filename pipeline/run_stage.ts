@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { withStageCommit } from './commit.js';
 import { removeLeftovers } from './fsutil.js';
 import { log } from './log.js';
-import type { Params } from './params.js';
+import type { Params } from '../stages/params.js';
 import { readParams, stageSpec } from './params_core.js';
 import type { Sections } from './params_spec.js';
 import { checkOutputsWritable } from './preflight.js';

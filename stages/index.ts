@@ -2,7 +2,7 @@
  * Every stage tagseg can run, in pipeline order, loaded on demand: `tagseg run cam` imports only
  * cam's module, so a stage's code deps (cli/code_deps.ts) start at its own module, never at
  * this list. Adding a stage = a folder under stages/ exporting `stage` and the params `sections`
- * it validates (its folder's params.ts: a new section also gets its line in pipeline/params.ts
+ * it validates (its folder's params.ts: a new section also gets its line in stages/params.ts
  * SECTIONS), an entry here, and its entry in dvc.yaml (tests check they agree).
  */
 import { recoverCommits } from '../pipeline/commit.js';

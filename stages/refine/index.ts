@@ -32,7 +32,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import { paramsHash } from '../../pipeline/params_core.js';
 import { type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';

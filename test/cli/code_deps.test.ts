@@ -54,7 +54,7 @@ describe('dvc.yaml code deps = the import closure', () => {
     for (const s of e.dvc.stages) {
       const own = /^stages\/([^/]+)\//.exec(stageEntries(s.name)[0]!)?.[1]; // the folder its module lives in (synth: none)
       expect(covers(s.deps, 'pipeline/shared_params.ts'), s.name).toBe(true);
-      expect(covers(s.deps, 'pipeline/params.ts'), `${s.name} depends on the params registry`).toBe(false);
+      expect(covers(s.deps, 'stages/params.ts'), `${s.name} depends on the params registry`).toBe(false);
       for (const f of folders) expect(covers(s.deps, `stages/${f}/params.ts`), `${s.name} and stages/${f}/params.ts`).toBe(own === f);
     }
   });

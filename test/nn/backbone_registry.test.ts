@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backboneConfig, backboneKinds, buildBackbone, registerBackbone } from '../../nn/backbones/index.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { defaultParams, validateParams } from '../../pipeline/params.js';
+import { defaultParams, validateParams } from '../../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, imageTensor, loadCamModel, saveCamModel } from '../../nn/cam_net.js';
 
 let tmp: string;

@@ -7,7 +7,7 @@ import { backboneConfig } from '../../nn/backbones/index.js';
 import { buildSegHead, registerSegHead, segHeadConfig, segHeadKinds } from '../../nn/seg_heads/index.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { loadSegModel, saveSegModel, segLogits, segNetFromCam } from '../../stages/segment/net.js';
 

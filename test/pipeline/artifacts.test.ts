@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ARTIFACTS, type Artifact, artifactsOf } from '../../pipeline/artifacts.js';
 import { type DvcStage, loadDvcYaml, normalize } from '../../cli/dvcfile.js';
-import { type Params, loadParams } from '../../pipeline/params.js';
+import { type Params, loadParams } from '../../stages/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { loadStages } from '../../stages/index.js';
 

@@ -14,7 +14,7 @@ import {
   paramsHash,
   validateParams,
   writeOverrides,
-} from '../../pipeline/params.js';
+} from '../../stages/params.js';
 import { readParams, stageSpec } from '../../pipeline/params_core.js';
 import { key, paramsYaml, sectionDefaults } from '../../pipeline/params_spec.js';
 import { sections as camSections } from '../../stages/cam/params.js';

@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SECTIONS, loadParams } from '../../pipeline/params.js';
+import { SECTIONS, loadParams } from '../../stages/params.js';
 import { paramsYaml } from '../../pipeline/params_spec.js';
 import { STAGE_NAMES, registerStage, runStages } from '../../stages/index.js';
 import { sections as toySections } from './toy_stage/params.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TableReader, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
-import { type Params, loadParams } from '../../pipeline/params.js';
+import { type Params, loadParams } from '../../stages/params.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../nn/rng.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { createSegAux } from '../../stages/segment/contrast.js';
 import { ContextHead, upsampleLogits } from '../../nn/seg_heads/deeplab.js';

@@ -6,25 +6,26 @@
  * generated from those declarations.
  *
  * Adding a section = its folder's params.ts exporting `sections`, and one line in SECTIONS.
- * Stage code does not import this module (it would make every params file a code dep of every
- * stage): stages use pipeline/params_core.ts, and this module only for the `Params` type.
+ * It sits in the stage layer because it imports every stage folder's params.ts. Stage code does not
+ * import it at run time (it would make every params file a code dep of every stage): stages use
+ * pipeline/params_core.ts, and this module only for the `Params` type, as the core does.
  */
 import YAML from 'yaml';
 import { z } from 'zod';
-import { sections as affinity } from '../stages/affinity/params.js';
-import { sections as audit } from '../stages/audit/params.js';
-import { sections as cam } from '../stages/cam/params.js';
-import { sections as contrast } from '../stages/contrast/params.js';
-import { sections as ingest } from '../stages/ingest/params.js';
-import { sections as refine } from '../stages/refine/params.js';
-import { sections as segment } from '../stages/segment/params.js';
+import { sections as affinity } from './affinity/params.js';
+import { sections as audit } from './audit/params.js';
+import { sections as cam } from './cam/params.js';
+import { sections as contrast } from './contrast/params.js';
+import { sections as ingest } from './ingest/params.js';
+import { sections as refine } from './refine/params.js';
+import { sections as segment } from './segment/params.js';
 import {
   type Override, type ParamSpec, checkParams, editParams, editParamsText, paramKeys, parseOverrideIn, readParams,
-} from './params_core.js';
-import { paramsYaml } from './params_spec.js';
-import { SHARED_SECTIONS } from './shared_params.js';
+} from '../pipeline/params_core.js';
+import { paramsYaml } from '../pipeline/params_spec.js';
+import { SHARED_SECTIONS } from '../pipeline/shared_params.js';
 
-export { type Override, closest, getParam, isPlainObject, paramsHash, setIn, stableStringify } from './params_core.js';
+export { type Override, closest, getParam, isPlainObject, paramsHash, setIn, stableStringify } from '../pipeline/params_core.js';
 
 /** Top-level sections of params.yaml, in file order: one line per folder that owns some. */
 export const SECTIONS = { ...SHARED_SECTIONS, ...ingest, ...cam, ...affinity, ...contrast, ...refine, ...segment, ...audit };
