@@ -15,10 +15,10 @@ import { multiLabelScores } from '../eval/metrics.js';
 import { loadMobileNetV1 } from '../nn/mobilenet.js';
 import { CamHead } from '../nn/heads.js';
 import { AdamW } from '../nn/optim.js';
-import { ThresholdSweep } from '../stages/cam/evaluate.js';
-import { classMap, foregroundTags, tagTarget } from '../stages/cam/labels.js';
+import { ThresholdSweep } from '../maps/evaluate.js';
+import { classMap, foregroundTags, tagTarget } from '../maps/labels.js';
 import { computeCams } from '../stages/cam/infer.js';
-import { type CamNet, loadCamModel } from '../stages/cam/net.js';
+import { type CamNet, loadCamModel } from '../nn/cam_net.js';
 
 const ws = process.argv[2];
 const modelArg = process.argv.indexOf('--model');

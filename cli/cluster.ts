@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { shellQuote } from './dvcfile.js';
 import { TagsegError } from '../pipeline/errors.js';
-import type { Params } from '../pipeline/params.js';
+import type { Params } from '../stages/params.js';
 import type { Stage } from '../pipeline/stage.js';
 
 /** `${item}` (foreach over a list) or `${item.shard}` (matrix), DVC's per-shard variable. */

@@ -45,7 +45,7 @@ export function depsDiff(stage: string, dvcDeps: readonly string[], code: readon
 
 /** Per dvc.yaml stage: its code deps and its data reads (io(params).reads; none for CLI stages). */
 export async function expectedDeps(root: string): Promise<{ code: Record<string, string[]>; reads: Record<string, string[]>; dvc: DvcFile; vars: Record<string, unknown> }> {
-  const { loadParams } = await import('../pipeline/params.js');
+  const { loadParams } = await import('../stages/params.js');
   const { loadStage } = await import('../stages/index.js');
   const params = await loadParams(path.join(root, 'params.yaml'));
   const vars = params as unknown as Record<string, unknown>;

@@ -28,12 +28,12 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { DECISIONS_FILE } from '../data/review.js';
 import { storeOf } from '../nn/train_store.js';
+import { artifact } from '../pipeline/artifacts.js';
 import { readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { log } from '../pipeline/log.js';
-import { type Params, loadParams } from '../pipeline/params.js';
-import { CAM_OUTPUTS } from '../stages/cam/tables.js';
+import { type Params, loadParams } from '../stages/params.js';
 import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
 import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';
@@ -153,7 +153,7 @@ export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt',
   const at = (rel: string) => path.resolve(root, rel);
   const data: Record<string, string> = {
     [INPUTS.images]: await hashInput(at(INPUTS.images)),
-    [CAM_OUTPUTS.model]: await hashInput(path.join(at(CAM_OUTPUTS.model), 'weights', 'weights.bin')),
+    [artifact('camModel')]: await hashInput(path.join(at(artifact('camModel')), 'weights', 'weights.bin')),
   };
   if (labels === 'pseudo') {
     data[INPUTS.pseudo] = await hashInput(at(INPUTS.pseudo));

@@ -23,7 +23,7 @@ import { type DvcFile, type DvcStage, loadDvcYaml, lookup, stageOutputs } from '
 import { DVC_LOCK, DvcHasher, type PathInfo, dvcCacheDir, lockEntry, parseLockEntry, readDvcLock, storeInCache, writeDvcLock } from './dvclock.js';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
-import { applyOverridesToText, closest, isPlainObject, loadParams } from '../pipeline/params.js';
+import { applyOverridesToText, closest, isPlainObject, loadParams } from '../stages/params.js';
 import { type PyMap, type PyValue, parsePy, pyEqual, pyStr } from './pyyaml.js';
 
 export { DVC_LOCK } from './dvclock.js';

@@ -15,7 +15,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { closest, isPlainObject } from '../pipeline/params.js';
+import { closest, isPlainObject } from '../pipeline/params_core.js';
 import { PyFloat, PyRaw, type PyValue, parsePy, pyStr } from './pyyaml.js';
 
 /** An output (outs, metrics or plots entry). */

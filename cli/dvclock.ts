@@ -6,7 +6,7 @@
  *   - a directory: `md5` = `<hex>.dir`, the MD5 of its listing `[{"md5", "relpath"}]` sorted by
  *     relpath and serialised as Python's `json.dumps(..., sort_keys=True)`; `size` = total bytes,
  *     `nfiles`. Every file counts, dot-files too; `.git`, `.hg` and `.dvc` folders do not (DVC's
- *     default ignores);
+ *     default ignores), nor what the project's .dvcignore files exclude (cli/dvcignore.ts);
  *   - per stage: `cmd`, `deps` and `outs` (outs, metrics and plots together) sorted by path,
  *     `params` = {params.yaml: {key: value}} with the listed keys sorted (a section nested, a
  *     dotted key under its dotted name), empty fields left out.
@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { DVCIGNORE, DvcIgnore, refuseNestedDvcignore } from './dvcignore.js';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { type PyMap, type PyValue, dumpPy, parsePy } from './pyyaml.js';
@@ -146,7 +147,11 @@ export class DvcHasher {
     const abs = path.resolve(this.root, rel);
     const entries: Array<{ relpath: string; md5: string }> = [];
     let size = 0;
-    for (const f of await listFiles(abs)) {
+    const inside = path.relative(this.root, abs);
+    // .dvcignore applies inside the project only (a dep outside it, e.g. ../datasets, is read whole)
+    const ignore = inside.startsWith('..') || path.isAbsolute(inside) ? null : await DvcIgnore.forPath(this.root, inside.split(path.sep).join('/'));
+    const skip = ignore && { ignore, base: inside.split(path.sep).join('/') };
+    for (const f of await listFiles(abs, '', skip)) {
       const fst = await fs.stat(path.join(abs, f));
       entries.push({ relpath: f, md5: await this.fileMd5(path.join(abs, f), fst) });
       size += fst.size;
@@ -170,8 +175,11 @@ export class DvcHasher {
   }
 }
 
-/** Relative posix paths of all files under `dir` (symbolic links followed), DVC's ignores skipped. */
-async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+/**
+ * Relative posix paths of all files under `dir` (symbolic links followed), DVC's default ignores
+ * and the project's .dvcignore patterns (`skip`, with `dir`'s project path) skipped.
+ */
+async function listFiles(dir: string, prefix: string, skip: { ignore: DvcIgnore; base: string } | null): Promise<string[]> {
   const out: string[] = [];
   for (const e of await fs.readdir(path.join(dir, prefix), { withFileTypes: true })) {
     const rel = prefix ? `${prefix}/${e.name}` : e.name;
@@ -181,8 +189,11 @@ async function listFiles(dir: string, prefix = ''): Promise<string[]> {
       if (!target) throw new TagsegError(`broken symbolic link '${path.join(dir, rel)}'`, { hint: 'fix or remove it: it lies inside a dep or output' });
       isDir = target.isDirectory();
     }
+    const projectRel = skip && (skip.base === '' ? rel : `${skip.base}/${rel}`);
+    if (projectRel && e.name === DVCIGNORE && !isDir) refuseNestedDvcignore(projectRel);
+    if (projectRel && skip.ignore.matches(projectRel, isDir)) continue;
     if (isDir) {
-      if (!IGNORED_DIRS.has(e.name)) out.push(...(await listFiles(dir, rel)));
+      if (!IGNORED_DIRS.has(e.name)) out.push(...(await listFiles(dir, rel, skip)));
     } else out.push(rel);
   }
   return out;

@@ -82,9 +82,10 @@ program
   .option('--set <key=value>', 'params.yaml override (repeatable)', collect, [])
   .option('--json', 'print a JSON summary')
   .action(async (o: Record<string, unknown>) => {
-    const { loadParams } = await import('../pipeline/params.js');
+    // The shared sections only (seed, synth), as a stage run: the synth stage's code deps hold no stage's params.
+    const { readParams, stageSpec } = await import('../pipeline/params_core.js');
     const { generateSynthetic } = await import('../data/synth.js');
-    const p = await loadParams(path.join(rootOf(), 'params.yaml'), o.set as string[]);
+    const p = (await readParams(stageSpec(), path.join(rootOf(), 'params.yaml'), o.set as string[])) as import('../stages/params.js').Params;
     const opts = {
       out: path.resolve(rootOf(), (o.out as string) ?? p.synth.out),
       images: (o.images as number) ?? p.synth.images,
@@ -179,16 +180,21 @@ program
   .command('params')
   .description('print the validated params (params.yaml + --set), or --fill: add the sections a newer tagseg needs, with their defaults')
   .option('--fill', 'append every missing top-level section of params.yaml with its default values and comments')
+  .option('--defaults', "print the default params.yaml generated from the stages' params.ts declarations (the repo's params.yaml is this text)")
   .option('--set <key=value>', 'override to apply before printing (repeatable)', collect, [])
-  .action(async (o: { fill?: boolean; set: string[] }) => {
+  .action(async (o: { fill?: boolean; defaults?: boolean; set: string[] }) => {
     const file = path.join(rootOf(), 'params.yaml');
+    if (o.defaults) {
+      process.stdout.write((await import('../stages/params.js')).DEFAULT_PARAMS_YAML);
+      return;
+    }
     if (o.fill) {
       const { fillMissingSections } = await import('./params_fill.js');
       const added = await fillMissingSections(file);
       process.stdout.write(added.length ? `added to ${file}: ${added.join(', ')}\n` : `${file} already has every section\n`);
       return;
     }
-    const { loadParams } = await import('../pipeline/params.js');
+    const { loadParams } = await import('../stages/params.js');
     process.stdout.write(`${JSON.stringify(await loadParams(file, o.set), null, 2)}\n`);
   });
 
@@ -343,7 +349,7 @@ coverage (every pixel with a valid ground truth counts, ignore counts as wrong).
 /** The sharded stages named (default: every one), and their shard count (--shards or params.yaml). */
 async function shardedStages(names: string[] | undefined, shards: number | undefined, sets: string[]) {
   const { loadStage, loadStages } = await import('../stages/index.js');
-  const { loadParams, getParam } = await import('../pipeline/params.js');
+  const { loadParams, getParam } = await import('../stages/params.js');
   const p = await loadParams(path.join(rootOf(), 'params.yaml'), sets);
   const all = await loadStages();
   const stages = names?.length ? await Promise.all(names.map((n) => loadStage(n))) : all.filter((s) => s.sharded);
@@ -368,7 +374,7 @@ shardOptions(cluster.command('dvc'))
   .addOption(new Option('--form <form>', 'DVC syntax').choices(['foreach', 'matrix']).default('foreach'))
   .action(async (o: { stage: string[]; shards?: number; set: string[]; form: 'foreach' | 'matrix' }) => {
     const { dvcShardedStages } = await import('./cluster.js');
-    const { loadParams } = await import('../pipeline/params.js');
+    const { loadParams } = await import('../stages/params.js');
     const YAML = (await import('yaml')).default;
     const { readFile } = await import('node:fs/promises');
     const raw = YAML.parse(await readFile(path.join(rootOf(), 'dvc.yaml'), 'utf8')) as { stages: Record<string, Record<string, unknown>> };
@@ -437,7 +443,7 @@ review
   .description("create review/decisions.csv (header only) and the dataset.corrections folder where missing: segment deps (projects made before them)")
   .action(async () => {
     const { ensureReviewFiles } = await import('../data/review.js');
-    const { loadParams } = await import('../pipeline/params.js');
+    const { loadParams } = await import('../stages/params.js');
     const p = await loadParams(path.join(rootOf(), 'params.yaml'));
     await ensureReviewFiles(rootOf(), p.dataset.corrections);
     process.stdout.write(`review files ready: review/decisions.csv${p.dataset.corrections ? `, ${p.dataset.corrections}/` : ''}\n`);

@@ -8,7 +8,7 @@ import * as fs from 'node:fs/promises';
 import YAML from 'yaml';
 import { TagsegError } from '../pipeline/errors.js';
 import { writeFileAtomic } from '../pipeline/fsutil.js';
-import { DEFAULT_PARAMS_YAML, validateParams } from '../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML, validateParams } from '../stages/params.js';
 
 /** Top-level sections of a params text, each with its lines up to the next top-level key. */
 export function sectionBlocks(text: string): Map<string, string> {

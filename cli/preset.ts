@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { isPlainObject, setIn, validateParams } from '../pipeline/params.js';
+import { isPlainObject, setIn, validateParams } from '../stages/params.js';
 
 /** The presets shipped with tagseg. */
 export const PRESETS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'presets');

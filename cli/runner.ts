@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { type ReproResult, repro, status } from './dag.js';
 import { chooseRunner, dvcRepro, dvcRun } from './dvc.js';
 import { log } from '../pipeline/log.js';
-import { writeOverrides } from '../pipeline/params.js';
+import { writeOverrides } from '../stages/params.js';
 
 export async function reproCommand(
   root: string,

@@ -9,14 +9,14 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, writeFileAtomic } from '../pipeline/fsutil.js';
-import { loadParams, validateParams, writeOverrides } from '../pipeline/params.js';
+import { loadParams, validateParams, writeOverrides } from '../stages/params.js';
 import { presetOverrides } from './preset.js';
 
 /** The repository this code runs from. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** What a workspace links to: everything dvc.yaml's cmds and code deps need. */
-const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'eval', 'stages', 'cli'];
+const LINKED = ['package.json', 'package-lock.json', 'native', 'node_modules', 'bin', 'pipeline', 'data', 'nn', 'ops', 'maps', 'eval', 'stages', 'cli'];
 
 /**
  * Make workspace `dir`: links to the code, the repo's dvc.yaml, and its params.yaml with `preset`

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { orderedMap } from '../pipeline/concurrency.js';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { closest } from '../pipeline/params.js';
+import { closest } from '../pipeline/params_core.js';
 import { log } from '../pipeline/log.js';
 
 /**

@@ -21,10 +21,10 @@ export const RUN_PATH = 'pipeline/run_stage.ts';
 
 /**
  * Stages that are CLI commands rather than stages/<name>/index.ts: where their code starts.
- * synth: `tagseg synth --from-params` = loadParams + generateSynthetic.
+ * synth: `tagseg synth --from-params` = readParams of the shared sections + generateSynthetic.
  */
 export const CLI_STAGE_ENTRIES: Record<string, string[]> = {
-  synth: ['data/synth.ts', 'pipeline/params.ts'],
+  synth: ['data/synth.ts', 'pipeline/params_core.ts'],
 };
 
 /**

@@ -8,14 +8,20 @@ import * as path from 'node:path';
 import { withStageCommit } from './commit.js';
 import { removeLeftovers } from './fsutil.js';
 import { log } from './log.js';
-import { type Params, loadParams } from './params.js';
+import type { Params } from '../stages/params.js';
+import { readParams, stageSpec } from './params_core.js';
+import type { Sections } from './params_spec.js';
 import { checkOutputsWritable } from './preflight.js';
 import { writeRunLog } from './run_log.js';
 import type { Shard } from './shard.js';
 import type { Stage, StageContext } from './stage.js';
 
-export async function loadRunParams(root: string, overrides: string[]): Promise<Params> {
-  return loadParams(path.join(root, 'params.yaml'), overrides);
+/**
+ * params.yaml (+ --set) for a run of stages owning `sections`: those and the shared ones are
+ * validated, the other sections pass through unchecked (their schemas are other stages' code).
+ */
+export async function loadRunParams(root: string, overrides: string[], sections: Sections[]): Promise<Params> {
+  return (await readParams(stageSpec(...sections), path.join(root, 'params.yaml'), overrides)) as Params;
 }
 
 /** Run one stage now (no freshness check); returns its summary. */

@@ -4,7 +4,7 @@
  * in `io(params).reads` and writes only those in `writes`/`metrics`/`plots`; a test checks
  * dvc.yaml's deps/outs against these declarations, and its code deps against the imports.
  */
-import type { Params } from './params.js';
+import type { Params } from '../stages/params.js';
 import type { Shard } from './shard.js';
 
 export interface StageIO {

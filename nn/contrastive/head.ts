@@ -46,7 +46,7 @@ export class ProjectionHead {
     this.hidden = hidden;
     this.dim = o.dim;
     const rng = new Rng(o.seed);
-    // He init before the ReLU, Xavier on the linear output (as stages/affinity/head.ts)
+    // He init before the ReLU, Xavier on the linear output (as nn/affinity_head.ts)
     this.k1 = this.params.add('proj1.kernel', heNormalConv(rng, [1, 1, inChannels, hidden]), true);
     this.norm = new Norm(this.params, 'proj1.norm', hidden, o.norm ?? { kind: 'batch' });
     this.k2 = this.params.add('proj2.kernel', xavierUniform(rng, [1, 1, hidden, o.dim]), true);

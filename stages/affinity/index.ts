@@ -11,9 +11,9 @@
  * 3. Infer: for every row of cams.arrow (every split), affinities in 'full' layout, random walk of
  *    [bg = (1 - max CAM)^alpha, CAMs] (PSA) or of the CAMs alone (no background class), beta and
  *    2^logt steps; each propagated fg channel divided by its max -> affinity_cams.arrow with the
- *    columns and metadata layout of cams.arrow (stages/cam/tables.ts; fg channels only, so later
+ *    columns and metadata layout of cams.arrow (maps/cams_table.ts; fg channels only, so later
  *    stages read it exactly like cams.arrow), written row by row.
- * 4. Evaluate (stages/cam/evaluate.ts): mIoU of the CAMs and of the propagated maps on the train
+ * 4. Evaluate (maps/evaluate.ts): mIoU of the CAMs and of the propagated maps on the train
  *    split's masks, computed the same way in the same pass (bg threshold sweep, or argmax over tags
  *    without a background class) -> metrics/affinity.json { cam, random_walk }; with a background
  *    class also `random_walk_bg`: PSA's argmax over the propagated [bg, fg] before normalisation.
@@ -31,15 +31,20 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../cam/evaluate.js';
-import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
-import { camColumns } from '../cam/tables.js';
-import { imageAffinityLabels, walkImage } from './infer.js';
+import { type MapScores, ThresholdSweep, camLabels, resizeBilinear, summarizeSweep } from '../../maps/evaluate.js';
+import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../../maps/f16.js';
+import { camColumns } from '../../maps/cams_table.js';
+import { walkImage } from '../../maps/random_walk.js';
+import { imageAffinityLabels } from './image_labels.js';
 import { IGNORE } from './pairs.js';
-import { affinityNetFromCam, saveAffinityModel } from './net.js';
+import { affinityNetFromCam, saveAffinityModel } from '../../nn/affinity_net.js';
 import { type AffinityTrainImage, type AffinityTrainResult, LABEL_STRIDE, trainAffinity } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 /** bg thresholds 0.05, 0.10, ..., 0.95. */
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);

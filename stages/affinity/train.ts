@@ -21,10 +21,10 @@ import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import { trainStep } from '../../nn/train.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import type { Params } from '../../pipeline/params.js';
-import { affinities } from './head.js';
+import type { Params } from '../params.js';
+import { affinities } from '../../nn/affinity_head.js';
 import { affinityLoss } from './loss.js';
-import { type AffinityNet, embed } from './net.js';
+import { type AffinityNet, embed } from '../../nn/affinity_net.js';
 import { disposePairLabels, pairLabels } from './pairs.js';
 
 /** Stride of the label grid (= cams.arrow's). */

@@ -26,7 +26,7 @@ import { readAll, readInfo } from '../../pipeline/arrow.js';
 import { artifact } from '../../pipeline/artifacts.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, exists, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
-import { pngName } from '../refine/export.js';
+import { pngName } from '../../data/mask_png.js';
 import { AUDIT_OUTPUTS } from './columns.js';
 
 export const PSEUDO_MASK_DIR = artifact('pseudoMaskPngs');

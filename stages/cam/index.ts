@@ -38,16 +38,30 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { multiLabelScores } from '../../eval/metrics.js';
-import { ThresholdSweep, summarizeSweep } from './evaluate.js';
-import { decodeFloat16, encodeFloat16, encodeFloat32 } from './f16.js';
-import { CAM_STRIDE, computeCams } from './infer.js';
-import { type ClassMap, classMap, foregroundTags, tagTarget } from './labels.js';
-import { CAM_MODEL_FORMAT, type CamNet, buildCamNet, saveCamModel } from './net.js';
-import { CAM_OUTPUTS, type CamsExtra, camColumns } from './tables.js';
+import { ThresholdSweep, summarizeSweep } from '../../maps/evaluate.js';
+import { decodeFloat16, encodeFloat16, encodeFloat32 } from '../../maps/f16.js';
+import { CAM_STRIDE } from '../../maps/multiscale.js';
+import { computeCams } from './infer.js';
+import { type ClassMap, classMap, foregroundTags, tagTarget } from '../../maps/labels.js';
+import { CAM_MODEL_FORMAT, type CamNet, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
+import { type CamsExtra, camColumns } from '../../maps/cams_table.js';
 import { type TrainImage, type TrainResult, trainCam } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
+
+export const CAM_OUTPUTS = {
+  cams: artifact('cams'),
+  model: artifact('camModel'),
+  metrics: artifact('camMetrics'),
+  plot: artifact('camThresholdPlot'),
+  classesPlot: artifact('camClassesPlot'),
+  lossPlot: artifact('camLossPlot'),
+} as const;
 
 const PARAMS = ['seed', 'dataset.train_split', 'cam'];
 const INPUTS = { dataset: artifact('dataset'), images: artifact('images') } as const;

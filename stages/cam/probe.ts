@@ -15,7 +15,7 @@ import * as tf from '@tensorflow/tfjs';
 import { multilabelSoftMarginLoss } from '../../nn/losses.js';
 import { AdamW } from '../../nn/optim.js';
 import type { CamHead } from '../../nn/heads.js';
-import type { CamNet } from './net.js';
+import type { CamNet } from '../../nn/cam_net.js';
 import { type Dataset, asDataset } from '../../nn/dataset.js';
 
 export interface ProbeImage {

@@ -22,11 +22,11 @@ import { multilabelSoftMarginLoss } from '../../nn/losses.js';
 import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import { log } from '../../pipeline/log.js';
-import type { CamNet } from './net.js';
+import type { CamNet } from '../../nn/cam_net.js';
 import { probeHead } from './probe.js';
-import { reactivationLoss } from './recam.js';
+import { reactivationLoss } from '../../nn/recam.js';
 
 export interface TrainImage {
   id: string;

@@ -11,7 +11,7 @@
  *    final model with its memory -> models/contrast, after which the store is emptied.
  * 2. Infer: for every row of cams.arrow (every split), refined CAMs multi-scale x flip (infer.ts),
  *    then the random walk with models/affinity and the walk settings stored in
- *    affinity_cams.arrow's metadata (stages/affinity/infer.ts walkImage) ->
+ *    affinity_cams.arrow's metadata (maps/random_walk.ts walkImage) ->
  *    cache/contrast_cams.arrow (tables.ts), written row by row.
  * 3. Evaluate in the same pass on the train split's masks, all four with one bg-threshold sweep
  *    (0.05..0.95, as the affinity stage) or argmax over the tags without a background class:
@@ -30,18 +30,22 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { walkImage } from '../affinity/infer.js';
-import { loadAffinityModel } from '../affinity/net.js';
-import { type MapScores, ThresholdSweep, summarizeSweep } from '../cam/evaluate.js';
-import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../cam/f16.js';
-import { CAM_STRIDE } from '../cam/infer.js';
-import { type ClassMap, classMap, tagTarget } from '../cam/labels.js';
+import { walkImage } from '../../maps/random_walk.js';
+import { loadAffinityModel } from '../../nn/affinity_net.js';
+import { type MapScores, ThresholdSweep, summarizeSweep } from '../../maps/evaluate.js';
+import { decodeFloat16, decodeFloat32, encodeFloat16, encodeFloat32 } from '../../maps/f16.js';
+import { CAM_STRIDE } from '../../maps/multiscale.js';
+import { type ClassMap, classMap, tagTarget } from '../../maps/labels.js';
 import { computeRcaCams } from './infer.js';
 import { contrastNetFromCam, saveContrastModel } from './net.js';
 import { CONTRAST_OUTPUTS, contrastColumns } from './tables.js';
 import { type ContrastTrainImage, type ContrastTrainResult, trainContrast } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 /** bg thresholds 0.05, 0.10, ..., 0.95 (the affinity stage's sweep, so the figures compare). */
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);

@@ -1,12 +1,12 @@
 /**
  * RCA inference: refined CAMs (backbone -> aggregation with the memory centroids -> refined head)
- * with the cam stage's recipe (stages/cam/infer.ts, IRN make_cam.py): scales x horizontal flip,
+ * with the cam stage's recipe (maps/multiscale.ts, IRN make_cam.py): scales x horizontal flip,
  * ReLU, flipped maps flipped back, every scale resized (bilinear, half-pixel centres) to the
  * stride-4 grid of the working size and summed; the tagged classes kept, each divided by its max.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CAM_STRIDE, multiScaleMaps, strideSize, taggedMaxNormalized } from '../cam/infer.js';
-import type { ClassMap } from '../cam/labels.js';
+import { CAM_STRIDE, multiScaleMaps, strideSize, taggedMaxNormalized } from '../../maps/multiscale.js';
+import type { ClassMap } from '../../maps/labels.js';
 import type { ContrastNet } from './net.js';
 
 export interface RcaCamResult {

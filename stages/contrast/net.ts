@@ -21,7 +21,7 @@ import type { Backbone } from '../../nn/backbone.js';
 import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
+import { type CamModelConfig, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
 import { Aggregation, Projection, type Similarity } from './aggregate.js';
 import { MemoryBank } from './memory.js';
 

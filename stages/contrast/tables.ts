@@ -1,13 +1,13 @@
 /**
  * cache/contrast_cams.arrow: one row per row of cams.arrow (every split, same order), the columns
- * of cams.arrow (stages/cam/tables.ts; `cams` = the RCA refined CAMs before propagation, each
+ * of cams.arrow (maps/cams_table.ts; `cams` = the RCA refined CAMs before propagation, each
  * channel divided by its max, stride 4) plus `propagated`: the same maps after the affinity stage's
  * random walk. Metadata `extra` as affinity_cams.arrow: background, stride, dtype, model and the
  * walk settings.
  */
 import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
-import { camColumns } from '../cam/tables.js';
+import { camColumns } from '../../maps/cams_table.js';
 
 export const CONTRAST_OUTPUTS = {
   cams: artifact('contrastCams'),

@@ -7,7 +7,7 @@
  * centroids); region weights per tagged class from the coarse CAM (softmax over classes > its
  * mean, RCA) or from the affinity stage's propagated maps cropped with the image; then
  *   loss = MLSM(refined) + coarse_weight * MLSM(coarse) + contrast_weight * InfoNCE
- *          [+ recam_weight * (ReCAM(refined) + coarse_weight * ReCAM(coarse)), cam/recam.ts]
+ *          [+ recam_weight * (ReCAM(refined) + coarse_weight * ReCAM(coarse)), nn/recam.ts]
  * with the contrast term from epoch `contrast_from` on (RCA: epoch 2). After the step, every
  * region whose refined probability exceeds `enqueue_prob` (RCA 0.7) is pushed into its class
  * queue (the raw backbone feature pooled over the region, as RCA). At every epoch start after the
@@ -27,8 +27,8 @@ import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
 import type { NormUpdates } from '../../nn/norm.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import type { Params } from '../../pipeline/params.js';
-import { reactivationLoss } from '../cam/recam.js';
+import type { Params } from '../params.js';
+import { reactivationLoss } from '../../nn/recam.js';
 import { infoNCE } from './contrastive.js';
 import type { ContrastNet } from './net.js';
 import { type RegionRef, l2Normalize, regionPool, regionWeights } from './regions.js';
@@ -137,7 +137,7 @@ export function contrastObjective(
     let loss = tf.add(multilabelSoftMarginLoss(logitsR, y), tf.mul(o.c.coarse_weight, multilabelSoftMarginLoss(logitsC, y))) as tf.Scalar;
     if (o.c.recam_weight > 0) {
       // ReCAM on both heads, weighted as their MLSM terms, so that RCA's fine-tuning keeps the
-      // co-occurring classes apart as the cam stage's recam_weight does (stages/cam/recam.ts)
+      // co-occurring classes apart as the cam stage's recam_weight does (nn/recam.ts)
       const re = tf.add(reactivationLoss(fused, net.refined.weightMatrix(), y), tf.mul(o.c.coarse_weight, reactivationLoss(f, net.coarse.weightMatrix(), y)));
       loss = tf.add(loss, tf.mul(o.c.recam_weight, re));
     }

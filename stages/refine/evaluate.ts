@@ -10,13 +10,13 @@
  * Every step is scored at full coverage first (`miou`: every pixel with valid ground truth, an
  * ignore pixel counted as wrong, eval/metrics.ts); `miou_labelled` (ignore pixels left out) and
  * `coverage` stand beside it. The maps label every pixel, so for them the two are equal.
- * Maps are labelled as their own stages score them (cam/evaluate.ts): with a background class,
+ * Maps are labelled as their own stages score them (maps/evaluate.ts): with a background class,
  * the best constant bg threshold of one 0.05..0.95 sweep per step (each earlier step gets its
  * best threshold, so the pseudo-masks are compared with the strongest version of it); without
  * one, argmax over the tags.
  */
 import { ConfusionMatrix, segmentationScores, type SegmentationScores } from '../../eval/metrics.js';
-import { ThresholdSweep } from '../cam/evaluate.js';
+import { ThresholdSweep } from '../../maps/evaluate.js';
 
 export const MAP_STEPS = ['cam', 'random_walk', 'rca', 'rca_random_walk'] as const;
 export type MapStep = (typeof MAP_STEPS)[number];

@@ -32,16 +32,20 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import { type PartOutput, type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { decodeFloat16, decodeFloat32 } from '../cam/f16.js';
+import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
-import { PngExport } from './export.js';
+import { PngExport } from '../../data/mask_png.js';
 import { RefinePool } from './pool.js';
 import type { RefinedImage, RefineSettings } from './refine.js';
 import { classPixelCounts, imageFlags } from './sanity.js';
 import { PSEUDO_MASK_COLUMNS, REFINE_OUTPUTS, type RefineExtra, type RefineSource } from './tables.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 const PARAMS = ['dataset.train_split', 'refine'];
 export const REFINE_INPUTS = {

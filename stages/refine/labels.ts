@@ -3,9 +3,9 @@
  *
  * Maps come as stored by the cam / affinity / contrast stages: float32 [T, h, w], one channel per
  * foreground tag (dataset class indices in `tags`), each channel max-normalised, on a grid that
- * covers the whole working-size image (stride 4, ceil-sized; cam/infer.ts resizes the network
+ * covers the whole working-size image (stride 4, ceil-sized; maps/multiscale.ts resizes the network
  * output onto it with half-pixel centres). They are upsampled bilinearly with half-pixel centres
- * (cam/evaluate.ts resizeBilinear, as IRN upsamples its CAMs) straight to the original H x W.
+ * (maps/evaluate.ts resizeBilinear, as IRN upsamples its CAMs) straight to the original H x W.
  *
  * Channels of the result: [background, ...tags] with a background class, else the tags alone, so
  * only tagged classes (and background) can ever be chosen. Background score (methods.md 2):
@@ -19,7 +19,7 @@
  * bg-padded CAMs to pydensecrf's unary_from_softmax (ops/crf.ts unaryFromProbs).
  */
 import { TagsegError } from '../../pipeline/errors.js';
-import { resizeBilinear } from '../cam/evaluate.js';
+import { resizeBilinear } from '../../maps/evaluate.js';
 
 export interface BgRule {
   /** Dataset index of the background class, or null (argmax over the tags). */

@@ -1,14 +1,14 @@
 /**
  * `tagseg predict --overlay DIR`: something a person can look at next to the index PNGs. Each
  * image gets `<DIR>/<id>.png`: the photo at its original size with the predicted classes blended
- * on top (the audit report's overlay, stages/audit/overlay.ts, so the colours are the dataset's
+ * on top (the audit report's overlay, data/overlay.ts, so the colours are the dataset's
  * class palette of data/palette.ts, the same as in the index PNGs; background untinted, white
  * outlines between regions) and, to its right, a legend of the classes present (colour swatch,
  * name, share of the pixels), largest first. PNG, so the colours are exact.
  */
 import sharp from 'sharp';
 import { classPalette, paletteHex } from '../../data/palette.js';
-import { overlayRgb } from '../audit/overlay.js';
+import { overlayRgb } from '../../data/overlay.js';
 
 const ROW = 22;
 const PAD = 8;

@@ -16,7 +16,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { dvcShardStanza, dvcShardedStages, k8sJob, k8sYaml, slurmScript } from '../../cli/cluster.js';
 import { buildDag } from '../../cli/dag.js';
 import { parseDvcYaml } from '../../cli/dvcfile.js';
-import { defaultParams, loadParams } from '../../pipeline/params.js';
+import { defaultParams, loadParams } from '../../stages/params.js';
 import { parseShard } from '../../pipeline/shard.js';
 import { stage as refine } from '../../stages/refine/index.js';
 import { REPO } from '../helpers/python.js';

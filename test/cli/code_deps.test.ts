@@ -37,7 +37,7 @@ describe('dvc.yaml code deps = the import closure', () => {
     expect(covers(depsOf('segment'), 'ops/crf.ts')).toBe(true);
     expect(covers(depsOf('refine'), 'ops/crf.ts')).toBe(true);
     expect(covers(depsOf('cam'), 'ops/crf.ts')).toBe(false);
-    expect(covers(depsOf('affinity'), 'stages/cam/net.ts')).toBe(true);
+    expect(covers(depsOf('affinity'), 'nn/cam_net.ts')).toBe(true);
     expect(covers(depsOf('refine'), 'stages/refine/worker.ts')).toBe(true); // loaded by worker_boot.mjs, no import
     expect(covers(depsOf('audit'), 'stages/audit/report/app.js')).toBe(true); // read as a template
     for (const s of e.dvc.stages) {
@@ -47,6 +47,16 @@ describe('dvc.yaml code deps = the import closure', () => {
     }
     expect(covers(depsOf('affinity'), 'stages/cam/train.ts')).toBe(false);
     expect(covers(depsOf('refine'), 'stages/segment/train.ts')).toBe(false);
+  });
+
+  it("a stage depends on its own folder's params file and the shared sections, never another folder's or the registry", () => {
+    const folders = ['ingest', 'cam', 'affinity', 'contrast', 'refine', 'segment', 'audit'];
+    for (const s of e.dvc.stages) {
+      const own = /^stages\/([^/]+)\//.exec(stageEntries(s.name)[0]!)?.[1]; // the folder its module lives in (synth: none)
+      expect(covers(s.deps, 'pipeline/shared_params.ts'), s.name).toBe(true);
+      expect(covers(s.deps, 'stages/params.ts'), `${s.name} depends on the params registry`).toBe(false);
+      for (const f of folders) expect(covers(s.deps, `stages/${f}/params.ts`), `${s.name} and stages/${f}/params.ts`).toBe(own === f);
+    }
   });
 
   it('every closure file that reaches a file by path (import.meta.url) says what it loads in RUNTIME_LOADS', async () => {

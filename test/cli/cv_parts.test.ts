@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type CvRecipe, type CvRun, assignFolds, cvParams } from '../../cli/cv.js';
 import { formatCv, stat, summariseCv } from '../../cli/cv_summary.js';
-import { DEFAULT_PARAMS_YAML } from '../../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML } from '../../stages/params.js';
 import type { SegScores } from '../../stages/segment/index.js';
 import { explicitSplit, idsKey } from '../../stages/segment/labels.js';
 

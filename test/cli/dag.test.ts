@@ -13,7 +13,7 @@ import { dvcAvailable, dvcRepro } from '../../cli/dvc.js';
 import { type DvcStage, parseDvcYaml } from '../../cli/dvcfile.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { DEFAULT_PARAMS_YAML, defaultParams, writeOverrides } from '../../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML, defaultParams, writeOverrides } from '../../stages/params.js';
 
 // a: in.txt + synth.images -> a.txt        (cmd interpolates ${synth.images})
 // b: a.txt + b_in.txt + params.yaml -> b.txt, lists param ingest.size

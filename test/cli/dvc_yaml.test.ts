@@ -14,7 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { stageCodeDeps } from '../../cli/code_deps.js';
 import { buildDag } from '../../cli/dag.js';
 import { type DvcStage, lookup, normalize, parseDvcYaml } from '../../cli/dvcfile.js';
-import { type Params, getParam, loadParams } from '../../pipeline/params.js';
+import { type Params, getParam, loadParams } from '../../stages/params.js';
 import type { Stage, StageIO } from '../../pipeline/stage.js';
 
 const SCHEMA = path.resolve('..', 'shared', 'dvc-schema', 'dvc.yaml.schema.json');

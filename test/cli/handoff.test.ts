@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { setQuiet } from '../../pipeline/log.js';
-import { DEFAULT_PARAMS_YAML } from '../../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML } from '../../stages/params.js';
 import { reproCommand, statusCommand } from '../../cli/runner.js';
 
 const DVC_YAML = `stages:

@@ -2,7 +2,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PARAMS_YAML, loadParams } from '../../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML, loadParams } from '../../stages/params.js';
 import { fillMissingSections, sectionBlocks } from '../../cli/params_fill.js';
 
 describe('params.yaml upgrade', () => {

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TagsegError } from '../../pipeline/errors.js';
-import { defaultParams, getParam, loadParams } from '../../pipeline/params.js';
+import { defaultParams, getParam, loadParams } from '../../stages/params.js';
 import { presetOverrides } from '../../cli/preset.js';
 import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 

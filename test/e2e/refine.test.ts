@@ -16,8 +16,8 @@ import { decodeIndexedPng } from '../../data/palette.js';
 import { type ColumnSpec, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { repro } from '../../cli/dag.js';
 import { createWorkspace } from '../../cli/workspace.js';
-import { encodeFloat16 } from '../../stages/cam/f16.js';
-import { camColumns } from '../../stages/cam/tables.js';
+import { encodeFloat16 } from '../../maps/f16.js';
+import { camColumns } from '../../maps/cams_table.js';
 import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
 
 // Quality floors (fractions, as in the metrics file): measured on this test's fixtures (no training, so

@@ -12,8 +12,8 @@ import { type ColumnSpec, TableWriter, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { partPath, prepareTableFor, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { defaultParams } from '../../pipeline/params.js';
-import { CAM_MODEL_FORMAT, buildCamNet } from '../../stages/cam/net.js';
+import { defaultParams } from '../../stages/params.js';
+import { CAM_MODEL_FORMAT, buildCamNet } from '../../nn/cam_net.js';
 import { type TrainImage, trainCam } from '../../stages/cam/train.js';
 
 const COLUMNS: ColumnSpec[] = [

@@ -15,7 +15,7 @@ import type { Optimizer } from '../../nn/optim.js';
 import { runTraining } from '../../nn/loop.js';
 import { NonFiniteLossError } from '../../nn/train.js';
 import { TagsegError, formatError, fsError } from '../../pipeline/errors.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { runStages } from '../../stages/index.js';
 import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 

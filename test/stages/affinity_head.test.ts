@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { disposeFeatures, type Features } from '../../nn/backbone.js';
 import { ResNet } from '../../nn/resnet.js';
-import { AffinityHead, affinities } from '../../stages/affinity/head.js';
+import { AffinityHead, affinities } from '../../nn/affinity_head.js';
 import { affinityLoss } from '../../stages/affinity/loss.js';
 import { disposePairLabels, neighbourOffsets, pairLabels, type Offset } from '../../stages/affinity/pairs.js';
 

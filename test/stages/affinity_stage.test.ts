@@ -11,10 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { runAffinity } from '../../stages/affinity/index.js';
-import { crfRefiner, downsampleImage, imageAffinityLabels } from '../../stages/affinity/infer.js';
+import { crfRefiner, downsampleImage, imageAffinityLabels } from '../../stages/affinity/image_labels.js';
 import { type AffinityTrainImage, cropPair, cropSide } from '../../stages/affinity/train.js';
 
 describe('affinity helpers', () => {

@@ -8,10 +8,10 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { classPalette, paletteColour, paletteHex } from '../../data/palette.js';
-import { overlayRgb } from '../../stages/audit/overlay.js';
+import { overlayRgb } from '../../data/overlay.js';
 import { reportPayload } from '../../stages/audit/report.js';
 import type { AuditSummary } from '../../stages/audit/summary.js';
-import { PngExport } from '../../stages/refine/export.js';
+import { PngExport } from '../../data/mask_png.js';
 
 const MSRC = classPalette(null);
 

@@ -3,9 +3,9 @@
  * every later stage reuses (threshold sweep with a bg class, argmax over tags without).
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_THRESHOLDS, ThresholdSweep, camLabels, resizeBilinear } from '../../stages/cam/evaluate.js';
-import { decodeFloat16, encodeFloat16, fromHalf, toHalf } from '../../stages/cam/f16.js';
-import { classMap, foregroundTags, tagTarget } from '../../stages/cam/labels.js';
+import { DEFAULT_THRESHOLDS, ThresholdSweep, camLabels, resizeBilinear } from '../../maps/evaluate.js';
+import { decodeFloat16, encodeFloat16, fromHalf, toHalf } from '../../maps/f16.js';
+import { classMap, foregroundTags, tagTarget } from '../../maps/labels.js';
 
 describe('cam labels', () => {
   it('background is never an output; targets are multi-hot over the outputs', () => {

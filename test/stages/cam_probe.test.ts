@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CamHead } from '../../nn/heads.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { CAM_MODEL_FORMAT, buildCamNet } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet } from '../../nn/cam_net.js';
 import { fitHead, pooledFeatures, probeHead } from '../../stages/cam/probe.js';
 
 beforeAll(async () => {

@@ -1,10 +1,10 @@
 /**
- * The class re-activation loss (stages/cam/recam.ts) on hand-computed cases.
+ * The class re-activation loss (nn/recam.ts) on hand-computed cases.
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { reactivationLoss } from '../../stages/cam/recam.js';
+import { reactivationLoss } from '../../nn/recam.js';
 
 beforeAll(async () => {
   await initBackend();

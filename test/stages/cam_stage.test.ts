@@ -11,12 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TableReader, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
-import { type Params, loadParams } from '../../pipeline/params.js';
+import { type Params, loadParams } from '../../stages/params.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { createWorkspace } from '../../cli/workspace.js';
-import { decodeFloat16, decodeFloat32 } from '../../stages/cam/f16.js';
+import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { runCam } from '../../stages/cam/index.js';
-import { loadCamModel } from '../../stages/cam/net.js';
+import { loadCamModel } from '../../nn/cam_net.js';
 
 let root: string;
 const TINY = [

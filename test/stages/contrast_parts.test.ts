@@ -10,17 +10,17 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { defaultParams } from '../../pipeline/params.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { defaultParams } from '../../stages/params.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { Aggregation } from '../../stages/contrast/aggregate.js';
 import { infoNCE } from '../../stages/contrast/contrastive.js';
 import { MemoryBank } from '../../stages/contrast/memory.js';
 import { type ContrastNet, contrastNetFromCam, loadContrastModel, saveContrastModel } from '../../stages/contrast/net.js';
 import { detach, regionPool, regionWeights } from '../../stages/contrast/regions.js';
 import { contrastObjective, taggedRegions } from '../../stages/contrast/train.js';
-import { reactivationLoss } from '../../stages/cam/recam.js';
+import { reactivationLoss } from '../../nn/recam.js';
 import { toOutputMaps } from '../../stages/contrast/index.js';
-import { classMap } from '../../stages/cam/labels.js';
+import { classMap } from '../../maps/labels.js';
 
 beforeAll(async () => {
   await initBackend();

@@ -15,15 +15,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeImage } from '../../data/decode.js';
 import { VOC_PALETTE, classPalette, decodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { loadSegModel, saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { segmentBatch } from '../../stages/segment/infer.js';
 import { crfFromKeys } from '../../ops/crf.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { predictFolder } from '../../stages/segment/predict.js';
 import { PREDICT_EXTS } from '../../stages/segment/predict_files.js';
 import { LEGEND_BACKGROUND, legendEntries, overlayWithLegend } from '../../stages/segment/predict_overlay.js';
-import { overlayRgb } from '../../stages/audit/overlay.js';
+import { overlayRgb } from '../../data/overlay.js';
 import { readTagsFile, restrictProbs } from '../../stages/segment/predict_tags.js';
 
 let tmp: string;

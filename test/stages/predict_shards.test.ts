@@ -11,7 +11,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { shardOf } from '../../pipeline/shard.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { predictFolder } from '../../stages/segment/predict.js';
 import { REPO } from '../helpers/python.js';

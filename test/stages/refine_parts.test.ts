@@ -11,7 +11,7 @@ import { decodeIndexedPng } from '../../data/palette.js';
 import { DEFAULT_CRF_OPTIONS } from '../../ops/crf.js';
 import { decide } from '../../stages/refine/confidence.js';
 import { ChainScorer } from '../../stages/refine/evaluate.js';
-import { PngExport, pngName } from '../../stages/refine/export.js';
+import { PngExport, pngName } from '../../data/mask_png.js';
 import { argmaxChannels, channelsToClasses, classScores } from '../../stages/refine/labels.js';
 import { normalizeRows, refineImage, type RefineSettings } from '../../stages/refine/refine.js';
 import { classPixelCounts, imageFlags } from '../../stages/refine/sanity.js';

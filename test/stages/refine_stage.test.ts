@@ -15,9 +15,9 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeIndexedPng, encodeIndexedPng } from '../../data/palette.js';
 import { type ColumnSpec, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
-import { type Params, defaultParams } from '../../pipeline/params.js';
-import { encodeFloat16 } from '../../stages/cam/f16.js';
-import { camColumns } from '../../stages/cam/tables.js';
+import { type Params, defaultParams } from '../../stages/params.js';
+import { encodeFloat16 } from '../../maps/f16.js';
+import { camColumns } from '../../maps/cams_table.js';
 import { DATASET_COLUMNS } from '../../stages/ingest/tables.js';
 import { runRefine, stage } from '../../stages/refine/index.js';
 

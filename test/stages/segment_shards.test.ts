@@ -11,7 +11,7 @@ import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { partPath, prepareTableFor, shardOf } from '../../pipeline/shard.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { runSegment } from '../../stages/segment/index.js';

@@ -15,7 +15,7 @@ import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { refineChain, runSegment } from '../../stages/segment/index.js';
 import { carveVal } from '../../stages/segment/labels.js';

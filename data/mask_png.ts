@@ -8,9 +8,9 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { VOC_PALETTE, encodeIndexedPng } from '../../data/palette.js';
-import { TagsegError } from '../../pipeline/errors.js';
-import { ensureDir, replaceDirAtomic, tempPathFor } from '../../pipeline/fsutil.js';
+import { VOC_PALETTE, encodeIndexedPng } from './palette.js';
+import { TagsegError } from '../pipeline/errors.js';
+import { ensureDir, replaceDirAtomic, tempPathFor } from '../pipeline/fsutil.js';
 
 /** An image id usable as a file name: no path separator, NUL, '.' or '..'. */
 export function pngName(id: string): string {

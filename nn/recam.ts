@@ -10,7 +10,7 @@
  * read are the ones the loss shapes, and the model format stays the same.
  */
 import * as tf from '@tensorflow/tfjs';
-import { TagsegError } from '../../pipeline/errors.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 /**
  * features [B,h,w,C], kernel [C,K] (the CAM head's 1x1 conv), targets [B,K] multi-hot -> scalar.

@@ -11,11 +11,11 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
-import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
-import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { type CamModelConfig, buildCamNet, loadCamModel } from '../cam/net.js';
-import { AffinityHead } from './head.js';
+import { type Backbone, disposeFeatures } from './backbone.js';
+import { loadCheckpoint, readModelConfig, saveModelDir } from './checkpoint.js';
+import { type NamedVariables, mergeNamed } from './params.js';
+import { type CamModelConfig, buildCamNet, loadCamModel } from './cam_net.js';
+import { AffinityHead } from './affinity_head.js';
 
 export const AFFINITY_MODEL_FORMAT = 'tagseg-affinity-model';
 

@@ -9,16 +9,16 @@
  */
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { Backbone } from '../../nn/backbone.js';
-import { type BackboneConfig, buildBackbone } from '../../nn/backbones/index.js';
-import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
-import { CamHead } from '../../nn/heads.js';
-import { type NamedVariables, mergeNamed } from '../../nn/params.js';
-import { TagsegError } from '../../pipeline/errors.js';
+import type { Backbone } from './backbone.js';
+import { type BackboneConfig, buildBackbone } from './backbones/index.js';
+import { loadCheckpoint, readModelConfig, saveModelDir } from './checkpoint.js';
+import { CamHead } from './heads.js';
+import { type NamedVariables, mergeNamed } from './params.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 export const CAM_MODEL_FORMAT = 'tagseg-cam-model';
 
-export type { BackboneConfig } from '../../nn/backbones/index.js';
+export type { BackboneConfig } from './backbones/index.js';
 
 export interface CamModelConfig {
   format: typeof CAM_MODEL_FORMAT;

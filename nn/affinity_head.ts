@@ -16,12 +16,12 @@
  * K full [B, h', w', D] differences alive (K = 34 at PSA's radius 5, 152 at IRN's 10).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Features } from '../../nn/backbone.js';
-import { Norm, type NormOptions, type NormUpdates } from '../../nn/norm.js';
-import { ParamStore, heNormalConv, xavierUniform } from '../../nn/params.js';
-import { Rng } from '../../nn/rng.js';
-import { TagsegError } from '../../pipeline/errors.js';
-import { checkOffsets, pairRegion, type Offset, type PairLayout } from './pairs.js';
+import type { Features } from './backbone.js';
+import { Norm, type NormOptions, type NormUpdates } from './norm.js';
+import { ParamStore, heNormalConv, xavierUniform } from './params.js';
+import { Rng } from './rng.js';
+import { TagsegError } from '../pipeline/errors.js';
+import { checkOffsets, pairRegion, type Offset, type PairLayout } from '../ops/randomwalk.js';
 
 export interface AffinityHeadOptions {
   /** Indices into Features.levels that feed the head. Default: the last three levels. */

@@ -10,8 +10,8 @@
  *   of a sweep in one pass over the images.
  * - Without one (MSRC-v2): label = argmax over the tagged classes' maps.
  */
-import { ConfusionMatrix, segmentationScores, type SegmentationScores } from '../../eval/metrics.js';
-import { TagsegError } from '../../pipeline/errors.js';
+import { ConfusionMatrix, segmentationScores, type SegmentationScores } from '../eval/metrics.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 /** 0.05, 0.10, ..., 0.60 (the sweep the issue asks for). */
 export const DEFAULT_THRESHOLDS: number[] = Array.from({ length: 12 }, (_, i) => Math.round((i + 1) * 5) / 100);

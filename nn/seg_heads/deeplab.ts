@@ -1,6 +1,6 @@
 /**
- * The segmentation head: a DeepLab-style multi-branch context module without dilation, an
- * optional DeepLab v3+ decoder, and a 1x1 classifier.
+ * Registry entry `deeplab` (nn/seg_heads/index.ts), the segment stage's head: a DeepLab-style
+ * multi-branch context module without dilation, an optional DeepLab v3+ decoder, and a 1x1 classifier.
  *
  * DeepLab v3's ASPP runs parallel 3x3 convs with dilation 6/12/18 on the last feature map plus an
  * image-pooling branch (Chen et al. 2017). tfjs has no gradient for dilated convolutions
@@ -18,14 +18,15 @@
  * Norms are GroupNorm (no moving statistics: correct for the batches of 4-16 a CPU affords;
  * DeepLab freezes BN statistics for small batches instead). Upsampling is bilinear with TF's
  * legacy corner mapping (align_corners = half_pixel_centers = false): the only mode whose
- * gradient is right in tfjs-node (see stages/affinity/head.ts), used at inference alike.
+ * gradient is right in tfjs-node (see nn/affinity_head.ts), used at inference alike.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Features } from '../../nn/backbone.js';
-import { Norm } from '../../nn/norm.js';
-import { ParamStore, heNormalConv, xavierUniform } from '../../nn/params.js';
-import { Rng } from '../../nn/rng.js';
+import type { Features } from '../backbone.js';
+import { Norm } from '../norm.js';
+import { ParamStore, heNormalConv, xavierUniform } from '../params.js';
+import { Rng } from '../rng.js';
 import { TagsegError } from '../../pipeline/errors.js';
+import type { SegHead, SegHeadEntry } from './index.js';
 
 /** Channels the decoder reduces the low-level features to (DeepLab v3+: 48). */
 export const DECODER_LOW_CHANNELS = 48;
@@ -47,7 +48,7 @@ interface ConvNorm {
   norm: Norm;
 }
 
-export class ContextHead {
+export class ContextHead implements SegHead {
   readonly dim: number;
   readonly classes: number;
   readonly decoder: boolean;
@@ -156,3 +157,12 @@ export class ContextHead {
 export function upsampleLogits(logits: tf.Tensor4D, size: [number, number]): tf.Tensor4D {
   return tf.tidy(() => (logits.shape[1] === size[0] && logits.shape[2] === size[1] ? logits.clone() : tf.image.resizeBilinear(logits, size, false, false)));
 }
+
+/**
+ * Saved as `head: {dim, decoder}` in models/segment/config.json, without a `kind` (the models
+ * written before the registry read as this entry, and their bytes stay the same).
+ */
+export const deeplab: SegHeadEntry = {
+  config: (p) => ({ dim: p.head_dim, decoder: p.decoder }),
+  build: (config, inChannels, classes, seed) => new ContextHead(inChannels, { dim: config.dim, classes, decoder: config.decoder === true, seed }),
+};

@@ -3,7 +3,7 @@
  * class (synthetic: index 0; MSRC: none, `extra.background: null`). Background is never a
  * classifier output: output k is the k-th non-background dataset class.
  */
-import { TagsegError } from '../../pipeline/errors.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 export interface ClassMap {
   /** Dataset class list (table metadata `tagseg.classes`). */

@@ -3,19 +3,9 @@
  * Maps are stored at stride 4 of the working size: height = ceil(image_height / 4),
  * width = ceil(image_width / 4). Upsample bilinearly (half-pixel centres; evaluate.ts
  * resizeBilinear) to compare with masks. Table metadata `extra`: background, stride, dtype,
- * scales, flip, model dir.
+ * scales, flip, model dir. The affinity and contrast stages write their maps in the same layout.
  */
-import { artifact } from '../../pipeline/artifacts.js';
-import type { ColumnSpec } from '../../pipeline/arrow.js';
-
-export const CAM_OUTPUTS = {
-  cams: artifact('cams'),
-  model: artifact('camModel'),
-  metrics: artifact('camMetrics'),
-  plot: artifact('camThresholdPlot'),
-  classesPlot: artifact('camClassesPlot'),
-  lossPlot: artifact('camLossPlot'),
-} as const;
+import type { ColumnSpec } from '../pipeline/arrow.js';
 
 export function camColumns(dtype: 'float16' | 'float32'): ColumnSpec[] {
   return [

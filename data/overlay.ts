@@ -9,9 +9,10 @@
  *   adjacent regions of similar colours stay apart.
  */
 import sharp from 'sharp';
-import { classPalette } from '../../data/palette.js';
-import { TagsegError } from '../../pipeline/errors.js';
-import { IGNORE } from './measures.js';
+import { classPalette } from './palette.js';
+import { TagsegError } from '../pipeline/errors.js';
+/** Label maps' ignore value (a pseudo mask's unsure pixels, void in ground truth). */
+const IGNORE = 255;
 
 /** Blend share of the class colour over the image. */
 const ALPHA = 0.5;
