@@ -22,6 +22,9 @@ import { ensureDir, writeFileAtomic } from '../pipeline/fsutil.js';
 import * as path from 'node:path';
 
 export const DECISIONS_FILE = 'review/decisions.csv';
+/** The out-of-fold label-quality table (eval/label_quality.ts; written by `tagseg cv --oof`, read by the audit). */
+export const LABEL_QUALITY_FILE = 'review/label_quality.csv';
+export const LABEL_QUALITY_COLUMNS = ['id', 'label_quality', 'self_confidence', 'labelled_pixels', 'fold', 'seeds', 'recipe'] as const;
 export const DECISIONS = ['accept', 'reject', 'relabel'] as const;
 export type Decision = (typeof DECISIONS)[number];
 export const DECISION_COLUMNS = ['id', 'decision', 'class', 'note'] as const;
@@ -60,16 +63,18 @@ when the segment stage trains (metrics/segment.json: review.corrected).
 `;
 
 /**
- * A new project's review files: decisions.csv with its header only, and the corrections folder
- * with a README; both are deps of the segment stage, which DVC needs to exist. Keeps what is there.
+ * A new project's review files: decisions.csv and label_quality.csv with their headers only, and
+ * the corrections folder with a README; deps of the segment and audit stages, which DVC needs to exist. Keeps what is there.
  */
 export async function ensureReviewFiles(root: string, corrections = 'review/corrections'): Promise<void> {
   const file = path.join(root, DECISIONS_FILE);
   await ensureDir(path.dirname(file));
-  try {
-    await fs.writeFile(file, formatDecisions([]), { flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  for (const [rel, text] of [[DECISIONS_FILE, formatDecisions([])], [LABEL_QUALITY_FILE, formatCsv(LABEL_QUALITY_COLUMNS, [])]]) {
+    try {
+      await fs.writeFile(path.join(root, rel), text, { flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
   if (!corrections) return;
   await ensureDir(path.join(root, corrections));

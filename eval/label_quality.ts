@@ -12,6 +12,9 @@
  * cleanlab's default T = 0.1. Low = the labels are likely wrong somewhere. One difference from
  * cleanlab: ignore pixels (255) carry no label to doubt and are left out (cleanlab has no ignore).
  */
+import * as fs from 'node:fs/promises';
+import { parseCsv } from '../data/manifest.js';
+import { LABEL_QUALITY_COLUMNS, LABEL_QUALITY_FILE, formatCsv } from '../data/review.js';
 import { TagsegError } from '../pipeline/errors.js';
 
 /** cleanlab's default softmin temperature. */
@@ -59,4 +62,69 @@ export function maskQuality(probs: ArrayLike<number>, labels: ArrayLike<number>,
   }
   const mean = s.length ? s.reduce((a, b) => a + b, 0) / s.length : null;
   return { quality: softmin(s, t), selfConfidence: mean, pixels: s.length };
+}
+
+/**
+ * The out-of-fold label-quality table (`tagseg cv --oof` writes it; the audit reads it when it
+ * has rows): one row per image of the train split, worst first. RFC 4180 CSV, for people and DuckDB.
+ */
+export { LABEL_QUALITY_COLUMNS, LABEL_QUALITY_FILE };
+
+export interface LabelQualityRow {
+  id: string;
+  /** softmin label quality, mean over the seeds' held-out models; null: no labelled pixel. */
+  label_quality: number | null;
+  self_confidence: number | null;
+  labelled_pixels: number;
+  /** The fold the image was held out in (its models never trained on it). */
+  fold: number;
+  seeds: number;
+  /** The CV recipe (runs/cv/<recipe>/) the probabilities come from. */
+  recipe: string;
+}
+
+const cell = (v: number | null, digits = 6) => (v === null ? '' : String(Math.round(v * 10 ** digits) / 10 ** digits));
+
+/** The table's text: worst (lowest label_quality) first, unscored images last, ties by id. */
+export function formatLabelQuality(rows: readonly LabelQualityRow[]): string {
+  const key = (r: LabelQualityRow) => r.label_quality ?? Infinity;
+  const sorted = [...rows].sort((a, b) => key(a) - key(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return formatCsv(LABEL_QUALITY_COLUMNS, sorted.map((r) => [r.id, cell(r.label_quality), cell(r.self_confidence), String(r.labelled_pixels), String(r.fold), String(r.seeds), r.recipe]));
+}
+
+/** The table by id; null when the file is absent or has no rows (no OOF scores yet). */
+export async function readLabelQuality(file: string): Promise<Map<string, LabelQualityRow> | null> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new TagsegError(`cannot read the label-quality table (${(err as Error).message})`, { file });
+  }
+  const records = parseCsv(text, file);
+  if (records.length <= 1) return null;
+  const header = records[0].cells.map((h) => h.trim());
+  const col = (name: string) => {
+    const i = header.indexOf(name);
+    if (i < 0) throw new TagsegError(`the header has no '${name}' column`, { file, hint: `rewrite it with \`tagseg cv --oof\` (columns: ${LABEL_QUALITY_COLUMNS.join(',')})` });
+    return i;
+  };
+  const at = Object.fromEntries(LABEL_QUALITY_COLUMNS.map((c) => [c, col(c)])) as Record<(typeof LABEL_QUALITY_COLUMNS)[number], number>;
+  const out = new Map<string, LabelQualityRow>();
+  for (const { line, cells } of records.slice(1)) {
+    const num = (c: number, nullable: boolean): number | null => {
+      const s = (cells[c] ?? '').trim();
+      if (s === '' && nullable) return null;
+      const v = Number(s);
+      if (s === '' || !Number.isFinite(v)) throw new TagsegError(`line ${line}: '${s}' in column ${header[c]} is not a number`, { file });
+      return v;
+    };
+    const id = (cells[at.id] ?? '').trim();
+    if (!id) throw new TagsegError(`line ${line}: empty id`, { file });
+    out.set(id, {
+      id, label_quality: num(at.label_quality, true), self_confidence: num(at.self_confidence, true), labelled_pixels: num(at.labelled_pixels, false)!,
+      fold: num(at.fold, false)!, seeds: num(at.seeds, false)!, recipe: (cells[at.recipe] ?? '').trim(),
+    });
+  }
+  return out;
 }
