@@ -110,6 +110,11 @@ export interface ImageRow {
   gt_coverage: number | null;
   suspicion: number;
   reasons: string[];
+  /** Out-of-fold label quality (review/label_quality.csv, `tagseg cv --oof`): softmin and mean label probability; null without it. */
+  label_quality: number | null;
+  label_confidence: number | null;
+  /** A hand-fixed mask of the image is in `dataset.corrections` (segment trains on it instead). */
+  corrected: boolean;
   /** 1 = most suspicious; filled in once every image is scored. */
   rank: number;
   terms: SuspicionTerms;
@@ -287,6 +292,9 @@ export function auditImage(x: AuditImageInput, classes: readonly string[], backg
       gt_coverage: x.gt ? ratio(gtScored, gtValid) : null,
       suspicion: sus.score,
       reasons: sus.reasons,
+      label_quality: null,
+      label_confidence: null,
+      corrected: false,
       rank: 0,
       terms,
     },
