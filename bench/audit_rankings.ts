@@ -1,6 +1,6 @@
 /**
  * Which audit ranking finds bad pseudo-masks: suspicion vs out-of-fold label quality (issue 23).
- *   npm run bench -- audit_rankings [--root DIR] [--folds 3] [--seeds 1] [--epochs-factor 0.5] [--k 20] [--bad-share 0.2] [--keep]
+ *   npm run bench -- audit_rankings [--root DIR] [--folds 3] [--seeds 1] [--epochs-factor 0.5] [--k 20] [--bad-share 0.2] [--keep] [--set k=v ...]
  * With --root: a workspace whose dataset has ground-truth masks (MSRC-v2: the lead's run); the
  * pipeline is brought up to audit, `tagseg cv --oof` fills review/label_quality.csv (its runs are
  * kept under runs/cv and resumed), the audit reruns, and eval/rankings.ts compares the rankings over
@@ -33,6 +33,7 @@ const { values: a } = parseArgs({
   options: {
     root: { type: 'string' }, folds: { type: 'string', default: '3' }, seeds: { type: 'string', default: '1' },
     'epochs-factor': { type: 'string', default: '0.5' }, k: { type: 'string', default: '20' }, 'bad-share': { type: 'string', default: '0.2' }, keep: { type: 'boolean' },
+    set: { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -40,7 +41,8 @@ const t0 = performance.now();
 const stamp = (what: string) => console.error(`[${((performance.now() - t0) / 1000).toFixed(0)} s] ${what}`);
 await initBackend();
 const tmp = a.root ? null : await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-rankings-'));
-const root = a.root ? path.resolve(a.root) : await createWorkspace(path.join(tmp!, 'ws'), SYNTH);
+// --set k=v: synthetic workspace params after SYNTH's
+const root = a.root ? path.resolve(a.root) : await createWorkspace(path.join(tmp!, 'ws'), [...SYNTH, ...(a.set ?? [])]);
 try {
   const up = await repro(root, { target: 'audit' });
   if (!up.ok) throw new Error(`the pipeline up to audit failed in ${root}`);

@@ -99,6 +99,8 @@ export interface CvRun {
   pseudo_masks: SegScores | null;
   /** Epoch its training resumed from (> 0: an interrupted run continued). */
   resumedFrom: number;
+  /** Training images whose pseudo-mask a corrected mask replaced (the review; the reviewer benchmark). */
+  corrected?: number;
   /** `oof` recipes: the held-out images' label quality under this run's model. */
   oof?: OofScore[];
   seconds: number;
@@ -185,7 +187,7 @@ export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt',
  * The protocol's ids of the train split (images.arrow order): the masked ones, or with `all` (oof)
  * every one; and the count without a mask (left out, or with `all` trained on but not scored).
  */
-async function protocolIds(root: string, split: string, all: boolean): Promise<{ ids: string[]; unmasked: number }> {
+export async function protocolIds(root: string, split: string, all: boolean): Promise<{ ids: string[]; unmasked: number }> {
   const file = path.resolve(root, INPUTS.dataset);
   if (!(await exists(file))) throw new TagsegError('not found', { file, hint: 'the protocol needs the pipeline run up to refine: tagseg repro refine' });
   const rows = (await readAll(file, { stage: 'ingest' })).filter((r) => r.split === split);
@@ -276,6 +278,7 @@ async function runOne(root: string, dir: string, hash: string, p: Params, folds:
     split: `${p.dataset.train_split}, fold ${k} of ${folds.length} held out`,
     labels: r.labels, epochs: r.epochs, trainImages: r.trainImages, heldOutImages: r.val.images,
     segmenter: r.val, pseudo_masks: r.pseudo_val ?? null, resumedFrom: r.training.resumedFrom, seconds: Math.round(r.seconds * 10) / 10,
+    ...(r.review?.corrected ? { corrected: r.review.corrected } : {}),
     ...(scores ? { oof: scores } : {}),
   };
 }
