@@ -30,7 +30,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { DECISIONS_FILE, LABEL_QUALITY_FILE } from '../data/review.js';
+import { DECISIONS_FILE } from '../data/review.js';
 import { storeOf } from '../nn/train_store.js';
 import { readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
@@ -42,9 +42,8 @@ import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
 import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';
 import { idHash } from '../stages/segment/labels.js';
-import { type OofScore, oofScores, oofTable } from './cv_oof.js';
-import { type CvSummary, stat, summariseCv } from './cv_summary.js';
-import { formatLabelQuality } from './label_quality.js';
+import { type OofScore, oofScores, writeOofTable } from './cv_oof.js';
+import { type CvSummary, summariseCv } from './cv_summary.js';
 
 /** Bumped when the protocol's rules change, so older results are not mixed with new ones. */
 export const CV_PROTOCOL_VERSION = 1;
@@ -229,15 +228,7 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   }
   const twin = oof ? null : await cvRecipe(root, p, p.segment.labels === 'gt' ? 'pseudo' : 'gt', o.folds, foldSeed, ids).catch(() => null);
   const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, folds.length, seeds) : null;
-  let labelQuality: CvSummary['label_quality'];
-  if (oof) {
-    // the run's copy, and the one the audit reads (the latest --oof run wins)
-    const rows = oofTable(runs, hash);
-    const table = formatLabelQuality(rows);
-    await writeFileAtomic(path.join(dir, 'label_quality.csv'), table);
-    await writeFileAtomic(path.join(root, LABEL_QUALITY_FILE), table);
-    labelQuality = { file: LABEL_QUALITY_FILE, images: rows.length, mean: stat(rows.map((r) => r.label_quality)).mean };
-  }
+  const labelQuality = oof ? await writeOofTable(root, dir, runs, hash) : null;
   const summary = { ...summariseCv({
     recipe, hash, dir: path.relative(root, dir) || '.', seeds, folds, unmasked, runs,
     twin: twin && twinRuns ? { hash: twin.hash, dir: path.relative(root, path.join(out, twin.hash)), runs: twinRuns } : null,

@@ -7,7 +7,11 @@
  * the image's edges rather than the labels' likelihood. Scored at the working size, where the
  * network sees the image, with the pseudo-mask resized by nearest neighbour (as segment trains).
  */
-import { type LabelQualityRow, maskQuality } from './label_quality.js';
+import * as path from 'node:path';
+import { LABEL_QUALITY_FILE } from '../data/review.js';
+import { writeFileAtomic } from '../pipeline/fsutil.js';
+import { stat } from './cv_summary.js';
+import { type LabelQualityRow, formatLabelQuality, maskQuality } from './label_quality.js';
 import { TableReader } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { batchProbs } from '../stages/segment/infer.js';
@@ -88,4 +92,16 @@ export function oofTable(runs: readonly { fold: number; seed: number; oof?: OofS
   }
   const mean = (v: number[]) => (v.length ? v.reduce((x, y) => x + y, 0) / v.length : null);
   return [...acc].map(([id, a]) => ({ id, label_quality: mean(a.q), self_confidence: mean(a.c), labelled_pixels: a.pixels, fold: a.fold, seeds: a.seeds, recipe }));
+}
+
+/**
+ * The table into the protocol's folder and to review/label_quality.csv, which the audit reads (the
+ * latest --oof run wins); what the summary says of it.
+ */
+export async function writeOofTable(root: string, dir: string, runs: Parameters<typeof oofTable>[0], hash: string): Promise<{ file: string; images: number; mean: number | null }> {
+  const rows = oofTable(runs, hash);
+  const table = formatLabelQuality(rows);
+  await writeFileAtomic(path.join(dir, 'label_quality.csv'), table);
+  await writeFileAtomic(path.join(root, LABEL_QUALITY_FILE), table);
+  return { file: LABEL_QUALITY_FILE, images: rows.length, mean: stat(rows.map((r) => r.label_quality)).mean };
 }

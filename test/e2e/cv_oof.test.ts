@@ -8,6 +8,7 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CvRun, runCv } from '../../eval/cv.js';
 import { type LabelQualityRow, readLabelQuality } from '../../eval/label_quality.js';
@@ -92,6 +93,11 @@ describe('cv --oof: out-of-fold label quality', () => {
     const again = await runCv({ root, ...SHORT, oof: true, onRun: (_r, t) => trained.push(t) });
     expect(trained).toEqual([false, false]);
     expect(again).toEqual(s);
+    // the CLI finds the same protocol and says where the table went
+    const cli = await execa('node', [path.resolve('bin/tagseg.js'), '-q', 'cv', '--folds', '2', '--seeds', '1', '--epochs-factor', '0.5', '--oof'], { cwd: root, reject: false });
+    expect(cli.exitCode, cli.stderr).toBe(0);
+    expect(cli.stdout).toMatch(/out-of-fold label quality \(softmin, cleanlab\): 12 images, mean 0\.\d{3} -> review\/label_quality\.csv/);
+    expect(cli.stdout).toContain(s.recipe);
   }, 300_000);
 
   it('control: with the masks restored, those images are not the worst', async () => {
