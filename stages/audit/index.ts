@@ -549,6 +549,8 @@ export function formatAudit(r: AuditOutput): string {
   if (m.gt) {
     lines.push(`vs ground truth (${m.gt.images} images): mIoU ${Object.entries(m.gt.miou).map(([k, v]) => `${k} ${pct(v)}`).join(', ')}`);
     lines.push(`suspicion vs 1 - GT mIoU x coverage: Spearman ${m.gt.spearman?.toFixed(3) ?? '-'}; bad masks (GT mIoU < ${m.gt.bad_miou} or coverage < ${m.gt.bad_coverage}): ${pct(m.gt.precision_at_top)}% of the top ${Math.min(m.top.length, m.gt.images)} images with ground truth vs ${pct(m.gt.bad_rate)}% of all`);
+    const lq = m.gt.label_quality;
+    if (lq) lines.push(`out-of-fold label quality (low = suspect) on ${lq.images} images: Spearman ${lq.spearman?.toFixed(3) ?? '-'}, bad masks ${pct(lq.precision_at_top)}% of its top ${Math.min(m.top.length, lq.images)} (mean label probability: ${lq.confidence_spearman?.toFixed(3) ?? '-'}, ${pct(lq.confidence_precision_at_top)}%)`);
   }
   lines.push(`most suspicious: ${m.top.slice(0, 10).map((t) => `${t.id} ${t.suspicion.toFixed(2)}${t.gt_coverage === null ? '' : ` (GT mIoU ${pct(t.gt_miou)}, coverage ${pct(t.gt_coverage)})`}`).join(', ')}`);
   lines.push(`report: ${r.report}`);

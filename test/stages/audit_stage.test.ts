@@ -12,7 +12,7 @@ import { encodeIndexedPng } from '../../data/palette.js';
 import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../pipeline/params.js';
-import { type AuditRunResult, runAudit } from '../../stages/audit/index.js';
+import { type AuditRunResult, auditOutput, formatAudit, runAudit } from '../../stages/audit/index.js';
 import { AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS } from '../../stages/audit/columns.js';
 import { PSEUDO_COLUMNS, writeAuditFixture } from './audit_fixtures.js';
 
@@ -164,6 +164,7 @@ describe('audit stage on hand-made tables', () => {
       // its figures over the 3 images with both (good-3 has no GT): the top 20 = all, 1 bad of 3
       expect(r.metrics.gt?.label_quality).toMatchObject({ images: 3, precision_at_top: expect.closeTo(1 / 3, 6) });
       expect(r.metrics.gt?.label_quality?.spearman as number).toBeGreaterThan(0.5);
+      expect(formatAudit(auditOutput(r))).toMatch(/out-of-fold label quality \(low = suspect\) on 3 images: Spearman 0\.\d{3}, bad masks 33\.3% of its top 3/);
       const data = await fs.readFile(path.join(other, 'reports/audit/data.js'), 'utf8');
       const A = JSON.parse(data.slice('window.AUDIT = '.length).trim().replace(/;$/, '')) as { images: unknown[][]; imageFields: string[]; overview: { labelQualityImages: number; corrected: number; ranking: string } };
       const row = A.images.find((x) => x[A.imageFields.indexOf('id')] === 'good-2')!;
