@@ -22,6 +22,10 @@
  *   fold count and seed, and the contents of the inputs (images.arrow, the cam weights; in pseudo
  *   mode pseudo_masks.arrow and the review); not the code: after a code change that alters
  *   results, use a new `out`.
+ * - `oof` (pseudo mode): the folds cover every train-split image, masked or not (a dataset without
+ *   ground truth is audited too; held-out images without a mask are not scored against one), and
+ *   each run also scores its held-out fold's pseudo-masks under its own model (cv_oof.ts), kept in
+ *   its record; at the end review/label_quality.csv (eval/label_quality.ts) gets one row per image.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
@@ -38,6 +42,7 @@ import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
 import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';
 import { idHash } from '../stages/segment/labels.js';
+import { type OofScore, oofScores, writeOofTable } from './cv_oof.js';
 import { type CvSummary, summariseCv } from './cv_summary.js';
 
 /** Bumped when the protocol's rules change, so older results are not mixed with new ones. */
@@ -67,6 +72,10 @@ export interface CvOptions {
   foldSeed?: number;
   /** Results folder; default <root>/runs/cv. */
   out?: string;
+  /** Out-of-fold label quality of every train-split image (pseudo mode): see the file comment. */
+  oof?: boolean;
+  /** Folder of corrected masks used instead of `dataset.corrections` (the reviewer benchmark); '' = none. */
+  corrections?: string;
   /** After each (fold, seed): its record, and whether it was trained now (false: kept from before). */
   onRun?: (r: CvRun, trained: boolean) => void;
 }
@@ -89,6 +98,10 @@ export interface CvRun {
   pseudo_masks: SegScores | null;
   /** Epoch its training resumed from (> 0: an interrupted run continued). */
   resumedFrom: number;
+  /** Training images whose pseudo-mask a corrected mask replaced (the review; the reviewer benchmark). */
+  corrected?: number;
+  /** `oof` recipes: the held-out images' label quality under this run's model. */
+  oof?: OofScore[];
   seconds: number;
 }
 
@@ -102,6 +115,8 @@ export interface CvRecipe {
   fold_seed: number;
   segment: Params['segment'];
   data: Record<string, string>;
+  /** Only in `oof` recipes: folds over every train-split image, held-out label quality kept. */
+  oof?: true;
 }
 
 /** Deal `ids` into k folds (see the file comment); each fold keeps the input order. */
@@ -115,7 +130,7 @@ export function assignFolds(ids: readonly string[], k: number, foldSeed: number)
 }
 
 /** params.yaml + the overrides, checked to touch only what the protocol retrains; epochs scaled; labels set. */
-export async function cvParams(root: string, o: Pick<CvOptions, 'sets' | 'epochsFactor' | 'oracle'>): Promise<Params> {
+export async function cvParams(root: string, o: Pick<CvOptions, 'sets' | 'epochsFactor' | 'oracle' | 'corrections'>): Promise<Params> {
   for (const s of o.sets ?? []) {
     const key = s.split('=')[0].trim();
     if (key !== 'seed' && !key.startsWith('segment.')) {
@@ -125,7 +140,8 @@ export async function cvParams(root: string, o: Pick<CvOptions, 'sets' | 'epochs
   if (!(o.epochsFactor > 0)) throw new TagsegError(`the epochs factor must be > 0, got ${o.epochsFactor}`);
   const p = await loadParams(path.join(root, 'params.yaml'), [...(o.sets ?? [])]);
   const epochs = Math.max(1, Math.round(p.segment.epochs * o.epochsFactor));
-  return { ...p, segment: { ...p.segment, epochs, labels: o.oracle ? 'gt' : p.segment.labels } };
+  const dataset = o.corrections === undefined ? p.dataset : { ...p.dataset, corrections: o.corrections };
+  return { ...p, dataset, segment: { ...p.segment, epochs, labels: o.oracle ? 'gt' : p.segment.labels } };
 }
 
 /** sha256 of a pipeline output the protocol reads; missing: an error saying which stage to run. */
@@ -149,7 +165,7 @@ async function reviewKey(root: string, p: Params, ids: readonly string[]): Promi
 }
 
 /** The recipe of `p` in label mode `labels` over the protocol's `ids`, and its 16-hex key. */
-export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number, ids: readonly string[]): Promise<{ recipe: CvRecipe; hash: string }> {
+export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number, ids: readonly string[], oof = false): Promise<{ recipe: CvRecipe; hash: string }> {
   const at = (rel: string) => path.resolve(root, rel);
   const data: Record<string, string> = {
     [INPUTS.images]: await hashInput(at(INPUTS.images)),
@@ -161,19 +177,22 @@ export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt',
   }
   const recipe: CvRecipe = {
     protocol: CV_PROTOCOL_VERSION, labels, seed: p.seed, train_split: p.dataset.train_split, folds, fold_seed: foldSeed,
-    segment: { ...p.segment, labels }, data,
+    segment: { ...p.segment, labels }, data, ...(oof ? { oof: true as const } : {}),
   };
   return { recipe, hash: createHash('sha256').update(JSON.stringify(recipe)).digest('hex').slice(0, 16) };
 }
 
-/** The masked ids of the train split (images.arrow order) and the count left out for want of a mask. */
-async function maskedTrainIds(root: string, split: string): Promise<{ ids: string[]; unmasked: number }> {
+/**
+ * The protocol's ids of the train split (images.arrow order): the masked ones, or with `all` (oof)
+ * every one; and the count without a mask (left out, or with `all` trained on but not scored).
+ */
+export async function protocolIds(root: string, split: string, all: boolean): Promise<{ ids: string[]; unmasked: number }> {
   const file = path.resolve(root, INPUTS.dataset);
   if (!(await exists(file))) throw new TagsegError('not found', { file, hint: 'the protocol needs the pipeline run up to refine: tagseg repro refine' });
   const rows = (await readAll(file, { stage: 'ingest' })).filter((r) => r.split === split);
-  const ids = rows.filter((r) => r.mask_path).map((r) => r.id as string);
-  if (ids.length === 0) throw new TagsegError(`no image of split '${split}' has a ground-truth mask; the protocol scores held-out folds against masks`, { file, hint: 'check dataset.train_split' });
-  return { ids, unmasked: rows.length - ids.length };
+  const ids = rows.filter((r) => all || r.mask_path).map((r) => r.id as string);
+  if (ids.length === 0) throw new TagsegError(`no image of split '${split}' ${all ? 'exists' : 'has a ground-truth mask; the protocol scores held-out folds against masks'}`, { file, hint: 'check dataset.train_split' });
+  return { ids, unmasked: rows.filter((r) => !r.mask_path).length };
 }
 
 /** Run (or resume) the protocol; returns the summary, also written to `<out>/<recipe>/summary.json`. */
@@ -182,9 +201,11 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   const foldSeed = o.foldSeed ?? 0;
   if (!Number.isInteger(o.seeds) || o.seeds < 1) throw new TagsegError(`--seeds must be a positive integer, got ${o.seeds}`);
   const p = await cvParams(root, o);
-  const { ids, unmasked } = await maskedTrainIds(root, p.dataset.train_split);
+  if (o.oof && p.segment.labels !== 'pseudo') throw new TagsegError('--oof scores the pseudo-masks under models trained on them; it needs segment.labels: pseudo', { hint: 'drop --oracle (or --oof)' });
+  const oof = Boolean(o.oof);
+  const { ids, unmasked } = await protocolIds(root, p.dataset.train_split, oof);
   const folds = assignFolds(ids, o.folds, foldSeed);
-  const { recipe, hash } = await cvRecipe(root, p, p.segment.labels, o.folds, foldSeed, ids);
+  const { recipe, hash } = await cvRecipe(root, p, p.segment.labels, o.folds, foldSeed, ids, oof);
   const out = path.resolve(root, o.out ?? 'runs/cv');
   const dir = path.join(out, hash);
   await ensureDir(dir);
@@ -194,9 +215,9 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   for (let k = 0; k < folds.length; k++) {
     for (const seed of seeds) {
       const file = path.join(dir, `fold${k}-seed${seed}.json`);
-      const kept = await readRun(file, hash);
+      const kept = await readRun(file, hash, oof);
       if (!kept && (await exists(file))) log.warn(`cv: ${file} is not a finished run of recipe ${hash}; running it again`);
-      const r = kept ?? (await runOne(root, dir, hash, p, folds, k, seed));
+      const r = kept ?? (await runOne(root, dir, hash, p, folds, k, seed, oof));
       if (!kept) {
         await writeFileAtomic(file, `${JSON.stringify(r, null, 1)}\n`);
         await fs.rm(cvWorkDir(dir, k, seed), { recursive: true, force: true });
@@ -205,12 +226,13 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
       o.onRun?.(r, !kept);
     }
   }
-  const twin = await cvRecipe(root, p, p.segment.labels === 'gt' ? 'pseudo' : 'gt', o.folds, foldSeed, ids).catch(() => null);
+  const twin = oof ? null : await cvRecipe(root, p, p.segment.labels === 'gt' ? 'pseudo' : 'gt', o.folds, foldSeed, ids).catch(() => null);
   const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, folds.length, seeds) : null;
-  const summary = summariseCv({
+  const labelQuality = oof ? await writeOofTable(root, dir, runs, hash) : null;
+  const summary = { ...summariseCv({
     recipe, hash, dir: path.relative(root, dir) || '.', seeds, folds, unmasked, runs,
     twin: twin && twinRuns ? { hash: twin.hash, dir: path.relative(root, path.join(out, twin.hash)), runs: twinRuns } : null,
-  });
+  }), ...(labelQuality ? { label_quality: labelQuality } : {}) };
   await writeFileAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
   return summary;
 }
@@ -235,25 +257,31 @@ export function cvRunPaths(root: string, work: string): (rel: string) => string 
 export const foldSplit = (folds: string[][], k: number) => ({ train: folds.filter((_, f) => f !== k).flat(), val: folds[k] });
 
 /** Train and score one (fold, seed); its work folder goes once the record is written. */
-async function runOne(root: string, dir: string, hash: string, p: Params, folds: string[][], k: number, seed: number): Promise<CvRun> {
+async function runOne(root: string, dir: string, hash: string, p: Params, folds: string[][], k: number, seed: number, oof: boolean): Promise<CvRun> {
   const work = cvWorkDir(dir, k, seed);
   const split = foldSplit(folds, k);
   log.info(`cv: fold ${k} seed ${seed}: training on ${split.train.length} images, scoring ${split.val.length} held out (${path.relative(root, work)})`);
-  const r = await runSegment({ params: { ...p, seed }, path: cvRunPaths(root, work), split });
+  const at = cvRunPaths(root, work);
+  const r = await runSegment({ params: { ...p, seed }, path: at, split });
+  const scores = oof ? await oofScores({ images: at(INPUTS.images), pseudo: at(INPUTS.pseudo), model: at(SEGMENT_OUTPUTS.model) }, split.val) : null;
   return {
     protocol: CV_PROTOCOL_VERSION, recipe: hash, fold: k, seed,
     split: `${p.dataset.train_split}, fold ${k} of ${folds.length} held out`,
     labels: r.labels, epochs: r.epochs, trainImages: r.trainImages, heldOutImages: r.val.images,
     segmenter: r.val, pseudo_masks: r.pseudo_val ?? null, resumedFrom: r.training.resumedFrom, seconds: Math.round(r.seconds * 10) / 10,
+    ...(r.review?.corrected ? { corrected: r.review.corrected } : {}),
+    ...(scores ? { oof: scores } : {}),
   };
 }
 
 /** A finished run's record, or null when absent or not of this recipe (then it is redone). */
-async function readRun(file: string, hash: string): Promise<CvRun | null> {
+async function readRun(file: string, hash: string, oof = false): Promise<CvRun | null> {
   if (!(await exists(file))) return null;
   try {
     const r = JSON.parse(await fs.readFile(file, 'utf8')) as CvRun;
-    if (r.recipe === hash && r.protocol === CV_PROTOCOL_VERSION && typeof r.segmenter?.miou === 'number') return r;
+    // miou null: a fold of images without masks (oof), finished but not scored
+    const scored = typeof r.segmenter?.miou === 'number' || (oof && r.segmenter?.miou === null);
+    if (r.recipe === hash && r.protocol === CV_PROTOCOL_VERSION && scored && (!oof || Array.isArray(r.oof))) return r;
   } catch {
     // a hand-edited or foreign file: not a finished run
   }

@@ -33,6 +33,8 @@ export interface CvSummary {
   segmenter: { miou: Stat; per_seed: { seed: number; miou: number | null }[]; iou: Record<string, number | null> };
   /** Pseudo-masks of each held-out fold; in oracle mode taken from the weak protocol's runs when they are complete (`from`). */
   pseudo_masks: null | { from: string; miou: Stat; miou_labelled: Stat; coverage: Stat; per_fold: { fold: number; images: number; miou: number | null; miou_labelled: number | null; coverage: number | null }[] };
+  /** `--oof`: the label-quality table written (cli/cv_oof.ts): where, how many images, their mean score. */
+  label_quality?: { file: string; images: number; mean: number | null };
   /** When the other label mode's protocol (same folds, seeds and recipe) is complete too. */
   weak_oracle: null | { ratio: number | null; weak: Stat; oracle: Stat; weak_dir: string; oracle_dir: string };
 }
@@ -86,7 +88,9 @@ export function summariseCv(s: SummaryInput): CvSummary {
     : { weak: twinFull, oracle: own, weak_dir: s.twin.dir, oracle_dir: s.dir }) : null;
   return {
     protocol: recipe.protocol, recipe: s.hash, dir: s.dir, labels: recipe.labels, epochs: recipe.segment.epochs,
-    split: `${recipe.folds}-fold cross-validation over the ${s.folds.flat().length} images of split '${recipe.train_split}' with a ground-truth mask: each score is on a held-out fold, never trained on`,
+    split: recipe.oof
+      ? `${recipe.folds}-fold cross-validation over all ${s.folds.flat().length} images of split '${recipe.train_split}' (${s.unmasked} without a mask: trained on, not scored): each score is on a held-out fold, never trained on`
+      : `${recipe.folds}-fold cross-validation over the ${s.folds.flat().length} images of split '${recipe.train_split}' with a ground-truth mask: each score is on a held-out fold, never trained on`,
     fold_seed: recipe.fold_seed, fold_sizes: s.folds.map((f) => f.length), seeds: s.seeds, unmasked: s.unmasked,
     runs: runs.map((r) => ({ fold: r.fold, seed: r.seed, train_images: r.trainImages, held_out_images: r.heldOutImages, miou: r.segmenter.miou, pixel_accuracy: r.segmenter.pixel_accuracy, seconds: r.seconds })),
     segmenter: { miou: own, per_seed, iou },
@@ -110,7 +114,7 @@ export function formatCv(s: CvSummary): string {
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const out = [
     `CV protocol ${s.recipe} (${s.dir}): segment trained on ${mode}, ${s.epochs} epochs, ${s.fold_sizes.length} folds x ${s.seeds.length} seed(s)`,
-    `split: ${s.split}; folds of ${s.fold_sizes.join('/')} images (fold seed ${s.fold_seed})${s.unmasked ? `; ${s.unmasked} train images without a mask not used` : ''}`,
+    `split: ${s.split}; folds of ${s.fold_sizes.join('/')} images (fold seed ${s.fold_seed})${s.unmasked && !s.label_quality ? `; ${s.unmasked} train images without a mask not used` : ''}`,
     'held-out fold scores, mIoU %: segmenter and pseudo-masks at full coverage (ignore = wrong), pseudo lab. = labelled pixels only',
     line(head), ...rows.map(line),
     `segmenter, full coverage: ${pm(s.segmenter.miou)} (mean ± sd over ${s.segmenter.miou.n} seed(s) of the ${s.fold_sizes.length}-fold average)`,
@@ -125,5 +129,6 @@ export function formatCv(s: CvSummary): string {
   } else {
     out.push(`weak / oracle: run the same protocol ${s.labels === 'gt' ? 'without' : 'with'} --oracle to get the ratio`);
   }
+  if (s.label_quality) out.push(`out-of-fold label quality (softmin, cleanlab): ${s.label_quality.images} images, mean ${s.label_quality.mean?.toFixed(3) ?? '-'} -> ${s.label_quality.file} (the audit reads it)`);
   return out.join('\n');
 }

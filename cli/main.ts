@@ -321,6 +321,7 @@ program
   .option('--seeds <n>', 'training seeds per fold: params seed, seed + 1, ... (overrides the preset)', int('--seeds'))
   .option('--epochs-factor <f>', 'segment.epochs x f, rounded, at least 1 (overrides the preset)', parseFloat)
   .option('--oracle', 'train on the ground-truth masks instead of the pseudo-masks (the weak / oracle ratio needs both)')
+  .option('--oof', 'folds over every train image; score each pseudo-mask under the model that never trained on it (confident learning) -> review/label_quality.csv, read by the audit')
   .option('--fold-seed <n>', 'seed of the fold assignment', int('--fold-seed'), 0)
   .option('--set <key=value>', 'segment.* or seed override of the trained recipe (repeatable)', collect, [])
   .option('--out <dir>', 'results folder: <out>/<recipe hash>/fold<k>-seed<s>.json, summary.json', 'runs/cv')
@@ -332,7 +333,7 @@ Needs a workspace run up to refine (tagseg repro refine). Finished (fold, seed) 
 on a rerun, so the protocol can be stopped and continued. Every score is on a held-out fold, at full
 coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: cli/cv.ts.`,
   )
-  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; foldSeed: number; set: string[]; out: string; json?: boolean }) => {
+  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; oof?: boolean; foldSeed: number; set: string[]; out: string; json?: boolean }) => {
     const { CV_PRESETS, runCv } = await import('./cv.js');
     const { formatCv } = await import('./cv_summary.js');
     const { log } = await import('../pipeline/log.js');
@@ -340,7 +341,7 @@ coverage (every pixel with a valid ground truth counts, ignore counts as wrong).
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
     const r = await runCv({
       root: rootOf(), folds: o.folds ?? preset.folds, seeds: o.seeds ?? preset.seeds, epochsFactor: o.epochsFactor ?? preset.epochsFactor,
-      oracle: Boolean(o.oracle), foldSeed: o.foldSeed, sets: o.set, out: o.out,
+      oracle: Boolean(o.oracle), oof: Boolean(o.oof), foldSeed: o.foldSeed, sets: o.set, out: o.out,
       onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
     });
     print(Boolean(o.json), r, () => formatCv(r));

@@ -22,6 +22,9 @@ import { ensureDir, writeFileAtomic } from '../pipeline/fsutil.js';
 import * as path from 'node:path';
 
 export const DECISIONS_FILE = 'review/decisions.csv';
+/** The out-of-fold label-quality table (eval/label_quality.ts; written by `tagseg cv --oof`, read by the audit). */
+export const LABEL_QUALITY_FILE = 'review/label_quality.csv';
+export const LABEL_QUALITY_COLUMNS = ['id', 'label_quality', 'self_confidence', 'labelled_pixels', 'fold', 'seeds', 'recipe'] as const;
 export const DECISIONS = ['accept', 'reject', 'relabel'] as const;
 export type Decision = (typeof DECISIONS)[number];
 export const DECISION_COLUMNS = ['id', 'decision', 'class', 'note'] as const;
@@ -60,16 +63,18 @@ when the segment stage trains (metrics/segment.json: review.corrected).
 `;
 
 /**
- * A new project's review files: decisions.csv with its header only, and the corrections folder
- * with a README; both are deps of the segment stage, which DVC needs to exist. Keeps what is there.
+ * A new project's review files: decisions.csv and label_quality.csv with their headers only, and
+ * the corrections folder with a README; deps of the segment and audit stages, which DVC needs to exist. Keeps what is there.
  */
 export async function ensureReviewFiles(root: string, corrections = 'review/corrections'): Promise<void> {
   const file = path.join(root, DECISIONS_FILE);
   await ensureDir(path.dirname(file));
-  try {
-    await fs.writeFile(file, formatDecisions([]), { flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  for (const [rel, text] of [[DECISIONS_FILE, formatDecisions([])], [LABEL_QUALITY_FILE, formatCsv(LABEL_QUALITY_COLUMNS, [])]]) {
+    try {
+      await fs.writeFile(path.join(root, rel), text, { flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
   if (!corrections) return;
   await ensureDir(path.join(root, corrections));
@@ -149,6 +154,31 @@ export function reviewByImage(rows: readonly DecisionRow[]): Map<string, ImageRe
       v.decision = r.decision;
       v.note = r.note;
     } else v.classes.set(r.class, r.decision);
+  }
+  return out;
+}
+
+/**
+ * The corrected masks of folder `dir` (project-relative `dataset.corrections`): id -> file, for
+ * every `<id>.png`; null when the folder does not exist (dvc.yaml lists it as a dep, so DVC and
+ * `tagseg repro` stop before this; a direct `tagseg run segment` warns). A PNG whose id is not in
+ * the dataset is an error (a typo would otherwise be silently ignored); other files are skipped.
+ */
+export async function listCorrections(dir: string, datasetIds: ReadonlySet<string>): Promise<Map<string, string> | null> {
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    throw new TagsegError(`cannot read the corrections folder (${code})`, { file: dir, hint: "dataset.corrections names a folder of <id>.png masks relative to the project ('' = none)" });
+  }
+  const out = new Map<string, string>();
+  for (const name of names.sort()) {
+    if (path.extname(name).toLowerCase() !== '.png') continue;
+    const id = name.slice(0, -4);
+    if (!datasetIds.has(id)) throw new TagsegError(`corrected mask for '${id}', which is not an image of the dataset`, { file: path.join(dir, name), hint: 'name corrected masks <id>.png with the ids of reports/audit/images.csv' });
+    out.set(id, path.join(dir, name));
   }
   return out;
 }

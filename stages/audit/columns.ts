@@ -94,6 +94,9 @@ export const AUDIT_IMAGE_COLUMNS: ColumnSpec[] = [
   f('gt_miou', 'mean gt_iou over the image\'s classes in ground truth or final mask (null: no ground truth)'),
   f('gt_pixel_accuracy', 'fraction of pixels labelled in both final mask and ground truth where they agree'),
   f('gt_coverage', 'fraction of the non-void ground-truth pixels the final mask labels (not ignore): gt_miou describes only these'),
+  f('label_quality', 'confident-learning label quality in [0, 1], low = suspect: softmin (T = 0.1) over the labelled pixels of the probability a segmenter that never trained on the image gives the pseudo-label (review/label_quality.csv from `tagseg cv --oof`; eval/label_quality.ts); null without that table'),
+  f('label_confidence', 'the same model\'s mean probability of the pseudo-labels (the softmin\'s T -> infinity limit); null without the table'),
+  { name: 'corrected', type: 'bool', doc: 'dataset.corrections holds a hand-fixed mask of the image: segment trains on it instead of this pseudo-mask' },
   ...SUSPICION_TERMS.map((t): ColumnSpec => ({ name: `t_${t}`, type: 'float32', doc: TERM_DOCS[t] })),
 ];
 

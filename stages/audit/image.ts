@@ -110,6 +110,11 @@ export interface ImageRow {
   gt_coverage: number | null;
   suspicion: number;
   reasons: string[];
+  /** Out-of-fold label quality (review/label_quality.csv, `tagseg cv --oof`): softmin and mean label probability; null without it. */
+  label_quality: number | null;
+  label_confidence: number | null;
+  /** A hand-fixed mask of the image is in `dataset.corrections` (segment trains on it instead). */
+  corrected: boolean;
   /** 1 = most suspicious; filled in once every image is scored. */
   rank: number;
   terms: SuspicionTerms;
@@ -122,174 +127,156 @@ export interface ImageAudit {
 
 const ratio = (a: number, b: number): number | null => (b > 0 ? a / b : null);
 
-export function auditImage(x: AuditImageInput, classes: readonly string[], background: number | null, s: AuditSettings): ImageAudit {
-  const { height: H, width: W } = x;
-  const n = H * W;
+/** Every per-pixel input must be H x W (pixels x 3). */
+function checkSizes(x: AuditImageInput): void {
+  const n = x.height * x.width;
   const check = (what: string, arr: Uint8Array | null, per = 1) => {
-    if (arr && arr.length !== n * per) throw new TagsegError(`image '${x.id}': ${what} has ${arr.length} values, expected ${H} x ${W}${per > 1 ? ` x ${per}` : ''}`);
+    if (arr && arr.length !== n * per) throw new TagsegError(`image '${x.id}': ${what} has ${arr.length} values, expected ${x.height} x ${x.width}${per > 1 ? ` x ${per}` : ''}`);
   };
   check('pixels', x.pixels, 3);
   check('final mask', x.final);
   check('confidence', x.confidence);
   check('ground truth', x.gt);
   for (const st of MAP_STAGES) check(`${st} labels`, x.maps[st]);
+}
 
-  const counts = {
-    final: labelCounts(x.final),
-    cam: labelCounts(x.maps.cam),
-    random_walk: labelCounts(x.maps.random_walk),
-    rca: labelCounts(x.maps.rca),
-  };
+/** What every class row of an image reads: label counts, confidence sums, edges near each pixel. */
+interface ImageContext {
+  n: number;
+  counts: Record<'final' | MapStage, ReturnType<typeof labelCounts>>;
+  gtCounts: ReturnType<typeof labelCounts> | null;
+  gtValid: number;
+  /** Confidence summed per final class. */
+  confSum: Float64Array;
+  /** Pixels the RCA map labels c that the final mask left as ignore. */
+  rcaToIgnore: Float64Array;
+  /** 1 where a pixel lies within edgeTolerance of a strong edge. */
+  near: Uint8Array;
+  nearCount: number;
+}
+
+function imageContext(x: AuditImageInput, s: AuditSettings): ImageContext {
+  const n = x.height * x.width;
+  const counts = { final: labelCounts(x.final), cam: labelCounts(x.maps.cam), random_walk: labelCounts(x.maps.random_walk), rca: labelCounts(x.maps.rca) };
   const gtCounts = x.gt ? labelCounts(x.gt) : null;
-  const gtValid = gtCounts ? n - gtCounts[IGNORE] : 0;
-
-  // Which classes get a row: tagged, in the final mask, or in the ground truth.
-  const tagged = new Set(x.tags);
-  const rowClasses = new Set<number>(x.tags);
-  for (let c = 0; c < classes.length; c++) {
-    if (counts.final[c] > 0 || (gtCounts && gtCounts[c] > 0)) rowClasses.add(c);
-  }
-  for (const c of rowClasses) {
-    if (!(c >= 0 && c < classes.length)) throw new TagsegError(`image '${x.id}': class index ${c} is outside the ${classes.length} classes`);
-  }
-
-  // Confidence sums per final class.
   const confSum = new Float64Array(256);
-  for (let i = 0; i < n; i++) confSum[x.final[i]] += x.confidence[i];
-  // Pixels the RCA map labels c that the final mask left as ignore.
   const rcaToIgnore = new Float64Array(256);
-  for (let i = 0; i < n; i++) if (x.final[i] === IGNORE) rcaToIgnore[x.maps.rca[i]]++;
-
-  const near = dilate(strongEdges(sobelMagnitude(x.pixels, H, W), s.edgeQuantile, s.edgeFloor), H, W, s.edgeTolerance);
+  for (let i = 0; i < n; i++) {
+    confSum[x.final[i]] += x.confidence[i];
+    if (x.final[i] === IGNORE) rcaToIgnore[x.maps.rca[i]]++;
+  }
+  const near = dilate(strongEdges(sobelMagnitude(x.pixels, x.height, x.width), s.edgeQuantile, s.edgeFloor), x.height, x.width, s.edgeTolerance);
   let nearCount = 0;
   for (const v of near) nearCount += v;
+  return { n, counts, gtCounts, gtValid: gtCounts ? n - gtCounts[IGNORE] : 0, confSum, rcaToIgnore, near, nearCount };
+}
 
-  const classRows: ClassRow[] = [];
-  let boundaryAll = 0;
-  let alignedAll = 0;
-  let fgArea = 0;
-  let fgLargest = 0;
-  let emptyTags = 0;
-  let largeLow = 0;
-  let gtInter = 0;
-  const gtIous: number[] = [];
-  for (const c of [...rowClasses].sort((a, b) => a - b)) {
-    const area = counts.final[c];
-    const comp = components(x.final, H, W, c);
-    const b = boundaryAlignment(x.final, near, H, W, c);
-    boundaryAll += b.boundary;
-    alignedAll += b.aligned;
-    const isFg = c !== background;
-    if (isFg) {
-      fgArea += area;
-      fgLargest += comp.largest;
-    }
-    const confidence = area > 0 ? confSum[c] / area / 255 : null;
-    const emptyTag = tagged.has(c) && isFg && area === 0;
-    if (emptyTag) emptyTags++;
-    const lowConf = area / n >= s.largeArea && confidence !== null && confidence < s.lowConfidence;
-    if (lowConf) largeLow++;
-    let gtIou: number | null = null;
-    let gtPrecision: number | null = null;
-    let gtRecall: number | null = null;
-    if (x.gt) {
-      // Void ground truth and ignored predictions are left out, as in eval/metrics.ts.
-      const o = classOverlap(x.final, x.gt, c);
-      const predC = o.union - countOnlyIn(x.final, x.gt, c);
-      const gtC = o.union - countOnlyIn(x.gt, x.final, c);
-      gtIou = iouOf(o);
-      gtPrecision = ratio(o.inter, predC);
-      gtRecall = ratio(o.inter, gtC);
-      gtInter += o.inter;
-      if (gtIou !== null) gtIous.push(gtIou);
-    }
-    classRows.push({
-      id: x.id,
-      split: x.split,
-      class: c,
-      class_name: classes[c],
-      tagged: tagged.has(c),
-      in_gt: gtCounts ? gtCounts[c] > 0 : null,
-      area: area / n,
-      area_cam: counts.cam[c] / n,
-      area_random_walk: counts.random_walk[c] / n,
-      area_rca: counts.rca[c] / n,
-      gt_area: gtCounts ? (gtValid > 0 ? gtCounts[c] / gtValid : 0) : null,
-      ignore_fraction: ratio(rcaToIgnore[c], counts.rca[c]),
-      components: comp.count,
-      largest_share: ratio(comp.largest, area),
-      iou_cam_random_walk: iouOf(classOverlap(x.maps.cam, x.maps.random_walk, c)),
-      iou_random_walk_rca: iouOf(classOverlap(x.maps.random_walk, x.maps.rca, c)),
-      iou_rca_final: iouOf(classOverlap(x.maps.rca, x.final, c)),
-      iou_cam_final: iouOf(classOverlap(x.maps.cam, x.final, c)),
-      confidence,
-      boundary_alignment: ratio(b.aligned, b.boundary),
-      boundary_pixels: b.boundary,
-      empty_tag: emptyTag,
-      large_low_confidence: lowConf,
-      gt_iou: gtIou,
-      gt_precision: gtPrecision,
-      gt_recall: gtRecall,
-      suspicion: null,
-      reasons: null,
-    });
+/** The classes that get a row: tagged, in the final mask, or in the ground truth; ascending. */
+function rowClassesOf(x: AuditImageInput, classes: readonly string[], ctx: ImageContext): number[] {
+  const out = new Set<number>(x.tags);
+  for (let c = 0; c < classes.length; c++) {
+    if (ctx.counts.final[c] > 0 || (ctx.gtCounts && ctx.gtCounts[c] > 0)) out.add(c);
   }
+  for (const c of out) {
+    if (!(c >= 0 && c < classes.length)) throw new TagsegError(`image '${x.id}': class index ${c} is outside the ${classes.length} classes`);
+  }
+  return [...out].sort((a, b) => a - b);
+}
 
-  const labelled = n - counts.final[IGNORE];
-  let confLabelled = 0;
-  for (let c = 0; c < IGNORE; c++) confLabelled += confSum[c];
-  let gtScored = 0;
-  if (x.gt) for (let i = 0; i < n; i++) if (x.gt[i] !== IGNORE && x.final[i] !== IGNORE) gtScored++;
-  // mIoU leaves ignored pixels out (a 99%-ignore mask can score 1), so the coverage says how much was scored.
-  const fgTags = x.tags.filter((c) => c !== background).length;
-  const present = classRows.filter((r) => r.area > 0).length;
-  const agreements = MAP_STAGES.map((st) => pixelAgreement(x.maps[st], x.final));
-  const boundary = ratio(alignedAll, boundaryAll);
-  const edgeChance = n > 0 ? nearCount / n : 0;
-  const fragmentation = fgArea > 0 ? 1 - fgLargest / fgArea : 0;
-  const ignoreFraction = n > 0 ? counts.final[IGNORE] / n : 0;
-  const meanConfidence = labelled > 0 ? confLabelled / labelled / 255 : null;
-  const terms = suspicionTerms({
-    ignoreFraction, meanConfidence, agreements, emptyTags, foregroundTags: fgTags, fragmentation,
-    boundaryAlignment: boundary, edgeChance, largeLowConfidence: largeLow, classesPresent: present,
-  });
-  const sus = suspicionScore(terms, s.weights);
+/** Per class, what the image row adds up: outline pixels, foreground regions, lost tags, GT overlaps. */
+interface ClassExtras { boundary: number; aligned: number; largest: number; gtInter: number }
+
+/** One class's row (suspicion filled in later) and what the image row adds up. */
+function classRowOf(x: AuditImageInput, c: number, classes: readonly string[], background: number | null, s: AuditSettings, ctx: ImageContext): { row: ClassRow; extras: ClassExtras } {
+  const { n, counts, gtCounts, gtValid } = ctx;
+  const area = counts.final[c];
+  const comp = components(x.final, x.height, x.width, c);
+  const b = boundaryAlignment(x.final, ctx.near, x.height, x.width, c);
+  const tagged = x.tags.includes(c);
+  const confidence = area > 0 ? ctx.confSum[c] / area / 255 : null;
+  let gt = { iou: null as number | null, precision: null as number | null, recall: null as number | null, inter: 0 };
+  if (x.gt) {
+    // Void ground truth and ignored predictions are left out, as in eval/metrics.ts.
+    const o = classOverlap(x.final, x.gt, c);
+    gt = { iou: iouOf(o), precision: ratio(o.inter, o.union - countOnlyIn(x.final, x.gt, c)), recall: ratio(o.inter, o.union - countOnlyIn(x.gt, x.final, c)), inter: o.inter };
+  }
+  const row: ClassRow = {
+    id: x.id, split: x.split, class: c, class_name: classes[c], tagged,
+    in_gt: gtCounts ? gtCounts[c] > 0 : null,
+    area: area / n, area_cam: counts.cam[c] / n, area_random_walk: counts.random_walk[c] / n, area_rca: counts.rca[c] / n,
+    gt_area: gtCounts ? (gtValid > 0 ? gtCounts[c] / gtValid : 0) : null,
+    ignore_fraction: ratio(ctx.rcaToIgnore[c], counts.rca[c]),
+    components: comp.count, largest_share: ratio(comp.largest, area),
+    iou_cam_random_walk: iouOf(classOverlap(x.maps.cam, x.maps.random_walk, c)),
+    iou_random_walk_rca: iouOf(classOverlap(x.maps.random_walk, x.maps.rca, c)),
+    iou_rca_final: iouOf(classOverlap(x.maps.rca, x.final, c)),
+    iou_cam_final: iouOf(classOverlap(x.maps.cam, x.final, c)),
+    confidence, boundary_alignment: ratio(b.aligned, b.boundary), boundary_pixels: b.boundary,
+    empty_tag: tagged && c !== background && area === 0,
+    large_low_confidence: area / n >= s.largeArea && confidence !== null && confidence < s.lowConfidence,
+    gt_iou: gt.iou, gt_precision: gt.precision, gt_recall: gt.recall,
+    suspicion: null, reasons: null,
+  };
+  return { row, extras: { boundary: b.boundary, aligned: b.aligned, largest: c !== background ? comp.largest : 0, gtInter: gt.inter } };
+}
+
+export function auditImage(x: AuditImageInput, classes: readonly string[], background: number | null, s: AuditSettings): ImageAudit {
+  checkSizes(x);
+  const ctx = imageContext(x, s);
+  const classRows: ClassRow[] = [];
+  const sum: ClassExtras = { boundary: 0, aligned: 0, largest: 0, gtInter: 0 };
+  for (const c of rowClassesOf(x, classes, ctx)) {
+    const { row, extras } = classRowOf(x, c, classes, background, s, ctx);
+    classRows.push(row);
+    for (const k of Object.keys(sum) as (keyof ClassExtras)[]) sum[k] += extras[k];
+  }
+  const image = imageRowOf(x, classes, background, s, ctx, classRows, sum);
   for (const r of classRows) {
     if (!r.tagged && r.area === 0) continue; // ground truth only: nothing of the pipeline's to doubt
-    const cs = suspicionScore(classSuspicionTerms(r, r.class !== background, edgeChance), s.weights);
+    const cs = suspicionScore(classSuspicionTerms(r, r.class !== background, image.edge_chance), s.weights);
     r.suspicion = cs.score;
     r.reasons = cs.reasons;
   }
-  const flags = [...x.refineFlags];
+  return { classRows, image };
+}
+
+/** The image's row: its measures, its ground-truth figures and its suspicion. */
+function imageRowOf(x: AuditImageInput, classes: readonly string[], background: number | null, s: AuditSettings, ctx: ImageContext, classRows: ClassRow[], sum: ClassExtras): ImageRow {
+  const { n, counts } = ctx;
+  const labelled = n - counts.final[IGNORE];
+  let confLabelled = 0;
+  for (let c = 0; c < IGNORE; c++) confLabelled += ctx.confSum[c];
+  let gtScored = 0;
+  if (x.gt) for (let i = 0; i < n; i++) if (x.gt[i] !== IGNORE && x.final[i] !== IGNORE) gtScored++;
+  const fgArea = classRows.filter((r) => r.class !== background).reduce((a, r) => a + counts.final[r.class], 0);
+  const gtIous = classRows.map((r) => r.gt_iou).filter((v): v is number => v !== null);
+  const agreements = MAP_STAGES.map((st) => pixelAgreement(x.maps[st], x.final));
+  const boundary = ratio(sum.aligned, sum.boundary);
+  const edgeChance = n > 0 ? ctx.nearCount / n : 0;
+  const fragmentation = fgArea > 0 ? 1 - sum.largest / fgArea : 0;
+  const ignoreFraction = n > 0 ? counts.final[IGNORE] / n : 0;
+  const meanConfidence = labelled > 0 ? confLabelled / labelled / 255 : null;
+  const emptyTags = classRows.filter((r) => r.empty_tag).length;
+  const largeLow = classRows.filter((r) => r.large_low_confidence).length;
+  const terms = suspicionTerms({
+    ignoreFraction, meanConfidence, agreements, emptyTags, foregroundTags: x.tags.filter((c) => c !== background).length, fragmentation,
+    boundaryAlignment: boundary, edgeChance, largeLowConfidence: largeLow, classesPresent: classRows.filter((r) => r.area > 0).length,
+  });
+  const sus = suspicionScore(terms, s.weights);
   return {
-    classRows,
-    image: {
-      id: x.id,
-      split: x.split,
-      width: W,
-      height: H,
-      tags: [...x.tags].sort((a, b) => a - b).map((c) => classes[c]),
-      classes: classRows.filter((r) => r.area > 0).map((r) => r.class_name),
-      ignore_fraction: ignoreFraction,
-      mean_confidence: meanConfidence,
-      mean_margin: x.meanMargin,
-      agree_cam_final: agreements[0],
-      agree_random_walk_final: agreements[1],
-      agree_rca_final: agreements[2],
-      boundary_alignment: boundary,
-      edge_chance: edgeChance,
-      fragmentation,
-      empty_tags: emptyTags,
-      large_low_confidence: largeLow,
-      refine_flags: flags,
-      gt_miou: gtIous.length > 0 ? gtIous.reduce((a, v) => a + v, 0) / gtIous.length : null,
-      gt_pixel_accuracy: x.gt ? ratio(gtInter, gtScored) : null,
-      gt_coverage: x.gt ? ratio(gtScored, gtValid) : null,
-      suspicion: sus.score,
-      reasons: sus.reasons,
-      rank: 0,
-      terms,
-    },
+    id: x.id, split: x.split, width: x.width, height: x.height,
+    tags: [...x.tags].sort((a, b) => a - b).map((c) => classes[c]),
+    classes: classRows.filter((r) => r.area > 0).map((r) => r.class_name),
+    ignore_fraction: ignoreFraction, mean_confidence: meanConfidence, mean_margin: x.meanMargin,
+    agree_cam_final: agreements[0], agree_random_walk_final: agreements[1], agree_rca_final: agreements[2],
+    boundary_alignment: boundary, edge_chance: edgeChance, fragmentation, empty_tags: emptyTags, large_low_confidence: largeLow,
+    refine_flags: [...x.refineFlags],
+    // mIoU leaves ignored pixels out (a 99%-ignore mask can score 1), so the coverage says how much was scored.
+    gt_miou: gtIous.length > 0 ? gtIous.reduce((a, v) => a + v, 0) / gtIous.length : null,
+    gt_pixel_accuracy: x.gt ? ratio(sum.gtInter, gtScored) : null,
+    gt_coverage: x.gt ? ratio(gtScored, ctx.gtValid) : null,
+    suspicion: sus.score, reasons: sus.reasons, label_quality: null, label_confidence: null, corrected: false,
+    rank: 0, terms,
   };
 }
 

@@ -65,13 +65,17 @@ export interface ReportData {
   overview: {
     meanSuspicion: number | null;
     meanIgnore: number | null;
-    gt: null | { images: number; stages: NonNullable<AuditSummary['gt']>['stages']; spearman: number | null };
+    gt: null | { images: number; stages: NonNullable<AuditSummary['gt']>['stages']; spearman: number | null; labelQuality: null | { images: number; spearman: number | null; confidence_spearman: number | null } };
+    /** Images with an out-of-fold label quality; with a corrected mask; which ranking is used and why. */
+    labelQualityImages: number;
+    corrected: number;
+    ranking: string;
   };
   imageColumns: ColumnSpec[];
   classColumns: ColumnSpec[];
 }
 
-const IMAGE_FIELDS = ['id', 'split', 'rank', 'suspicion', 'ignore', 'confidence', 'agreement', 'gt_miou', 'gt_coverage', 'tags', 'classes', 'reasons', 'flags', 'file', 'gt', 'crows', 'heat'] as const;
+const IMAGE_FIELDS = ['id', 'split', 'rank', 'suspicion', 'ignore', 'confidence', 'agreement', 'gt_miou', 'gt_coverage', 'tags', 'classes', 'reasons', 'flags', 'file', 'gt', 'crows', 'heat', 'label_quality', 'label_confidence', 'corrected'] as const;
 /** Columns of an image's compact class rows (`crows`): cache/audit.arrow's, shortened. */
 const CLASS_ROW_FIELDS = ['class', 'tagged', 'area', 'confidence', 'ignore', 'components', 'largest', 'iou_cam_rw', 'iou_rw_rca', 'iou_rca_final', 'iou_cam_final', 'boundary', 'empty', 'suspicion', 'reasons', 'gt_iou'] as const;
 const classRowArray = (r: ClassRow) => [
@@ -99,7 +103,7 @@ export function reportPayload(d: ReportData): Record<string, unknown> {
     images: d.images.map((i) => [
       i.row.id, i.row.split, i.row.rank, r4(i.row.suspicion), r4(i.row.ignore_fraction), r4(i.row.mean_confidence), r4(i.row.agree_rca_final),
       r4(i.row.gt_miou), r4(i.row.gt_coverage), i.tags, i.classes, i.row.reasons, i.row.refine_flags, i.file, i.hasGt,
-      i.classRows.map(classRowArray), i.heat,
+      i.classRows.map(classRowArray), i.heat, r4(i.row.label_quality), r4(i.row.label_confidence), i.row.corrected,
     ]),
     summary: d.summary,
     overview: d.overview,

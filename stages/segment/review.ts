@@ -11,8 +11,6 @@
  * Only training images are affected: the validation carve is scored against ground truth and
  * stays the same, so scores before and after a review compare.
  */
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type { DecisionRow } from '../../data/review.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { IGNORE } from './labels.js';
@@ -68,27 +66,3 @@ export function ignoreClassPixels(labels: Uint8Array, classes: readonly number[]
   return labels;
 }
 
-/**
- * The corrected masks of folder `dir` (project-relative `dataset.corrections`): id -> file, for
- * every `<id>.png`; null when the folder does not exist (dvc.yaml lists it as a dep, so DVC and
- * `tagseg repro` stop before this; a direct `tagseg run segment` warns). A PNG whose id is not in
- * the dataset is an error (a typo would otherwise be silently ignored); other files are skipped.
- */
-export async function listCorrections(dir: string, datasetIds: ReadonlySet<string>): Promise<Map<string, string> | null> {
-  let names: string[];
-  try {
-    names = await fs.readdir(dir);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    throw new TagsegError(`cannot read the corrections folder (${code})`, { file: dir, hint: "dataset.corrections names a folder of <id>.png masks relative to the project ('' = none)" });
-  }
-  const out = new Map<string, string>();
-  for (const name of names.sort()) {
-    if (path.extname(name).toLowerCase() !== '.png') continue;
-    const id = name.slice(0, -4);
-    if (!datasetIds.has(id)) throw new TagsegError(`corrected mask for '${id}', which is not an image of the dataset`, { file: path.join(dir, name), hint: 'name corrected masks <id>.png with the ids of reports/audit/images.csv' });
-    out.set(id, path.join(dir, name));
-  }
-  return out;
-}

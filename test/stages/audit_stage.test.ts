@@ -8,10 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeIndexedPng } from '../../data/palette.js';
 import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../stages/params.js';
-import { type AuditRunResult, runAudit } from '../../stages/audit/index.js';
+import { type AuditRunResult, auditOutput, formatAudit, runAudit } from '../../stages/audit/index.js';
 import { AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS } from '../../stages/audit/columns.js';
 import { PSEUDO_COLUMNS, writeAuditFixture } from './audit_fixtures.js';
 
@@ -130,6 +131,48 @@ describe('audit stage on hand-made tables', () => {
       // nothing half-written: no report folder, no staging folder left behind
       expect(await fs.readdir(path.join(other, 'reports')).catch(() => [])).toEqual([]);
       await expect(fs.access(path.join(other, 'cache/audit.arrow'))).rejects.toThrow();
+    } finally {
+      await fs.rm(other, { recursive: true, force: true });
+    }
+  });
+
+  it('without a label-quality table or corrections: null scores, nothing marked corrected', async () => {
+    const images = await readAll(at('cache/audit_images.arrow'), { stage: 'audit' });
+    expect(images.map((r) => [r.label_quality, r.label_confidence, r.corrected])).toEqual(images.map(() => [null, null, false]));
+    expect(result.metrics.gt?.label_quality).toBeNull();
+  });
+
+  it('shows the out-of-fold label quality beside the suspicion and marks corrected masks', async () => {
+    const other = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-audit-lq-'));
+    try {
+      await writeAuditFixture(other);
+      await fs.mkdir(path.join(other, 'review/corrections'), { recursive: true });
+      await fs.writeFile(path.join(other, 'review/corrections/good-2.png'), encodeIndexedPng(new Uint8Array(32 * 24), 32, 24));
+      // label quality: low for the bad mask, high for two good ones; good-3 not scored
+      await fs.writeFile(path.join(other, 'review/label_quality.csv'), [
+        'id,label_quality,self_confidence,labelled_pixels,fold,seeds,recipe', 'bad,0.05,0.2,384,0,1,r', 'good-2,0.8,0.9,768,1,1,r', 'good-1,0.9,0.95,768,0,1,r',
+      ].join('\n'));
+      const r = await runAudit({ params, path: (rel) => path.resolve(other, rel) });
+      const images = await readAll(path.join(other, 'cache/audit_images.arrow'), { stage: 'audit' });
+      const by = new Map(images.map((x) => [x.id as string, x]));
+      expect(['bad', 'good-1', 'good-2', 'good-3'].map((id) => [by.get(id)?.label_quality, by.get(id)?.corrected])).toEqual([
+        [expect.closeTo(0.05, 6), false], [expect.closeTo(0.9, 6), false], [expect.closeTo(0.8, 6), true], [null, false],
+      ]);
+      expect(by.get('bad')?.label_confidence).toBeCloseTo(0.2, 6);
+      // the suspicion ranking is kept (rank by suspicion); the label quality's figures on the 3 GT images
+      expect(images[0].id).toBe('bad');
+      // its figures over the 3 images with both (good-3 has no GT): the top 20 = all, 1 bad of 3
+      expect(r.metrics.gt?.label_quality).toMatchObject({ images: 3, precision_at_top: expect.closeTo(1 / 3, 6) });
+      expect(r.metrics.gt?.label_quality?.spearman as number).toBeGreaterThan(0.5);
+      expect(formatAudit(auditOutput(r))).toMatch(/out-of-fold label quality \(low = suspect\) on 3 images: Spearman 0\.\d{3}, bad masks 33\.3% of its top 3/);
+      const data = await fs.readFile(path.join(other, 'reports/audit/data.js'), 'utf8');
+      const A = JSON.parse(data.slice('window.AUDIT = '.length).trim().replace(/;$/, '')) as { images: unknown[][]; imageFields: string[]; overview: { labelQualityImages: number; corrected: number; ranking: string } };
+      const row = A.images.find((x) => x[A.imageFields.indexOf('id')] === 'good-2')!;
+      expect([row[A.imageFields.indexOf('label_quality')], row[A.imageFields.indexOf('corrected')]]).toEqual([0.8, true]);
+      expect(A.overview).toMatchObject({ labelQualityImages: 3, corrected: 1, ranking: expect.stringMatching(/suspicion/) });
+      // a corrected mask named after no image of the dataset is an error naming the file
+      await fs.writeFile(path.join(other, 'review/corrections/nope.png'), encodeIndexedPng(new Uint8Array(4), 2, 2));
+      await expect(runAudit({ params, path: (rel) => path.resolve(other, rel) })).rejects.toThrow(/nope\.png/);
     } finally {
       await fs.rm(other, { recursive: true, force: true });
     }

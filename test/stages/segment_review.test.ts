@@ -8,7 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DecisionRow } from '../../data/review.js';
-import { ignoreClassPixels, listCorrections, planReview } from '../../stages/segment/review.js';
+import { listCorrections } from '../../data/review.js';
+import { ignoreClassPixels, planReview } from '../../stages/segment/review.js';
 
 const CLASSES = ['background', 'cat', 'dog'];
 const d = (id: string, decision: DecisionRow['decision'], cls = ''): DecisionRow => ({ id, decision, class: cls, note: '' });

@@ -106,7 +106,8 @@
         '<img loading="lazy" data-stage="' + stage + '" src="' + esc(thumbSrc(r, stage)) + '" alt="' + esc(r.id + ' ' + stage) + '"></a></td>' +
         '<td class="num rank">' + r.rank + '</td>' +
         '<td class="num suspicion">' + suspicionCell(r) + '</td>' +
-        '<td class="id">' + esc(r.id) + '</td>' +
+        '<td class="num label-quality" title="mean label probability ' + num(r.label_confidence, 2) + '">' + num(r.label_quality) + '</td>' +
+        '<td class="id">' + esc(r.id) + (r.corrected ? ' <span class="badge corrected" title="dataset.corrections has a hand-fixed mask: segment trains on it">corrected</span>' : '') + '</td>' +
         '<td class="split">' + esc(r.split) + '</td>' +
         '<td class="tags">' + chips + '</td>' +
         '<td class="num">' + pct(r.ignore) + '</td>' +
@@ -118,7 +119,7 @@
         '<td class="decision">' + badges(r.id) + '</td>' +
         '</tr>';
     }).join('');
-    document.querySelector('#images tbody').innerHTML = html || '<tr><td colspan="13">no image matches</td></tr>';
+    document.querySelector('#images tbody').innerHTML = html || '<tr><td colspan="14">no image matches</td></tr>';
     $('page-info').textContent = 'page ' + (state.page + 1) + ' of ' + pages;
     $('row-count').textContent = list.length + ' of ' + rows.length + ' images';
     $('prev').disabled = state.page === 0;
@@ -257,7 +258,8 @@
     var main = ps.filter(function (p) { return p.key === state.panel; })[0];
     var d = decisionOf(r.id, '');
     var shown = r.tags.concat(r.classes.filter(function (c) { return r.tags.indexOf(c) < 0; }));
-    var html = '<h2><span>' + esc(r.id) + '</span><small>rank ' + r.rank + ' \u00b7 suspicion ' + num(r.suspicion) + ' \u00b7 ' + esc(r.split) +
+    var html = '<h2><span>' + esc(r.id) + '</span><small>rank ' + r.rank + ' \u00b7 suspicion ' + num(r.suspicion) +
+      (r.label_quality !== null ? ' \u00b7 label quality ' + num(r.label_quality) : '') + (r.corrected ? ' \u00b7 corrected mask' : '') + ' \u00b7 ' + esc(r.split) +
       ' \u00b7 ' + (i >= 0 ? (i + 1) + ' of ' + list.length : 'not in the filtered list') + '</small><span id="detail-decision">' + badges(r.id) + '</span></h2>' +
       '<div class="nav"><button type="button" data-act="back">&larr; list (Esc)</button><button type="button" data-act="prev"' + (i <= 0 ? ' disabled' : '') + '>previous (k)</button>' +
       '<button type="button" data-act="next"' + (i < 0 || i >= list.length - 1 ? ' disabled' : '') + '>next (j)</button></div>' +
@@ -363,7 +365,8 @@
       th.addEventListener('click', function () {
         var key = th.getAttribute('data-sort');
         if (state.sort === key) state.dir = state.dir === 'asc' ? 'desc' : 'asc';
-        else { state.sort = key; state.dir = key === 'id' || key === 'split' || key === 'rank' ? 'asc' : 'desc'; }
+        // low label quality = suspect: it sorts ascending first, like rank
+        else { state.sort = key; state.dir = key === 'id' || key === 'split' || key === 'rank' || key === 'label_quality' ? 'asc' : 'desc'; }
         state.page = 0;
         render();
       });
@@ -381,7 +384,12 @@
         return esc(s.label) + ' <b>' + pct(o.gt.stages[s.key].miou) + '</b>';
       }).join(', ') + '</span>');
       if (o.gt.spearman !== null) items.push('<span>suspicion vs (1 &minus; GT mIoU &times; coverage): Spearman <b>' + num(o.gt.spearman, 2) + '</b></span>');
+      var lq = o.gt.labelQuality;
+      if (lq && lq.spearman !== null) items.push('<span>label quality (low) vs the same: Spearman <b>' + num(lq.spearman, 2) + '</b> (mean probability <b>' + num(lq.confidence_spearman, 2) + '</b>, ' + lq.images + ' images)</span>');
     }
+    items.push('<span>' + (o.labelQualityImages ? '<b>' + o.labelQualityImages + '</b> images with an out-of-fold label quality' : 'no out-of-fold label quality (run <code>tagseg cv --oof</code>)') + '</span>');
+    if (o.corrected) items.push('<span><b>' + o.corrected + '</b> corrected masks</span>');
+    $('ranking-note').textContent = o.ranking;
     $('overview').innerHTML = items.join('');
     $('legend').innerHTML = A.classes.map(function (k, i) { return chip(i, false); }).join('') +
       '<span class="chip" style="background:#777;color:#fff">ignore (hatched grey)</span>';
