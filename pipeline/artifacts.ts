@@ -18,12 +18,13 @@ export const ARTIFACTS = {
   images: { path: 'cache/images.arrow', stage: 'ingest', kind: 'table' },
   ingestMetrics: { path: 'metrics/ingest.json', stage: 'ingest', kind: 'metrics' },
 
+  camModel: { path: 'models/cam', stage: 'cam_train', kind: 'model' },
+  camTrainMetrics: { path: 'metrics/cam_train.json', stage: 'cam_train', kind: 'metrics' },
+  camLossPlot: { path: 'plots/cam_loss.json', stage: 'cam_train', kind: 'plots' },
   cams: { path: 'cache/cams.arrow', stage: 'cam', kind: 'table' },
-  camModel: { path: 'models/cam', stage: 'cam', kind: 'model' },
   camMetrics: { path: 'metrics/cam.json', stage: 'cam', kind: 'metrics' },
   camThresholdPlot: { path: 'plots/cam_threshold.json', stage: 'cam', kind: 'plots' },
   camClassesPlot: { path: 'plots/cam_classes.json', stage: 'cam', kind: 'plots' },
-  camLossPlot: { path: 'plots/cam_loss.json', stage: 'cam', kind: 'plots' },
 
   affinityCams: { path: 'cache/affinity_cams.arrow', stage: 'affinity', kind: 'table' },
   affinityModel: { path: 'models/affinity', stage: 'affinity', kind: 'model' },

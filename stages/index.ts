@@ -1,8 +1,10 @@
 /**
  * Every stage tagseg can run, in pipeline order, loaded on demand: `tagseg run cam` imports only
  * cam's module, so a stage's code deps (pipeline/code_deps.ts) start at its own module, never at
- * this list. Adding a stage = a folder under stages/ exporting `stage`, an entry here, and its
- * entry in dvc.yaml (tests check they agree).
+ * this list. Adding a stage = a module under stages/<algorithm>/ exporting `stage`, an entry here,
+ * its module in pipeline/code_closure.ts STAGE_ENTRIES and its entry in dvc.yaml (tests check
+ * they agree). An algorithm that trains has two stages in its folder: `<x>_train` (the model) and
+ * `<x>` (the per-image maps from it).
  */
 import { recoverCommits } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
@@ -12,6 +14,7 @@ import type { Stage } from '../pipeline/stage.js';
 
 const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
   ingest: () => import('./ingest/index.js'),
+  cam_train: () => import('./cam/train_stage.js'),
   cam: () => import('./cam/index.js'),
   affinity: () => import('./affinity/index.js'),
   contrast: () => import('./contrast/index.js'),

@@ -36,7 +36,7 @@ describe('affinity end to end', () => {
   it('repro runs synth, ingest, cam and affinity and writes every declared output', async () => {
     const r = await repro(root, { target: 'affinity' });
     expect(r.ok).toBe(true);
-    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam', 'ran'], ['affinity', 'ran']]);
+    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam_train', 'ran'], ['cam', 'ran'], ['affinity', 'ran']]);
     const cams = await readAll(path.join(root, 'cache/cams.arrow'), { stage: 'cam' });
     const rw = await readAll(path.join(root, 'cache/affinity_cams.arrow'), { stage: 'affinity' });
     expect(rw.map((x) => [x.id, x.split, x.tags, x.height, x.width])).toEqual(cams.map((x) => [x.id, x.split, x.tags, x.height, x.width]));
