@@ -26,11 +26,12 @@ export const ARTIFACTS = {
   camThresholdPlot: { path: 'plots/cam_threshold.json', stage: 'cam', kind: 'plots' },
   camClassesPlot: { path: 'plots/cam_classes.json', stage: 'cam', kind: 'plots' },
 
+  affinityModel: { path: 'models/affinity', stage: 'affinity_train', kind: 'model' },
+  affinityTrainMetrics: { path: 'metrics/affinity_train.json', stage: 'affinity_train', kind: 'metrics' },
+  affinityLossPlot: { path: 'plots/affinity_loss.json', stage: 'affinity_train', kind: 'plots' },
   affinityCams: { path: 'cache/affinity_cams.arrow', stage: 'affinity', kind: 'table' },
-  affinityModel: { path: 'models/affinity', stage: 'affinity', kind: 'model' },
   affinityMetrics: { path: 'metrics/affinity.json', stage: 'affinity', kind: 'metrics' },
   affinityClassesPlot: { path: 'plots/affinity_classes.json', stage: 'affinity', kind: 'plots' },
-  affinityLossPlot: { path: 'plots/affinity_loss.json', stage: 'affinity', kind: 'plots' },
 
   contrastCams: { path: 'cache/contrast_cams.arrow', stage: 'contrast', kind: 'table' },
   contrastModel: { path: 'models/contrast', stage: 'contrast', kind: 'model' },

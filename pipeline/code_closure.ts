@@ -63,6 +63,7 @@ export const STAGE_ENTRIES: Record<string, string> = {
   ingest: 'stages/ingest/index.ts',
   cam_train: 'stages/cam/train_stage.ts',
   cam: 'stages/cam/index.ts',
+  affinity_train: 'stages/affinity/train_stage.ts',
   affinity: 'stages/affinity/index.ts',
   contrast: 'stages/contrast/index.ts',
   refine: 'stages/refine/index.ts',

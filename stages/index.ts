@@ -16,6 +16,7 @@ const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
   ingest: () => import('./ingest/index.js'),
   cam_train: () => import('./cam/train_stage.js'),
   cam: () => import('./cam/index.js'),
+  affinity_train: () => import('./affinity/train_stage.js'),
   affinity: () => import('./affinity/index.js'),
   contrast: () => import('./contrast/index.js'),
   refine: () => import('./refine/index.js'),

@@ -38,7 +38,7 @@ describe('contrast end to end', () => {
   it('repro runs the chain up to contrast and writes every declared output', async () => {
     const r = await repro(root, { target: 'contrast' });
     expect(r.ok).toBe(true);
-    expect(r.stages.map((s) => s.name)).toEqual(['synth', 'ingest', 'cam_train', 'cam', 'affinity', 'contrast']);
+    expect(r.stages.map((s) => s.name)).toEqual(['synth', 'ingest', 'cam_train', 'cam', 'affinity_train', 'affinity', 'contrast']);
     const cams = await readAll(path.join(root, 'cache/cams.arrow'), { stage: 'cam' });
     const rca = await readAll(path.join(root, 'cache/contrast_cams.arrow'), { stage: 'contrast' });
     expect(rca.map((x) => [x.id, x.split, x.tags, x.height, x.width, x.image_height, x.image_width]))

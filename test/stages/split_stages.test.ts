@@ -18,10 +18,16 @@ import { type Params, defaultParams, loadParams, writeOverrides } from '../../pi
 import { createWorkspace } from '../../pipeline/workspace.js';
 import { CAM_KEYS, trainHash as camTrainHash } from '../../stages/cam/io.js';
 import { runCam } from '../../stages/cam/index.js';
+import { AFFINITY_KEYS, affinityTrainHash } from '../../stages/affinity/io.js';
 
-/** Every algorithm split into a train and a map stage: its keys and its training hash. */
-const SPLITS: { keys: SectionKeys; hash: (p: Params) => string }[] = [
-  { keys: CAM_KEYS, hash: (p) => camTrainHash(p, 'data') },
+/**
+ * Every algorithm split into a train and a map stage: its keys, its training hash and the training
+ * keys that hash leaves out on purpose (affinity: the label keys that do not apply to the dataset).
+ */
+const SPLITS: { name: string; keys: SectionKeys; hash: (p: Params) => string; unhashed?: string[] }[] = [
+  { name: 'cam', keys: CAM_KEYS, hash: (p) => camTrainHash(p, 'data') },
+  { name: 'affinity (background class)', keys: AFFINITY_KEYS, hash: (p) => affinityTrainHash(p, 'data', 0), unhashed: ['margin', 'floor'] },
+  { name: 'affinity (no background)', keys: AFFINITY_KEYS, hash: (p) => affinityTrainHash(p, 'data', null), unhashed: ['conf_fg', 'conf_bg'] },
 ];
 
 /** A value of another kind than `v` for the same key, so that the params differ in it. */
@@ -40,8 +46,8 @@ function withKey(p: Params, section: string, key: string): Params {
 }
 
 describe('the params split of each trained algorithm', () => {
-  for (const { keys, hash } of SPLITS) {
-    it(`${keys.section}: train and map keys cover the section, and only the map keys stay out of the training hash`, () => {
+  for (const { name, keys, hash, unhashed = [] } of SPLITS) {
+    it(`${name}: train and map keys cover the section, and only the map keys stay out of the training hash`, () => {
       const all = sectionKeyNames(keys.section);
       const dotted = (ks: string[]) => ks.filter((k) => k.startsWith(`${keys.section}.`)).map((k) => k.slice(keys.section.length + 1));
       const train = dotted(keys.trainParams);
@@ -52,13 +58,15 @@ describe('the params split of each trained algorithm', () => {
       expect(keys.trainParams).toEqual(expect.arrayContaining(['seed', 'dataset.train_split', `${keys.section}.epochs`]));
       const p = defaultParams();
       for (const k of map) expect(hash(withKey(p, keys.section, k)), `${k} is inference only`).toBe(hash(p));
-      for (const k of train) expect(hash(withKey(p, keys.section, k)), `${k} shapes the weights`).not.toBe(hash(p));
+      for (const k of train.filter((x) => !unhashed.includes(x))) expect(hash(withKey(p, keys.section, k)), `${k} shapes the weights`).not.toBe(hash(p));
+      for (const k of unhashed) expect(hash(withKey(p, keys.section, k)), `${k} does not apply`).toBe(hash(p));
     });
   }
 });
 
 const TINY = [
   'synth.images=12', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
+  'affinity.epochs=1', 'affinity.radius=3', 'affinity.batch_size=4', 'affinity.crop=32', 'affinity.dim=16', 'affinity.logt=4',
 ];
 let root: string;
 beforeAll(async () => {
@@ -95,6 +103,27 @@ describe('train and map stages in the pipeline', () => {
     expect(r2.cam).toEqual(['upstream stale: cam_train']);
     const dry = await repro(root, { target: 'cam', dryRun: true });
     expect(actions(dry)).toMatchObject({ cam_train: 'would run', cam: 'would run' });
+  }, 300_000);
+
+  it('affinity: a walk key reruns only affinity; a training key reruns affinity_train, then affinity', async () => {
+    const first = await repro(root, { target: 'affinity' });
+    expect(first.failed?.message).toBeUndefined();
+    expect(actions(first)).toMatchObject({ cam_train: 'ran', cam: 'ran', affinity_train: 'ran', affinity: 'ran' });
+    const model = await weights('affinity');
+
+    await writeOverrides(path.join(root, 'params.yaml'), ['affinity.beta=4']);
+    const r = await reasons();
+    expect(r.affinity_train).toEqual([]);
+    expect(r.affinity).toEqual([expect.stringMatching(/^param changed: affinity\.beta/)]);
+    const again = await repro(root, { target: 'affinity' });
+    expect(actions(again)).toMatchObject({ cam_train: 'skipped', cam: 'skipped', affinity_train: 'skipped', affinity: 'ran' });
+    expect((await weights('affinity')).equals(model)).toBe(true);
+
+    await writeOverrides(path.join(root, 'params.yaml'), ['affinity.lr=0.002']);
+    const r2 = await reasons();
+    expect(r2.affinity_train).toEqual([expect.stringMatching(/^param changed: affinity\.lr/)]);
+    expect(r2.affinity).toEqual(['upstream stale: affinity_train']);
+    expect(r2.cam).toEqual([]);
   }, 300_000);
 
   it('a map stage without its model, or with one trained for other classes, names the model', async () => {
