@@ -33,11 +33,12 @@ export const ARTIFACTS = {
   affinityMetrics: { path: 'metrics/affinity.json', stage: 'affinity', kind: 'metrics' },
   affinityClassesPlot: { path: 'plots/affinity_classes.json', stage: 'affinity', kind: 'plots' },
 
+  contrastModel: { path: 'models/contrast', stage: 'contrast_train', kind: 'model' },
+  contrastTrainMetrics: { path: 'metrics/contrast_train.json', stage: 'contrast_train', kind: 'metrics' },
+  contrastLossPlot: { path: 'plots/contrast_loss.json', stage: 'contrast_train', kind: 'plots' },
   contrastCams: { path: 'cache/contrast_cams.arrow', stage: 'contrast', kind: 'table' },
-  contrastModel: { path: 'models/contrast', stage: 'contrast', kind: 'model' },
   contrastMetrics: { path: 'metrics/contrast.json', stage: 'contrast', kind: 'metrics' },
   contrastClassesPlot: { path: 'plots/contrast_classes.json', stage: 'contrast', kind: 'plots' },
-  contrastLossPlot: { path: 'plots/contrast_loss.json', stage: 'contrast', kind: 'plots' },
 
   pseudoMasks: { path: 'cache/pseudo_masks.arrow', stage: 'refine', kind: 'table' },
   pseudoMaskPngs: { path: 'outputs/pseudo_masks', stage: 'refine', kind: 'dir' },

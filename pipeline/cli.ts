@@ -31,7 +31,7 @@ program
   .version(tagsegVersion())
   .description(
     'Image-level tags -> pixel pseudo-masks -> a trained segmentation network.\n' +
-      'A DVC pipeline: ingest -> cam_train -> cam -> affinity_train -> affinity -> contrast -> refine -> segment (see dvc.yaml).\n' +
+      'A DVC pipeline: ingest -> cam_train -> cam -> affinity_train -> affinity -> contrast_train -> contrast -> refine -> segment (see dvc.yaml).\n' +
       'Every stage reads and writes Arrow tables under cache/, so any stage can be rerun alone.',
   )
   .option('--root <dir>', 'project directory holding params.yaml and dvc.yaml', '.')

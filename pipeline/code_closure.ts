@@ -65,6 +65,7 @@ export const STAGE_ENTRIES: Record<string, string> = {
   cam: 'stages/cam/index.ts',
   affinity_train: 'stages/affinity/train_stage.ts',
   affinity: 'stages/affinity/index.ts',
+  contrast_train: 'stages/contrast/train_stage.ts',
   contrast: 'stages/contrast/index.ts',
   refine: 'stages/refine/index.ts',
   segment: 'stages/segment/index.ts',

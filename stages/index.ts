@@ -18,6 +18,7 @@ const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
   cam: () => import('./cam/index.js'),
   affinity_train: () => import('./affinity/train_stage.js'),
   affinity: () => import('./affinity/index.js'),
+  contrast_train: () => import('./contrast/train_stage.js'),
   contrast: () => import('./contrast/index.js'),
   refine: () => import('./refine/index.js'),
   segment: () => import('./segment/index.js'),

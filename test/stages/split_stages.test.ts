@@ -19,6 +19,7 @@ import { createWorkspace } from '../../pipeline/workspace.js';
 import { CAM_KEYS, trainHash as camTrainHash } from '../../stages/cam/io.js';
 import { runCam } from '../../stages/cam/index.js';
 import { AFFINITY_KEYS, affinityTrainHash } from '../../stages/affinity/io.js';
+import { CONTRAST_KEYS, contrastTrainHash } from '../../stages/contrast/io.js';
 
 /**
  * Every algorithm split into a train and a map stage: its keys, its training hash and the training
@@ -28,6 +29,7 @@ const SPLITS: { name: string; keys: SectionKeys; hash: (p: Params) => string; un
   { name: 'cam', keys: CAM_KEYS, hash: (p) => camTrainHash(p, 'data') },
   { name: 'affinity (background class)', keys: AFFINITY_KEYS, hash: (p) => affinityTrainHash(p, 'data', 0), unhashed: ['margin', 'floor'] },
   { name: 'affinity (no background)', keys: AFFINITY_KEYS, hash: (p) => affinityTrainHash(p, 'data', null), unhashed: ['conf_fg', 'conf_bg'] },
+  { name: 'contrast', keys: CONTRAST_KEYS, hash: (p) => contrastTrainHash(p, 'data') },
 ];
 
 /** A value of another kind than `v` for the same key, so that the params differ in it. */
