@@ -34,7 +34,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type Row, readAll } from '../pipeline/arrow.js';
 import { initBackend } from '../pipeline/backend.js';
 import YAML from 'yaml';
-import { type Params, defaultParams, validateParams } from '../pipeline/params.js';
+import { type Params, defaultParams, validateParams } from '../stages/params.js';
 import { ThresholdSweep } from '../maps/evaluate.js';
 import { decodeFloat16, decodeFloat32 } from '../maps/f16.js';
 import { affinities } from '../nn/affinity_head.js';

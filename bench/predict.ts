@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { crfFromKeys } from '../ops/crf.js';
 import { initBackend } from '../pipeline/backend.js';
-import { defaultParams } from '../pipeline/params.js';
+import { defaultParams } from '../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../nn/cam_net.js';
 import { saveSegModel, segNetFromCam } from '../stages/segment/net.js';
 import { predictFolder } from '../stages/segment/predict.js';

@@ -14,7 +14,7 @@ import * as fs from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { defaultParams, validateParams } from '../pipeline/params.js';
+import { defaultParams, validateParams } from '../stages/params.js';
 import { setQuiet } from '../pipeline/log.js';
 import { formatRefine, runRefine } from '../stages/refine/index.js';
 

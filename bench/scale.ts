@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeOverrides } from '../pipeline/params.js';
+import { writeOverrides } from '../stages/params.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TRAINED = new Set(['cam_train', 'affinity_train', 'contrast_train', 'segment']);

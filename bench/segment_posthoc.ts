@@ -15,7 +15,7 @@ import { ConfusionMatrix, segmentationScores } from '../eval/metrics.js';
 import { type DenseCrfOptions, crfFromKeys } from '../ops/crf.js';
 import { readAll } from '../pipeline/arrow.js';
 import { initBackend } from '../pipeline/backend.js';
-import { defaultParams, loadParams } from '../pipeline/params.js';
+import { defaultParams, loadParams } from '../stages/params.js';
 import { segmentBatch } from '../stages/segment/infer.js';
 import { loadSegModel } from '../stages/segment/net.js';
 

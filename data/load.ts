@@ -1,4 +1,4 @@
-import PQueue from 'p-queue';
+import { orderedMap } from '../pipeline/concurrency.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
 import { decodeImage, readMask, resizeNearest, workingSize, type DecodedImage } from './decode.js';
@@ -6,10 +6,10 @@ import type { ItemSpec, Manifest, SkippedItem } from './manifest.js';
 
 /**
  * Streaming loader: decodes a manifest's images (and masks) with bounded concurrency and yields
- * them in manifest order. Order matters because later stages write rows in a stable order (DVC
- * assumes deterministic outputs) and p-queue completes tasks out of order; the bound matters
- * because a dataset never has to fit in memory: at most `concurrency * 2` items are decoded
- * ahead of the consumer.
+ * them in manifest order (orderedMap, pipeline/concurrency.ts). Order matters because later
+ * stages write rows in a stable order (DVC assumes deterministic outputs) and p-queue completes
+ * tasks out of order; the bound matters because a dataset never has to fit in memory: at most
+ * `concurrency * 2` items are decoded ahead of the consumer.
  */
 
 export type LoadedItem = ItemSpec & {
@@ -131,61 +131,3 @@ function checkTags(tags: number[], manifest: Manifest, file: string): void {
     }
   }
 }
-
-/**
- * Map `fn` over `items` with at most `concurrency` calls running and at most `window`
- * (default `concurrency * 2`) results started but not yet yielded, yielding results in input
- * order. The input is pulled lazily, so memory is bounded whatever its length. If `fn` rejects,
- * the error is thrown when that item's turn comes. When the consumer stops early (break/throw),
- * items not yet started are dropped and those running are awaited before the generator returns,
- * so no work outlives the loop.
- */
-export async function* orderedMap<T, R>(
-  items: Iterable<T>,
-  fn: (item: T, index: number) => Promise<R>,
-  opts: { concurrency: number; window?: number },
-): AsyncGenerator<R> {
-  const window = opts.window ?? opts.concurrency * 2;
-  if (!(window >= 1)) throw new RangeError(`orderedMap: window must be >= 1, got ${window}`);
-  const queue = new PQueue({ concurrency: opts.concurrency });
-  type Settled = { ok: true; value: R } | { ok: false; error: unknown } | { ok: 'cancelled' };
-  let cancelled = false;
-  const pending: Promise<Settled>[] = [];
-  const it = items[Symbol.iterator]();
-  let index = 0;
-  let exhausted = false;
-  const fill = (): void => {
-    while (!exhausted && pending.length < window) {
-      const next = it.next();
-      if (next.done) {
-        exhausted = true;
-        break;
-      }
-      const i = index++;
-      const item = next.value;
-      pending.push(
-        queue.add(async (): Promise<Settled> => {
-          if (cancelled) return { ok: 'cancelled' };
-          try {
-            return { ok: true, value: await fn(item, i) };
-          } catch (error) {
-            return { ok: false, error };
-          }
-        }),
-      );
-    }
-  };
-  try {
-    fill();
-    while (pending.length > 0) {
-      const r = await (pending.shift() as Promise<Settled>);
-      fill(); // keep decoding while the consumer works on this one
-      if (r.ok === true) yield r.value;
-      else if (r.ok === false) throw r.error;
-    }
-  } finally {
-    cancelled = true;
-    await Promise.all(pending);
-  }
-}
-

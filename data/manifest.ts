@@ -1,8 +1,9 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
+import { orderedMap } from '../pipeline/concurrency.js';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import { closest } from '../pipeline/params.js';
+import { closest } from '../pipeline/params_core.js';
 import { log } from '../pipeline/log.js';
 
 /**
@@ -434,7 +435,7 @@ function similarIdHint(index: ImageIndex, id: string): string | undefined {
 /**
  * Check that every item's image is a readable regular file, distinct from every other item's
  * (the same file under two ids would put one image in two places, e.g. train and val). Items
- * that fail are reported to `errors`; the rest are returned in order. Stats run in batches.
+ * that fail are reported to `errors`; the rest are returned in order. Up to 64 stats run at once.
  */
 export async function checkImageFiles(
   items: ItemSpec[],
@@ -444,31 +445,27 @@ export async function checkImageFiles(
 ): Promise<ItemSpec[]> {
   const byInode = new Map<string, string>();
   const out: ItemSpec[] = [];
-  for (let start = 0; start < items.length; start += 64) {
-    const batch = items.slice(start, start + 64);
-    const stats = await Promise.all(batch.map((it) => fs.stat(it.imagePath).catch((err: NodeJS.ErrnoException) => err)));
-    batch.forEach((item, k) => {
-      const st = stats[k];
-      const rel = relTo(root, item.imagePath);
-      let reason: string | null = null;
-      if (st instanceof Error) {
-        const code = (st as NodeJS.ErrnoException).code;
-        reason = code === 'ENOENT' ? `missing image ${rel}` : code === 'ELOOP' ? `image ${rel} is a symlink loop` : `cannot read image ${rel} (${code ?? st.message})`;
-      } else if (!st.isFile()) {
-        reason = `image ${rel} is ${st.isDirectory() ? 'a directory' : 'not a regular file'}`;
-      } else {
-        const inode = `${st.dev}:${st.ino}`;
-        const first = byInode.get(inode);
-        if (first !== undefined) reason = `image ${rel} is the same file as image ${showId(first)}'s (reached by two ids)`;
-        else byInode.set(inode, item.id);
-      }
-      if (reason === null) {
-        out.push(item);
-      } else {
-        const w = where(item);
-        errors.report(item.id, new TagsegError(`${w.line !== undefined ? `line ${w.line}: ` : ''}${reason}`, { file: w.file }));
-      }
-    });
+  const stat = async (item: ItemSpec) => ({ item, st: await fs.stat(item.imagePath).catch((err: NodeJS.ErrnoException) => err) });
+  for await (const { item, st } of orderedMap(items, stat, { concurrency: 64 })) {
+    const rel = relTo(root, item.imagePath);
+    let reason: string | null = null;
+    if (st instanceof Error) {
+      const code = (st as NodeJS.ErrnoException).code;
+      reason = code === 'ENOENT' ? `missing image ${rel}` : code === 'ELOOP' ? `image ${rel} is a symlink loop` : `cannot read image ${rel} (${code ?? st.message})`;
+    } else if (!st.isFile()) {
+      reason = `image ${rel} is ${st.isDirectory() ? 'a directory' : 'not a regular file'}`;
+    } else {
+      const inode = `${st.dev}:${st.ino}`;
+      const first = byInode.get(inode);
+      if (first !== undefined) reason = `image ${rel} is the same file as image ${showId(first)}'s (reached by two ids)`;
+      else byInode.set(inode, item.id);
+    }
+    if (reason === null) {
+      out.push(item);
+    } else {
+      const w = where(item);
+      errors.report(item.id, new TagsegError(`${w.line !== undefined ? `line ${w.line}: ` : ''}${reason}`, { file: w.file }));
+    }
   }
   return out;
 }

@@ -43,6 +43,7 @@ export class PngExport {
     this.names.add(name);
     const png = encodeIndexedPng(mask, width, height, this.palette);
     const p = fs.writeFile(path.join(this.staged, name), png);
+    p.catch(() => undefined); // its failure is thrown by the next flush; unhandled until then, it would crash the process
     this.pending.push(p);
     if (this.pending.length >= 16) await this.flush();
   }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import sharp from 'sharp';
+import { orderedMap } from '../pipeline/concurrency.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor } from '../pipeline/fsutil.js';
 import { progress } from '../pipeline/log.js';
@@ -360,66 +361,66 @@ function valSet(seed: number, images: number, valFraction: number): Uint8Array {
   return isVal;
 }
 
-/** At most this many PNG encodes/writes in flight while the next image is drawn. */
+/** At most this many images drawn, encoded and written at once. */
 const WRITES_IN_FLIGHT = 8;
 
 export async function generateSynthetic(opts: SynthOptions): Promise<SynthResult> {
   checkOptions(opts);
   const out = path.resolve(opts.out);
-  const { images, size, classes: k, seed } = opts;
-  const names = synthClassNames(k);
+  const names = synthClassNames(opts.classes);
   await ensureDir(path.dirname(out));
   const staged = tempPathFor(out);
   try {
-    const imgDir = path.join(staged, 'JPEGImages');
-    const maskDir = path.join(staged, 'SegmentationClass');
-    const setDir = path.join(staged, 'ImageSets', 'Segmentation');
-    await Promise.all([ensureDir(imgDir), ensureDir(maskDir), ensureDir(setDir)]);
-
-    const digits = Math.max(4, String(images - 1).length);
-    const isVal = valSet(seed, images, opts.valFraction);
-    const train: string[] = [];
-    const val: string[] = [];
-    const tagLines: string[] = ['image_id,tags'];
-    const inFlight = new Set<Promise<void>>();
-    let failure: unknown = null;
-    const bar = progress('synth', images);
-    for (let i = 0; i < images && failure === null; i++) {
-      const id = `syn_${String(i).padStart(digits, '0')}`;
-      const { rgb, mask, tags } = renderImage(seed, i, size, k);
-      (isVal[i] ? val : train).push(id);
-      tagLines.push(`${id},${tags.map((t) => names[t]).join('|')}`);
-      const write = (async () => {
-        const png = await sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
-          .png({ compressionLevel: 6, adaptiveFiltering: true })
-          .toBuffer();
-        await Promise.all([
-          fs.writeFile(path.join(imgDir, `${id}.png`), png),
-          fs.writeFile(path.join(maskDir, `${id}.png`), encodeIndexedPng(mask, size, size)),
-        ]);
-      })().catch((err: unknown) => {
-        failure ??= err;
-      });
-      inFlight.add(write);
-      void write.finally(() => inFlight.delete(write));
-      if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
-      bar.tick();
-    }
-    await Promise.all(inFlight);
-    bar.stop();
-    if (failure !== null) throw failure;
-
+    const lists = await writeImages(opts, staged, names);
     const classesJson = { classes: names, background: 0, void: 255 };
+    const setDir = path.join(staged, 'ImageSets', 'Segmentation');
     await Promise.all([
       fs.writeFile(path.join(staged, 'classes.json'), `${JSON.stringify(classesJson, null, 1)}\n`),
-      fs.writeFile(path.join(staged, 'tags.csv'), `${tagLines.join('\n')}\n`),
-      fs.writeFile(path.join(setDir, 'train.txt'), train.length ? `${train.join('\n')}\n` : ''),
-      fs.writeFile(path.join(setDir, 'val.txt'), val.length ? `${val.join('\n')}\n` : ''),
+      fs.writeFile(path.join(staged, 'tags.csv'), `${lists.tagLines.join('\n')}\n`),
+      fs.writeFile(path.join(setDir, 'train.txt'), lists.train.length ? `${lists.train.join('\n')}\n` : ''),
+      fs.writeFile(path.join(setDir, 'val.txt'), lists.val.length ? `${lists.val.join('\n')}\n` : ''),
     ]);
     await replaceDirAtomic(staged, out);
   } catch (err) {
     await fs.rm(staged, { recursive: true, force: true });
     throw err;
   }
-  return { out, images, classes: names };
+  return { out, images: opts.images, classes: names };
+}
+
+/**
+ * Draw and write every image and mask under `staged`; the split and tag lists come back in image
+ * order (drawing is synchronous, the PNG encodes and writes of several images overlap).
+ */
+async function writeImages(opts: SynthOptions, staged: string, names: string[]): Promise<{ train: string[]; val: string[]; tagLines: string[] }> {
+  const { images, size, classes: k, seed } = opts;
+  const imgDir = path.join(staged, 'JPEGImages');
+  const maskDir = path.join(staged, 'SegmentationClass');
+  await Promise.all([ensureDir(imgDir), ensureDir(maskDir), ensureDir(path.join(staged, 'ImageSets', 'Segmentation'))]);
+  const digits = Math.max(4, String(images - 1).length);
+  const isVal = valSet(seed, images, opts.valFraction);
+  const draw = async (i: number) => {
+    const id = `syn_${String(i).padStart(digits, '0')}`;
+    const { rgb, mask, tags } = renderImage(seed, i, size, k);
+    const png = await sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+      .png({ compressionLevel: 6, adaptiveFiltering: true })
+      .toBuffer();
+    await Promise.all([
+      fs.writeFile(path.join(imgDir, `${id}.png`), png),
+      fs.writeFile(path.join(maskDir, `${id}.png`), encodeIndexedPng(mask, size, size)),
+    ]);
+    return { id, tags, val: isVal[i] === 1 };
+  };
+  const lists = { train: [] as string[], val: [] as string[], tagLines: ['image_id,tags'] };
+  const bar = progress('synth', images);
+  try {
+    for await (const r of orderedMap(Array(images).keys(), draw, { concurrency: WRITES_IN_FLIGHT })) {
+      (r.val ? lists.val : lists.train).push(r.id);
+      lists.tagLines.push(`${r.id},${r.tags.map((t) => names[t]).join('|')}`);
+      bar.tick();
+    }
+  } finally {
+    bar.stop();
+  }
+  return lists;
 }

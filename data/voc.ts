@@ -1,5 +1,6 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { orderedMap } from '../pipeline/concurrency.js';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
 import {
@@ -255,29 +256,29 @@ async function readTagsCsv(
  */
 async function readXmlTags(items: ItemSpec[], annDir: string, info: ClassInfo): Promise<Map<string, number[] | TagsegError>> {
   const out = new Map<string, number[] | TagsegError>();
-  const batch = 32;
-  for (let start = 0; start < items.length; start += batch) {
-    await Promise.all(
-      items.slice(start, start + batch).map(async (item) => {
-        const file = path.join(annDir, `${item.id}.xml`);
-        let xml: string;
-        try {
-          xml = await fs.readFile(file, 'utf8');
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-          out.set(item.id, new TagsegError(`cannot read annotation (${messageOf(err)})`, { file, cause: err }));
-          return;
-        }
-        try {
-          out.set(item.id, resolveTags(parseVocObjectNames(xml), info, { file, id: item.id }));
-        } catch (err) {
-          if (!(err instanceof TagsegError)) throw err;
-          out.set(item.id, err);
-        }
-      }),
-    );
+  // Reads overlap (many small files); the map is filled in item order.
+  for await (const [id, tags] of orderedMap(items, (item) => readXmlTagsOf(item.id, annDir, info), { concurrency: 32 })) {
+    if (tags !== undefined) out.set(id, tags);
   }
   return out;
+}
+
+/** One item's XML tags: its class indices, its error, or undefined when it has no XML. */
+async function readXmlTagsOf(id: string, annDir: string, info: ClassInfo): Promise<[string, number[] | TagsegError | undefined]> {
+  const file = path.join(annDir, `${id}.xml`);
+  let xml: string;
+  try {
+    xml = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [id, undefined];
+    return [id, new TagsegError(`cannot read annotation (${messageOf(err)})`, { file, cause: err })];
+  }
+  try {
+    return [id, resolveTags(parseVocObjectNames(xml), info, { file, id })];
+  } catch (err) {
+    if (!(err instanceof TagsegError)) throw err;
+    return [id, err];
+  }
 }
 
 /** Object class names of a VOC annotation XML, in document order. */

@@ -1,12 +1,12 @@
 /**
  * The per-image loop of a map stage (cam, affinity, contrast): the rows of images.arrow and of the
  * tables read beside it (joined by id: a map table keeps images.arrow's row order), `compute` run
- * at most `concurrency` images at a time (data/load.ts orderedMap), its results handed to
+ * at most `concurrency` images at a time (pipeline/concurrency.ts orderedMap), its results handed to
  * `consume` in row order (scores, and the row to write), written through a TableWriter that is
  * aborted on any error, with a progress bar. Memory stays flat: a window of rows at a time.
  */
 import * as tf from '@tensorflow/tfjs';
-import { orderedMap } from '../data/load.js';
+import { orderedMap } from '../pipeline/concurrency.js';
 import { type ColumnSpec, type Row, type TableMeta, TableReader, TableWriter } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { progress } from '../pipeline/log.js';
@@ -39,20 +39,6 @@ export async function* joinedRows(tables: readonly LoopTable[]): AsyncGenerator<
   }
 }
 
-/** `orderedMap` over an async source, pulled in windows of 4 x concurrency items (bounded memory). */
-export async function* windowedMap<T, R>(source: AsyncIterable<T>, fn: (item: T) => Promise<R>, concurrency: number): AsyncGenerator<[T, R]> {
-  const size = 4 * concurrency;
-  let chunk: T[] = [];
-  const flush = (items: T[]) => orderedMap(items, async (item) => [item, await fn(item)] as [T, R], { concurrency });
-  for await (const item of source) {
-    chunk.push(item);
-    if (chunk.length < size) continue;
-    yield* flush(chunk);
-    chunk = [];
-  }
-  if (chunk.length > 0) yield* flush(chunk);
-}
-
 export interface ImageLoop<R> {
   /** Progress bar label, e.g. 'cam maps'. */
   label: string;
@@ -76,7 +62,8 @@ export async function runImageLoop<R>(o: ImageLoop<R>): Promise<number> {
   const tensors = tf.memory().numTensors;
   let rows = 0;
   try {
-    for await (const [joined, r] of windowedMap(joinedRows(o.tables), (j) => o.compute(j), o.concurrency ?? 1)) {
+    const computed = orderedMap(joinedRows(o.tables), async (j) => [j, await o.compute(j)] as const, { concurrency: o.concurrency ?? 1 });
+    for await (const [joined, r] of computed) {
       await writer.write(o.consume(joined, r));
       rows++;
       bar.tick();

@@ -21,7 +21,8 @@ import { filesFingerprint, commitEpoch, latestCheckpoint, openStore, removeStore
 import { outsideCommit } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { log, progress } from '../pipeline/log.js';
-import { type Params, stableStringify } from '../pipeline/params.js';
+import type { Params } from '../stages/params.js';
+import { stableStringify } from '../pipeline/params_core.js';
 
 export interface LoopState {
   /** Epochs finished. */

@@ -14,11 +14,13 @@ import * as path from 'node:path';
 import { ownCodeDeps } from '../pipeline/code_closure.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { exists } from '../pipeline/fsutil.js';
-import { type Params, knownParamKeys } from '../pipeline/params.js';
+import type { Params } from '../stages/params.js';
 import { type LoopResult, type TrainedSection, finishTraining, trainingHash, trainingStore } from './loop.js';
 
 export interface SectionKeys {
   section: TrainedSection;
+  /** Every key of the section's schema. */
+  all: readonly string[];
   /** Keys of the section that only change the maps computed from the model (inference). */
   mapOnly: readonly string[];
   /** The train stage's params deps: seed, the train split and every other key of the section. */
@@ -27,18 +29,14 @@ export interface SectionKeys {
   mapParams: string[];
 }
 
-/** The top-level keys of a params section, from the schema. */
-export function sectionKeyNames(section: string): string[] {
-  return knownParamKeys().filter((k) => k.startsWith(`${section}.`) && k.split('.').length === 2).map((k) => k.slice(section.length + 1));
-}
-
-export function sectionKeys(section: TrainedSection, mapOnly: readonly string[]): SectionKeys {
-  const all = sectionKeyNames(section);
+/** Split the keys of `section` (`all`: every key of its schema, stages/<x>/params.ts) into map-only and training keys. */
+export function sectionKeys(section: TrainedSection, all: readonly string[], mapOnly: readonly string[]): SectionKeys {
   const unknown = mapOnly.filter((k) => !all.includes(k));
   if (unknown.length) throw new Error(`sectionKeys: ${unknown.join(', ')} not in the ${section} schema`);
   if (mapOnly.includes('epochs')) throw new Error('sectionKeys: epochs shapes the weights');
   return {
     section,
+    all,
     mapOnly,
     trainParams: ['seed', 'dataset.train_split', ...all.filter((k) => !mapOnly.includes(k)).map((k) => `${section}.${k}`)],
     mapParams: [...mapOnly.map((k) => `${section}.${k}`), 'dataset.train_split'],

@@ -5,9 +5,9 @@
  * files, or as a folder where every file under it belongs to the closure.
  *
  * A stage's run path starts at its module and pipeline/run_stage.ts (params, context, run log).
- * bin/tagseg.js, pipeline/cli.ts (+ version.ts) and stages/index.ts are loaded too, but only parse
+ * bin/tagseg.js, cli/main.ts (+ cli/version.ts) and stages/index.ts are loaded too, but only parse
  * the command line and pick the module (stages are imported on demand), so editing them leaves
- * every stage fresh; test/pipeline/code_deps.test.ts records what `tagseg run <stage>` loads.
+ * every stage fresh; test/cli/code_deps.test.ts records what `tagseg run <stage>` loads.
  * `tagseg dvc-deps --check | --write` (code_deps.ts) compares dvc.yaml with this or rewrites its
  * deps; the training stages fingerprint the same files in their resume key (nn/loop.ts).
  */
@@ -21,10 +21,10 @@ export const RUN_PATH = 'pipeline/run_stage.ts';
 
 /**
  * Stages that are CLI commands rather than stage modules: where their code starts.
- * synth: `tagseg synth --from-params` = loadParams + generateSynthetic.
+ * synth: `tagseg synth --from-params` = readParams of the shared sections + generateSynthetic.
  */
 export const CLI_STAGE_ENTRIES: Record<string, string[]> = {
-  synth: ['data/synth.ts', 'pipeline/params.ts'],
+  synth: ['data/synth.ts', 'pipeline/params_core.ts'],
 };
 
 /**
@@ -38,7 +38,7 @@ export const RUNTIME_LOADS: Record<string, { files?: string[]; entries?: string[
   'ops/crf_pool.ts': { entries: ['ops/crf_worker.ts'], why: 'CRF worker threads load crf_worker.ts' },
   'stages/audit/report.ts': { files: ['stages/audit/report'], why: 'the page templates (HTML, CSS, JS) are read from stages/audit/report/' },
   'pipeline/arrow.ts': { files: ['package.json'], why: "every table records tagseg's version from package.json" },
-  'pipeline/version.ts': { files: ['package.json'], why: "tagseg's version comes from package.json" },
+  'cli/version.ts': { files: ['package.json'], why: "tagseg's version comes from package.json" },
   'pipeline/backend.ts': {
     files: ['native'],
     why: 'tfjs-node, the wasm backend and its .wasm come from node_modules (package-lock.json); native/ picks the libtensorflow build of the binding',
@@ -131,7 +131,7 @@ export async function compressDeps(root: string, deps: string[]): Promise<string
   const set = new Set<string>();
   for (const d of deps) {
     const st = await fs.stat(path.join(root, d)).catch(() => null);
-    if (!st) throw new TagsegError(`code dep '${d}' does not exist`, { hint: 'fix RUNTIME_LOADS in pipeline/code_deps.ts' });
+    if (!st) throw new TagsegError(`code dep '${d}' does not exist`, { hint: 'fix RUNTIME_LOADS in pipeline/code_closure.ts' });
     if (st.isDirectory()) (await filesUnder(root, d)).forEach((f) => set.add(f));
     else set.add(d);
   }

@@ -2,20 +2,26 @@
  * What `tagseg run <stage>` executes once the CLI has picked the stage: load params.yaml (+ --set),
  * hand the stage its context, run it, and record the run's statistics (seconds, peak RSS, the
  * stage's summary) in the untracked run log. With the stage's module this file is where a stage's
- * code deps start (pipeline/code_deps.ts): the CLI and stages/index.ts only choose the stage.
+ * code deps start (cli/code_deps.ts): the CLI and stages/index.ts only choose the stage.
  */
 import * as path from 'node:path';
 import { withStageCommit } from './commit.js';
 import { removeLeftovers } from './fsutil.js';
 import { log } from './log.js';
-import { type Params, loadParams } from './params.js';
+import type { Params } from '../stages/params.js';
+import { readParams, stageSpec } from './params_core.js';
+import type { Sections } from './params_spec.js';
 import { checkOutputsWritable } from './preflight.js';
 import { writeRunLog } from './run_log.js';
 import type { Shard } from './shard.js';
 import type { Stage, StageContext } from './stage.js';
 
-export async function loadRunParams(root: string, overrides: string[]): Promise<Params> {
-  return loadParams(path.join(root, 'params.yaml'), overrides);
+/**
+ * params.yaml (+ --set) for a run of stages owning `sections`: those and the shared ones are
+ * validated, the other sections pass through unchecked (their schemas are other stages' code).
+ */
+export async function loadRunParams(root: string, overrides: string[], sections: Sections[]): Promise<Params> {
+  return (await readParams(stageSpec(...sections), path.join(root, 'params.yaml'), overrides)) as Params;
 }
 
 /** Run one stage now (no freshness check); returns its summary. */

@@ -4,13 +4,13 @@
  * in `io(params).reads` and writes only those in `writes`/`metrics`/`plots`; a test checks
  * dvc.yaml's deps/outs against these declarations, and its code deps against the imports.
  */
-import type { Params } from './params.js';
+import type { Params } from '../stages/params.js';
 import type { Shard } from './shard.js';
 
 export interface StageIO {
   /**
    * Data inputs (files or directories), relative to the project root. Code deps are not declared:
-   * pipeline/code_deps.ts derives them from the imports.
+   * cli/code_deps.ts derives them from the imports.
    */
   reads: string[];
   /** Outputs DVC caches (Arrow tables, model folders, exported masks). */

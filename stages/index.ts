@@ -1,18 +1,27 @@
 /**
  * Every stage tagseg can run, in pipeline order, loaded on demand: `tagseg run cam` imports only
- * cam's module, so a stage's code deps (pipeline/code_deps.ts) start at its own module, never at
- * this list. Adding a stage = a module under stages/<algorithm>/ exporting `stage`, an entry here,
- * its module in pipeline/code_closure.ts STAGE_ENTRIES and its entry in dvc.yaml (tests check
- * they agree). An algorithm that trains has two stages in its folder: `<x>_train` (the model) and
- * `<x>` (the per-image maps from it).
+ * cam's module, so a stage's code deps (cli/code_deps.ts) start at its own module, never at
+ * this list. Adding a stage = a module under stages/<algorithm>/ exporting `stage` and the params
+ * `sections` it validates (its folder's params.ts: a new section also gets its line in
+ * stages/params.ts SECTIONS), an entry here, its module in pipeline/code_closure.ts
+ * STAGE_ENTRIES and its entry in dvc.yaml (tests check they agree). An algorithm that trains has
+ * two stages in its folder: `<x>_train` (the model) and `<x>` (the per-image maps from it).
  */
 import { recoverCommits } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { loadRunParams, runStage } from '../pipeline/run_stage.js';
 import type { Shard } from '../pipeline/shard.js';
+import type { Sections } from '../pipeline/params_spec.js';
 import type { Stage } from '../pipeline/stage.js';
 
-const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
+/** What a stage module exports. */
+export interface StageModule {
+  stage: Stage;
+  /** The params.yaml sections its run validates (besides seed, dataset, synth): its folder's params.ts. */
+  sections: Sections;
+}
+
+const LOADERS: Record<string, () => Promise<StageModule>> = {
   ingest: () => import('./ingest/index.js'),
   cam_train: () => import('./cam/train_stage.js'),
   cam: () => import('./cam/index.js'),
@@ -25,12 +34,24 @@ const LOADERS: Record<string, () => Promise<{ stage: Stage }>> = {
   audit: () => import('./audit/index.js'),
 };
 
-export const STAGE_NAMES: readonly string[] = Object.keys(LOADERS);
+const names = Object.keys(LOADERS);
+export const STAGE_NAMES: readonly string[] = names;
+
+/** Add a stage at run time, after the built-in ones (tests; a built-in stage belongs in LOADERS). */
+export function registerStage(name: string, load: () => Promise<StageModule>): void {
+  if (Object.hasOwn(LOADERS, name)) throw new TagsegError(`stage '${name}' is already registered`);
+  LOADERS[name] = load;
+  names.push(name);
+}
+
+async function loadModule(name: string): Promise<StageModule | undefined> {
+  const load = Object.hasOwn(LOADERS, name) ? LOADERS[name] : undefined;
+  return load ? load() : undefined;
+}
 
 /** The stage called `name`, or undefined when there is none. */
 export async function loadStage(name: string): Promise<Stage | undefined> {
-  const load = Object.hasOwn(LOADERS, name) ? LOADERS[name] : undefined;
-  return load ? (await load()).stage : undefined;
+  return (await loadModule(name))?.stage;
 }
 
 /** Every stage, in pipeline order. */
@@ -46,13 +67,16 @@ async function shardedStageNames(): Promise<string[]> {
 /** `tagseg run a b ...`: load the named stages' modules (only those), then run each now. */
 export async function runStages(root: string, names: string[], overrides: string[], json: boolean, shard?: Shard): Promise<Record<string, unknown>> {
   const stages: Stage[] = [];
+  const sections: Sections[] = [];
   for (const n of names) {
-    const s = await loadStage(n);
+    const m = await loadModule(n);
+    const s = m?.stage;
     if (!s) throw new TagsegError(`unknown stage '${n}'`, { hint: `stages: ${STAGE_NAMES.join(', ')}` });
     if (shard && !s.sharded) throw new TagsegError(`stage '${n}' does not run in shards`, { hint: `--shard works with: ${(await shardedStageNames()).join(', ')}` });
     stages.push(s);
+    sections.push(m.sections);
   }
-  const params = await loadRunParams(root, overrides);
+  const params = await loadRunParams(root, overrides, sections);
   await recoverCommits(root); // finish or undo what a killed run left half committed
   const results: Record<string, unknown> = {};
   for (const s of stages) results[s.name] = await runStage(root, s, params, json, shard);

@@ -2,7 +2,7 @@
  * The backbone registry: `cam.backbone` names an entry, and every network built on a CAM model
  * (cam, affinity, contrast, segment) gets its backbone through `buildBackbone`. Adding a backbone
  * is one file here exporting a BackboneEntry plus one line in BACKBONES. Entries load lazily, so
- * pipeline/params.ts can list the names without loading tfjs.
+ * stages/params.ts can list the names without loading tfjs.
  */
 import type { Backbone, OutputStride } from '../backbone.js';
 import type { NormKind } from '../norm.js';

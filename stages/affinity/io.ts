@@ -6,7 +6,8 @@
  */
 import { sectionKeys, sectionTrainHash } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { affinityParams } from './params.js';
 
 export const AFFINITY_OUTPUTS = {
   model: artifact('affinityModel'),
@@ -17,7 +18,7 @@ export const AFFINITY_OUTPUTS = {
   classesPlot: artifact('affinityClassesPlot'),
 } as const;
 
-export const AFFINITY_KEYS = sectionKeys('affinity', ['beta', 'logt', 'alpha']);
+export const AFFINITY_KEYS = sectionKeys('affinity', Object.keys(affinityParams.shape), ['beta', 'logt', 'alpha']);
 
 /** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */
 const BG_LABEL_KEYS = ['conf_fg', 'conf_bg'];

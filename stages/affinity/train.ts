@@ -21,7 +21,7 @@ import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import { trainStep } from '../../nn/train.js';
 import { neighbourOffsets } from '../../ops/randomwalk.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import { affinities } from '../../nn/affinity_head.js';
 import { affinityLoss } from './loss.js';
 import { type AffinityNet, embed } from '../../nn/affinity_net.js';

@@ -23,7 +23,7 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type LabelSettings, imageAffinityLabels } from './image_labels.js';
 import { AFFINITY_KEYS, AFFINITY_OUTPUTS, affinityTrainHash } from './io.js';
@@ -31,6 +31,9 @@ import { IGNORE } from './pairs.js';
 import { type AffinityTrainImage, type AffinityTrainResult, LABEL_STRIDE, trainAffinity } from './train.js';
 
 const INPUTS = { images: artifact('images'), cams: artifact('cams'), camModel: artifact('camModel') } as const;
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 export const stage: Stage = {
   name: 'affinity_train',

@@ -29,7 +29,8 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { progress } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { resizeNearest } from '../../data/decode.js';
 import { camLabels, resizeBilinear } from '../../maps/evaluate.js';
@@ -39,6 +40,9 @@ import { type AuditSettings, type ImageRow, MAP_STAGES, type MapStage, auditImag
 import { encodeJpeg, heatmapRgb, overlayRgb } from '../../data/overlay.js';
 import { IMAGE_DIR, type ReportImage, imageFileStem, writeReport } from './report.js';
 import { type AuditSummary, SummaryAccumulator } from './summary.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 const PARAMS = ['audit'];
 export const AUDIT_INPUTS = {

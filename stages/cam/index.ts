@@ -29,10 +29,14 @@ import { type Row, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { classPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
+import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CAM_KEYS, CAM_OUTPUTS } from './io.js';
 import { type CamResult, computeCams } from './infer.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 const INPUTS = { images: artifact('images') } as const;
 

@@ -5,7 +5,8 @@
  */
 import { sectionKeys, sectionTrainHash } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { camParams } from './params.js';
 
 export const CAM_OUTPUTS = {
   model: artifact('camModel'),
@@ -17,7 +18,7 @@ export const CAM_OUTPUTS = {
   classesPlot: artifact('camClassesPlot'),
 } as const;
 
-export const CAM_KEYS = sectionKeys('cam', ['scales', 'flip', 'dtype']);
+export const CAM_KEYS = sectionKeys('cam', Object.keys(camParams.shape), ['scales', 'flip', 'dtype']);
 
 /** The training hash: seed, train split, every training key of `cam` and `dataHash` (the inputs' content). */
 export function trainHash(p: Params, dataHash: string): string {

@@ -22,7 +22,7 @@ import { multilabelSoftMarginLoss } from '../../nn/losses.js';
 import { type Optimizer, backboneHeadOptimizer } from '../../nn/optim.js';
 import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import { log } from '../../pipeline/log.js';
 import type { CamNet } from '../../nn/cam_net.js';
 import { probeHead } from './probe.js';

@@ -31,12 +31,15 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CAM_KEYS, CAM_OUTPUTS, trainHash } from './io.js';
 import { type TrainImage, type TrainResult, trainCam } from './train.js';
 
 const INPUTS = { dataset: artifact('dataset'), images: artifact('images') } as const;
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 export const stage: Stage = {
   name: 'cam_train',

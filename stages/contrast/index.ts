@@ -27,12 +27,16 @@ import { type Row, type TableInfo, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { classPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
+import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { computeRcaCams } from './infer.js';
 import { CONTRAST_KEYS, CONTRAST_OUTPUTS } from './io.js';
 import { type ContrastNet, loadContrastModel } from './net.js';
 import { contrastColumns } from './tables.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 /** bg thresholds 0.05, 0.10, ..., 0.95 (the affinity stage's sweep, so the figures compare). */
 const SWEEP: number[] = Array.from({ length: 19 }, (_, i) => Math.round((i + 1) * 5) / 100);

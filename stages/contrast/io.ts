@@ -5,7 +5,8 @@
  */
 import { sectionKeys, sectionTrainHash } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
+import { contrastParams } from './params.js';
 
 export const CONTRAST_OUTPUTS = {
   model: artifact('contrastModel'),
@@ -16,7 +17,7 @@ export const CONTRAST_OUTPUTS = {
   classesPlot: artifact('contrastClassesPlot'),
 } as const;
 
-export const CONTRAST_KEYS = sectionKeys('contrast', ['scales', 'flip', 'dtype']);
+export const CONTRAST_KEYS = sectionKeys('contrast', Object.keys(contrastParams.shape), ['scales', 'flip', 'dtype']);
 
 /** The training hash: seed, train split, every training key of `contrast` and `dataHash` (the inputs' content). */
 export function contrastTrainHash(p: Params, dataHash: string): string {

@@ -27,7 +27,7 @@ import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
 import type { NormUpdates } from '../../nn/norm.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import { reactivationLoss } from '../../nn/recam.js';
 import { infoNCE } from './contrastive.js';
 import type { ContrastNet } from './net.js';

@@ -21,13 +21,16 @@ import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
 import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CONTRAST_KEYS, CONTRAST_OUTPUTS, contrastTrainHash } from './io.js';
 import { contrastNetFromCam, saveContrastModel } from './net.js';
 import { type ContrastTrainImage, type ContrastTrainResult, trainContrast } from './train.js';
 
 const INPUTS = { images: artifact('images'), cams: artifact('cams'), affinityCams: artifact('affinityCams'), camModel: artifact('camModel') } as const;
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 export const stage: Stage = {
   name: 'contrast_train',

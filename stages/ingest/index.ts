@@ -4,9 +4,13 @@
  */
 import { log } from '../../pipeline/log.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { paramsHash, writeOverrides } from '../../pipeline/params.js';
+import { editParams, paramsHash, stageSpec } from '../../pipeline/params_core.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { DERIVED_CLASSES, INGEST_OUTPUTS, formatIngest, ingestDataset, ingestRecord } from './ingest.js';
+import { sections } from './params.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections };
 
 const PARAMS = ['seed', 'dataset', 'ingest'];
 
@@ -41,7 +45,7 @@ export const stage: Stage = {
     await writeJsonMetrics(ctx.path(INGEST_OUTPUTS.metrics), ingestRecord(r, p.dataset.root));
     if (r.classesDerived) {
       // Later runs must keep these indices: the param now names the file (a new tag is then an unknown class).
-      await writeOverrides(ctx.path('params.yaml'), [`dataset.classes=${DERIVED_CLASSES}`]);
+      await editParams(stageSpec(sections), ctx.path('params.yaml'), [`dataset.classes=${DERIVED_CLASSES}`]);
       log.warn(`params.yaml: dataset.classes set to ${DERIVED_CLASSES}`);
     }
     if (!ctx.json) process.stderr.write(`${formatIngest(r)}\n`);

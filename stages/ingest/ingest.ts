@@ -11,7 +11,7 @@ import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { scanCsvFolder } from '../../data/csvfolder.js';
-import { loadItems } from '../../data/load.js';
+import { type LoadedItem, loadItems } from '../../data/load.js';
 import { datasetRelative, quoteId, readClassesFile, relTo, type Manifest, type SkippedItem } from '../../data/manifest.js';
 import { scanVoc } from '../../data/voc.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS, type DatasetExtra } from './tables.js';
@@ -52,6 +52,7 @@ export interface IngestSummary {
   peakRssMiB: number;
 }
 
+/** The dataset's manifest from its layout (VOC or CSV folder); bad items fail or land in `errors` (onError). */
 export async function scanDataset(
   o: Pick<IngestOptions, 'root' | 'format' | 'csv' | 'splits' | 'onError' | 'classesFile'>,
   errors: SkippedItem[],
@@ -62,6 +63,7 @@ export async function scanDataset(
     : scanCsvFolder(o.root, { csv: o.csv, ...common });
 }
 
+/** Scan, decode and stream every item into both tables; a derived class list is pinned once they are written. */
 export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
   const t0 = performance.now();
   const skipped: SkippedItem[] = [];
@@ -72,49 +74,49 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
     const what = skipped.length ? `every item was skipped (${skipped.length})` : 'the dataset has no images in the selected splits';
     throw new TagsegError(what, { file: o.root });
   }
+  const t = await writeTables(o, manifest, skipped);
+  if (manifest.classesDerived) await pinClasses(pinFile, manifest);
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    dataset: manifest.root,
+    images: t.images,
+    bySplit: t.bySplit,
+    withMask: t.withMask,
+    classes: manifest.classes,
+    background: manifest.background,
+    tagsPerImage: t.tagCount / t.images,
+    classesFile: manifest.classesDerived ? pinFile : (manifest.classesFile ?? null),
+    classesDerived: manifest.classesDerived === true,
+    skipped,
+    seconds,
+    imagesPerSecond: t.images / seconds,
+    peakRssMiB: Math.round(t.peakRss / 2 ** 20),
+  };
+}
+
+/** What the written rows add up to, for the summary. */
+interface IngestTally { images: number; bySplit: Record<string, number>; withMask: number; tagCount: number; peakRss: number }
+
+/** Decode the manifest's items in order and write each to dataset.arrow and images.arrow: both tables commit, or neither. */
+async function writeTables(o: IngestOptions, manifest: Manifest, skipped: SkippedItem[]): Promise<IngestTally> {
   const extra: DatasetExtra = { background: manifest.background, void: manifest.void, working_size: o.size };
   const meta: TableMeta = { stage: 'ingest', paramsHash: o.paramsHash, classes: manifest.classes, extra: { ...extra } };
   const datasetW = await TableWriter.open(o.datasetTable, DATASET_COLUMNS, meta, { batchRows: 1024 });
   // ~16 MiB batches: small enough for flat memory, big enough for fast sequential reads.
   const imagesW = await TableWriter.open(o.imagesTable, IMAGES_COLUMNS, meta, { batchRows: 256, batchBytes: 16 * 2 ** 20 });
-  const bySplit: Record<string, number> = {};
-  let images = 0;
-  let withMask = 0;
-  let tagCount = 0;
-  let peakRss = process.memoryUsage().rss;
+  const t: IngestTally = { images: 0, bySplit: {}, withMask: 0, tagCount: 0, peakRss: process.memoryUsage().rss };
   const bar = progress('ingest', manifest.items.length, ['skipped']);
   try {
     for await (const item of loadItems(manifest, { size: o.size, concurrency: o.concurrency, onError: o.onError, errors: skipped })) {
-      const { image } = item;
-      await datasetW.write({
-        id: item.id,
-        split: item.split,
-        image_path: datasetRelative(manifest.root, item.imagePath),
-        mask_path: item.maskPath === null ? null : datasetRelative(manifest.root, item.maskPath),
-        orig_width: image.origWidth,
-        orig_height: image.origHeight,
-        width: image.width,
-        height: image.height,
-        tags: item.tags,
-        tag_names: item.tags.map((t) => manifest.classes[t]),
-      });
-      await imagesW.write({
-        id: item.id,
-        split: item.split,
-        width: image.width,
-        height: image.height,
-        tags: item.tags,
-        pixels: image.rgb,
-        mask: item.mask,
-      });
-      images++;
-      bySplit[item.split] = (bySplit[item.split] ?? 0) + 1;
-      if (item.mask) withMask++;
-      tagCount += item.tags.length;
-      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+      await writeItem(item, manifest, datasetW, imagesW);
+      t.images++;
+      t.bySplit[item.split] = (t.bySplit[item.split] ?? 0) + 1;
+      if (item.mask) t.withMask++;
+      t.tagCount += item.tags.length;
+      t.peakRss = Math.max(t.peakRss, process.memoryUsage().rss);
       bar.tick(1, { skipped: skipped.length });
     }
-    if (images === 0) throw new TagsegError('every item was skipped; nothing to write', { file: o.root });
+    if (t.images === 0) throw new TagsegError('every item was skipped; nothing to write', { file: o.root });
     await datasetW.close();
     await imagesW.close();
   } catch (err) {
@@ -124,23 +126,33 @@ export async function ingestDataset(o: IngestOptions): Promise<IngestSummary> {
   } finally {
     bar.stop();
   }
-  if (manifest.classesDerived) await pinClasses(pinFile, manifest);
-  const seconds = (performance.now() - t0) / 1000;
-  return {
-    dataset: manifest.root,
-    images,
-    bySplit,
-    withMask,
-    classes: manifest.classes,
-    background: manifest.background,
-    tagsPerImage: tagCount / images,
-    classesFile: manifest.classesDerived ? pinFile : (manifest.classesFile ?? null),
-    classesDerived: manifest.classesDerived === true,
-    skipped,
-    seconds,
-    imagesPerSecond: images / seconds,
-    peakRssMiB: Math.round(peakRss / 2 ** 20),
-  };
+  return t;
+}
+
+/** One item's rows: its files and sizes in dataset.arrow (paths relative to the dataset root), its pixels and mask in images.arrow. */
+async function writeItem(item: LoadedItem, manifest: Manifest, datasetW: TableWriter, imagesW: TableWriter): Promise<void> {
+  const { image } = item;
+  await datasetW.write({
+    id: item.id,
+    split: item.split,
+    image_path: datasetRelative(manifest.root, item.imagePath),
+    mask_path: item.maskPath === null ? null : datasetRelative(manifest.root, item.maskPath),
+    orig_width: image.origWidth,
+    orig_height: image.origHeight,
+    width: image.width,
+    height: image.height,
+    tags: item.tags,
+    tag_names: item.tags.map((t) => manifest.classes[t]),
+  });
+  await imagesW.write({
+    id: item.id,
+    split: item.split,
+    width: image.width,
+    height: image.height,
+    tags: item.tags,
+    pixels: image.rgb,
+    mask: item.mask,
+  });
 }
 
 export function formatIngest(r: IngestSummary): string {

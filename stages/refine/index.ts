@@ -13,8 +13,8 @@
  * 5. cache/pseudo_masks.arrow (tables.ts) and outputs/pseudo_masks/<id>.png (export.ts).
  *    With refine.shards N > 1: a folder of parts, part-<k>-of-<N>.arrow and pseudo_masks/part-<k>-of-<N>/,
  *    one per shard (pipeline/shard.ts: the shard is a hash of the id); `--shard k/N` writes one.
- * Images are decoded and refined `refine.concurrency` at a time (data/load.ts orderedMap keeps
- * row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
+ * Images are decoded and refined `refine.concurrency` at a time (pipeline/concurrency.ts orderedMap
+ * keeps row order); the CRF is synchronous JS, so each image's runs in a worker thread (pool.ts, as many
  * threads as the concurrency and the machine's cores allow).
  * metrics/refine.json: the chain table (evaluate.ts: CAM -> random walk -> RCA -> RCA + random
  * walk -> pseudo-masks, all scored at the original size on the train split's masks), the
@@ -22,18 +22,19 @@
  */
 import { artifact } from '../../pipeline/artifacts.js';
 import { decodeImage, readMask } from '../../data/decode.js';
-import { orderedMap } from '../../data/load.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
 import { classPalette } from '../../data/palette.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { crfFromKeys } from '../../ops/crf.js';
-import { type Row, TableReader, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { type Row, TableReader, type TableMeta, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { orderedMap } from '../../pipeline/concurrency.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import { type Params, paramsHash } from '../../pipeline/params.js';
-import { type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
+import type { Params } from '../params.js';
+import { paramsHash } from '../../pipeline/params_core.js';
+import { type PartOutput, type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
@@ -42,6 +43,9 @@ import { RefinePool } from './pool.js';
 import type { RefinedImage, RefineSettings } from './refine.js';
 import { classPixelCounts, imageFlags } from './sanity.js';
 import { PSEUDO_MASK_COLUMNS, REFINE_OUTPUTS, type RefineExtra, type RefineSource } from './tables.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 const PARAMS = ['dataset.train_split', 'refine'];
 export const REFINE_INPUTS = {
@@ -131,154 +135,37 @@ interface DatasetEntry { imagePath: string; maskPath: string | null; width: numb
 /** One row of every map table that exists, for the same image. */
 type Zipped = Partial<Record<RefineSource, Row>> & { cam: Row };
 
+/** The map tables found (file, dtype) and cams.arrow's classes, background and row count. */
+interface MapTables {
+  present: Partial<Record<RefineSource, { file: string; dtype: 'float16' | 'float32' }>>;
+  classes: string[];
+  background: number | null;
+  numRows: number;
+}
+
+/** An image refined by the pool, with its rows, original size and ground truth (train split only). */
+interface Refined { z: Zipped; H: number; W: number; gt: Uint8Array | null; r: RefinedImage }
+
+/** Refine every row of cams.arrow (or of one shard) in row order, writing each as it comes and tallying the chain table. */
 export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const t0 = performance.now();
-  const p = o.params;
-  const rp = p.refine;
-  const split = p.dataset.train_split;
-
-  // Tables: cams.arrow is required (row order); the source's table too; the others only feed the chain table.
-  const present: Partial<Record<RefineSource, { file: string; dtype: 'float16' | 'float32' }>> = {};
-  let classes: string[] = [];
-  let background: number | null = null;
-  let numRows = 0;
-  for (const key of ['cam', 'affinity', 'contrast'] as const) {
-    const t = MAP_TABLES[key];
-    const file = o.path(t.file);
-    if (!(await exists(file))) {
-      if (key === 'cam' || key === rp.source) throw new TagsegError('table not found', { file, hint: `rerun \`tagseg run ${t.stage}\`` });
-      log.warn(`refine: ${t.file} not found; its rows of the chain table stay empty`);
-      continue;
-    }
-    const info = await readInfo(file);
-    const extra = info.meta.extra ?? {};
-    if (key === 'cam') {
-      classes = info.meta.classes;
-      background = typeof extra.background === 'number' ? extra.background : null;
-      numRows = info.numRows;
-    } else if (JSON.stringify(info.meta.classes) !== JSON.stringify(classes) || info.numRows !== numRows) {
-      throw new TagsegError(`${t.file} and cams.arrow disagree (classes or row count)`, { file, hint: `rerun \`tagseg run ${t.stage}\`` });
-    }
-    if (key === 'contrast' && !info.columns.some((c) => c.name === 'propagated')) {
-      throw new TagsegError("contrast_cams.arrow has no 'propagated' column", { file, hint: 'rerun `tagseg run contrast`' });
-    }
-    present[key] = { file, dtype: extra.dtype === 'float32' ? 'float32' : 'float16' };
-  }
-
-  const datasetFile = o.path(REFINE_INPUTS.dataset);
-  const dataset = new Map<string, DatasetEntry>();
-  const root = o.path(p.dataset.root); // dataset.arrow's paths are relative to it
-  for (const r of await readAll(datasetFile, { stage: 'ingest' })) {
-    const mask = (r.mask_path as string | null) ?? null;
-    dataset.set(r.id as string, {
-      imagePath: resolveDatasetPath(root, r.image_path as string), maskPath: mask === null ? null : resolveDatasetPath(root, mask), width: r.orig_width as number, height: r.orig_height as number,
-    });
-  }
-
-  const settings: RefineSettings = {
-    bg: { background, mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
-    crf: crfFromKeys(rp.crf),
-    ignore: { rule: rp.ignore, margin: rp.ignore_margin },
-  };
-  const crf = settings.crf;
-  const extraSettings: RefineRunResult['settings'] = {
-    bg: background === null ? null : { mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
-    crf: { iterations: crf.iterations, gaussian: { ...crf.gaussian! }, bilateral: { ...crf.bilateral! }, normalization: 'symmetric' },
-    ignore: { rule: rp.ignore, margin: rp.ignore_margin },
-    mostly_ignore: rp.mostly_ignore,
-  };
-  const extra: RefineExtra = { background, source: rp.source, maps: SOURCE_MAPS[rp.source], ...extraSettings };
-
-  const steps = (Object.keys(present) as RefineSource[]).flatMap((k) => Object.values(MAP_TABLES[k].columns) as MapStep[]);
-  const chain = new ChainScorer(classes, background, split, steps);
-  const beforeCm = new ConfusionMatrix(classes.length);
-  const crfCm = new ConfusionMatrix(classes.length);
-  let scored = 0;
-
-  const meta = { stage: 'refine', paramsHash: paramsHash(p, PARAMS), classes, extra: extra as unknown as Record<string, unknown> };
-  // Shards (refine.shards): --shard's, or each in turn; every shard commits its own table part and PNG folder.
+  const rp = o.params.refine;
+  const maps = await openMapTables(o.path, rp.source);
+  const dataset = await readDataset(o.path, o.params.dataset.root);
+  const settings = refineSettings(rp, maps.background);
   const shards = shardsToRun(rp.shards, o.shard, 'refine.shards');
-  await prepareTableFor(o.path(REFINE_OUTPUTS.masks), rp.shards);
-  if (rp.shards > 1) await prepareFolderFor(o.path(REFINE_OUTPUTS.pngs), rp.shards);
-  const outputs = new SequentialParts(shards, async (s) => {
-    const writer = await TableWriter.open(o.path(partPath(REFINE_OUTPUTS.masks, s)), PSEUDO_MASK_COLUMNS, meta, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
-    const pngs = await PngExport.open(o.path(pngFolder(s)), classPalette(background)).catch(async (err: unknown) => { await writer.abort(); throw err; });
-    return {
-      writer, pngs,
-      commit: async () => { await writer.close(); await pngs.commit(); },
-      abort: async () => { await writer.abort(); await pngs.abort(); },
-    };
-  });
-  const decodeMaps = (key: RefineSource, row: Row, column: string): Float32Array => {
-    const bytes = row[column] as Uint8Array;
-    return present[key]!.dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes);
-  };
-
-  interface Work { z: Zipped; H: number; W: number; gt: Uint8Array | null; r: RefinedImage }
-  const work = async (z: Zipped): Promise<Work> => {
-    const id = z.cam.id as string;
-    const d = dataset.get(id);
-    if (!d) throw new TagsegError(`image '${id}' of cams.arrow is not in dataset.arrow`, { file: datasetFile, hint: 'rerun the pipeline from ingest' });
-    const img = await decodeImage(d.imagePath, 0);
-    if (img.width !== d.width || img.height !== d.height) {
-      throw new TagsegError(`image is ${img.width}x${img.height}, dataset.arrow says ${d.width}x${d.height}`, { file: d.imagePath, hint: 'the dataset changed since ingest; rerun `tagseg run ingest`' });
-    }
-    const H = img.height;
-    const W = img.width;
-    const gt = z.cam.split === split && d.maskPath ? (await readMask(d.maskPath, W, H)).data : null;
-    const src = z[rp.source]!;
-    const r = await pool.run({
-      maps: decodeMaps(rp.source, src, SOURCE_MAPS[rp.source].column), tags: src.tags as number[], h: src.height as number, w: src.width as number, rgb: img.rgb, H, W,
-    }, settings);
-    return { z, H, W, gt, r };
-  };
-
+  const meta = { stage: 'refine', paramsHash: paramsHash(o.params, PARAMS), classes: maps.classes, extra: settings.extra as unknown as Record<string, unknown> };
+  const outputs = await openOutputs(o.path, rp.shards, shards, meta, maps.background);
+  const tally = new RefineTally(maps, o.params.dataset.train_split);
   const pool = new RefinePool(rp.concurrency);
-  const threads = pool.size;
-  const selected = new Set(shards.map((s) => s.k));
-  const bar = progress('refine', selected.size === rp.shards ? numRows : [...dataset.keys()].filter((id) => selected.has(shardOf(id, rp.shards))).length);
-  let rows = 0;
-  let crfSeconds = 0;
-  let crfImages = 0;
-  let ignoreSum = 0;
-  let marginSum = 0;
-  const flagged = { images: 0, empty_tags: 0, mostly_ignore: 0 };
+  const threads = pool.size; // before close() empties the pool
+  const work = (z: Zipped) => refineImage(z, { maps, dataset, split: tally.split, source: rp.source, pool, settings: settings.refine });
+  const bar = progress('refine', imagesToRun(shards, rp.shards, maps.numRows, dataset.entries));
   const loopStart = performance.now();
   try {
-    for await (const { z, H, W, gt, r } of windowedMap(rowsByShard(shards, () => zipTables(present), (x) => x.cam.id as string), work, rp.concurrency)) {
-      const id = z.cam.id as string;
-      const { writer, pngs } = await outputs.for(shardOf(id, rp.shards));
-      const counts = classPixelCounts(r.mask, classes.length);
-      const ignoreFraction = r.ignored / (H * W);
-      const tags = z.cam.tags as number[];
-      const flags = imageFlags({ tags, classPixels: counts, classes, ignoreFraction, mostlyIgnore: rp.mostly_ignore });
-      await writer.write({
-        id, split: z.cam.split, height: H, width: W, tags, mask: r.mask, confidence: r.confidence,
-        class_pixels: counts, ignore_fraction: ignoreFraction, mean_margin: r.meanMargin, flags,
-      });
-      await pngs.write(id, r.mask, W, H);
-      if (gt) {
-        for (const key of Object.keys(present) as RefineSource[]) {
-          const row = z[key]!;
-          for (const [column, step] of Object.entries(MAP_TABLES[key].columns) as [string, MapStep][]) {
-            chain.addMaps(step, decodeMaps(key, row, column), row.tags as number[], row.height as number, row.width as number, gt, H, W);
-          }
-        }
-        chain.addPseudo(r.mask, gt);
-        beforeCm.add(r.before, gt);
-        crfCm.add(r.crf, gt);
-        scored++;
-      }
-      if (r.crfSeconds > 0) {
-        crfSeconds += r.crfSeconds;
-        crfImages++;
-      }
-      ignoreSum += ignoreFraction;
-      marginSum += r.meanMargin;
-      if (flags.length > 0) flagged.images++;
-      flagged.empty_tags += flags.filter((f) => f.startsWith('empty:')).length;
-      if (flags.includes('mostly_ignore')) flagged.mostly_ignore++;
-      rows++;
+    for await (const w of orderedMap(rowsByShard(shards, () => zipTables(maps.present), (x) => x.cam.id as string), work, { concurrency: rp.concurrency })) {
+      const row = await writeRefined(w, await outputs.for(shardOf(w.z.cam.id as string, rp.shards)), maps.classes, rp.mostly_ignore);
+      tally.add(w, row);
       bar.tick();
     }
     bar.stop();
@@ -291,28 +178,216 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
     await pool.close();
   }
   const loopSeconds = (performance.now() - loopStart) / 1000;
-  if (scored === 0) log.warn(`refine: no image of split '${split}' has a ground-truth mask; the chain table is empty`);
-  return {
-    source: rp.source,
-    background: background === null ? null : classes[background],
-    split,
-    table: chain.result(),
-    ablation: {
-      maps: stepScores(segmentationScores(beforeCm), classes, null, scored, split),
-      crf: stepScores(segmentationScores(crfCm), classes, null, scored, split),
-    },
-    settings: extraSettings,
-    images: rows,
-    ignore_fraction: rows > 0 ? ignoreSum / rows : 0,
-    mean_margin: rows > 0 ? marginSum / rows : 0,
-    flagged,
-    pngs: rows,
-    seconds: (performance.now() - t0) / 1000,
-    images_per_second: loopSeconds > 0 ? rows / loopSeconds : 0,
-    crf_seconds_per_image: crfImages > 0 ? crfSeconds / crfImages : 0,
-    concurrency: rp.concurrency,
-    threads,
+  return tally.result(rp, settings.reported, { seconds: (performance.now() - t0) / 1000, loopSeconds, threads });
+}
+
+/** Check the map tables: cams.arrow is required (row order), the source's table too; the others only feed the chain table. */
+async function openMapTables(at: (rel: string) => string, source: RefineSource): Promise<MapTables> {
+  const out: MapTables = { present: {}, classes: [], background: null, numRows: 0 };
+  for (const key of ['cam', 'affinity', 'contrast'] as const) {
+    const t = MAP_TABLES[key];
+    const file = at(t.file);
+    if (!(await exists(file))) {
+      if (key === 'cam' || key === source) throw new TagsegError('table not found', { file, hint: `rerun \`tagseg run ${t.stage}\`` });
+      log.warn(`refine: ${t.file} not found; its rows of the chain table stay empty`);
+      continue;
+    }
+    const info = await readInfo(file);
+    const extra = info.meta.extra ?? {};
+    if (key === 'cam') {
+      out.classes = info.meta.classes;
+      out.background = typeof extra.background === 'number' ? extra.background : null;
+      out.numRows = info.numRows;
+    } else if (JSON.stringify(info.meta.classes) !== JSON.stringify(out.classes) || info.numRows !== out.numRows) {
+      throw new TagsegError(`${t.file} and cams.arrow disagree (classes or row count)`, { file, hint: `rerun \`tagseg run ${t.stage}\`` });
+    }
+    if (key === 'contrast' && !info.columns.some((c) => c.name === 'propagated')) {
+      throw new TagsegError("contrast_cams.arrow has no 'propagated' column", { file, hint: 'rerun `tagseg run contrast`' });
+    }
+    out.present[key] = { file, dtype: extra.dtype === 'float32' ? 'float32' : 'float16' };
+  }
+  return out;
+}
+
+/** dataset.arrow's images and masks by id: the originals the CRF runs on (paths relative to dataset.root). */
+async function readDataset(at: (rel: string) => string, datasetRoot: string): Promise<{ file: string; entries: Map<string, DatasetEntry> }> {
+  const file = at(REFINE_INPUTS.dataset);
+  const entries = new Map<string, DatasetEntry>();
+  const root = at(datasetRoot);
+  for (const r of await readAll(file, { stage: 'ingest' })) {
+    const mask = (r.mask_path as string | null) ?? null;
+    entries.set(r.id as string, {
+      imagePath: resolveDatasetPath(root, r.image_path as string), maskPath: mask === null ? null : resolveDatasetPath(root, mask), width: r.orig_width as number, height: r.orig_height as number,
+    });
+  }
+  return { file, entries };
+}
+
+/** refine's params as the pool takes them, as the result reports them, and as the table's metadata records them. */
+function refineSettings(rp: Params['refine'], background: number | null): { refine: RefineSettings; reported: RefineRunResult['settings']; extra: RefineExtra } {
+  const refine: RefineSettings = {
+    bg: { background, mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
+    crf: crfFromKeys(rp.crf),
+    ignore: { rule: rp.ignore, margin: rp.ignore_margin },
   };
+  const crf = refine.crf;
+  const reported: RefineRunResult['settings'] = {
+    bg: background === null ? null : { mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
+    crf: { iterations: crf.iterations, gaussian: { ...crf.gaussian! }, bilateral: { ...crf.bilateral! }, normalization: 'symmetric' },
+    ignore: { rule: rp.ignore, margin: rp.ignore_margin },
+    mostly_ignore: rp.mostly_ignore,
+  };
+  return { refine, reported, extra: { background, source: rp.source, maps: SOURCE_MAPS[rp.source], ...reported } };
+}
+
+interface RefineOutput { writer: TableWriter; pngs: PngExport }
+
+/** Each shard's table part and PNG folder, opened in turn and committed (or aborted) together. */
+async function openOutputs(at: (rel: string) => string, n: number, shards: Shard[], meta: TableMeta, background: number | null): Promise<SequentialParts<RefineOutput & PartOutput>> {
+  await prepareTableFor(at(REFINE_OUTPUTS.masks), n);
+  if (n > 1) await prepareFolderFor(at(REFINE_OUTPUTS.pngs), n);
+  return new SequentialParts(shards, async (s) => {
+    const writer = await TableWriter.open(at(partPath(REFINE_OUTPUTS.masks, s)), PSEUDO_MASK_COLUMNS, meta, { batchRows: 64, batchBytes: 32 * 2 ** 20 });
+    const pngs = await PngExport.open(at(pngFolder(s)), classPalette(background)).catch(async (err: unknown) => { await writer.abort(); throw err; });
+    return {
+      writer, pngs,
+      commit: async () => { await writer.close(); await pngs.commit(); },
+      abort: async () => { await writer.abort(); await pngs.abort(); },
+    };
+  });
+}
+
+/** Rows this run refines: every row, or those of the selected shards (for the progress bar). */
+function imagesToRun(shards: Shard[], n: number, numRows: number, dataset: Map<string, DatasetEntry>): number {
+  const selected = new Set(shards.map((s) => s.k));
+  return selected.size === n ? numRows : [...dataset.keys()].filter((id) => selected.has(shardOf(id, n))).length;
+}
+
+/** A map column of `row` as float32 (the tables store float16 or float32). */
+function decodeMaps(maps: MapTables, key: RefineSource, row: Row, column: string): Float32Array {
+  const bytes = row[column] as Uint8Array;
+  return maps.present[key]!.dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes);
+}
+
+interface ImageContext {
+  maps: MapTables;
+  dataset: { file: string; entries: Map<string, DatasetEntry> };
+  split: string;
+  source: RefineSource;
+  pool: RefinePool;
+  settings: RefineSettings;
+}
+
+/** Decode one image at its original size (and its mask, on the scored split) and refine its source maps in the pool. */
+async function refineImage(z: Zipped, c: ImageContext): Promise<Refined> {
+  const id = z.cam.id as string;
+  const d = c.dataset.entries.get(id);
+  if (!d) throw new TagsegError(`image '${id}' of cams.arrow is not in dataset.arrow`, { file: c.dataset.file, hint: 'rerun the pipeline from ingest' });
+  const img = await decodeImage(d.imagePath, 0);
+  if (img.width !== d.width || img.height !== d.height) {
+    throw new TagsegError(`image is ${img.width}x${img.height}, dataset.arrow says ${d.width}x${d.height}`, { file: d.imagePath, hint: 'the dataset changed since ingest; rerun `tagseg run ingest`' });
+  }
+  const H = img.height;
+  const W = img.width;
+  const gt = z.cam.split === c.split && d.maskPath ? (await readMask(d.maskPath, W, H)).data : null;
+  const src = z[c.source]!;
+  const r = await c.pool.run({
+    maps: decodeMaps(c.maps, c.source, src, SOURCE_MAPS[c.source].column), tags: src.tags as number[], h: src.height as number, w: src.width as number, rgb: img.rgb, H, W,
+  }, c.settings);
+  return { z, H, W, gt, r };
+}
+
+/** Write one pseudo-mask's row and PNG; returns its ignore fraction and flags (for the tally). */
+async function writeRefined(w: Refined, out: RefineOutput, classes: string[], mostlyIgnore: number): Promise<{ ignoreFraction: number; flags: string[] }> {
+  const { z, H, W, r } = w;
+  const id = z.cam.id as string;
+  const counts = classPixelCounts(r.mask, classes.length);
+  const ignoreFraction = r.ignored / (H * W);
+  const tags = z.cam.tags as number[];
+  const flags = imageFlags({ tags, classPixels: counts, classes, ignoreFraction, mostlyIgnore });
+  await out.writer.write({
+    id, split: z.cam.split, height: H, width: W, tags, mask: r.mask, confidence: r.confidence,
+    class_pixels: counts, ignore_fraction: ignoreFraction, mean_margin: r.meanMargin, flags,
+  });
+  await out.pngs.write(id, r.mask, W, H);
+  return { ignoreFraction, flags };
+}
+
+/** Running totals over the refined images: the chain table and ablation (scored split), ignore, margins, flags, CRF time. */
+class RefineTally {
+  private readonly chain: ChainScorer;
+  private readonly beforeCm: ConfusionMatrix;
+  private readonly crfCm: ConfusionMatrix;
+  private scored = 0;
+  private rows = 0;
+  private crfSeconds = 0;
+  private crfImages = 0;
+  private ignoreSum = 0;
+  private marginSum = 0;
+  private readonly flagged = { images: 0, empty_tags: 0, mostly_ignore: 0 };
+
+  constructor(private readonly maps: MapTables, readonly split: string) {
+    const steps = (Object.keys(maps.present) as RefineSource[]).flatMap((k) => Object.values(MAP_TABLES[k].columns) as MapStep[]);
+    this.chain = new ChainScorer(maps.classes, maps.background, split, steps);
+    this.beforeCm = new ConfusionMatrix(maps.classes.length);
+    this.crfCm = new ConfusionMatrix(maps.classes.length);
+  }
+
+  add(w: Refined, row: { ignoreFraction: number; flags: string[] }): void {
+    if (w.gt) this.score(w, w.gt);
+    if (w.r.crfSeconds > 0) {
+      this.crfSeconds += w.r.crfSeconds;
+      this.crfImages++;
+    }
+    this.ignoreSum += row.ignoreFraction;
+    this.marginSum += w.r.meanMargin;
+    if (row.flags.length > 0) this.flagged.images++;
+    this.flagged.empty_tags += row.flags.filter((f) => f.startsWith('empty:')).length;
+    if (row.flags.includes('mostly_ignore')) this.flagged.mostly_ignore++;
+    this.rows++;
+  }
+
+  /** Every map step of the chain, the pseudo-mask and its ablation steps against the image's ground truth. */
+  private score({ z, H, W, r }: Refined, gt: Uint8Array): void {
+    for (const key of Object.keys(this.maps.present) as RefineSource[]) {
+      const row = z[key]!;
+      for (const [column, step] of Object.entries(MAP_TABLES[key].columns) as [string, MapStep][]) {
+        this.chain.addMaps(step, decodeMaps(this.maps, key, row, column), row.tags as number[], row.height as number, row.width as number, gt, H, W);
+      }
+    }
+    this.chain.addPseudo(r.mask, gt);
+    this.beforeCm.add(r.before, gt);
+    this.crfCm.add(r.crf, gt);
+    this.scored++;
+  }
+
+  /** The run's result, with its wall time, the loop's time and the CRF threads. */
+  result(rp: Params['refine'], settings: RefineRunResult['settings'], time: { seconds: number; loopSeconds: number; threads: number }): RefineRunResult {
+    const { classes, background } = this.maps;
+    const rows = this.rows;
+    if (this.scored === 0) log.warn(`refine: no image of split '${this.split}' has a ground-truth mask; the chain table is empty`);
+    return {
+      source: rp.source,
+      background: background === null ? null : classes[background],
+      split: this.split,
+      table: this.chain.result(),
+      ablation: {
+        maps: stepScores(segmentationScores(this.beforeCm), classes, null, this.scored, this.split),
+        crf: stepScores(segmentationScores(this.crfCm), classes, null, this.scored, this.split),
+      },
+      settings,
+      images: rows,
+      ignore_fraction: rows > 0 ? this.ignoreSum / rows : 0,
+      mean_margin: rows > 0 ? this.marginSum / rows : 0,
+      flagged: this.flagged,
+      pngs: rows,
+      seconds: time.seconds,
+      images_per_second: time.loopSeconds > 0 ? rows / time.loopSeconds : 0,
+      crf_seconds_per_image: this.crfImages > 0 ? this.crfSeconds / this.crfImages : 0,
+      concurrency: rp.concurrency,
+      threads: time.threads,
+    };
+  }
 }
 
 /** outputs/pseudo_masks, or its part-<k>-of-<N> folder for one shard. */
@@ -367,23 +442,6 @@ async function* zipTables(present: Partial<Record<RefineSource, { file: string }
   } finally {
     for (const r of readers.values()) await r.close();
   }
-}
-
-/**
- * `orderedMap` (bounded concurrency, input order) over an async source: pulls it in chunks of
- * 4 x concurrency items, so at most that many rows (maps, decoded images) are held at once.
- */
-export async function* windowedMap<T, R>(source: AsyncIterable<T>, fn: (item: T) => Promise<R>, concurrency: number): AsyncGenerator<R> {
-  const size = 4 * concurrency;
-  let chunk: T[] = [];
-  for await (const item of source) {
-    chunk.push(item);
-    if (chunk.length >= size) {
-      yield* orderedMap(chunk, fn, { concurrency });
-      chunk = [];
-    }
-  }
-  if (chunk.length > 0) yield* orderedMap(chunk, fn, { concurrency });
 }
 
 export function formatRefine(r: RefineRunResult): string {

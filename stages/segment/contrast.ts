@@ -18,7 +18,7 @@ import { ProjectionHead } from '../../nn/contrastive/head.js';
 import { type ContrastLoss, createContrastLoss } from '../../nn/contrastive/index.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import type { Rng } from '../../nn/rng.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import type { SegAuxInput, SegAuxLoss } from './train.js';
 
 export interface SegAux extends SegAuxLoss {

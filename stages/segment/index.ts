@@ -39,7 +39,7 @@ import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile } from '../../pipeline/fsutil.js';
 import { log, progress } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { segmentBatch } from './infer.js';
 import { carveVal, explicitSplit, idsKey, labelledFraction, labelsAtWorkingSize } from './labels.js';
@@ -47,6 +47,9 @@ import { type ReviewPlan, ignoreClassPixels, listCorrections, planReview } from 
 import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
 import { type SegAux, createSegAux } from './contrast.js';
 import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
+
+/** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
+export { sections } from './params.js';
 
 const PARAMS = ['seed', 'dataset.train_split', 'dataset.corrections', 'segment'];
 export const SEGMENT_OUTPUTS = {

@@ -1,5 +1,6 @@
 /**
- * SegNet: the CAM stage's backbone + ContextHead (head.ts), and its on-disk form, a
+ * SegNet: the CAM stage's backbone + a head from the registry (nn/seg_heads: the DeepLab-style
+ * ContextHead by default), and its on-disk form, a
  * self-contained model directory that `tagseg predict` loads without the project:
  *
  *   <dir>/config.json    SegModelConfig: backbone settings (the CAM model's config), classes,
@@ -22,8 +23,9 @@ import type { NormUpdates } from '../../nn/norm.js';
 import type { DenseCrfOptions } from '../../ops/crf.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { TagsegError } from '../../pipeline/errors.js';
+import { DEFAULT_SEG_HEAD, type SegHead, type SegHeadConfig, buildSegHead, segHeadConfig } from '../../nn/seg_heads/index.js';
+import { upsampleLogits } from '../../nn/seg_heads/deeplab.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
-import { ContextHead, upsampleLogits } from './head.js';
 
 export const SEG_MODEL_FORMAT = 'tagseg-segment-model';
 
@@ -35,7 +37,8 @@ export interface SegModelConfig {
   /** Dataset classes; output channel k = class k. */
   classes: string[];
   background: number | null;
-  head: { dim: number; decoder: boolean };
+  /** The head's registry kind (absent: deeplab) and settings. */
+  head: SegHeadConfig;
   /** Long side images are resized to before the network (ingest.size; 0 = original size). */
   workingSize: number;
   /** Default inference settings of `tagseg predict`. */
@@ -51,7 +54,7 @@ export interface SegModelConfig {
 
 export interface SegNet {
   backbone: Backbone;
-  head: ContextHead;
+  head: SegHead;
   config: SegModelConfig;
   named(): NamedVariables;
   dispose(): void;
@@ -60,7 +63,11 @@ export interface SegNet {
 export interface SegNetOptions {
   classes: string[];
   background: number | null;
+  /** Head from the registry (nn/seg_heads; default deeplab), built from the segment params below. */
+  head?: string;
+  /** segment.head_dim. */
   dim: number;
+  /** segment.decoder. */
   decoder: boolean;
   workingSize: number;
   scales: number[];
@@ -69,17 +76,19 @@ export interface SegNetOptions {
   seed: number;
 }
 
-function assemble(backbone: Backbone, cam: CamModelConfig, o: SegNetOptions): SegNet {
-  let head: ContextHead;
+type AssembleOptions = Omit<SegNetOptions, 'head' | 'dim' | 'decoder'>;
+
+async function assemble(backbone: Backbone, cam: CamModelConfig, headConfig: SegHeadConfig, o: AssembleOptions): Promise<SegNet> {
+  let head: SegHead;
   try {
-    head = new ContextHead(backbone.channels, { dim: o.dim, classes: o.classes.length, decoder: o.decoder, seed: o.seed + 11 });
+    head = await buildSegHead(headConfig, backbone.channels, o.classes.length, o.seed + 11);
   } catch (err) {
     backbone.dispose();
     throw err;
   }
   const config: SegModelConfig = {
     format: SEG_MODEL_FORMAT, version: 1, cam, classes: [...o.classes], background: o.background,
-    head: { dim: o.dim, decoder: o.decoder }, workingSize: o.workingSize, scales: [...o.scales], flip: o.flip,
+    head: headConfig, workingSize: o.workingSize, scales: [...o.scales], flip: o.flip,
     crf: o.crf,
   };
   return {
@@ -94,15 +103,16 @@ function assemble(backbone: Backbone, cam: CamModelConfig, o: SegNetOptions): Se
   };
 }
 
-/** Backbone from the CAM model in `camDir` (its classifier dropped) + a fresh ContextHead. */
+/** Backbone from the CAM model in `camDir` (its classifier dropped) + a fresh head. */
 export async function segNetFromCam(camDir: string, o: SegNetOptions): Promise<SegNet> {
+  const headConfig = await segHeadConfig(o.head ?? DEFAULT_SEG_HEAD, { head_dim: o.dim, decoder: o.decoder });
   const cam = await loadCamModel(camDir);
   cam.head.dispose();
   if (JSON.stringify(cam.config.classes) !== JSON.stringify(o.classes)) {
     cam.backbone.dispose();
     throw new TagsegError('the CAM model was trained on another class list than images.arrow holds', { file: path.join(camDir, 'config.json'), hint: 'rerun `tagseg run cam`' });
   }
-  return assemble(cam.backbone, cam.config, o);
+  return assemble(cam.backbone, cam.config, headConfig, o);
 }
 
 /** Write config.json, classes.json, weights/ and the `extra` files (val_ids.txt) as the folder `dir`. */
@@ -116,8 +126,8 @@ export async function loadSegModel(dir: string): Promise<SegNet> {
   const config = await readModelConfig<SegModelConfig>(dir, SEG_MODEL_FORMAT, 'segmentation model', 'pass the folder the segment stage wrote (models/segment)');
   const shell = await buildCamNet(config.cam, 0, false);
   shell.head.dispose();
-  const net = assemble(shell.backbone, config.cam, {
-    classes: config.classes, background: config.background, dim: config.head.dim, decoder: config.head.decoder,
+  const net = await assemble(shell.backbone, config.cam, config.head, {
+    classes: config.classes, background: config.background,
     workingSize: config.workingSize, scales: config.scales, flip: config.flip, crf: config.crf ?? null, seed: 0,
   });
   net.config = { ...config };

@@ -35,7 +35,7 @@ import { progress } from '../../pipeline/log.js';
 import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { crfPool } from '../../ops/crf_pool.js';
 import { type Shard, shardOf } from '../../pipeline/shard.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../params.js';
 import { batchProbs, labelsOf } from './infer.js';
 import { type SegNet, loadSegModel } from './net.js';
 import { type SkippedFile, imageOf, listImages } from './predict_files.js';

@@ -23,9 +23,9 @@ import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import type { Rng } from '../../nn/rng.js';
 import { trainStep } from '../../nn/train.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import type { Params } from '../../pipeline/params.js';
+import type { Params } from '../params.js';
 import { IGNORE } from './labels.js';
-import { upsampleLogits } from './head.js';
+import { upsampleLogits } from '../../nn/seg_heads/deeplab.js';
 import type { SegNet } from './net.js';
 
 export interface SegTrainImage {

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setQuiet } from '../../pipeline/log.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { runAudit } from '../../stages/audit/index.js';
 import { writeAuditFixture } from '../stages/audit_fixtures.js';
 import { skipWithout } from '../helpers/ci.js';

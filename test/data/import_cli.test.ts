@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../../pipeline/workspace.js';
+import { REPO_ROOT } from '../../cli/workspace.js';
 import { makeTemp, rmTemp, writeRgb } from './helpers.js';
 
 let dir: string;

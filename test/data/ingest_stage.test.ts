@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { DEFAULT_PARAMS_YAML, loadParams, writeOverrides } from '../../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML, loadParams, writeOverrides } from '../../stages/params.js';
 import { stage } from '../../stages/ingest/index.js';
 import { makeTemp, rmTemp, writeRgb } from './helpers.js';
 

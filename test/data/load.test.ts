@@ -2,7 +2,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadItems, orderedMap, type LoadError, type LoadedItem } from '../../data/load.js';
+import { loadItems, type LoadError, type LoadedItem } from '../../data/load.js';
 import type { ItemSpec, Manifest } from '../../data/manifest.js';
 import { encodeIndexedPng } from '../../data/palette.js';
 import { generateSynthetic, mulberry32 } from '../../data/synth.js';
@@ -20,87 +20,11 @@ afterAll(async () => {
   await rmTemp(dir);
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function collect<T>(gen: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of gen) out.push(x);
   return out;
 }
-
-describe('orderedMap', () => {
-  it('yields in input order while completing out of order, within the window', async () => {
-    const rng = mulberry32(3);
-    const delays = Array.from({ length: 24 }, () => Math.floor(rng() * 15));
-    let running = 0;
-    let maxRunning = 0;
-    let started = 0;
-    const completed: number[] = [];
-    const gen = orderedMap(
-      delays.keys(),
-      async (i) => {
-        started++;
-        running++;
-        maxRunning = Math.max(maxRunning, running);
-        await sleep(delays[i]);
-        running--;
-        completed.push(i);
-        return i * 10;
-      },
-      { concurrency: 3 },
-    );
-    const got: number[] = [];
-    for await (const v of gen) {
-      // Never more than window (= 2 * concurrency) started beyond what was consumed, this one included.
-      expect(started - got.length).toBeLessThanOrEqual(6 + 1);
-      got.push(v);
-      await sleep(2); // a slow consumer must not let the producer run ahead
-    }
-    expect(got).toEqual(delays.map((_, i) => i * 10));
-    expect(completed).not.toEqual([...completed].sort((a, b) => a - b)); // the test really saw reordering
-    expect(maxRunning).toBe(3);
-  });
-
-  it('pulls the input lazily (bounded memory on long inputs)', async () => {
-    let pulled = 0;
-    function* endless() {
-      for (let i = 0; ; i++) {
-        pulled++;
-        yield i;
-      }
-    }
-    const got: number[] = [];
-    for await (const v of orderedMap(endless(), async (i) => i, { concurrency: 2 })) {
-      got.push(v);
-      if (got.length === 10) break;
-    }
-    expect(got).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    expect(pulled).toBeLessThanOrEqual(10 + 4 + 1);
-  });
-
-  it('throws the failing item in its turn and leaves nothing running', async () => {
-    let running = 0;
-    const got: number[] = [];
-    const run = async () => {
-      for await (const v of orderedMap(
-        [0, 1, 2, 3, 4, 5, 6, 7],
-        async (i) => {
-          running++;
-          await sleep(i === 5 ? 1 : 10);
-          running--;
-          if (i === 5) throw new Error('boom 5');
-          return i;
-        },
-        { concurrency: 4 },
-      )) {
-        got.push(v);
-      }
-    };
-    await expect(run()).rejects.toThrow('boom 5');
-    expect(got).toEqual([0, 1, 2, 3, 4]);
-    expect(running).toBe(0);
-  });
-});
 
 /** Manifest helpers: a VOC-ish layout under `root` with classes bg, cat, dog (void 255). */
 const CLASSES = ['bg', 'cat', 'dog'];

@@ -7,8 +7,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll, readInfo } from '../../pipeline/arrow.js';
-import { repro } from '../../pipeline/dag.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { repro } from '../../cli/dag.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
 
 // Quality floors (fractions, as in the metrics file): measured on this test's tiny config, minus a margin of

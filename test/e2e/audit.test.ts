@@ -10,8 +10,8 @@ import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
-import { repro } from '../../pipeline/dag.js';
-import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
+import { repro } from '../../cli/dag.js';
+import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 import { STAGE_NAMES } from '../../stages/index.js';
 import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
 

@@ -1,5 +1,5 @@
 /**
- * The CV protocol (eval/cv.ts) end to end on a tiny synthetic workspace (16 images of 32 px, 12 in
+ * The CV protocol (cli/cv.ts) end to end on a tiny synthetic workspace (16 images of 32 px, 12 in
  * the train split; cam trained by repro, hand-made pseudo-masks = ground truth with 4 ignored rows
  * and a wrong corner): 2 folds x 1 seed x 4 epochs. Structure, finite scores, the pseudo-masks'
  * full-coverage figure against an independent count, a quality floor, resume without retraining
@@ -11,14 +11,14 @@ import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMask } from '../../data/decode.js';
-import { type CvRun, assignFolds, cvParams, cvRecipe, cvRunPaths, cvWorkDir, foldSplit, runCv } from '../../eval/cv.js';
-import type { CvSummary } from '../../eval/cv_summary.js';
+import { type CvRun, assignFolds, cvParams, cvRecipe, cvRunPaths, cvWorkDir, foldSplit, runCv } from '../../cli/cv.js';
+import type { CvSummary } from '../../cli/cv_summary.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../pipeline/dag.js';
+import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { loadParams } from '../../pipeline/params.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { loadParams } from '../../stages/params.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { runSegment } from '../../stages/segment/index.js';
 import { expectScore } from '../helpers/quality.js';
 import { writePseudoMasks, writeRefineMetrics } from '../stages/segment_fixtures.js';

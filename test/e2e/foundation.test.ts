@@ -7,9 +7,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
-import { repro, status } from '../../pipeline/dag.js';
-import { writeOverrides } from '../../pipeline/params.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { repro, status } from '../../cli/dag.js';
+import { writeOverrides } from '../../stages/params.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { decodeIndexedPng } from '../../data/palette.js';
 
 let root: string;

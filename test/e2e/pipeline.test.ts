@@ -9,9 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
-import { repro } from '../../pipeline/dag.js';
-import { loadParams } from '../../pipeline/params.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { repro } from '../../cli/dag.js';
+import { loadParams } from '../../stages/params.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { STAGE_NAMES, loadStages } from '../../stages/index.js';
 import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
 

@@ -12,8 +12,8 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { repro } from '../../pipeline/dag.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { repro } from '../../cli/dag.js';
+import { createWorkspace } from '../../cli/workspace.js';
 
 /** The settings of test/e2e/pipeline.test.ts (every network stage small). */
 const TINY = [

@@ -11,8 +11,8 @@ import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeIndexedPng } from '../../data/palette.js';
-import { repro } from '../../pipeline/dag.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { repro } from '../../cli/dag.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { writePseudoMasks, writeRefineMetrics } from '../stages/segment_fixtures.js';
 import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
 

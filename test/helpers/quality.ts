@@ -4,7 +4,7 @@ import { readMask } from '../../data/decode.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { readAll, readInfo } from '../../pipeline/arrow.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 
 /**
  * A score from a metrics file (a fraction: mIoU, accuracy) is a finite number in [0, 1] and at least

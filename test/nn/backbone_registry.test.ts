@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backboneConfig, backboneKinds, buildBackbone, registerBackbone } from '../../nn/backbones/index.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { defaultParams, validateParams } from '../../pipeline/params.js';
+import { defaultParams, validateParams } from '../../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, imageTensor, loadCamModel, saveCamModel } from '../../nn/cam_net.js';
 
 let tmp: string;
@@ -34,7 +34,11 @@ describe('backbone registry (nn/backbones)', () => {
   });
 
   it('a toy backbone registered with one line builds, saves and reloads a CAM net', async () => {
+    const raw = structuredClone(defaultParams()) as unknown as { cam: { backbone: string } };
+    raw.cam.backbone = 'toy';
+    expect(() => validateParams(raw)).toThrow(/cam\.backbone: expected one of resnet \| mobilenet, got string "toy"/); // control: not yet registered
     registerBackbone('toy', async () => (await import('./toy_backbone.js')).toy);
+    expect(validateParams(raw).cam.backbone).toBe('toy'); // params.yaml can now name it
 
     const backbone = await backboneConfig('toy', { ...defaultParams().cam, output_stride: 8, width: 5 });
     expect(backbone).toEqual({ kind: 'toy', outputStride: 8, norm: 'batch', channels: 5 });

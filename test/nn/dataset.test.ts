@@ -12,7 +12,7 @@ import { type ColumnSpec, TableWriter, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { partPath, prepareTableFor, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet } from '../../nn/cam_net.js';
 import { type TrainImage, trainCam } from '../../stages/cam/train.js';
 

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finishTraining, runTraining, trainingHash } from '../../nn/loop.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { SGD } from '../../nn/optim.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { initBackend } from '../../pipeline/backend.js';

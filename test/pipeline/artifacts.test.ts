@@ -7,14 +7,14 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ARTIFACTS, type Artifact, artifactsOf } from '../../pipeline/artifacts.js';
-import { type DvcStage, loadDvcYaml, normalize } from '../../pipeline/dvcfile.js';
-import { type Params, loadParams } from '../../pipeline/params.js';
+import { type DvcStage, loadDvcYaml, normalize } from '../../cli/dvcfile.js';
+import { type Params, loadParams } from '../../stages/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { loadStages } from '../../stages/index.js';
 
 const TABLE = Object.values(ARTIFACTS as Record<string, Artifact>);
 const PRODUCER = new Map(TABLE.map((a) => [a.path, a.stage]));
-const PRODUCT_DIRS = ['bin', 'data', 'eval', 'maps', 'nn', 'ops', 'pipeline', 'stages'];
+const PRODUCT_DIRS = ['bin', 'cli', 'data', 'eval', 'maps', 'nn', 'ops', 'pipeline', 'stages'];
 
 let params: Params;
 let stages: Stage[];

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DoctorReport } from '../../pipeline/doctor.js';
+import type { DoctorReport } from '../../cli/doctor.js';
 import { REPO } from '../helpers/python.js';
 
 const run = promisify(execFile);

@@ -15,9 +15,9 @@ import { TableWriter, readAll } from '../../pipeline/arrow.js';
 import { SimulatedCrash, recoverCommits, setCommitFault, withStageCommit } from '../../pipeline/commit.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { runStages } from '../../stages/index.js';
-import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
+import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 import { ingestDataset } from '../../stages/ingest/ingest.js';
 
 const OUTPUTS = ['cache/dataset.arrow', 'cache/images.arrow', 'metrics/ingest.json'];

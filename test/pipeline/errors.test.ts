@@ -15,9 +15,9 @@ import type { Optimizer } from '../../nn/optim.js';
 import { runTraining } from '../../nn/loop.js';
 import { NonFiniteLossError } from '../../nn/train.js';
 import { TagsegError, formatError, fsError } from '../../pipeline/errors.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { runStages } from '../../stages/index.js';
-import { REPO_ROOT, createWorkspace } from '../../pipeline/workspace.js';
+import { REPO_ROOT, createWorkspace } from '../../cli/workspace.js';
 
 const TAGSEG = path.join(REPO_ROOT, 'bin/tagseg.js');
 let tmp: string;

@@ -3,16 +3,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { TagsegError } from '../../pipeline/errors.js';
 import {
   DEFAULT_PARAMS_YAML,
+  SECTIONS,
   defaultParams,
   getParam,
   loadParams,
   paramsHash,
   validateParams,
   writeOverrides,
-} from '../../pipeline/params.js';
+} from '../../stages/params.js';
+import { readParams, stageSpec } from '../../pipeline/params_core.js';
+import { key, paramsYaml, sectionDefaults } from '../../pipeline/params_spec.js';
+import { sections as camSections } from '../../stages/cam/params.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -40,48 +45,38 @@ async function errorOf(fn: () => Promise<unknown>): Promise<TagsegError> {
 }
 
 describe('params.yaml schema', () => {
-  it('parses the defaults into the documented values', async () => {
+  it("the repo's params.yaml is the text generated from the sections' declarations (stages/<x>/params.ts, shared_params.ts)", async () => {
+    const repo = await fs.readFile(path.resolve('params.yaml'), 'utf8');
+    expect(repo, 'regenerate it: node bin/tagseg.js params --defaults > params.yaml').toBe(DEFAULT_PARAMS_YAML);
+    expect(DEFAULT_PARAMS_YAML).toBe(paramsYaml(SECTIONS));
+  });
+
+  it('the generated text loads back to exactly the declared defaults, every key commented where documented', async () => {
     const p = await loadParams(await writeParams(DEFAULT_PARAMS_YAML));
-    expect(p).toEqual({
-      seed: 0,
-      dataset: { root: 'datasets/synthetic', format: 'voc', csv: 'tags.csv', splits: [], train_split: 'train', classes: '', corrections: 'review/corrections' },
-      synth: { out: 'datasets/synthetic', images: 240, size: 128, classes: 4, val_fraction: 0.25 },
-      ingest: { size: 128, concurrency: 4, on_error: 'fail' },
-      cam: {
-        backbone: 'resnet', pretrained: '', width: 16, depth: [1, 1, 1, 1], output_stride: 8, norm: 'batch', probe_iters: 0, recam_weight: 0, optimizer: 'adamw',
-        lr: 0.003, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 16, crop: 112, crop_scale: [0.35, 1],
-        jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
-      },
-      affinity: {
-        radius: 5, conf_fg: 0.65, conf_bg: 0.05, margin: 0.2, floor: 0.3, crf: true, dim: 448, levels: [0, 1, 2, 3],
-        reduce: [32, 64, 128, 128], optimizer: 'adamw', lr: 0.001, head_lr_mult: 10, weight_decay: 0.0001, epochs: 6,
-        batch_size: 8, crop: 96, beta: 8, logt: 4, alpha: 16,
-      },
-      contrast: {
-        region: 'cam', pooling: 'mask', memory_size: 500, memory_update: 'replace', memory_momentum: 0.99, enqueue_prob: 0.7,
-        centroids: 10, kmeans_iters: 10, dim: 64, similarity: 'softmax', aggregation: true, contrast_weight: 0.01, temperature: 0.07,
-        contrast_from: 2, coarse_weight: 0.4, recam_weight: 0, optimizer: 'adamw', lr: 0.0005, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12,
-        batch_size: 16, crop: 112, crop_scale: [0.35, 1], jitter: 0.3, scales: [1, 0.5, 1.5, 2], flip: true, dtype: 'float16',
-      },
-      refine: {
-        source: 'contrast', bg: 'threshold', bg_threshold: 0.25, bg_power: 16,
-        crf: { iterations: 10, gaussian_sxy: 3, gaussian_compat: 3, bilateral_sxy: 50, bilateral_srgb: 5, bilateral_compat: 10 },
-        ignore: 'either', ignore_margin: 0.1, mostly_ignore: 0.5, concurrency: 4, shards: 1,
-      },
-      segment: {
-        labels: 'pseudo', val_fraction: 0.2, head_dim: 64, decoder: true, contrast: 'none', contrast_weight: 0.1, contrast_dim: 64, pixel_memory: 5000,
-        optimizer: 'adamw', lr: 0.002, head_lr_mult: 10, weight_decay: 0.0001, epochs: 12, batch_size: 8, crop: 96,
-        scale_range: [0.75, 1.25], jitter: 0.2, scales: [1], flip: true,
-        crf: { iterations: 10, gaussian_sxy: 3, gaussian_compat: 3, bilateral_sxy: 50, bilateral_srgb: 5, bilateral_compat: 10 },
-      },
-      audit: {
-        rca_map: 'propagated', cam_threshold: 0.15, random_walk_threshold: 0.25, rca_threshold: 0.25, edge_quantile: 0.9,
-        edge_floor: 16, edge_tolerance: 2, large_area: 0.3, low_confidence: 0.5,
-        weights: { ignore: 1, low_confidence: 1, disagreement: 1, empty_tags: 1, fragmentation: 0.5, misalignment: 0.5, large_low_confidence: 0.5 },
-        bad_miou: 0.5, bad_coverage: 0.5, top: 20, thumb_size: 160, full_overlays: true,
-      },
-    });
+    expect(p).toEqual(sectionDefaults(SECTIONS));
     expect(defaultParams()).toEqual(p);
+    // Spot checks of the rendering: comment column, real-valued lists, nested groups, quoting.
+    expect(DEFAULT_PARAMS_YAML).toContain('seed: 0                       # global seed for every RNG\n');
+    expect(DEFAULT_PARAMS_YAML).toContain("  classes: ''                 # classes.json");
+    expect(DEFAULT_PARAMS_YAML).toContain('  scales: [1.0, 0.5, 1.5, 2.0] # CAM inference scales');
+    expect(DEFAULT_PARAMS_YAML).toContain('  crf:                        # dense CRF on the original image');
+    expect(DEFAULT_PARAMS_YAML).toContain('    iterations: 10            # mean-field iterations (PSA/IRN 10; 0 = no CRF)\n');
+    expect(DEFAULT_PARAMS_YAML).toContain('  weight_decay: 0.0001\n');
+  });
+
+  it('a changed default is caught by the params.yaml check, on its line only (control)', async () => {
+    const changed = { ...SECTIONS, ingest: z.strictObject({ ...SECTIONS.ingest.shape, size: key(z.number().int().min(0), 256, 'long side of the working size in pixels (0 = keep original)') }) };
+    const text = paramsYaml(changed);
+    const repo = await fs.readFile(path.resolve('params.yaml'), 'utf8');
+    expect(text).not.toBe(repo);
+    const differ = text.split('\n').filter((l, i) => l !== repo.split('\n')[i]);
+    expect(differ).toEqual(['  size: 256                   # long side of the working size in pixels (0 = keep original)']);
+    expect((await loadParams(await writeParams(text, 'changed.yaml'))).ingest.size).toBe(256);
+  });
+
+  it('a default its own schema rejects fails where it is declared, and a key without a default cannot be generated', () => {
+    expect(() => key(z.number().int().min(1), 0)).toThrow(/default 0 does not satisfy its schema/);
+    expect(() => paramsYaml({ toy: z.strictObject({ a: key(z.number(), 1), b: z.number() }) })).toThrow("params key 'b' has no default");
   });
 
   it("the repo's params.yaml is valid and has the same keys as the defaults", async () => {
@@ -248,5 +243,31 @@ describe('paramsHash and getParam', () => {
     expect(getParam(base, 'dataset')).toEqual(base.dataset);
     expect(() => getParam(base, 'ingest.sise')).toThrow("unknown param 'ingest.sise' (did you mean 'ingest.size'?)");
     expect(() => paramsHash(base, ['nope'])).toThrow(TagsegError);
+  });
+});
+
+describe('a stage run validates the shared sections and its own only (stageSpec)', () => {
+  const spec = stageSpec(camSections);
+
+  it('checks its own and the shared sections, passes the others through unchecked', async () => {
+    const bad = DEFAULT_PARAMS_YAML.replace('  on_error: fail ', '  on_error: maybe').replace('  radius: 5 ', '  radius: x');
+    const p = await readParams(spec, await writeParams(bad, 'stage.yaml'));
+    expect((p.cam as { lr: number }).lr).toBe(0.003);
+    expect((p.ingest as { on_error: string }).on_error).toBe('maybe'); // another stage's section: its run checks it
+    // Control: the full registry rejects the same file.
+    await expect(loadParams(path.join(dir, 'stage.yaml'))).rejects.toThrow(/ingest\.on_error/);
+  });
+
+  it('rejects a typo or a bad value in its own or a shared section, and a missing own section', async () => {
+    const typo = await writeParams(DEFAULT_PARAMS_YAML.replace('  lr: 0.003 ', '  lrr: 0.003'), 'typo.yaml');
+    expect((await errorOf(() => readParams(spec, typo))).reason).toMatch(/^unknown key 'cam\.lrr' \(did you mean 'cam\.lr'\?\)/);
+    const file = await writeParams(DEFAULT_PARAMS_YAML, 'ok.yaml');
+    expect((await errorOf(() => readParams(spec, file, ['seed=-1']))).reason).toMatch(/^seed: expected a number >= 0/);
+    expect((await errorOf(() => readParams(spec, file, ['cam.lr=0']))).message).toMatch(/^--set: cam\.lr: expected a number > 0/);
+    expect((await readParams(spec, file, ['affinity.radius=7'])).affinity).toMatchObject({ radius: 7 }); // unchecked section: taken as given
+    const noCam = YAML.parse(DEFAULT_PARAMS_YAML) as Record<string, unknown>;
+    delete noCam.cam;
+    const missing = await writeParams(YAML.stringify(noCam), 'nocam.yaml');
+    expect((await errorOf(() => readParams(spec, missing))).reason).toMatch(/^missing key 'cam'/);
   });
 });

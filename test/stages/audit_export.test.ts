@@ -21,7 +21,7 @@ import { parseCsv } from '../../data/manifest.js';
 import { writeDecisions } from '../../data/review.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { runAudit } from '../../stages/audit/index.js';
 import { cvatFiles, cvatLabelmap, exportCvat, exportFiftyOne, exportRelabel, loadReviewProject, selectItems } from '../../stages/audit/export.js';
 import { PngExport } from '../../data/mask_png.js';

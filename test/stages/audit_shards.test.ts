@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { partPath, prepareTableFor, shardOf } from '../../pipeline/shard.js';
 import { runAudit } from '../../stages/audit/index.js';
 import { PSEUDO_COLUMNS, writeAuditFixture } from './audit_fixtures.js';

@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { type AuditRunResult, runAudit } from '../../stages/audit/index.js';
 import { AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS } from '../../stages/audit/columns.js';
 import { PSEUDO_COLUMNS, writeAuditFixture } from './audit_fixtures.js';

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { Aggregation } from '../../stages/contrast/aggregate.js';
 import { infoNCE } from '../../stages/contrast/contrastive.js';

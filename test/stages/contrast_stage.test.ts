@@ -10,10 +10,10 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../pipeline/dag.js';
+import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { loadParams } from '../../pipeline/params.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { loadParams } from '../../stages/params.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { type ContrastRunResult, runContrast } from '../../stages/contrast/index.js';
 import { runContrastTrain } from '../../stages/contrast/train_stage.js';
 

@@ -19,7 +19,7 @@ import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js
 import { loadSegModel, saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { segmentBatch } from '../../stages/segment/infer.js';
 import { crfFromKeys } from '../../ops/crf.js';
-import { defaultParams } from '../../pipeline/params.js';
+import { defaultParams } from '../../stages/params.js';
 import { predictFolder } from '../../stages/segment/predict.js';
 import { PREDICT_EXTS } from '../../stages/segment/predict_files.js';
 import { LEGEND_BACKGROUND, legendEntries, overlayWithLegend } from '../../stages/segment/predict_overlay.js';

@@ -152,6 +152,24 @@ describe('PngExport', () => {
     expect(await fs.readdir(dir)).toEqual(['pseudo_masks']);
     expect(await fs.readdir(target)).toEqual(['keep.png']);
   });
+  it('a write that fails between flushes fails commit, and is never an unhandled rejection', async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-refine-png-'));
+    const target = path.join(dir, 'pseudo_masks');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const ex = await PngExport.open(target);
+      await fs.rm(ex.staged, { recursive: true }); // the next write has no folder to go to
+      await ex.write('x', Uint8Array.from([1]), 1, 1);
+      await new Promise((r) => setTimeout(r, 50)); // the failed write settles before anyone awaits it
+      expect(unhandled).toEqual([]);
+      await expect(ex.commit()).rejects.toThrow(/ENOENT/);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(await fs.readdir(dir)).toEqual([]);
+  });
   it('refuses ids that are not file names', () => {
     expect(pngName('2007_000032')).toBe('2007_000032.png');
     for (const bad of ['a/b', '..', '', 'a\\b']) expect(() => pngName(bad)).toThrow(/cannot be a file name/);

@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeIndexedPng } from '../../data/palette.js';
 import { type Row, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
-import { DEFAULT_PARAMS_YAML, type Params, defaultParams } from '../../pipeline/params.js';
+import { DEFAULT_PARAMS_YAML, type Params, defaultParams } from '../../stages/params.js';
 import { runStages } from '../../stages/index.js';
 import { shardOf } from '../../pipeline/shard.js';
 import { encodeFloat16 } from '../../maps/f16.js';

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeIndexedPng, encodeIndexedPng } from '../../data/palette.js';
 import { type ColumnSpec, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
-import { type Params, defaultParams } from '../../pipeline/params.js';
+import { type Params, defaultParams } from '../../stages/params.js';
 import { encodeFloat16 } from '../../maps/f16.js';
 import { camColumns } from '../../maps/cams_table.js';
 import { DATASET_COLUMNS } from '../../stages/ingest/tables.js';

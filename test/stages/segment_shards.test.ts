@@ -9,11 +9,11 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../pipeline/dag.js';
+import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { loadParams } from '../../pipeline/params.js';
+import { loadParams } from '../../stages/params.js';
 import { partPath, prepareTableFor, shardOf } from '../../pipeline/shard.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { runSegment } from '../../stages/segment/index.js';
 import { PSEUDO_COLUMNS, writePseudoMasks, writeRefineMetrics } from './segment_fixtures.js';
 

@@ -10,12 +10,12 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sectionKeyNames, type SectionKeys } from '../../nn/stage_training.js';
-import { repro, status } from '../../pipeline/dag.js';
+import type { SectionKeys } from '../../nn/stage_training.js';
+import { repro, status } from '../../cli/dag.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { type Params, defaultParams, loadParams, writeOverrides } from '../../pipeline/params.js';
-import { createWorkspace } from '../../pipeline/workspace.js';
+import { type Params, defaultParams, knownParamKeys, loadParams, writeOverrides } from '../../stages/params.js';
+import { createWorkspace } from '../../cli/workspace.js';
 import { CAM_KEYS, trainHash as camTrainHash } from '../../stages/cam/io.js';
 import { runCam } from '../../stages/cam/index.js';
 import { AFFINITY_KEYS, affinityTrainHash } from '../../stages/affinity/io.js';
@@ -50,7 +50,7 @@ function withKey(p: Params, section: string, key: string): Params {
 describe('the params split of each trained algorithm', () => {
   for (const { name, keys, hash, unhashed = [] } of SPLITS) {
     it(`${name}: train and map keys cover the section, and only the map keys stay out of the training hash`, () => {
-      const all = sectionKeyNames(keys.section);
+      const all = knownParamKeys().filter((k) => k.split('.').length === 2 && k.startsWith(`${keys.section}.`)).map((k) => k.split('.')[1]);
       const dotted = (ks: string[]) => ks.filter((k) => k.startsWith(`${keys.section}.`)).map((k) => k.slice(keys.section.length + 1));
       const train = dotted(keys.trainParams);
       const map = dotted(keys.mapParams);

@@ -1,0 +1,33 @@
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_PARAMS_YAML, loadParams } from '../../stages/params.js';
+import { fillMissingSections, sectionBlocks } from '../../cli/params_fill.js';
+
+describe('params.yaml upgrade', () => {
+  it('splits the defaults into one block per top-level section', () => {
+    const blocks = sectionBlocks(DEFAULT_PARAMS_YAML);
+    expect([...blocks.keys()].slice(0, 4)).toEqual(['seed', 'dataset', 'synth', 'ingest']);
+    expect([...blocks.values()].join('')).toBe(DEFAULT_PARAMS_YAML.replace(/\n+$/, '\n'));
+  });
+
+  it('appends only the missing sections with their comments and keeps user values', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-fill-'));
+    const file = path.join(dir, 'params.yaml');
+    const blocks = sectionBlocks(DEFAULT_PARAMS_YAML);
+    const last = [...blocks.keys()].at(-1)!;
+    // An "older" file: every section but the last, with a user edit.
+    const old = [...blocks].filter(([k]) => k !== last).map(([, b]) => b).join('').replace('size: 128 ', 'size: 256 ');
+    await fs.writeFile(file, old);
+    await expect(loadParams(file)).rejects.toThrow(last);
+    expect(await fillMissingSections(file)).toEqual([last]);
+    const text = await fs.readFile(file, 'utf8');
+    expect(text.startsWith(old)).toBe(true);
+    expect(text.endsWith(blocks.get(last)!)).toBe(true);
+    const p = await loadParams(file);
+    expect(p.ingest.size).toBe(256);
+    expect(await fillMissingSections(file)).toEqual([]);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+});
