@@ -16,8 +16,8 @@ node bin/tagseg.js -q repro ingest >/dev/null
 run() {
   rm -rf models/cam
   echo "== $*"
-  /usr/bin/time -f "peak RSS %M KiB, wall %e s" node bin/tagseg.js run cam "$@" 2>&1 | grep -v "^cam maps\|^cam train\|oneDNN\|absl"
-  cat metrics/cam.json
+  /usr/bin/time -f "peak RSS %M KiB, wall %e s" node bin/tagseg.js run cam_train cam "$@" 2>&1 | grep -v "^cam maps\|^cam train\|oneDNN\|absl"
+  cat metrics/cam_train.json metrics/cam.json
 }
 # MobileNet: the MSRC-v2 recipe of presets/photos.yaml (its comments give the measurements).
 if [ "$which" = mobilenet ] || [ "$which" = both ]; then

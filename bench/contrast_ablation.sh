@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RCA ablation / design-choice runs on a prepared workspace (cache/ + models/cam + models/affinity
-# present; synthetic or MSRC-v2): each variant runs `tagseg run contrast` with the workspace's
+# present; synthetic or MSRC-v2): each variant runs `tagseg run contrast_train contrast` with the workspace's
 # params.yaml + its --set in its own copy of the workspace, then one line per variant with the
 # four mIoUs of metrics/contrast.json (the `dvc exp run -S` of this runner).
 #   npm run bench -- contrast_ablation BASE_WS OUT_DIR LANES 'name|--set a=b --set c=d' ...
@@ -22,7 +22,7 @@ run_one() {
   cp -r "$base/models/cam" "$base/models/affinity" "$ws/models/"
   rm -f "$ws/cache/contrast_cams.arrow"
   # shellcheck disable=SC2086
-  (cd "$ws" && node bin/tagseg.js run contrast $sets > run.log 2>&1) || echo "$name FAILED (see $ws/run.log)"
+  (cd "$ws" && node bin/tagseg.js run contrast_train contrast $sets > run.log 2>&1) || echo "$name FAILED (see $ws/run.log)"
 }
 export -f run_one; export out base repo
 printf '%s\n' "$@" | xargs -P "$lanes" -I{} bash -c 'run_one "$@"' _ {}

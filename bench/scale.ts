@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { writeOverrides } from '../stages/params.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const TRAINED = new Set(['cam', 'affinity', 'contrast', 'segment']);
+const TRAINED = new Set(['cam_train', 'affinity_train', 'contrast_train', 'segment']);
 
 interface Args { sizes: number[]; stages: string[]; out: string; epochs: number; px: number }
 
@@ -25,7 +25,7 @@ function parseArgs(argv: string[]): Args {
   };
   const a: Args = {
     sizes: get('--sizes', '1000,5000,20000').split(',').map(Number),
-    stages: get('--stages', 'synth,ingest,cam,affinity,contrast,refine,segment,audit').split(','),
+    stages: get('--stages', 'synth,ingest,cam_train,cam,affinity_train,affinity,contrast_train,contrast,refine,segment,audit').split(','),
     out: path.resolve(get('--out', path.join(ROOT, 'runs', 'bench-scale'))),
     epochs: Number(get('--epochs', '1')),
     px: Number(get('--px', '128')),

@@ -31,7 +31,7 @@ program
   .version(tagsegVersion())
   .description(
     'Image-level tags -> pixel pseudo-masks -> a trained segmentation network.\n' +
-      'A DVC pipeline: ingest -> cam -> affinity -> contrast -> refine -> segment (see dvc.yaml).\n' +
+      'A DVC pipeline: ingest -> cam_train -> cam -> affinity_train -> affinity -> contrast_train -> contrast -> refine -> segment (see dvc.yaml).\n' +
       'Every stage reads and writes Arrow tables under cache/, so any stage can be rerun alone.',
   )
   .option('--root <dir>', 'project directory holding params.yaml and dvc.yaml', '.')
@@ -53,7 +53,7 @@ Typical use:
   tagseg doctor                 check the TensorFlow backend and machine
   tagseg repro                  run the whole pipeline (dvc repro in a DVC project with dvc installed)
   tagseg status                 which stages are stale, and why
-  tagseg run cam --set cam.epochs=3
+  tagseg run cam_train --set cam.epochs=3
                                 run one stage now with a param override (not recorded)
   tagseg import ../shared/datasets/msrc-v2 --size 320 --out /tmp/msrc
                                 import a dataset into Arrow tables without the pipeline`,

@@ -84,7 +84,7 @@ export async function saveAffinityModel(dir: string, net: AffinityNet): Promise<
 
 /** Load a model written by saveAffinityModel (models/affinity; the contrast stage walks with it). The caller disposes it. */
 export async function loadAffinityModel(dir: string): Promise<AffinityNet> {
-  const config = await readModelConfig<AffinityModelConfig>(dir, AFFINITY_MODEL_FORMAT, 'affinity model', 'run `tagseg run affinity` first');
+  const config = await readModelConfig<AffinityModelConfig>(dir, AFFINITY_MODEL_FORMAT, 'affinity model', 'run `tagseg run affinity_train` first');
   const cam = await buildCamNet(config.cam, 0, false);
   cam.head.dispose();
   const backbone = cam.backbone;

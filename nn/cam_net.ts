@@ -74,7 +74,7 @@ export async function saveCamModel(dir: string, net: CamNet): Promise<void> {
 
 /** Load a model written by the cam stage (models/cam). The caller disposes it. */
 export async function loadCamModel(dir: string): Promise<CamNet> {
-  const config = await readModelConfig<CamModelConfig>(dir, CAM_MODEL_FORMAT, 'CAM model', 'run `tagseg run cam` first');
+  const config = await readModelConfig<CamModelConfig>(dir, CAM_MODEL_FORMAT, 'CAM model', 'run `tagseg run cam_train` first');
   const file = path.join(dir, 'config.json');
   const net = await buildCamNet(config, 0, false);
   try {

@@ -20,7 +20,7 @@ import { TagsegError } from './errors.js';
 export const RUN_PATH = 'pipeline/run_stage.ts';
 
 /**
- * Stages that are CLI commands rather than stages/<name>/index.ts: where their code starts.
+ * Stages that are CLI commands rather than stage modules: where their code starts.
  * synth: `tagseg synth --from-params` = readParams of the shared sections + generateSynthetic.
  */
 export const CLI_STAGE_ENTRIES: Record<string, string[]> = {
@@ -55,9 +55,29 @@ export const LIBRARIES = ['package-lock.json'];
 
 const SKIP_DIRS = new Set(['node_modules', '.git', '.tagseg', '.dvc']);
 
-/** Entry files of a dvc.yaml stage: stages/<name>/index.ts + the run path, or the CLI stage's entries. */
+/**
+ * The module of each pipeline stage (stages/index.ts LOADERS imports the same files; a test
+ * checks). A train stage and its map stage share their algorithm's folder.
+ */
+export const STAGE_ENTRIES: Record<string, string> = {
+  ingest: 'stages/ingest/index.ts',
+  cam_train: 'stages/cam/train_stage.ts',
+  cam: 'stages/cam/index.ts',
+  affinity_train: 'stages/affinity/train_stage.ts',
+  affinity: 'stages/affinity/index.ts',
+  contrast_train: 'stages/contrast/train_stage.ts',
+  contrast: 'stages/contrast/index.ts',
+  refine: 'stages/refine/index.ts',
+  segment: 'stages/segment/index.ts',
+  audit: 'stages/audit/index.ts',
+};
+
+/**
+ * Entry files of a dvc.yaml stage: its module (STAGE_ENTRIES; a stage not listed there, e.g. a
+ * test's, is stages/<name>/index.ts) + the run path, or the CLI stage's entries.
+ */
 export function stageEntries(name: string): string[] {
-  return CLI_STAGE_ENTRIES[name] ?? [`stages/${name}/index.ts`, RUN_PATH];
+  return CLI_STAGE_ENTRIES[name] ?? [STAGE_ENTRIES[name] ?? `stages/${name}/index.ts`, RUN_PATH];
 }
 
 /** Every project file `entries` need (sorted, project-relative): imports, runtime loads, libraries. */

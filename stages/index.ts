@@ -1,9 +1,11 @@
 /**
  * Every stage tagseg can run, in pipeline order, loaded on demand: `tagseg run cam` imports only
  * cam's module, so a stage's code deps (cli/code_deps.ts) start at its own module, never at
- * this list. Adding a stage = a folder under stages/ exporting `stage` and the params `sections`
- * it validates (its folder's params.ts: a new section also gets its line in stages/params.ts
- * SECTIONS), an entry here, and its entry in dvc.yaml (tests check they agree).
+ * this list. Adding a stage = a module under stages/<algorithm>/ exporting `stage` and the params
+ * `sections` it validates (its folder's params.ts: a new section also gets its line in
+ * stages/params.ts SECTIONS), an entry here, its module in pipeline/code_closure.ts
+ * STAGE_ENTRIES and its entry in dvc.yaml (tests check they agree). An algorithm that trains has
+ * two stages in its folder: `<x>_train` (the model) and `<x>` (the per-image maps from it).
  */
 import { recoverCommits } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
@@ -21,8 +23,11 @@ export interface StageModule {
 
 const LOADERS: Record<string, () => Promise<StageModule>> = {
   ingest: () => import('./ingest/index.js'),
+  cam_train: () => import('./cam/train_stage.js'),
   cam: () => import('./cam/index.js'),
+  affinity_train: () => import('./affinity/train_stage.js'),
   affinity: () => import('./affinity/index.js'),
+  contrast_train: () => import('./contrast/train_stage.js'),
   contrast: () => import('./contrast/index.js'),
   refine: () => import('./refine/index.js'),
   segment: () => import('./segment/index.js'),

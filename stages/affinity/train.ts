@@ -12,7 +12,7 @@
  * image and labels alike.
  *
  * Checkpoint every epoch in the checkpoint store and resume an unfinished run of the same key
- * (nn/loop.ts; see `affinityTrainHash` in index.ts).
+ * (nn/loop.ts; see `affinityTrainHash` in io.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { type Dataset, asDataset } from '../../nn/dataset.js';
@@ -56,7 +56,7 @@ export interface AffinityTrainOptions {
   affinity: Params['affinity'];
   background: number | null;
   seed: number;
-  /** The stage's checkpoint store folder (.tagseg/checkpoints/affinity). */
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/affinity_train). */
   checkpointDir: string;
   /** Store key (nn/loop trainingKey). */
   hash: string;

@@ -12,7 +12,7 @@
  * (probe.ts, LP-FT), so fine-tuning starts from a head that already classifies.
  *
  * Checkpoint every epoch in the checkpoint store and resume an unfinished run of the same key
- * (nn/loop.ts; see `trainHash` in index.ts); otherwise it starts over and says why.
+ * (nn/loop.ts; see `trainHash` in io.ts); otherwise it starts over and says why.
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyColorJitter, applyHorizontalFlip, cropAndResizeBatch, sampleColorJitter, sampleFlips, sampleResizedCrops } from '../../nn/augment.js';
@@ -47,7 +47,7 @@ export interface TrainOptions {
   images: readonly TrainImage[] | Dataset<TrainImage>;
   cam: Params['cam'];
   seed: number;
-  /** The stage's checkpoint store folder (.tagseg/checkpoints/cam). */
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/cam_train). */
   checkpointDir: string;
   /** Store key (nn/loop trainingKey): only an unfinished run of this key is resumed. */
   hash: string;

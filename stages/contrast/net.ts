@@ -139,7 +139,7 @@ export async function saveContrastModel(dir: string, net: ContrastNet): Promise<
 
 /** Load a model written by saveContrastModel (models/contrast). The caller disposes it. */
 export async function loadContrastModel(dir: string): Promise<ContrastNet> {
-  const config = await readModelConfig<ContrastModelConfig>(dir, CONTRAST_MODEL_FORMAT, 'contrast model', 'run `tagseg run contrast` first');
+  const config = await readModelConfig<ContrastModelConfig>(dir, CONTRAST_MODEL_FORMAT, 'contrast model', 'run `tagseg run contrast_train` first');
   const cam = await buildCamNet(config.cam, 0, false);
   const net = assemble(cam.backbone, cam.head, cam.config, {
     memorySize: config.memory.size, centroids: config.memory.centroids, dim: config.aggregation.dim,

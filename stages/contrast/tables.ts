@@ -5,17 +5,8 @@
  * random walk. Metadata `extra` as affinity_cams.arrow: background, stride, dtype, model and the
  * walk settings.
  */
-import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
 import { camColumns } from '../../maps/cams_table.js';
-
-export const CONTRAST_OUTPUTS = {
-  cams: artifact('contrastCams'),
-  model: artifact('contrastModel'),
-  metrics: artifact('contrastMetrics'),
-  classesPlot: artifact('contrastClassesPlot'),
-  lossPlot: artifact('contrastLossPlot'),
-} as const;
 
 export function contrastColumns(dtype: 'float16' | 'float32'): ColumnSpec[] {
   return [

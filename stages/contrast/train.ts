@@ -59,7 +59,7 @@ export interface ContrastTrainOptions {
   images: readonly ContrastTrainImage[] | Dataset<ContrastTrainImage>;
   contrast: Params['contrast'];
   seed: number;
-  /** The stage's checkpoint store folder (.tagseg/checkpoints/contrast). */
+  /** The stage's checkpoint store folder (.tagseg/checkpoints/contrast_train). */
   checkpointDir: string;
   /** Store key (nn/loop trainingKey). */
   hash: string;

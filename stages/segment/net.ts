@@ -110,7 +110,7 @@ export async function segNetFromCam(camDir: string, o: SegNetOptions): Promise<S
   cam.head.dispose();
   if (JSON.stringify(cam.config.classes) !== JSON.stringify(o.classes)) {
     cam.backbone.dispose();
-    throw new TagsegError('the CAM model was trained on another class list than images.arrow holds', { file: path.join(camDir, 'config.json'), hint: 'rerun `tagseg run cam`' });
+    throw new TagsegError('the CAM model was trained on another class list than images.arrow holds', { file: path.join(camDir, 'config.json'), hint: 'rerun `tagseg run cam_train`' });
   }
   return assemble(cam.backbone, cam.config, headConfig, o);
 }

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { STAGE_ENTRIES, stageEntries } from '../../pipeline/code_closure.js';
 import { stageCodeDeps } from '../../cli/code_deps.js';
 import { buildDag } from '../../cli/dag.js';
 import { type DvcStage, lookup, normalize, parseDvcYaml } from '../../cli/dvcfile.js';
@@ -18,7 +19,7 @@ import { type Params, getParam, loadParams } from '../../stages/params.js';
 import type { Stage, StageIO } from '../../pipeline/stage.js';
 
 const SCHEMA = path.resolve('..', 'shared', 'dvc-schema', 'dvc.yaml.schema.json');
-/** dvc.yaml stages that are CLI commands, not stages/<name>/index.ts modules. */
+/** dvc.yaml stages that are CLI commands, not stage modules. */
 const CLI_STAGES = new Set(['synth']);
 
 let text: string;
@@ -155,12 +156,17 @@ describe('dvc.yaml against DVC 3', () => {
 });
 
 describe('dvc.yaml agrees with the stage modules', () => {
-  it('every stages/<name>/index.ts has a dvc.yaml stage', async () => {
-    const dirs = (await fs.readdir('stages', { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+  it('every stage module (a file under stages/ exporting `stage`) is in STAGE_ENTRIES, loaded under that name by stages/index.ts, and has a dvc.yaml stage', async () => {
+    const files = (await fs.readdir('stages', { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => path.relative('.', path.join(e.parentPath, e.name)).split(path.sep).join('/'));
     const modules: string[] = [];
-    for (const d of dirs) if (await exists(path.join('stages', d, 'index.ts'))) modules.push(d);
+    for (const f of files) if (/^export const stage\b/m.test(await fs.readFile(f, 'utf8'))) modules.push(f);
+    expect(modules.sort()).toEqual(Object.values(STAGE_ENTRIES).sort());
+    expect(modules).toContain('stages/cam/train_stage.ts');
+    const loaders = Object.fromEntries([...(await fs.readFile('stages/index.ts', 'utf8')).matchAll(/^\s*(\w+): \(\) => import\('\.\/(.+)\.js'\),$/gm)].map((m) => [m[1], `stages/${m[2]}.ts`]));
+    expect(loaders).toEqual(STAGE_ENTRIES);
     const names = new Set(stages.map((s) => s.name));
-    expect(modules.filter((m) => !names.has(m))).toEqual([]);
+    expect(Object.keys(STAGE_ENTRIES).filter((m) => !names.has(m))).toEqual([]);
   });
 
   it('the io comparison reports a mismatch (so the per-stage checks can fail)', () => {
@@ -178,7 +184,7 @@ describe('dvc.yaml agrees with the stage modules', () => {
   const declared = Object.keys((YAML.parse(readFileSync('dvc.yaml', 'utf8')) as typeof raw).stages);
   for (const name of declared) {
     if (CLI_STAGES.has(name)) continue;
-    const file = path.resolve('stages', name, 'index.ts');
+    const file = path.resolve(stageEntries(name)[0]);
     it(`stage '${name}': deps/outs/metrics/plots/params equal stage.io(params)`, async () => {
       expect(existsSync(file), `dvc.yaml stage '${name}' has no module ${file}`).toBe(true);
       const mod = (await import(pathToFileURL(file).href)) as { stage?: Stage };

@@ -33,10 +33,10 @@ afterAll(async () => {
 });
 
 describe('affinity end to end', () => {
-  it('repro runs synth, ingest, cam and affinity and writes every declared output', async () => {
+  it('repro runs synth, ingest, cam_train, cam, affinity_train and affinity and writes every declared output', async () => {
     const r = await repro(root, { target: 'affinity' });
     expect(r.ok).toBe(true);
-    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam', 'ran'], ['affinity', 'ran']]);
+    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam_train', 'ran'], ['cam', 'ran'], ['affinity_train', 'ran'], ['affinity', 'ran']]);
     const cams = await readAll(path.join(root, 'cache/cams.arrow'), { stage: 'cam' });
     const rw = await readAll(path.join(root, 'cache/affinity_cams.arrow'), { stage: 'affinity' });
     expect(rw.map((x) => [x.id, x.split, x.tags, x.height, x.width])).toEqual(cams.map((x) => [x.id, x.split, x.tags, x.height, x.width]));
@@ -44,7 +44,7 @@ describe('affinity end to end', () => {
     const info = await readInfo(path.join(root, 'cache/affinity_cams.arrow'));
     expect(info.meta.extra).toMatchObject({ stride: 4, background: 0, radius: 3 });
     const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/affinity.json'), 'utf8'));
-    expect(metrics.epochs).toBe(3);
+    expect(JSON.parse(await fs.readFile(path.join(root, 'metrics/affinity_train.json'), 'utf8')).epochs).toBe(3);
     expectScore('affinity e2e: cam.miou', metrics.cam.miou, FLOOR.cam);
     expectScore('affinity e2e: random_walk.miou', metrics.random_walk.miou, FLOOR.random_walk);
     expect(metrics.random_walk.images).toBe(cams.filter((c) => c.split === 'train').length);
@@ -55,6 +55,6 @@ describe('affinity end to end', () => {
     }
     // A finished training keeps no resumable state (nn/checkpoint.ts: it lives under .tagseg/checkpoints until then).
     expect((await fs.readdir(path.join(root, 'models/affinity'))).sort()).toEqual(['config.json', 'weights']);
-    await expect(fs.access(path.join(root, '.tagseg/checkpoints/affinity'))).rejects.toThrow();
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/affinity_train'))).rejects.toThrow();
   });
 });

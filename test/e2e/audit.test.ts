@@ -22,7 +22,7 @@ import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpe
 const FLOOR = { final: 0.34 };
 const ABOVE_BASELINE = 0.05;
 
-const UPSTREAM = ['ingest', 'cam', 'affinity', 'contrast', 'refine'];
+const UPSTREAM = ['ingest', 'cam_train', 'cam', 'affinity_train', 'affinity', 'contrast_train', 'contrast', 'refine'];
 
 /** The upstream stages of test/e2e/pipeline.test.ts's tiny config (enough epochs that the pseudo-masks learn something). */
 const TINY = [

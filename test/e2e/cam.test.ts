@@ -33,14 +33,14 @@ afterAll(async () => {
 });
 
 describe('cam end to end', () => {
-  it('repro runs synth, ingest and cam and writes every declared output', async () => {
+  it('repro runs synth, ingest, cam_train and cam and writes every declared output', async () => {
     const r = await repro(root, { target: 'cam' });
     expect(r.ok).toBe(true);
-    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam', 'ran']]);
+    expect(r.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'ran'], ['ingest', 'ran'], ['cam_train', 'ran'], ['cam', 'ran']]);
     const cams = await readAll(path.join(root, 'cache/cams.arrow'), { stage: 'cam' });
     expect(cams).toHaveLength(32);
     const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8'));
-    expect(metrics.epochs).toBe(20);
+    expect(JSON.parse(await fs.readFile(path.join(root, 'metrics/cam_train.json'), 'utf8')).epochs).toBe(20);
     expect(metrics.cam.images).toBe(cams.filter((c) => c.split === 'train').length);
     expectScore('cam e2e: cam.miou', metrics.cam.miou, FLOOR.cam);
     const baseline = await trivialBaseline(root, cams.filter((c) => c.split === 'train').map((c) => c.id as string));
@@ -53,26 +53,26 @@ describe('cam end to end', () => {
       await expect(fs.access(path.join(root, 'models/cam', f))).resolves.toBeUndefined();
     }
     expect((await fs.readdir(path.join(root, 'models/cam'))).sort()).toEqual(['config.json', 'weights']);
-    await expect(fs.access(path.join(root, '.tagseg/checkpoints/cam'))).rejects.toThrow(); // finished: no resumable state
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/cam_train'))).rejects.toThrow(); // finished: no resumable state
   });
 
-  it('a second repro skips cam; more epochs rerun it and train exactly that many from scratch', async () => {
+  it('a second repro skips cam; more epochs rerun cam_train and cam and train exactly that many from scratch', async () => {
     const again = await repro(root, { target: 'cam' });
-    expect(again.stages.map((s) => s.action)).toEqual(['skipped', 'skipped', 'skipped']);
+    expect(again.stages.map((s) => s.action)).toEqual(['skipped', 'skipped', 'skipped', 'skipped']);
     await writeOverrides(path.join(root, 'params.yaml'), ['cam.epochs=21']);
     const rerun = await repro(root, { target: 'cam' });
-    expect(rerun.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'skipped'], ['ingest', 'skipped'], ['cam', 'ran']]);
-    const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8'));
+    expect(rerun.stages.map((s) => [s.name, s.action])).toEqual([['synth', 'skipped'], ['ingest', 'skipped'], ['cam_train', 'ran'], ['cam', 'ran']]);
+    const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam_train.json'), 'utf8'));
     expect(metrics.epochs).toBe(21);
     expect(JSON.parse(await fs.readFile(path.join(root, 'plots/cam_loss.json'), 'utf8'))).toHaveLength(21); // the loss per epoch is a plot
     const config = JSON.parse(await fs.readFile(path.join(root, 'models/cam/config.json'), 'utf8'));
     expect(config.epochs).toBe(21);
-    await expect(fs.access(path.join(root, '.tagseg/checkpoints/cam'))).rejects.toThrow();
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/cam_train'))).rejects.toThrow();
     // repro -f retrains (no persisted checkpoint to resume), to the same bytes
     const weights = await fs.readFile(path.join(root, 'models/cam/weights/weights.bin'));
     const lossPlot = await fs.readFile(path.join(root, 'plots/cam_loss.json'), 'utf8');
-    const forced = await repro(root, { target: 'cam', force: true, single: true });
-    expect(forced.stages.map((s) => [s.name, s.action])).toEqual([['cam', 'ran']]);
+    const forced = await repro(root, { target: 'cam_train', force: true, single: true });
+    expect(forced.stages.map((s) => [s.name, s.action])).toEqual([['cam_train', 'ran']]);
     expect(await fs.readFile(path.join(root, 'plots/cam_loss.json'), 'utf8')).toBe(lossPlot); // the losses per epoch
     expect((await fs.readFile(path.join(root, 'models/cam/weights/weights.bin'))).equals(weights)).toBe(true);
   });

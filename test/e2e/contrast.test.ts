@@ -38,7 +38,7 @@ describe('contrast end to end', () => {
   it('repro runs the chain up to contrast and writes every declared output', async () => {
     const r = await repro(root, { target: 'contrast' });
     expect(r.ok).toBe(true);
-    expect(r.stages.map((s) => s.name)).toEqual(['synth', 'ingest', 'cam', 'affinity', 'contrast']);
+    expect(r.stages.map((s) => s.name)).toEqual(['synth', 'ingest', 'cam_train', 'cam', 'affinity_train', 'affinity', 'contrast_train', 'contrast']);
     const cams = await readAll(path.join(root, 'cache/cams.arrow'), { stage: 'cam' });
     const rca = await readAll(path.join(root, 'cache/contrast_cams.arrow'), { stage: 'contrast' });
     expect(rca.map((x) => [x.id, x.split, x.tags, x.height, x.width, x.image_height, x.image_width]))
@@ -66,7 +66,7 @@ describe('contrast end to end', () => {
     }
     // A finished training keeps no resumable state (nn/checkpoint.ts: it lives under .tagseg/checkpoints until then).
     expect((await fs.readdir(path.join(root, 'models/contrast'))).sort()).toEqual(['config.json', 'weights']);
-    await expect(fs.access(path.join(root, '.tagseg/checkpoints/contrast'))).rejects.toThrow();
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/contrast_train'))).rejects.toThrow();
     // a second repro skips contrast: its outputs are stable (other people editing the linked code
     // folders meanwhile may make it rerun for `dep changed` on code only, never for its outputs)
     const again = await repro(root, { target: 'contrast' });

@@ -26,7 +26,7 @@ const CHAIN_FLOOR: [string, number][] = [
 ];
 const ABOVE_BASELINE = 0.05;
 
-const PIPELINE = ['ingest', 'cam', 'affinity', 'contrast', 'refine', 'segment'];
+const PIPELINE = ['ingest', 'cam_train', 'cam', 'affinity_train', 'affinity', 'contrast_train', 'contrast', 'refine', 'segment'];
 
 /**
  * Small settings for every stage that has a network; other stages keep their defaults. Enough images and

@@ -116,14 +116,14 @@ describe('outputs checked before a stage starts', () => {
     await runStages(root, ['ingest'], [], true);
   });
 
-  it('a file where an output folder belongs fails before cam trains, naming it', async () => {
+  it('a file where an output folder belongs fails before cam_train trains, naming it', async () => {
     await fs.writeFile(path.join(root, 'models'), 'in the way');
     try {
-      const err = await runStages(root, ['cam'], [], true).then(() => null, (e: unknown) => e);
+      const err = await runStages(root, ['cam_train'], [], true).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(TagsegError);
       expect((err as TagsegError).file).toBe(path.join(root, 'models'));
-      expect((err as TagsegError).message).toMatch(/cannot create the folder for the outputs of stage 'cam'/);
-      await expect(fs.access(path.join(root, 'cache/cams.arrow'))).rejects.toThrow();
+      expect((err as TagsegError).message).toMatch(/cannot create the folder for the outputs of stage 'cam_train'/);
+      await expect(fs.access(path.join(root, 'models/cam'))).rejects.toThrow();
     } finally {
       await fs.rm(path.join(root, 'models'));
     }
@@ -157,10 +157,10 @@ describe('outputs checked before a stage starts', () => {
     }
     await fs.mkdir(path.join(root, 'models'), { mode: 0o555 });
     await fs.chmod(path.join(root, 'models'), 0o555);
-    const [cmd, ...args] = [...asUser, 'node', TAGSEG, '--root', root, 'run', 'cam'];
+    const [cmd, ...args] = [...asUser, 'node', TAGSEG, '--root', root, 'run', 'cam_train'];
     const r = await execa(cmd, args, { reject: false, env: { HOME: tmp } });
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain(`tagseg: ${path.join(root, 'models')}: cannot write the outputs of stage 'cam': permission denied [EACCES]`);
+    expect(r.stderr).toContain(`tagseg: ${path.join(root, 'models')}: cannot write the outputs of stage 'cam_train': permission denied [EACCES]`);
     expect(r.stderr).toContain('hint: make');
     expect(r.stderr).not.toMatch(/unexpected error|\n\s+at |train epoch/);
     expect(await fs.readdir(path.join(root, 'models'))).toEqual([]);

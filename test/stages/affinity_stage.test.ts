@@ -14,6 +14,7 @@ import { setQuiet } from '../../pipeline/log.js';
 import { loadParams } from '../../stages/params.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { runAffinity } from '../../stages/affinity/index.js';
+import { runAffinityTrain } from '../../stages/affinity/train_stage.js';
 import { crfRefiner, downsampleImage, imageAffinityLabels } from '../../stages/affinity/image_labels.js';
 import { type AffinityTrainImage, cropPair, cropSide } from '../../stages/affinity/train.js';
 
@@ -91,8 +92,11 @@ describe('affinity stage (tiny)', () => {
   afterAll(async () => {
     await fs.rm(path.dirname(root), { recursive: true, force: true });
   });
-  const run = async (overrides: string[]) =>
-    runAffinity({ params: await loadParams(path.join(root, 'params.yaml'), overrides), path: (rel) => path.join(root, rel) });
+  /** affinity_train, then the affinity map stage: what `repro` runs. */
+  const run = async (overrides: string[]) => {
+    const o = { params: await loadParams(path.join(root, 'params.yaml'), overrides), path: (rel: string) => path.join(root, rel) };
+    return { ...(await runAffinityTrain(o)), ...(await runAffinity(o)) };
+  };
 
   it('trains without growing the tensor count across epochs, frees everything, and trains a changed epochs from scratch', async () => {
     const before = tf.memory().numTensors;
@@ -102,7 +106,7 @@ describe('affinity stage (tiny)', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(r.training.losses.every(Number.isFinite)).toBe(true);
     expect(r.rows).toBe(12);
-    await expect(fs.access(path.join(root, '.tagseg/checkpoints/affinity'))).rejects.toThrow(); // finished: no state left
+    await expect(fs.access(path.join(root, '.tagseg/checkpoints/affinity_train'))).rejects.toThrow(); // finished: no state left
     const fewer = await run(['affinity.epochs=2']);
     expect([fewer.training.resumedFrom, fewer.training.losses.length, fewer.epochs]).toEqual([0, 2, 2]);
     const changed = await run(['affinity.epochs=1', 'affinity.lr=0.002']);

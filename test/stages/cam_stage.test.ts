@@ -1,5 +1,5 @@
 /**
- * The cam stage on a tiny synthetic dataset (12 images, 32 px, ResNet width 8): training does
+ * The cam_train and cam stages on a tiny synthetic dataset (12 images, 32 px, ResNet width 8): training does
  * not leak tensors across epochs, resume after a kill (same model bytes), a changed `epochs` or
  * training param trains from scratch to exactly that, and cams.arrow's schema and contents.
  */
@@ -16,6 +16,7 @@ import { setQuiet } from '../../pipeline/log.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { runCam } from '../../stages/cam/index.js';
+import { runCamTrain } from '../../stages/cam/train_stage.js';
 import { loadCamModel } from '../../nn/cam_net.js';
 
 let root: string;
@@ -39,9 +40,14 @@ afterAll(async () => {
 async function params(overrides: string[] = []): Promise<Params> {
   return loadParams(path.join(root, 'params.yaml'), overrides);
 }
-const run = async (overrides: string[] = [], stopAfter?: number) =>
-  runCam({ params: await params(overrides), path: (rel) => path.join(root, rel), stopAfter });
-const STORE = '.tagseg/checkpoints/cam';
+/** cam_train, then (when the training finished) the cam map stage: what `repro` runs. */
+const run = async (overrides: string[] = [], stopAfter?: number) => {
+  const p = await params(overrides);
+  const at = (rel: string) => path.join(root, rel);
+  const trained = await runCamTrain({ params: p, path: at, stopAfter });
+  return { ...trained, ...(trained.epochs < p.cam.epochs ? {} : await runCam({ params: p, path: at })) };
+};
+const STORE = '.tagseg/checkpoints/cam_train';
 /** Every file of models/cam, by relative path. */
 async function modelBytes(): Promise<Record<string, Buffer>> {
   const dir = path.join(root, 'models/cam');
@@ -158,8 +164,8 @@ describe('cam stage (tiny)', () => {
           expect([0, 1]).toContain(mx);
         }
       }
-      expect(r.cam.images).toBe(rows.filter((x) => x.split === 'train').length);
-      expect(r.classification.val!.images).toBe(rows.filter((x) => x.split === 'val').length);
+      expect(r.cam!.images).toBe(rows.filter((x) => x.split === 'train').length);
+      expect(r.classification!.val!.images).toBe(rows.filter((x) => x.split === 'val').length);
       const metrics = JSON.parse(await fs.readFile(path.join(root, 'metrics/cam.json'), 'utf8').catch(() => '{}'));
       expect(metrics).toEqual({}); // runCam does not write metrics; the stage's run() does (e2e covers it)
     }

@@ -19,7 +19,7 @@ import { type ContrastNet, contrastNetFromCam, loadContrastModel, saveContrastMo
 import { detach, regionPool, regionWeights } from '../../stages/contrast/regions.js';
 import { contrastObjective, taggedRegions } from '../../stages/contrast/train.js';
 import { reactivationLoss } from '../../nn/recam.js';
-import { toOutputMaps } from '../../stages/contrast/index.js';
+import { toOutputMaps } from '../../stages/contrast/train_stage.js';
 import { classMap } from '../../maps/labels.js';
 
 beforeAll(async () => {
