@@ -171,14 +171,17 @@ export class RowReader {
   }
 }
 
+/** A table read by tableDataset at its own row positions (item i at `positions[i]`): e.g. a part folder, whose row order is by shard. */
+export interface PositionedReader { reader: RowReader; positions: readonly number[] }
+
 /**
  * Items 0..positions.length-1 read from row-aligned tables (same row order, as the stages'
- * tables are): item i is `make` of the rows at `positions[i]` of each reader, in reader order.
+ * tables are): item i is `make` of the rows at `positions[i]` of each reader, in reader order
+ * (a PositionedReader at its own positions).
  */
-export function tableDataset<T>(readers: readonly RowReader[], positions: readonly number[], make: (rows: Row[], i: number) => T): Dataset<T> {
+export function tableDataset<T>(readers: readonly (RowReader | PositionedReader)[], positions: readonly number[], make: (rows: Row[], i: number) => T): Dataset<T> {
   return streamDataset(positions.length, async (idx) => {
-    const at = idx.map((i) => positions[i]);
-    const tables = await Promise.all(readers.map((r) => r.rows(at)));
+    const tables = await Promise.all(readers.map((r) => (r instanceof RowReader ? r.rows(idx.map((i) => positions[i])) : r.reader.rows(idx.map((i) => r.positions[i])))));
     return idx.map((i, k) => make(tables.map((rows) => rows[k]), i));
   });
 }

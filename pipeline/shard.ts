@@ -10,7 +10,10 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { z } from 'zod';
 import { TagsegError } from './errors.js';
+import { key } from './params_spec.js';
+import type { ShardedStage } from './stage.js';
 
 export interface Shard {
   /** 0-based shard index, < n. */
@@ -20,6 +23,11 @@ export interface Shard {
 }
 
 export const MAX_SHARDS = 100_000;
+
+/** The `<section>.shards` params key of a sharded stage writing `table` (a map key: never in a training hash). */
+export function shardsKey(stage: string, table: string): z.ZodNumber {
+  return key(z.number().int().min(1).max(MAX_SHARDS), 1, `shards of the per-image pass (1 = one ${table} file; N: a folder of N parts; tagseg run ${stage} --shard k/N runs one)`);
+}
 
 /** The shard of `id` among `n`. */
 export function shardOf(id: string, n: number): number {
@@ -51,6 +59,21 @@ export function shardsToRun(n: number, only: Shard | undefined, key: string): Sh
 /** `part-<k>-of-<N>`: a part's name without extension (table parts add `.arrow`). */
 export function partName(s: Shard): string {
   return `part-${s.k}-of-${s.n}`;
+}
+
+/** A run that covers every image (no --shard, or shard 0/1): only it writes plots, which need every image. */
+export function wholeRun(shard: Shard | undefined): boolean {
+  return !shard || shard.n === 1;
+}
+
+/** The stage's metrics file, or `<metrics>/part-<k>-of-<N>.json` (without .json) for a run of one shard of several. */
+export function shardMetricsFile(metrics: string, shard: Shard | undefined): string {
+  return wholeRun(shard) ? metrics : `${metrics.replace(/\.json$/, '')}/${partName(shard!)}.json`;
+}
+
+/** `sharded` of a stage writing one table and one metrics file (the map stages): shard s writes its part and its metrics part. */
+export function tableShards(param: string, table: string, metrics: string): ShardedStage {
+  return { param, outputs: (s) => ({ writes: [partPath(table, s)], metrics: [shardMetricsFile(metrics, s)] }) };
 }
 
 const PART_FILE = /^part-(\d+)-of-(\d+)\.arrow$/;
@@ -155,6 +178,34 @@ export class SequentialParts<T extends PartOutput> {
     await c?.commit();
     this.i++;
     if (this.i < this.shards.length) this.current = await this.open(this.shards[this.i]);
+  }
+}
+
+/** The shard count of a table on disk: 1 for a file, N for a folder of part-<k>-of-<N>.arrow files (the reader checks the rest). */
+export async function tableShardCount(table: string): Promise<number> {
+  const st = await fs.stat(table).catch(() => null);
+  if (!st?.isDirectory()) return 1;
+  return (await fs.readdir(table)).map(parsePartFile).find((p) => p !== null)?.n ?? 1;
+}
+
+/**
+ * Row positions in a table of `n` parts (rows by part, each part in the ids' order) of ids seen in
+ * their order: `add(id)` for every id, then `position()` of any of them (n = 1: the running count).
+ */
+export class PartPositions {
+  private readonly counts: number[];
+
+  constructor(readonly n: number) {
+    this.counts = new Array<number>(n).fill(0);
+  }
+
+  add(id: string): { k: number; i: number } {
+    const k = shardOf(id, this.n);
+    return { k, i: this.counts[k]++ };
+  }
+
+  position(at: { k: number; i: number }): number {
+    return this.counts.slice(0, at.k).reduce((a, b) => a + b, at.i);
   }
 }
 

@@ -30,6 +30,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { classPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { paramsHash } from '../../pipeline/params_core.js';
 import type { Params } from '../params.js';
+import { type Shard, shardMetricsFile, shardsToRun, tableShards, wholeRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { AFFINITY_KEYS, AFFINITY_OUTPUTS } from './io.js';
 
@@ -50,12 +51,14 @@ export const stage: Stage = {
     plots: [AFFINITY_OUTPUTS.classesPlot],
     params: AFFINITY_KEYS.mapParams,
   }),
+  sharded: tableShards('affinity.shards', AFFINITY_OUTPUTS.cams, AFFINITY_OUTPUTS.metrics),
   async run(ctx) {
-    const r = await runAffinity({ params: ctx.params, path: ctx.path });
+    const r = await runAffinity({ params: ctx.params, path: ctx.path, shard: ctx.shard });
     // Headline figures only; per-class IoU is a plot, timings go to the run log.
     const { seconds: _s, walkSecondsPerImage: _w, peakRssMiB: _m, ...stable } = r;
-    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.metrics), { ...stable, cam: headline(r.cam), random_walk: headline(r.random_walk) });
-    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou), random_walk: iouFigures(r.random_walk.iou) }));
+    await writeJsonMetrics(ctx.path(shardMetricsFile(AFFINITY_OUTPUTS.metrics, ctx.shard)), { ...stable, cam: headline(r.cam), random_walk: headline(r.random_walk) });
+    // Plots need every image: a whole run only (one shard's part has its own metrics file).
+    if (wholeRun(ctx.shard)) await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou), random_walk: iouFigures(r.random_walk.iou) }));
     if (!ctx.json) process.stderr.write(`${formatAffinity(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -74,6 +77,8 @@ export interface AffinityRunResult {
 export interface RunAffinityOptions {
   params: Params;
   path(rel: string): string;
+  /** Only this shard (of affinity.shards); default every shard in turn. */
+  shard?: Shard;
 }
 
 const decodeMaps = (bytes: Uint8Array, dtype: string): Float32Array => (dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes));
@@ -99,6 +104,7 @@ export async function runAffinity(o: RunAffinityOptions): Promise<AffinityRunRes
     const scores = new WalkScores(classes, background, p.dataset.train_split, dtype);
     const rows = await runImageLoop({
       label: 'affinity random walk', rows: camsInfo.numRows, concurrency: 2,
+      shards: { n: p.affinity.shards, run: shardsToRun(p.affinity.shards, o.shard, 'affinity.shards') },
       tables: [{ file: imagesFile, stage: 'ingest', name: INPUTS.images }, { file: camsFile, stage: 'cam', name: INPUTS.cams }],
       out: {
         file: o.path(AFFINITY_OUTPUTS.cams), columns: camColumns(dtype), meta: {

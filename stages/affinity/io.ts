@@ -18,7 +18,7 @@ export const AFFINITY_OUTPUTS = {
   classesPlot: artifact('affinityClassesPlot'),
 } as const;
 
-export const AFFINITY_KEYS = sectionKeys('affinity', Object.keys(affinityParams.shape), ['beta', 'logt', 'alpha']);
+export const AFFINITY_KEYS = sectionKeys('affinity', Object.keys(affinityParams.shape), ['beta', 'logt', 'alpha', 'shards']);
 
 /** Label keys that only apply with a background class (labels.ts), and those that only apply without one. */
 const BG_LABEL_KEYS = ['conf_fg', 'conf_bg'];

@@ -18,7 +18,7 @@ import { affinityNetFromCam, saveAffinityModel } from '../../nn/affinity_net.js'
 import { RowReader, tableDataset } from '../../nn/dataset.js';
 import { trainAndSave } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
-import { readInfo } from '../../pipeline/arrow.js';
+import { hashTable, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
@@ -117,7 +117,7 @@ export async function runAffinityTrain(o: RunAffinityTrainOptions): Promise<Affi
   const trainImages = train.length;
   // the data: CAM labels, images, and the CAM model whose backbone the network starts from
   const camWeights = `${o.path(INPUTS.camModel)}/weights/weights.bin`;
-  const hash = affinityTrainHash(p, `${await hashFile(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
+  const hash = affinityTrainHash(p, `${await hashTable(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
   const training = await trainAndSave({
     stage: 'affinity_train', hash, epochs: a.epochs, model: AFFINITY_OUTPUTS.model, path: o.path, save: saveAffinityModel,
     build: () => affinityNetFromCam(o.path(INPUTS.camModel), { dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce }),

@@ -221,8 +221,8 @@ class AlignedRows {
       pseudo: await TableReader.open(files.pseudo, { stage: 'refine' }),
     };
     const iters = Object.fromEntries(Object.entries(readers).map(([k, r]) => [k, r.rows()])) as unknown as Record<ReaderKey, AsyncIterator<Row>>;
-    // refine.shards > 1: a part folder, read in dataset.arrow's id order
-    if (readers.pseudo.numParts > 1) iters.pseudo = readers.pseudo.rowsAlong(tableIds(files.dataset));
+    // a sharded stage's table (cam, affinity, contrast, refine .shards > 1) is a part folder, read in dataset.arrow's id order
+    for (const k of ['cam', 'random_walk', 'rca', 'pseudo'] as const) if (readers[k].numParts > 1) iters[k] = readers[k].rowsAlong(tableIds(files.dataset));
     return new AlignedRows(readers, iters);
   }
 

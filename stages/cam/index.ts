@@ -31,6 +31,7 @@ import { writeFileAtomic } from '../../pipeline/fsutil.js';
 import { classPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { paramsHash } from '../../pipeline/params_core.js';
 import type { Params } from '../params.js';
+import { type Shard, shardMetricsFile, shardsToRun, tableShards, wholeRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CAM_KEYS, CAM_OUTPUTS } from './io.js';
 import { type CamResult, computeCams } from './infer.js';
@@ -50,12 +51,14 @@ export const stage: Stage = {
     plots: [CAM_OUTPUTS.plot, CAM_OUTPUTS.classesPlot],
     params: CAM_KEYS.mapParams,
   }),
+  sharded: tableShards('cam.shards', CAM_OUTPUTS.cams, CAM_OUTPUTS.metrics),
   async run(ctx) {
-    const r = await runCam({ params: ctx.params, path: ctx.path });
+    const r = await runCam({ params: ctx.params, path: ctx.path, shard: ctx.shard });
     // Headline figures only; per-class IoU is a plot, timings go to the run log.
     const { seconds: _s, inferImagesPerSecond: _i, peakRssMiB: _m, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.metrics), { ...stable, cam: headline(r.cam) });
-    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou) }));
+    await writeJsonMetrics(ctx.path(shardMetricsFile(CAM_OUTPUTS.metrics, ctx.shard)), { ...stable, cam: headline(r.cam) });
+    // Plots need every image: a whole run only (one shard's part has its own metrics file).
+    if (wholeRun(ctx.shard)) await writeJsonMetrics(ctx.path(CAM_OUTPUTS.classesPlot), classPlotRows({ cam: iouFigures(r.cam.iou) }));
     if (!ctx.json) process.stderr.write(`${formatCam(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -75,6 +78,8 @@ export interface CamRunResult {
 export interface RunCamOptions {
   params: Params;
   path(rel: string): string;
+  /** Only this shard (of cam.shards); default every shard in turn. */
+  shard?: Shard;
 }
 
 export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
@@ -94,13 +99,14 @@ export async function runCam(o: RunCamOptions): Promise<CamRunResult> {
     const extra: CamsExtra = { background: map.background, stride: CAM_STRIDE, dtype: cam.dtype, scales: cam.scales, flip: cam.flip, model: CAM_OUTPUTS.model };
     const rows = await runImageLoop({
       label: 'cam maps', tables: [{ file: imagesFile, stage: 'ingest', name: INPUTS.images }], rows: info.numRows, concurrency: 2,
+      shards: { n: cam.shards, run: shardsToRun(cam.shards, o.shard, 'cam.shards') },
       out: { file: o.path(CAM_OUTPUTS.cams), columns: camColumns(cam.dtype), meta: { stage: 'cam', paramsHash: paramsHash(p, CAM_KEYS.mapParams), classes: map.classes, extra: { ...extra } } },
       compute: ([row]) => camsOf(net, map, row, cam),
       consume: ([row], r) => scores.add(row, r),
     });
     const seconds = (performance.now() - t0) / 1000;
     const res = scores.result();
-    await writeFileAtomic(o.path(CAM_OUTPUTS.plot), `${JSON.stringify(res.curve, null, 1)}\n`);
+    if (wholeRun(o.shard)) await writeFileAtomic(o.path(CAM_OUTPUTS.plot), `${JSON.stringify(res.curve, null, 1)}\n`);
     return { ...res.scores, rows, seconds, inferImagesPerSecond: rows / seconds, peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) };
   } finally {
     net.dispose();

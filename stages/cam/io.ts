@@ -18,7 +18,7 @@ export const CAM_OUTPUTS = {
   classesPlot: artifact('camClassesPlot'),
 } as const;
 
-export const CAM_KEYS = sectionKeys('cam', Object.keys(camParams.shape), ['scales', 'flip', 'dtype']);
+export const CAM_KEYS = sectionKeys('cam', Object.keys(camParams.shape), ['scales', 'flip', 'dtype', 'shards']);
 
 /** The training hash: seed, train split, every training key of `cam` and `dataHash` (the inputs' content). */
 export function trainHash(p: Params, dataHash: string): string {

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { backboneKinds } from '../../nn/backbones/index.js';
 import { classifierKeys, trainingKeys } from '../../nn/train_params.js';
 import { key } from '../../pipeline/params_spec.js';
+import { shardsKey } from '../../pipeline/shard.js';
 
 /** A registered backbone's name, checked when validated: one registered at run time (registerBackbone) is accepted too. */
 const backboneName = z.string().superRefine((v, ctx) => {
@@ -38,6 +39,7 @@ export const camParams = z.strictObject({
     flip: [true, 'CAM inference: add the flipped image at every scale'],
     dtype: ['float16', 'cams.arrow storage: float16 | float32'],
   }),
+  shards: shardsKey('cam', 'cache/cams.arrow'),
 });
 
 /** The sections this folder owns. */

@@ -29,6 +29,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { classPlotRows, headline, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { paramsHash } from '../../pipeline/params_core.js';
 import type { Params } from '../params.js';
+import { type Shard, shardMetricsFile, shardsToRun, tableShards, wholeRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { computeRcaCams } from './infer.js';
 import { CONTRAST_KEYS, CONTRAST_OUTPUTS } from './io.js';
@@ -54,12 +55,14 @@ export const stage: Stage = {
     plots: [CONTRAST_OUTPUTS.classesPlot],
     params: CONTRAST_KEYS.mapParams,
   }),
+  sharded: tableShards('contrast.shards', CONTRAST_OUTPUTS.cams, CONTRAST_OUTPUTS.metrics),
   async run(ctx) {
-    const r = await runContrast({ params: ctx.params, path: ctx.path });
+    const r = await runContrast({ params: ctx.params, path: ctx.path, shard: ctx.shard });
     // Headline figures only; per-class IoU is a plot, timings go to the run log.
     const { seconds: _s, inferSecondsPerImage: _i, peakRssMiB: _m, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.metrics), { ...stable, ...Object.fromEntries(STEPS.map((k) => [k, headline(r[k])])) });
-    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(STEPS.map((k) => [k, iouFigures(r[k].iou)]))));
+    await writeJsonMetrics(ctx.path(shardMetricsFile(CONTRAST_OUTPUTS.metrics, ctx.shard)), { ...stable, ...Object.fromEntries(STEPS.map((k) => [k, headline(r[k])])) });
+    // Plots need every image: a whole run only (one shard's part has its own metrics file).
+    if (wholeRun(ctx.shard)) await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(STEPS.map((k) => [k, iouFigures(r[k].iou)]))));
     if (!ctx.json) process.stderr.write(`${formatContrast(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
@@ -75,6 +78,8 @@ export interface ContrastRunResult extends Record<Step, MapScores> {
 export interface RunContrastOptions {
   params: Params;
   path(rel: string): string;
+  /** Only this shard (of contrast.shards); default every shard in turn. */
+  shard?: Shard;
 }
 
 const decodeMaps = (bytes: Uint8Array, dtype: string): Float32Array => (dtype === 'float16' ? decodeFloat16(bytes) : decodeFloat32(bytes));
@@ -129,6 +134,7 @@ async function rcaMaps(o: RunContrastOptions, x: RcaContext): Promise<ContrastRu
   let inferSeconds = 0;
   const rows = await runImageLoop({
     label: 'contrast maps', rows: x.rows, concurrency: 2,
+    shards: { n: c.shards, run: shardsToRun(c.shards, o.shard, 'contrast.shards') },
     tables: [['ingest', INPUTS.images], ['cam', INPUTS.cams], ['affinity', INPUTS.affinityCams]].map(([stage, name]) => ({ file: o.path(name), stage, name })),
     out: {
       file: o.path(CONTRAST_OUTPUTS.cams), columns: contrastColumns(dtype), meta: {

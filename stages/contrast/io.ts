@@ -17,7 +17,7 @@ export const CONTRAST_OUTPUTS = {
   classesPlot: artifact('contrastClassesPlot'),
 } as const;
 
-export const CONTRAST_KEYS = sectionKeys('contrast', Object.keys(contrastParams.shape), ['scales', 'flip', 'dtype']);
+export const CONTRAST_KEYS = sectionKeys('contrast', Object.keys(contrastParams.shape), ['scales', 'flip', 'dtype', 'shards']);
 
 /** The training hash: seed, train split, every training key of `contrast` and `dataHash` (the inputs' content). */
 export function contrastTrainHash(p: Params, dataHash: string): string {

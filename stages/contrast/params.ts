@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { classifierKeys, trainingKeys } from '../../nn/train_params.js';
 import { key } from '../../pipeline/params_spec.js';
+import { shardsKey } from '../../pipeline/shard.js';
 
 export const contrastParams = z.strictObject({
   region: key(
@@ -44,6 +45,7 @@ export const contrastParams = z.strictObject({
     flip: [true, 'inference: add the flipped image at every scale'],
     dtype: ['float16', 'contrast_cams.arrow storage: float16 | float32'],
   }),
+  shards: shardsKey('contrast', 'cache/contrast_cams.arrow'),
 });
 
 /** The sections this folder owns. */

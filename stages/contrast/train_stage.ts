@@ -16,10 +16,10 @@ import { type ClassMap, classMap, tagTarget } from '../../maps/labels.js';
 import { RowReader, tableDataset } from '../../nn/dataset.js';
 import { trainAndSave } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
-import { readInfo } from '../../pipeline/arrow.js';
+import { hashTable, readInfo } from '../../pipeline/arrow.js';
+import { PartPositions, tableShardCount } from '../../pipeline/shard.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { hashFile } from '../../pipeline/fsutil.js';
 import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
@@ -82,22 +82,25 @@ export function toOutputMaps(maps: Float32Array, tags: readonly number[], h: num
   return out;
 }
 
-type TrainRow = { position: number; tags: number[]; target: Float32Array; h: number; w: number };
+/** position: the image's row in images.arrow; affPosition: its row in affinity_cams.arrow (a part folder's order is by shard). */
+type TrainRow = { position: number; affPosition: number; tags: number[]; target: Float32Array; h: number; w: number };
 
 /** Training images (train split, with a foreground tag): row positions and targets; pixels and region maps are streamed later. */
 async function trainingRows(o: RunContrastTrainOptions, map: ClassMap): Promise<TrainRow[]> {
-  const train: TrainRow[] = [];
+  const train: (Omit<TrainRow, 'affPosition'> & { affAt: { k: number; i: number } })[] = [];
   let position = 0;
+  const affRows = new PartPositions(await tableShardCount(o.path(INPUTS.affinityCams)));
   const joined = [['ingest', INPUTS.images], ['cam', INPUTS.cams], ['affinity', INPUTS.affinityCams]].map(([stage, name]) => ({ file: o.path(name), stage, name }));
   for await (const [, cr] of joinedRows(joined)) {
     const at = position++;
+    const affAt = affRows.add(cr.id as string);
     if (cr.split !== o.params.dataset.train_split) continue;
     const tags = cr.tags as number[];
     const target = tagTarget(map, tags, cr.id as string);
-    if (target.some((v) => v > 0)) train.push({ position: at, tags, target, h: cr.height as number, w: cr.width as number });
+    if (target.some((v) => v > 0)) train.push({ position: at, affAt, tags, target, h: cr.height as number, w: cr.width as number });
   }
   if (train.length === 0) throw new TagsegError(`no image of split '${o.params.dataset.train_split}' has a foreground tag`, { file: o.path(INPUTS.cams), hint: 'check dataset.train_split' });
-  return train;
+  return train.map(({ affAt, ...t }) => ({ ...t, affPosition: affRows.position(affAt) }));
 }
 
 /** The dataset's class map and affinity_cams.arrow's dtype, after checking the three tables agree. */
@@ -120,14 +123,15 @@ export async function runContrastTrain(o: RunContrastTrainOptions): Promise<Cont
   const train = await trainingRows(o, map);
   // the data, and the CAM model the network starts from
   const dataFiles = [imagesFile, o.path(INPUTS.cams), ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
-  const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashFile(f)))).join(':'));
+  const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashTable(f)))).join(':'));
   const training = await trainAndSave({
     stage: 'contrast_train', hash, epochs: c.epochs, model: CONTRAST_OUTPUTS.model, path: o.path, save: saveContrastModel,
     build: () => contrastNetFromCam(o.path(INPUTS.camModel), {
       memorySize: c.memory_size, centroids: c.centroids, dim: c.dim, similarity: c.similarity, aggregation: c.aggregation, seed: p.seed,
     }),
     train: async (net, store) => {
-      const readers = [await RowReader.open(imagesFile, { stage: 'ingest' }), ...(c.region === 'affinity' ? [await RowReader.open(affFile, { stage: 'affinity' })] : [])];
+      const aff = c.region === 'affinity' ? [{ reader: await RowReader.open(affFile, { stage: 'affinity' }), positions: train.map((t) => t.affPosition) }] : [];
+      const readers = [await RowReader.open(imagesFile, { stage: 'ingest' }), ...aff];
       const images = tableDataset<ContrastTrainImage>(readers, train.map((t) => t.position), ([ir, ar], i) => {
         const { tags, target, h, w } = train[i];
         const maps = ar ? (affDtype === 'float16' ? decodeFloat16(ar.cams as Uint8Array) : decodeFloat32(ar.cams as Uint8Array)) : null;
@@ -135,7 +139,7 @@ export async function runContrastTrain(o: RunContrastTrainOptions): Promise<Cont
         return { id: ir.id as string, pixels: ir.pixels as Uint8Array, height: ir.height as number, width: ir.width as number, target, region };
       });
       return trainContrast({ net, images, contrast: c, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter })
-        .finally(() => Promise.all(readers.map((r) => r.close())));
+        .finally(() => Promise.all(readers.map((r) => (r instanceof RowReader ? r : r.reader).close())));
     },
     // The memory the model is saved with is the one inference uses: summarise the final queues
     // (RCA's released model carries the centroids of its last epoch start; the final queue is newer).

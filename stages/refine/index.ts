@@ -1,7 +1,7 @@
 /**
  * Stage `refine`: class maps -> pseudo-masks at the original image size.
  *
- * For every row of cams.arrow (every split, same order), with the maps of `refine.source`
+ * For every image of dataset.arrow (every split, in its order; map tables joined by id), with the maps of `refine.source`
  * (contrast: contrast_cams.arrow `propagated` = RCA + random walk; affinity: affinity_cams.arrow;
  * cam: cams.arrow) and the original image decoded from dataset.arrow's image_path (refine.ts):
  * 1. scores at the original size, background by a constant or (1 - max)^power, argmax over the
@@ -26,7 +26,8 @@ import { resolveDatasetPath } from '../../data/manifest.js';
 import { classPalette } from '../../data/palette.js';
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { crfFromKeys } from '../../ops/crf.js';
-import { type Row, TableReader, type TableMeta, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { type Row, type TableMeta, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { joinedRows } from '../../pipeline/joined_rows.js';
 import { orderedMap } from '../../pipeline/concurrency.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { exists } from '../../pipeline/fsutil.js';
@@ -34,7 +35,7 @@ import { log, progress } from '../../pipeline/log.js';
 import { classPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../params.js';
 import { paramsHash } from '../../pipeline/params_core.js';
-import { type PartOutput, type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardOf, shardsToRun } from '../../pipeline/shard.js';
+import { type PartOutput, type Shard, SequentialParts, partName, partPath, prepareFolderFor, prepareTableFor, rowsByShard, shardMetricsFile, shardOf, shardsToRun, wholeRun } from '../../pipeline/shard.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
@@ -88,7 +89,7 @@ export const stage: Stage = {
     const r = await runRefine({ params: ctx.params, path: ctx.path, shard: ctx.shard });
     await writeJsonMetrics(ctx.path(metricsFile(ctx.shard)), refineMetrics(r));
     // The per-class plot needs every image: a whole run only (one shard's part has its own metrics file).
-    if (!ctx.shard || ctx.shard.n === 1) {
+    if (wholeRun(ctx.shard)) {
       const t = r.table;
       const perClass = { cam: t.cam, random_walk: t.random_walk, rca: t.rca, rca_random_walk: t.rca_random_walk, pseudo_masks: t.pseudo_masks };
       await writeJsonMetrics(ctx.path(REFINE_OUTPUTS.classesPlot), classPlotRows(Object.fromEntries(Object.entries(perClass).map(([k, s]) => [k, s?.classes]))));
@@ -163,7 +164,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const bar = progress('refine', imagesToRun(shards, rp.shards, maps.numRows, dataset.entries));
   const loopStart = performance.now();
   try {
-    for await (const w of orderedMap(rowsByShard(shards, () => zipTables(maps.present), (x) => x.cam.id as string), work, { concurrency: rp.concurrency })) {
+    for await (const w of orderedMap(rowsByShard(shards, () => zipTables(dataset.file, maps.present), (x) => x.cam.id as string), work, { concurrency: rp.concurrency })) {
       const row = await writeRefined(w, await outputs.for(shardOf(w.z.cam.id as string, rp.shards)), maps.classes, rp.mostly_ignore);
       tally.add(w, row);
       bar.tick();
@@ -397,7 +398,7 @@ export function pngFolder(shard: Shard): string {
 
 /** metrics/refine.json, or metrics/refine/part-<k>-of-<N>.json for a --shard run. */
 export function metricsFile(shard: Shard | undefined): string {
-  return !shard || shard.n === 1 ? REFINE_OUTPUTS.metrics : `${REFINE_OUTPUTS.metrics.replace(/\.json$/, '')}/${partName(shard)}.json`;
+  return shardMetricsFile(REFINE_OUTPUTS.metrics, shard);
 }
 
 /**
@@ -419,29 +420,11 @@ export function refineMetrics(r: RefineRunResult): Record<string, unknown> {
   };
 }
 
-/** The rows of every present map table, in lockstep (same order as cams.arrow; ids checked). */
-async function* zipTables(present: Partial<Record<RefineSource, { file: string }>>): AsyncGenerator<Zipped> {
+/** The rows of every present map table for each image, joined by id in dataset.arrow's order (pipeline/joined_rows.ts), however each was sharded. */
+async function* zipTables(datasetFile: string, present: Partial<Record<RefineSource, { file: string }>>): AsyncGenerator<Zipped> {
   const keys = Object.keys(present) as RefineSource[];
-  const readers = new Map<RefineSource, TableReader>();
-  try {
-    for (const k of keys) readers.set(k, await TableReader.open(present[k]!.file, { stage: MAP_TABLES[k].stage }));
-    const its = new Map(keys.filter((k) => k !== 'cam').map((k) => [k, readers.get(k)!.rows()[Symbol.asyncIterator]()]));
-    for await (const c of readers.get('cam')!.rows()) {
-      const z: Zipped = { cam: c };
-      for (const [k, it] of its) {
-        const n = await it.next();
-        if (n.done || n.value.id !== c.id) {
-          throw new TagsegError(`row '${n.done ? 'end of table' : String(n.value.id)}' where cams.arrow has '${String(c.id)}'`, {
-            file: present[k]!.file, hint: `rerun \`tagseg run ${MAP_TABLES[k].stage}\``,
-          });
-        }
-        z[k] = n.value;
-      }
-      yield z;
-    }
-  } finally {
-    for (const r of readers.values()) await r.close();
-  }
+  const tables = [{ file: datasetFile, stage: 'ingest', name: REFINE_INPUTS.dataset }, ...keys.map((k) => ({ file: present[k]!.file, stage: MAP_TABLES[k].stage, name: MAP_TABLES[k].file }))];
+  for await (const [, ...rows] of joinedRows(tables)) yield Object.fromEntries(keys.map((k, i) => [k, rows[i]])) as Zipped;
 }
 
 export function formatRefine(r: RefineRunResult): string {

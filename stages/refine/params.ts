@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { crfGroup } from '../../ops/crf_params.js';
 import { key } from '../../pipeline/params_spec.js';
-import { MAX_SHARDS } from '../../pipeline/shard.js';
+import { shardsKey } from '../../pipeline/shard.js';
 
 export const refineParams = z.strictObject({
   source: key(
@@ -29,11 +29,7 @@ export const refineParams = z.strictObject({
   ignore_margin: key(z.number().min(0).max(1), 0.1, 'minimum top1 - top2 posterior margin kept by margin / either'),
   mostly_ignore: key(z.number().min(0).max(1), 0.5, "flag an image 'mostly_ignore' when more than this fraction of it is ignore"),
   concurrency: key(z.number().int().min(1), 4, 'images decoded and refined at once; CRFs run in min(this, cores) worker threads'),
-  shards: key(
-    z.number().int().min(1).max(MAX_SHARDS),
-    1,
-    'shards of the per-image pass (1 = one cache/pseudo_masks.arrow file; N: a folder of N parts; tagseg run refine --shard k/N runs one)',
-  ),
+  shards: shardsKey('refine', 'cache/pseudo_masks.arrow'),
 });
 
 /** The sections this folder owns. */
