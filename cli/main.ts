@@ -140,7 +140,7 @@ program
   .description('run stages now, in the order given, without checking whether they are up to date (dvc.yaml cmds call this)')
   .argument('<stage...>', 'stage names (see `tagseg status`)')
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
-  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (refine; N must equal its <stage>.shards param)')
+  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (cam, affinity, contrast, refine; N must equal its <stage>.shards param)')
   .option('--json', 'print JSON summaries')
   .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
     const { runStages } = await import('../stages/index.js');
@@ -364,7 +364,7 @@ async function shardedStages(names: string[] | undefined, shards: number | undef
 
 const cluster = program
   .command('cluster')
-  .description('run a sharded stage\'s shards (refine) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
+  .description('run the sharded stages\' shards (cam, affinity, contrast, refine) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
 const shardOptions = (c: Command) => c
   .option('--stage <name>', 'sharded stage (repeatable; default: every sharded stage)', collect, [])
   .option('--shards <n>', 'shard count (default: the stage\'s <stage>.shards param)', int('--shards'))

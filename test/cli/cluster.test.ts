@@ -1,5 +1,5 @@
 /**
- * `tagseg cluster`: the sharded refine as DVC foreach/matrix stages (DVC's JSON Schema, expanded to
+ * `tagseg cluster`: the sharded refine (and the map stages cam, affinity, contrast) as DVC foreach/matrix stages (DVC's JSON Schema, expanded to
  * refine@0..2 with disjoint outs that audit's dep covers), a Kubernetes Indexed Job (typed with
  * kubernetes-types, YAML round trip, its shell command run with JOB_COMPLETION_INDEX) and a Slurm
  * job array (bash -n, #SBATCH --array, run with SLURM_ARRAY_TASK_ID).
@@ -19,6 +19,9 @@ import { parseDvcYaml } from '../../cli/dvcfile.js';
 import { defaultParams, loadParams } from '../../stages/params.js';
 import { parseShard } from '../../pipeline/shard.js';
 import { stage as refine } from '../../stages/refine/index.js';
+import { stage as cam } from '../../stages/cam/index.js';
+import { stage as affinity } from '../../stages/affinity/index.js';
+import { stage as contrast } from '../../stages/contrast/index.js';
 import { REPO } from '../helpers/python.js';
 
 const run = promisify(execFile);
@@ -111,6 +114,45 @@ describe('dvc.yaml shards (tagseg cluster dvc)', () => {
     const badOuts = { ...stanza, do: { ...(stanza.do as Stanza), outs: 'cache/x' } };
     expect(validate({ stages: { refine: badOuts } }).length).toBeGreaterThan(0);
     expect(() => dvcShardStanza(refine, stanza, 3)).toThrow(/already a foreach/);
+  });
+});
+
+describe('the map stages in shards (tagseg cluster dvc)', () => {
+  const MAP_STAGES = [cam, affinity, contrast];
+  // who reads each map table: every one of its shards must come first
+  const READERS: Record<string, string[]> = { cam: ['affinity_train', 'affinity', 'contrast_train', 'contrast', 'refine'], affinity: ['contrast_train', 'contrast', 'refine'], contrast: ['refine'] };
+
+  it('every map stage is sharded, each shard writing only its own table part and metrics part', () => {
+    for (const s of MAP_STAGES) {
+      expect(s.sharded?.param).toBe(`${s.name}.shards`);
+      const own = s.sharded!.outputs({ k: 1, n: 3 });
+      expect(own.writes).toEqual([`${s.io(defaultParams()).writes[0]}/part-1-of-3.arrow`]);
+      expect(own.metrics).toEqual([`metrics/${s.name}/part-1-of-3.json`]);
+      expect(s.sharded!.outputs({ k: 0, n: 1 })).toEqual({ writes: s.io(defaultParams()).writes, metrics: s.io(defaultParams()).metrics });
+    }
+  });
+
+  for (const form of ['foreach', 'matrix'] as const) {
+    it(`${form}: with cam, affinity, contrast and refine in 3 shards, DVC's schema holds and every reader of a map table runs after all its shards`, async () => {
+      const params = await loadParams(path.join(REPO, 'params.yaml'), ['cam.shards=3', 'affinity.shards=3', 'contrast.shards=3', 'refine.shards=3']);
+      let stages = dvc.stages;
+      for (const s of [...MAP_STAGES, refine]) stages = { ...stages, ...dvcShardedStages(s, params, stages, 3, form) };
+      expect(validate({ ...dvc, stages })).toEqual([]);
+      const dag = buildDag(parseDvcYaml(YAML.stringify({ ...dvc, stages }), params).stages);
+      for (const s of MAP_STAGES) {
+        const shards = [0, 1, 2].map((k) => `${s.name}@${k}`);
+        for (const k of [0, 1, 2]) expect(dag.byName.get(shards[k])!.cmd).toMatch(new RegExp(`run ${s.name} --shard ${k}/3$`));
+        for (const down of READERS[s.name]) {
+          const downs = dag.byName.has(down) ? [down] : [0, 1, 2].map((k) => `${down}@${k}`);
+          for (const d of downs) expect(dag.upstream.get(d), `${d} after ${s.name}`).toEqual(expect.arrayContaining(shards));
+        }
+      }
+    });
+  }
+
+  it('the CLI renders a Slurm array for every sharded stage', async () => {
+    const { stdout } = await run(process.execPath, [path.join(REPO, 'bin/tagseg.js'), '--root', REPO, 'cluster', 'slurm', '--shards', '2', '--tagseg', 'echo'], { cwd: REPO });
+    for (const name of ['cam', 'affinity', 'contrast', 'refine']) expect(stdout).toContain(`run ${name} --shard "$SLURM_ARRAY_TASK_ID/2"`);
   });
 });
 
