@@ -1,5 +1,5 @@
 /**
- * Downstream of a sharded refine: audit reads cache/pseudo_masks.arrow as a folder of 3 parts (rows
+ * Downstream of sharded stages: audit reads cache/pseudo_masks.arrow (and the map tables) as folders of parts (rows
  * by part, not in images.arrow's order) and writes the same audit tables as from the single file.
  */
 import * as fs from 'node:fs/promises';
@@ -27,24 +27,27 @@ afterAll(async () => {
   await fs.rm(root, { recursive: true, force: true });
 });
 
-/** Rewrites the pseudo-mask table as `n` parts, each id in its shard's part. */
-async function shardPseudo(n: number): Promise<void> {
-  const table = at('cache/pseudo_masks.arrow');
+/** Rewrites a table (default the pseudo-masks) as `n` parts, each id in its shard's part. */
+async function shardPseudo(n: number, rel = 'cache/pseudo_masks.arrow'): Promise<void> {
+  const table = at(rel);
   const rows = await readAll(table);
   const info = await readInfo(table);
   await prepareTableFor(table, n);
   for (let k = 0; k < n; k++) {
-    const w = await TableWriter.open(partPath(table, { k, n }), PSEUDO_COLUMNS, info.meta);
+    const w = await TableWriter.open(partPath(table, { k, n }), info.columns, info.meta);
     for (const r of rows) if (shardOf(r.id as string, n) === k) await w.write(r);
     await w.close();
   }
 }
 
+const tables = ['cache/audit.arrow', 'cache/audit_images.arrow'];
+let before: Awaited<ReturnType<typeof readAll>>[];
+let one: Awaited<ReturnType<typeof audit>>;
+
 describe('audit on a sharded pseudo-mask table', () => {
   it('writes the same tables as from the single file', async () => {
-    const one = await audit();
-    const tables = ['cache/audit.arrow', 'cache/audit_images.arrow'];
-    const before = await Promise.all(tables.map((t) => readAll(at(t))));
+    one = await audit();
+    before = await Promise.all(tables.map((t) => readAll(at(t))));
     await shardPseudo(3);
     const ids = (await readAll(at('cache/pseudo_masks.arrow'))).map((r) => r.id);
     const order = (await readAll(at('cache/dataset.arrow'))).map((r) => r.id);
@@ -52,6 +55,15 @@ describe('audit on a sharded pseudo-mask table', () => {
     const three = await audit();
     expect(await Promise.all(tables.map((t) => readAll(at(t))))).toEqual(before);
     expect(three.summary).toEqual(one.summary);
+  }, 60_000);
+
+  it('and with the map tables sharded too (cams 3, affinity_cams 2, contrast_cams 4 parts)', async () => {
+    await shardPseudo(3, 'cache/cams.arrow');
+    await shardPseudo(2, 'cache/affinity_cams.arrow');
+    await shardPseudo(4, 'cache/contrast_cams.arrow');
+    const sharded = await audit();
+    expect(await Promise.all(tables.map((t) => readAll(at(t))))).toEqual(before);
+    expect(sharded.summary).toEqual(one.summary);
   }, 60_000);
 
   it('names the part when one comes from another run', async () => {
