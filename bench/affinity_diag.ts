@@ -137,12 +137,13 @@ async function loadItems(ws: string, p: Params, limit: number): Promise<{ items:
   const extra = info.meta.extra ?? {};
   const background = typeof extra.background === 'number' ? extra.background : null;
   const f16 = extra.dtype !== 'float32';
-  const byId = new Map<string, Row>(imgRows.map((r) => [r.id as string, r]));
+  // by id in images.arrow's order: cams.arrow may be a folder of shards' parts (rows by part)
+  const camById = new Map<string, Row>(camRows.map((r) => [r.id as string, r]));
   const items: Item[] = [];
-  for (const cr of camRows) {
-    if (cr.split !== p.dataset.train_split || items.length >= limit) continue;
-    const ir = byId.get(cr.id as string);
-    if (!ir?.mask) continue;
+  for (const ir of imgRows) {
+    const cr = camById.get(ir.id as string);
+    if (!cr || cr.split !== p.dataset.train_split || items.length >= limit) continue;
+    if (!ir.mask) continue;
     const h = cr.height as number;
     const w = cr.width as number;
     const H = ir.height as number;
