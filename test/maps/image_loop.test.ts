@@ -2,7 +2,9 @@
  * The map stages' per-image loop (maps/image_loop.ts): rows joined by id, results consumed and
  * written in row order whatever order the concurrent computations finish in, no output at all
  * when a computation fails (the writer is aborted), a mismatched joined table named with the
- * stage to rerun, and a computation that leaks tensors caught.
+ * stage to rerun, and a computation that leaks tensors caught. In shards: a part folder joined by id
+ * (rows by part), a part per output shard holding that shard's ids in images.arrow's order, one
+ * shard's run writing the same part bytes, and a folder with a row too many or too few named.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -14,6 +16,7 @@ import { type ColumnSpec, type Row, TableWriter, readAll } from '../../pipeline/
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { setQuiet } from '../../pipeline/log.js';
+import { partPath, prepareTableFor, shardOf } from '../../pipeline/shard.js';
 
 const COLUMNS: ColumnSpec[] = [{ name: 'id', type: 'utf8' }, { name: 'v', type: 'int32' }];
 let tmp: string;
@@ -24,6 +27,18 @@ async function table(name: string, stage: string, ids: string[]): Promise<string
   for (const [i, id] of ids.entries()) await w.write({ id, v: i });
   await w.close();
   return file;
+}
+
+/** A table written as a folder of `n` parts (each id in its shard's part, in `ids` order). */
+async function parts(name: string, stage: string, ids: string[], n: number): Promise<string> {
+  const dir = path.join(tmp, name);
+  await prepareTableFor(dir, n);
+  for (let k = 0; k < n; k++) {
+    const w = await TableWriter.open(partPath(dir, { k, n }), COLUMNS, { stage, paramsHash: 'x', classes: [] }, { batchRows: 2 });
+    for (const [i, id] of ids.entries()) if (shardOf(id, n) === k) await w.write({ id, v: i });
+    await w.close();
+  }
+  return dir;
 }
 
 const IDS = Array.from({ length: 10 }, (_, i) => `im${i}`);
@@ -87,5 +102,36 @@ describe('the per-image loop', () => {
     let n = 0;
     for await (const [a, b] of joinedRows([t('images.arrow', 'ingest'), t('maps.arrow', 'cam')])) n += a.id === b.id ? 1 : 0;
     expect(n).toBe(IDS.length);
+  });
+
+  it('joins a part folder by id and writes a part per shard, each on its own', async () => {
+    await parts('maps2.arrow', 'cam', IDS, 2);
+    expect((await readAll(path.join(tmp, 'maps2.arrow'))).map((r) => r.id)).not.toEqual(IDS); // rows by part
+    const loop = (file: string, run: { k: number; n: number }[]) => runImageLoop({
+      label: 'test', rows: IDS.length, concurrency: 2, tables: [t('images.arrow', 'ingest'), t('maps2.arrow', 'cam')], shards: { n: 3, run },
+      out: { file, columns: COLUMNS, meta: { stage: 'test', paramsHash: 'x', classes: [] } },
+      compute: async ([ir, mr]) => { expect(mr.id).toBe(ir.id); return 10 * (mr.v as number); },
+      consume: ([ir], r) => ({ id: ir.id, v: r }),
+    });
+    const all = path.join(tmp, 'out3.arrow');
+    expect(await loop(all, [0, 1, 2].map((k) => ({ k, n: 3 })))).toBe(IDS.length);
+    for (const k of [0, 1, 2]) {
+      const own = IDS.filter((id) => shardOf(id, 3) === k);
+      expect((await readAll(partPath(all, { k, n: 3 }))).map((r) => [r.id, r.v])).toEqual(own.map((id) => [id, 10 * IDS.indexOf(id)]));
+    }
+    const one = path.join(tmp, 'out3b.arrow');
+    expect(await loop(one, [{ k: 1, n: 3 }])).toBe(IDS.filter((id) => shardOf(id, 3) === 1).length);
+    expect(await fs.readdir(one)).toEqual(['part-1-of-3.arrow']);
+    expect((await fs.readFile(partPath(one, { k: 1, n: 3 }))).equals(await fs.readFile(partPath(all, { k: 1, n: 3 })))).toBe(true);
+  });
+
+  it('a part folder with a row too many or too few is named', async () => {
+    await parts('extra.arrow', 'cam', [...IDS, 'im99'], 2);
+    await parts('missing.arrow', 'cam', IDS.filter((id) => id !== 'im3'), 2);
+    const drain = async (name: string) => {
+      for await (const _ of joinedRows([t('images.arrow', 'ingest'), t(name, 'cam')])) { /* drain */ }
+    };
+    await expect(drain('extra.arrow')).rejects.toThrow(/extra\.arrow has 11 rows, images\.arrow 10/);
+    await expect(drain('missing.arrow')).rejects.toThrow(/part-\d-of-2\.arrow.*where 'im3' was expected/s);
   });
 });
