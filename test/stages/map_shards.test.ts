@@ -99,6 +99,12 @@ describe('map stages in shards', () => {
     await run(process.execPath, [cli, '--root', root, '-q', 'run', 'cam', '--shard', '1/3', '--set', 'cam.shards=3'], { cwd: REPO });
     for (const [f, b] of one) expect((await fs.readFile(path.join(seq, f))).equals(b), f).toBe(true);
   }, 600_000);
+
+  it('rejects a --shard that does not match <stage>.shards', async () => {
+    for (const name of ['cam', 'affinity', 'contrast']) {
+      await expect(runStages(root, [name], [`${name}.shards=2`], true, { k: 0, n: 3 })).rejects.toThrow(new RegExp(`--shard 0/3 does not match ${name}.shards: 2`));
+    }
+  });
 });
 
 const { python, why } = findPython(['pyarrow']);
