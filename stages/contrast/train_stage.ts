@@ -122,6 +122,7 @@ export async function runContrastTrain(o: RunContrastTrainOptions): Promise<Cont
   const dataFiles = [imagesFile, o.path(INPUTS.cams), ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
   const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashFile(f)))).join(':'));
   const training = await trainAndSave({
+    module: import.meta.url,
     stage: 'contrast_train', hash, epochs: c.epochs, model: CONTRAST_OUTPUTS.model, path: o.path, save: saveContrastModel,
     build: () => contrastNetFromCam(o.path(INPUTS.camModel), {
       memorySize: c.memory_size, centroids: c.centroids, dim: c.dim, similarity: c.similarity, aggregation: c.aggregation, seed: p.seed,

@@ -211,7 +211,7 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
   const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashTable(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
   const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
-  const store = await trainingStore('segment', await ownCodeDeps('segment'), hash, o.path);
+  const store = await trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path);
   const modelDir = o.path(SEGMENT_OUTPUTS.model);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
     classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: p.seed,
