@@ -27,7 +27,7 @@
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { type DecodedImage, decodeImage } from '../../data/decode.js';
-import { orderedMap } from '../../data/load.js';
+import { orderedMap } from '../../pipeline/concurrency.js';
 import { isDirectory } from '../../data/manifest.js';
 import { classPalette, encodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../stages/cam/net.js';
+import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
 import { saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { predictFolder } from '../../stages/segment/predict.js';
 
