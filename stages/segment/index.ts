@@ -7,13 +7,14 @@
  * 2. Labels: `segment.labels: pseudo` takes cache/pseudo_masks.arrow (stage refine, original size,
  *    resized to the working size by nearest); `gt` takes images.arrow's ground-truth masks (the
  *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
- *    declared dep in both modes (io is static), but gt mode does not open it.
+ *    declared dep in both modes (io is static), but gt mode does not open it. Nothing holds the
+ *    split (data.ts): images and labels are read by row position, step by step (issue 26).
  * 3. Train (train.ts): backbone of models/cam + ContextHead (head.ts, net.ts), cross-entropy
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
  *    the checkpoint store, .tagseg/checkpoints/segment/ (an unfinished run is resumed when its key,
  *    `segmentTrainHash` + the code, matches) -> models/segment (config.json, classes.json,
  *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied.
- * 4. Validate: predictions at the working size with `segment.scales` x flip and the dense CRF of
+ * 4. Validate (validate.ts, batch by batch): predictions at the working size with `segment.scales` x flip and the dense CRF of
  *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
  *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
  *    same validation images are scored too (does the network beat its own labels?).
@@ -153,15 +154,14 @@ export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult
   const inputs = await readInputs(o);
   const sel = await selectImages(o, inputs);
   // training and validation read their rows by position through these, never the whole split
-  const readers: StreamReaders = {
-    images: await RowReader.open(inputs.imagesFile, { stage: 'ingest' }),
-    pseudo: o.params.segment.labels === 'pseudo' ? await RowReader.open(o.path(INPUTS.pseudo), { stage: 'refine' }) : null,
-  };
+  const images = await RowReader.open(inputs.imagesFile, { stage: 'ingest' });
+  let pseudo: RowReader | null = null;
   try {
-    return await trainAndScore(o, inputs, sel, readers, t0);
+    if (o.params.segment.labels === 'pseudo') pseudo = await RowReader.open(o.path(INPUTS.pseudo), { stage: 'refine' });
+    return await trainAndScore(o, inputs, sel, { images, pseudo }, t0);
   } finally {
-    await readers.images.close();
-    await readers.pseudo?.close();
+    await images.close();
+    await pseudo?.close();
   }
 }
 
@@ -191,7 +191,7 @@ async function selectImages(o: RunSegmentOptions, inputs: Inputs): Promise<Selec
   const train: TrainRef[] = refs.train.map((t) => ({
     ...t, correction: review?.corrections.get(t.id) ?? null, ignore: review?.plan.ignoreClasses.get(t.id) ?? [],
   }));
-  if (review) {
+  if (p.segment.labels === 'pseudo') {
     const file = o.path(INPUTS.pseudo);
     joinPseudo(train, refs.val, await pseudoPositions(file, inputs.classes, new Set([...trainSet, ...carve.val])), file);
   }
