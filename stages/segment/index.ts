@@ -148,6 +148,7 @@ interface Selection {
   val: ImageRef[];
 }
 
+/** The stage (also the CV protocol's trainer, eval/cv.ts): choose the images, open their tables once, train and score. */
 export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult> {
   const t0 = performance.now();
   await initBackend();
