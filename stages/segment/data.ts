@@ -11,7 +11,7 @@
  */
 import { readMask } from '../../data/decode.js';
 import { type Dataset, type JoinSource, type RowReader, joinDataset } from '../../nn/dataset.js';
-import { type Row, TableReader } from '../../pipeline/arrow.js';
+import { type Row, TableReader, decodeRow } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { labelledFraction, labelsAtWorkingSize } from './labels.js';
 import { ignoreClassPixels } from './review.js';
@@ -52,13 +52,33 @@ export interface StreamReaders {
   pseudo: RowReader | null;
 }
 
+/**
+ * Each row of a table in TableReader.rows() order (the positions RowReader counts) with only
+ * `columns`, read cell by cell (TableReader.readRows): the index passes read no pixels or masks,
+ * whose 16 MiB batch bodies would otherwise raise the peak RSS with the number of batches read.
+ * Whole bodies stay the fallback where a batch cannot be read that way.
+ */
+async function* scan(reader: TableReader, columns: readonly string[]): AsyncGenerator<Row> {
+  const specs = reader.info.columns.filter((c) => columns.includes(c.name));
+  const counts = await reader.batchRowCounts();
+  for (const [i, n] of counts.entries()) {
+    const direct = await reader.readRows(i, Array.from({ length: n }, (_, r) => r), columns);
+    if (direct) {
+      yield* direct;
+      continue;
+    }
+    const batch = await reader.recordBatch(i);
+    for (let r = 0; r < batch.numRows; r++) yield decodeRow(specs, batch, r);
+  }
+}
+
 /** One pass over images.arrow: the rows of `train` and `val` ids, in table order. */
 export async function indexImages(file: string, train: ReadonlySet<string>, val: ReadonlySet<string>): Promise<{ train: ImageRef[]; val: ImageRef[] }> {
   const out = { train: [] as ImageRef[], val: [] as ImageRef[] };
   const reader = await TableReader.open(file, { stage: 'ingest' });
   let position = 0;
   try {
-    for await (const row of reader.rows()) {
+    for await (const row of scan(reader, ['id', 'height', 'width', 'tags'])) {
       const at = position++;
       const id = row.id as string;
       const target = train.has(id) ? out.train : val.has(id) ? out.val : null;
@@ -71,8 +91,9 @@ export async function indexImages(file: string, train: ReadonlySet<string>, val:
 }
 
 /**
- * One pass over pseudo_masks.arrow (a file or a folder of parts): the row position of each id in
- * `ids`, its class list and each mask's length checked. Positions count rows as RowReader does.
+ * One pass over pseudo_masks.arrow's ids (a file or a folder of parts): the row position of each
+ * id in `ids`, counted as RowReader does; its class list checked. The masks are checked where they
+ * are read: every training mask before the first epoch (meanLabelledFraction), validation ones in validate.ts.
  */
 export async function pseudoPositions(file: string, classes: readonly string[], ids: ReadonlySet<string>): Promise<Map<string, number>> {
   const reader = await TableReader.open(file, { stage: 'refine' });
@@ -82,23 +103,14 @@ export async function pseudoPositions(file: string, classes: readonly string[], 
     if (JSON.stringify(reader.info.meta.classes) !== JSON.stringify(classes)) {
       throw new TagsegError('pseudo_masks.arrow has another class list than images.arrow', { file, hint: 'rerun the pipeline from ingest' });
     }
-    for await (const row of reader.rows()) {
+    for await (const row of scan(reader, ['id'])) {
       const at = position++;
-      const id = row.id as string;
-      if (!ids.has(id)) continue;
-      checkPseudoRow(row, file);
-      out.set(id, at);
+      if (ids.has(row.id as string)) out.set(row.id as string, at);
     }
   } finally {
     await reader.close();
   }
   return out;
-}
-
-function checkPseudoRow(row: Row, file: string): void {
-  const mask = row.mask as Uint8Array;
-  const [h, w] = [row.height as number, row.width as number];
-  if (mask.length !== h * w) throw new TagsegError(`row '${String(row.id)}': mask has ${mask.length} values, expected ${h} x ${w}`, { file });
 }
 
 /** Sets each training ref's pseudo-mask row; a training image without one (and no correction) is an error. */

@@ -78,7 +78,11 @@ async function loadBatch(refs: ImageRef[], r: StreamReaders, info: (id: string) 
   const withPseudo = r.pseudo ? refs.flatMap((v, k) => (v.pseudo === null ? [] : [k])) : [];
   const pseudoRows = r.pseudo ? await r.pseudo.rows(withPseudo.map((k) => refs[k].pseudo!)) : [];
   const pseudo = refs.map(() => null as ValBatch['pseudo'][number]);
-  withPseudo.forEach((k, j) => { pseudo[k] = { mask: pseudoRows[j].mask as Uint8Array, height: pseudoRows[j].height as number, width: pseudoRows[j].width as number }; });
+  withPseudo.forEach((k, j) => {
+    const m = { mask: pseudoRows[j].mask as Uint8Array, height: pseudoRows[j].height as number, width: pseudoRows[j].width as number };
+    if (m.mask.length !== m.height * m.width) throw new TagsegError(`row '${refs[k].id}': mask has ${m.mask.length} values, expected ${m.height} x ${m.width}`, { file: r.pseudo!.file });
+    pseudo[k] = m;
+  });
   const d0 = info(refs[0].id);
   const gt = await Promise.all(refs.map(async (v) => {
     const d = info(v.id);

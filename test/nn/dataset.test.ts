@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RowReader, joinDataset, memoryDataset, streamDataset, tableDataset } from '../../nn/dataset.js';
-import { type ColumnSpec, TableWriter, readAll } from '../../pipeline/arrow.js';
+import { type ColumnSpec, TableReader, TableWriter, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { partPath, prepareTableFor, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -150,6 +150,15 @@ describe('TableReader.readRows', () => {
       expect(rows[0]).not.toEqual(whole[6]); // negative control
     } finally {
       await r.close();
+    }
+    // `columns` keeps only those cells (the segment stage's index passes read ids and sizes, no pixels)
+    const t = await TableReader.open(f);
+    try {
+      const some = await t.readRows(1, [2, 0], ['ls', 'i']);
+      expect(some).toEqual([5, 3].map((k) => ({ i: whole[k].i, ls: whole[k].ls })));
+      expect(Object.keys(some![0]).sort()).toEqual(['i', 'ls']);
+    } finally {
+      await t.close();
     }
   });
 });
