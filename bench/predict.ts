@@ -1,15 +1,19 @@
-// predict's rate with the CRF on one thread vs on every core (ops/crf_pool.ts), back to back in one run.
+// predict's rate with the CRF on one thread vs on every core (ops/crf_pool.ts), or before vs after (BASE=<checkout>), back to back in one run.
 /*
  * (not a test)
  *   npm run bench -- predict [images=../shared/datasets/msrc-v2/JPEGImages] [n=30] [ids=<images>/../ImageSets/Segmentation/test.txt] [model]
+ *   BASE=/path/to/another/checkout npm run bench -- predict ...      (before vs after)
  * Without a model folder it builds a throwaway one shaped like the MSRC-v2 recipe's (pretrained
  * MobileNet v1 at stride 16, 23 classes, working size 320, scales 1, 0.75, 1.25 + flip, the dense
  * CRF of params.yaml's segment.crf; its head is untrained: the masks are meaningless, the work is
  * the real one). The first `n` ids are linked into a temp folder and `predictFolder` runs on them
  * with --threads 1 (the CRF on the main thread, as before the pool) and with every core, in that
  * order, then both again; it prints images/s of each run, the ratio of the summed times, and
- * whether the two wrote the same mask bytes. The dev machine has 2 cores shared with other jobs:
- * read the figures with the load average printed.
+ * whether the two wrote the same mask bytes. With BASE, the two sides are instead BASE's
+ * predictFolder (its own checkout, e.g. `git worktree add` of main with node_modules linked) and
+ * this one's, both on every core, in the order base, this, this, base, and the masks are compared
+ * between them. The dev machine has 2 cores shared with other jobs: read the figures with the
+ * load average printed before and after each run.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -50,21 +54,30 @@ try {
   await fs.mkdir(folder);
   const names = new Map((await fs.readdir(images)).map((f) => [path.parse(f).name, f]));
   for (const id of ids) await fs.symlink(path.join(images, names.get(id) ?? `${id}.jpg`), path.join(folder, names.get(id) ?? `${id}.jpg`));
-  console.log(`predict on ${ids.length} images of ${images}; ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  const seconds = { 1: 0, all: 0 };
+  const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  console.log(`predict on ${ids.length} images of ${images}; ${os.cpus().length} cores, load average ${load()}`);
+  const base = process.env.BASE ? path.resolve(process.env.BASE) : null;
+  const basePredict = base ? ((await import(path.join(base, 'stages/segment/predict.ts'))) as { predictFolder: typeof predictFolder }).predictFolder : null;
+  // [label, predict, threads] of the two sides; the rounds run them a b, then b a.
+  const sides: [string, typeof predictFolder, number][] = basePredict
+    ? [['base', basePredict, os.availableParallelism()], ['this', predictFolder, os.availableParallelism()]]
+    : [['one thread', predictFolder, 1], ['every core', predictFolder, os.availableParallelism()]];
+  const seconds = [0, 0];
   for (const round of [1, 2]) {
-    for (const threads of [1, os.availableParallelism()]) {
-      const out = path.join(tmp, `out-${threads}`);
-      const r = await predictFolder({ model, images: folder, out, batchSize: 4, threads });
-      seconds[threads === 1 ? 1 : 'all'] += r.seconds;
-      console.log(`round ${round}  threads ${r.threads}: ${r.images} images in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(3)} images/s`);
+    for (const s of round === 1 || !base ? [0, 1] : [1, 0]) {
+      const [label, run, threads] = sides[s];
+      const out = path.join(tmp, `out-${s}`);
+      const before = load();
+      const r = await run({ model, images: folder, out, batchSize: 4, threads });
+      seconds[s] += r.seconds;
+      console.log(`round ${round}  ${label} (threads ${r.threads}): ${r.images} images in ${r.seconds.toFixed(1)} s, ${r.imagesPerSecond.toFixed(3)} images/s; load average ${before} -> ${load()}`);
     }
   }
   let same = true;
-  for (const f of await fs.readdir(path.join(tmp, 'out-1'))) {
-    same &&= Buffer.compare(await fs.readFile(path.join(tmp, 'out-1', f)), await fs.readFile(path.join(tmp, `out-${os.availableParallelism()}`, f))) === 0;
+  for (const f of await fs.readdir(path.join(tmp, 'out-0'))) {
+    same &&= Buffer.compare(await fs.readFile(path.join(tmp, 'out-0', f)), await fs.readFile(path.join(tmp, 'out-1', f))) === 0;
   }
-  console.log(`every core / one thread: ${(seconds[1] / seconds.all).toFixed(2)}x the rate; same mask bytes: ${same}; load average now ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`${sides[1][0]} / ${sides[0][0]}: ${(seconds[0] / seconds[1]).toFixed(2)}x the rate; same mask bytes: ${same}; load average now ${load()}`);
 } finally {
   await fs.rm(tmp, { recursive: true, force: true });
 }

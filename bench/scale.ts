@@ -1,7 +1,9 @@
 /**
  * Scale benchmark (issue 26): every stage on synthetic sets of growing size, wall time, seconds per image (per
  * image-epoch for the training part of cam/affinity/contrast/segment) and peak RSS per stage.
- *   npm run bench -- scale [--sizes 1000,5000,20000] [--stages synth,ingest,...] [--out runs/bench-scale] [--epochs 1] [--px 128]
+ *   npm run bench -- scale [--sizes 1000,5000,20000] [--stages synth,ingest,...] [--out runs/bench-scale] [--epochs 1] [--px 128] [--set key=value ...]
+ * `--set` (repeatable) adds a params override to a new workspace, e.g. `--stages synth,ingest,cam,refine,segment
+ * --set refine.source=cam` measures segment on pseudo-masks refined from the CAMs, without affinity and contrast.
  * Each (size, stage) run leaves <out>/<size>/<stage>.json and is skipped next time, so the benchmark can be stopped
  * and continued (the workspace <out>/<size>/ws keeps the finished stages' outputs). <out>/table.md sums it up.
  * Peak RSS is the child's max resident set (GNU time); times are wall clock, so noisy on a shared machine.
@@ -16,7 +18,7 @@ import { writeOverrides } from '../stages/params.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TRAINED = new Set(['cam_train', 'affinity_train', 'contrast_train', 'segment']);
 
-interface Args { sizes: number[]; stages: string[]; out: string; epochs: number; px: number }
+interface Args { sizes: number[]; stages: string[]; out: string; epochs: number; px: number; sets: string[] }
 
 function parseArgs(argv: string[]): Args {
   const get = (flag: string, dflt: string) => {
@@ -29,6 +31,7 @@ function parseArgs(argv: string[]): Args {
     out: path.resolve(get('--out', path.join(ROOT, 'runs', 'bench-scale'))),
     epochs: Number(get('--epochs', '1')),
     px: Number(get('--px', '128')),
+    sets: argv.flatMap((v, i) => (argv[i - 1] === '--set' ? [v] : [])),
   };
   if (a.sizes.some((n) => !(Number.isInteger(n) && n > 0))) throw new Error(`--sizes: positive integers, got ${get('--sizes', '')}`);
   if (!(Number.isInteger(a.epochs) && a.epochs > 0) || !(Number.isInteger(a.px) && a.px >= 32)) throw new Error('--epochs >= 1, --px >= 32');
@@ -59,7 +62,7 @@ async function workspace(dir: string, a: Args, n: number): Promise<string> {
     const e = String(a.epochs);
     await writeOverrides(path.join(ws, 'params.yaml'), [
       `synth.images=${n}`, `synth.size=${a.px}`, `ingest.size=${a.px}`,
-      `cam.epochs=${e}`, `affinity.epochs=${e}`, `contrast.epochs=${e}`, `segment.epochs=${e}`,
+      `cam.epochs=${e}`, `affinity.epochs=${e}`, `contrast.epochs=${e}`, `segment.epochs=${e}`, ...a.sets,
     ]);
   }
   return ws;

@@ -5,12 +5,26 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import YAML, { isScalar, isSeq, Scalar } from 'yaml';
-import { CLI_STAGE_ENTRIES, stageCodeDeps } from '../pipeline/code_closure.js';
+import { CLI_STAGE_ENTRIES, RUN_PATH, entryCodeDeps } from '../pipeline/code_closure.js';
+import { STAGE_ENTRIES } from '../pipeline/stage_entries.js';
 import { type DvcFile, interpolate, loadDvcYaml, normalize } from './dvcfile.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { writeFileAtomic } from '../pipeline/fsutil.js';
 
-export { CLI_STAGE_ENTRIES, LIBRARIES, RUN_PATH, RUNTIME_LOADS, codeClosure, compressDeps, covers, stageCodeDeps, stageEntries } from '../pipeline/code_closure.js';
+export { CLI_STAGE_ENTRIES, LIBRARIES, RUN_PATH, RUNTIME_LOADS, codeClosure, compressDeps, covers } from '../pipeline/code_closure.js';
+
+/**
+ * Entry files of a dvc.yaml stage: its module (STAGE_ENTRIES; a stage not listed there, e.g. a
+ * test's, is stages/<name>/index.ts) + the run path, or the CLI stage's entries.
+ */
+export function stageEntries(name: string): string[] {
+  return CLI_STAGE_ENTRIES[name] ?? [STAGE_ENTRIES[name] ?? `stages/${name}/index.ts`, RUN_PATH];
+}
+
+/** The code deps dvc.yaml should list for stage `name`. */
+export async function stageCodeDeps(root: string, name: string): Promise<string[]> {
+  return entryCodeDeps(root, stageEntries(name));
+}
 
 /**
  * dvc.yaml text with each stage's deps = its code deps (first) + its data deps: the entries whose

@@ -171,17 +171,37 @@ export class RowReader {
   }
 }
 
-/** A table read by tableDataset at its own row positions (item i at `positions[i]`): e.g. a part folder, whose row order is by shard. */
-export interface PositionedReader { reader: RowReader; positions: readonly number[] }
-
 /**
  * Items 0..positions.length-1 read from row-aligned tables (same row order, as the stages'
- * tables are): item i is `make` of the rows at `positions[i]` of each reader, in reader order
- * (a PositionedReader at its own positions).
+ * tables are): item i is `make` of the rows at `positions[i]` of each reader, in reader order.
  */
-export function tableDataset<T>(readers: readonly (RowReader | PositionedReader)[], positions: readonly number[], make: (rows: Row[], i: number) => T): Dataset<T> {
-  return streamDataset(positions.length, async (idx) => {
-    const tables = await Promise.all(readers.map((r) => (r instanceof RowReader ? r.rows(idx.map((i) => positions[i])) : r.reader.rows(idx.map((i) => r.positions[i])))));
-    return idx.map((i, k) => make(tables.map((rows) => rows[k]), i));
+export function tableDataset<T>(readers: readonly RowReader[], positions: readonly number[], make: (rows: Row[], i: number) => T): Dataset<T> {
+  return joinDataset(readers.map((reader) => ({ reader, positions })), (rows, i) => make(rows as Row[], i));
+}
+
+/** One table of a join: its reader and each item's row position in it (null: the item reads no row there). */
+export interface JoinSource {
+  reader: RowReader;
+  positions: readonly (number | null)[];
+}
+
+/**
+ * Items 0..size-1 read from tables whose row orders differ (pseudo_masks.arrow, possibly a folder
+ * of parts, against images.arrow): item i is `make` of its row in each source (null where its
+ * position is null), in source order. The caller joins by id once (positions); the items then
+ * depend only on those rows, whatever each table's layout.
+ */
+export function joinDataset<T>(sources: readonly JoinSource[], make: (rows: (Row | null)[], i: number) => T | Promise<T>): Dataset<T> {
+  const size = sources[0]?.positions.length ?? 0;
+  if (sources.some((s) => s.positions.length !== size)) throw new RangeError('joinDataset: every source needs one position per item');
+  return streamDataset(size, async (idx) => {
+    const tables = await Promise.all(sources.map(async ({ reader, positions }) => {
+      const ks = idx.flatMap((i, k) => (positions[i] === null ? [] : [k]));
+      const rows = await reader.rows(ks.map((k) => positions[idx[k]]!));
+      const out = new Array<Row | null>(idx.length).fill(null);
+      ks.forEach((k, j) => { out[k] = rows[j]; });
+      return out;
+    }));
+    return Promise.all(idx.map((i, k) => make(tables.map((rows) => rows[k]), i)));
   });
 }

@@ -53,6 +53,8 @@ export interface TrainedNet { config: { paramsHash?: string; epochs?: number }; 
 export interface TrainAndSave<N extends TrainedNet, T extends LoopResult> {
   /** The train stage: names its store folder and the code fingerprinted in the store key. */
   stage: string;
+  /** The stage module's own URL (`module: import.meta.url`): its code deps go into the resume key. */
+  module: string;
   /** The training hash (sectionTrainHash), recorded in the model's config. */
   hash: string;
   /** Epochs to train; a run that stops earlier (tests' stopAfter) saves no model. */
@@ -68,7 +70,7 @@ export interface TrainAndSave<N extends TrainedNet, T extends LoopResult> {
 }
 
 export async function trainAndSave<N extends TrainedNet, T extends LoopResult>(o: TrainAndSave<N, T>): Promise<T> {
-  const store = await trainingStore(o.stage, await ownCodeDeps(o.stage), o.hash, o.path);
+  const store = await trainingStore(o.stage, await ownCodeDeps(o.module), o.hash, o.path);
   const net = await o.build();
   try {
     const training = await o.train(net, store);

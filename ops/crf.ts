@@ -303,6 +303,13 @@ function meanFieldKernel(filter: NormalizedGaussianFilter, w: number, C: number)
   return { lattice, inScale: filter.inScale, sliceScale, bufs: [new Float32Array(size), new Float32Array(size), new Float32Array(size)] };
 }
 
+let unrolledPair = true;
+
+/** Use the unrolled pass for the smoothness + appearance pair (default) or the generic loop: the tests compare the two bit for bit. */
+export function setUnrolledPairPass(on: boolean): void {
+  unrolledPair = on;
+}
+
 /**
  * T mean-field updates Q <- softmax(-U + Σ_k w_k K̂_k Q) in place. Per iteration each kernel's
  * lattice is blurred once for all C labels; slicing, the softmax and the next iteration's splat
@@ -315,6 +322,8 @@ function meanField(unary: Float32Array, Q: Float32Array, N: number, C: number, T
   const blurred: Float32Array[] = new Array<Float32Array>(K);
   const next: Float32Array[] = new Array<Float32Array>(K);
   const msg = new Float64Array(C);
+  // The CRF's usual pair (smoothness d = 2, appearance d = 5) has its own unrolled pass.
+  const pair = unrolledPair && K === 2 && kernels[0].lattice.d === 2 && kernels[1].lattice.d === 5;
   for (let it = 0; it < T; it++) {
     const last = it === T - 1;
     for (let k = 0; k < K; k++) {
@@ -323,12 +332,16 @@ function meanField(unary: Float32Array, Q: Float32Array, N: number, C: number, T
       next[k] = blurred[k] === kr.bufs[0] ? kr.bufs[1] : kr.bufs[0];
       if (!last) kr.bufs[2].fill(0);
     }
-    for (let p = 0; p < N; p++) {
-      msg.fill(0);
-      for (let k = 0; k < K; k++) sliceInto(kernels[k], blurred[k], p, C, msg);
-      const b = p * C;
-      softmaxRow(unary, msg, b, C, Q);
-      if (!last) for (let k = 0; k < K; k++) splatPoint(kernels[k], msg, p, C);
+    if (pair) {
+      pairPass(unary, Q, N, C, kernels[0], kernels[1], blurred[0], blurred[1], last, msg);
+    } else {
+      for (let p = 0; p < N; p++) {
+        msg.fill(0);
+        for (let k = 0; k < K; k++) sliceInto(kernels[k], blurred[k], p, C, msg);
+        const b = p * C;
+        softmaxRow(unary, msg, b, C, Q);
+        if (!last) for (let k = 0; k < K; k++) splatPoint(kernels[k], msg, p, C);
+      }
     }
     if (!last) {
       for (let k = 0; k < K; k++) {
@@ -336,6 +349,62 @@ function meanField(unary: Float32Array, Q: Float32Array, N: number, C: number, T
         const kr = kernels[k];
         kr.bufs = [kr.bufs[2], blurred[k], next[k]];
       }
+    }
+  }
+}
+
+/**
+ * One mean-field pass over the pixels for a smoothness (d = 2) + appearance (d = 5) pair, the
+ * 3 + 6 vertices of each pixel held in locals: each class's message is one expression summed in
+ * the order of sliceInto's loops (kernel, vertex), so Q is the same bits as the generic loop's,
+ * without its per-vertex read-modify-write of msg. Splats into each kernel's bufs[2] unless `last`.
+ */
+function pairPass(unary: Float32Array, Q: Float32Array, N: number, C: number, g: MeanFieldKernel, a: MeanFieldKernel, gv: Float32Array, av: Float32Array, last: boolean, msg: Float64Array): void {
+  const go = g.lattice.offsets, gw = g.lattice.weights, ao = a.lattice.offsets, aw = a.lattice.weights;
+  const gs = g.sliceScale, as = a.sliceScale, gi = g.inScale, ai = a.inScale;
+  const gb = g.bufs[2], ab = a.bufs[2];
+  for (let p = 0; p < N; p++) {
+    const i3 = p * 3, i6 = p * 6, b = p * C;
+    const o0 = go[i3] * C, o1 = go[i3 + 1] * C, o2 = go[i3 + 2] * C;
+    const q0 = ao[i6] * C, q1 = ao[i6 + 1] * C, q2 = ao[i6 + 2] * C, q3 = ao[i6 + 3] * C, q4 = ao[i6 + 4] * C, q5 = ao[i6 + 5] * C;
+    let s = gs[p];
+    const w0 = gw[i3] * s, w1 = gw[i3 + 1] * s, w2 = gw[i3 + 2] * s;
+    s = as[p];
+    const u0 = aw[i6] * s, u1 = aw[i6 + 1] * s, u2 = aw[i6 + 2] * s, u3 = aw[i6 + 3] * s, u4 = aw[i6 + 4] * s, u5 = aw[i6 + 5] * s;
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) {
+      const v = w0 * gv[o0 + c] + w1 * gv[o1 + c] + w2 * gv[o2 + c]
+        + u0 * av[q0 + c] + u1 * av[q1 + c] + u2 * av[q2 + c] + u3 * av[q3 + c] + u4 * av[q4 + c] + u5 * av[q5 + c]
+        - unary[b + c];
+      msg[c] = v;
+      if (v > m) m = v;
+    }
+    // softmaxRow's last two loops.
+    let sum = 0;
+    for (let c = 0; c < C; c++) {
+      const e = expNonPositive(msg[c] - m);
+      msg[c] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let c = 0; c < C; c++) Q[b + c] = msg[c] *= inv;
+    if (last) continue;
+    // splatPoint of both kernels; a pixel's vertices are distinct, so each buffer cell gets the same additions in the same order.
+    s = gi === null ? 1 : gi[p];
+    const x0 = gw[i3] * s, x1 = gw[i3 + 1] * s, x2 = gw[i3 + 2] * s;
+    s = ai === null ? 1 : ai[p];
+    const y0 = aw[i6] * s, y1 = aw[i6 + 1] * s, y2 = aw[i6 + 2] * s, y3 = aw[i6 + 3] * s, y4 = aw[i6 + 4] * s, y5 = aw[i6 + 5] * s;
+    for (let c = 0; c < C; c++) {
+      const q = msg[c];
+      gb[o0 + c] += x0 * q;
+      gb[o1 + c] += x1 * q;
+      gb[o2 + c] += x2 * q;
+      ab[q0 + c] += y0 * q;
+      ab[q1 + c] += y1 * q;
+      ab[q2 + c] += y2 * q;
+      ab[q3 + c] += y3 * q;
+      ab[q4 + c] += y4 * q;
+      ab[q5 + c] += y5 * q;
     }
   }
 }

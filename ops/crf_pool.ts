@@ -23,7 +23,14 @@ export function crfOfProbs({ probs, rgb, H, W, K, crf }: CrfRequest): Float32Arr
   return denseCrf(unaryFromProbs(probs, K), rgb, H, W, K, crf);
 }
 
-/** A pool of `size` CRF threads (1 = inline on the calling thread). */
+/** The CRF task of the pool (crf_worker.ts serves it). */
+export const CRF_TASK = { name: 'crf', module: new URL('./crf_worker.ts', import.meta.url), run: crfOfProbs };
+
+/**
+ * A pool of `size` CRF threads (1 = inline on the calling thread), each with the next image queued
+ * behind its current one: predict's main thread runs the network for a whole batch at a time, during
+ * which an idle thread could not be handed its next image.
+ */
 export function crfPool(size: number): WorkerPool<CrfRequest, Float32Array> {
-  return new WorkerPool(size, { name: 'crf', module: new URL('./crf_worker.ts', import.meta.url), run: crfOfProbs });
+  return new WorkerPool(size, CRF_TASK, { queue: 2 });
 }

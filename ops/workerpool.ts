@@ -3,7 +3,9 @@
  * CRF): on one thread such work uses one core however many images are decoded at once (p-queue
  * bounds I/O, not CPU: ecosystem.md). The pool runs up to `size` tasks at a time, each in its own
  * thread; results come back in whatever order they finish, and callers restore their order, so
- * the output is the same as with one thread as long as the task is deterministic.
+ * the output is the same as with one thread as long as the task is deterministic. With `queue` > 1
+ * each thread also holds up to queue - 1 tasks behind the running one, so it goes on to the next
+ * without waiting for the calling thread (predict's is busy in the network for a whole batch).
  *
  * A task is a module that calls serveTasks(fn) (the worker side) and the same fn for the calling
  * thread: size 1 runs it inline, with no worker at all. Workers start from worker_boot.mjs, which
@@ -28,6 +30,7 @@ interface Pending<Res> {
 }
 
 export class WorkerPool<Req, Res> {
+  /** Free task slots, one entry per task a thread may still take. */
   private readonly idle: Worker[] = [];
   /** Callers waiting for a free thread; null when the pool failed or closed. */
   private readonly waiting: Array<(w: Worker | null) => void> = [];
@@ -37,8 +40,8 @@ export class WorkerPool<Req, Res> {
   private failure: Error | null = null;
   private closed = false;
 
-  /** `size` threads (at most the machine's cores; at least 1; 1 = inline). */
-  constructor(size: number, private readonly task: WorkerTask<Req, Res>) {
+  /** `size` threads (at most the machine's cores; at least 1; 1 = inline), `queue` tasks posted to each at most (default 1). */
+  constructor(size: number, private readonly task: WorkerTask<Req, Res>, opts: { queue?: number } = {}) {
     const n = Math.max(1, Math.min(size, availableParallelism()));
     if (n === 1) return;
     for (let i = 0; i < n; i++) {
@@ -56,8 +59,14 @@ export class WorkerPool<Req, Res> {
         if (code !== 0) this.fail(new Error(`${task.name} worker exited with code ${code}`));
       });
       this.workers.push(w);
-      this.idle.push(w);
     }
+    // `idle` holds a free slot per queued task a thread may take, round robin over the threads.
+    for (let q = 0; q < Math.max(1, opts.queue ?? 1); q++) this.idle.push(...this.workers);
+  }
+
+  /** Tasks posted to threads and not answered yet. */
+  get inFlight(): number {
+    return this.pending.size;
   }
 
   /** Threads in use (1 = inline). */

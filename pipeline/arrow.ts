@@ -642,9 +642,10 @@ export class TableReader {
   /**
    * Rows `rows` of batch `i`, reading only their bytes (a few small reads per cell) instead of the
    * batch's whole body; null when the batch cannot be read that way (compressed body, or columns
-   * the tagseg metadata does not declare): use recordBatch then.
+   * the tagseg metadata does not declare): use recordBatch then. `columns` limits the rows to those
+   * columns (a pass over ids and sizes reads no pixels).
    */
-  async readRows(i: number, rows: readonly number[]): Promise<Row[] | null> {
+  async readRows(i: number, rows: readonly number[], columns?: readonly string[]): Promise<Row[] | null> {
     const { part } = this.partOf(i);
     const layout = await this.layoutOf(i);
     if (!layout) return null;
@@ -653,7 +654,7 @@ export class TableReader {
         throw new TagsegError(`row ${r} of batch ${i} is out of range (it has ${layout.length})`, { file: part.info.file });
       }
       const row: Row = {};
-      for (const c of layout.columns) row[c.spec.name] = readCell(part.fh.fd, layout.body, c, r, part.info.file);
+      for (const c of layout.columns) if (!columns || columns.includes(c.spec.name)) row[c.spec.name] = readCell(part.fh.fd, layout.body, c, r, part.info.file);
       return row;
     });
   }

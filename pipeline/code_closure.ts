@@ -55,30 +55,6 @@ export const LIBRARIES = ['package-lock.json'];
 
 const SKIP_DIRS = new Set(['node_modules', '.git', '.tagseg', '.dvc']);
 
-/**
- * The module of each pipeline stage (stages/index.ts LOADERS imports the same files; a test
- * checks). A train stage and its map stage share their algorithm's folder.
- */
-export const STAGE_ENTRIES: Record<string, string> = {
-  ingest: 'stages/ingest/index.ts',
-  cam_train: 'stages/cam/train_stage.ts',
-  cam: 'stages/cam/index.ts',
-  affinity_train: 'stages/affinity/train_stage.ts',
-  affinity: 'stages/affinity/index.ts',
-  contrast_train: 'stages/contrast/train_stage.ts',
-  contrast: 'stages/contrast/index.ts',
-  refine: 'stages/refine/index.ts',
-  segment: 'stages/segment/index.ts',
-  audit: 'stages/audit/index.ts',
-};
-
-/**
- * Entry files of a dvc.yaml stage: its module (STAGE_ENTRIES; a stage not listed there, e.g. a
- * test's, is stages/<name>/index.ts) + the run path, or the CLI stage's entries.
- */
-export function stageEntries(name: string): string[] {
-  return CLI_STAGE_ENTRIES[name] ?? [STAGE_ENTRIES[name] ?? `stages/${name}/index.ts`, RUN_PATH];
-}
 
 /** Every project file `entries` need (sorted, project-relative): imports, runtime loads, libraries. */
 export async function codeClosure(root: string, entries: string[]): Promise<string[]> {
@@ -149,20 +125,22 @@ export async function compressDeps(root: string, deps: string[]): Promise<string
   return (await cover('.')).sort();
 }
 
-/** The code deps dvc.yaml should list for stage `name`. */
-export async function stageCodeDeps(root: string, name: string): Promise<string[]> {
-  return compressDeps(root, await codeClosure(root, stageEntries(name)));
+/** The code deps dvc.yaml lists for a stage whose code starts at `entries`: its closure, folders where whole. */
+export async function entryCodeDeps(root: string, entries: string[]): Promise<string[]> {
+  return compressDeps(root, await codeClosure(root, entries));
 }
 
 /** The repository this code runs from (a workspace links its code here). */
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /**
- * Code deps of stage `name` in the repository this code runs from: what a training stage puts in
- * its resume key (nn/loop.ts trainingStore), so a code change never resumes an old run.
+ * Code deps of the stage whose module is `moduleUrl` (its `import.meta.url`) in the repository
+ * this code runs from: what a training stage puts in its resume key (nn/loop.ts trainingStore), so
+ * a code change never resumes an old run. Equal to dvc.yaml's code deps for that stage.
  */
-export async function ownCodeDeps(name: string): Promise<string[]> {
-  return stageCodeDeps(REPO_ROOT, name);
+export async function ownCodeDeps(moduleUrl: string): Promise<string[]> {
+  const entry = path.relative(REPO_ROOT, fileURLToPath(moduleUrl)).split(path.sep).join('/');
+  return entryCodeDeps(REPO_ROOT, [entry, RUN_PATH]);
 }
 
 /** Is `file` one of `deps` or under one of them? */

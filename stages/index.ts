@@ -3,10 +3,12 @@
  * cam's module, so a stage's code deps (cli/code_deps.ts) start at its own module, never at
  * this list. Adding a stage = a module under stages/<algorithm>/ exporting `stage` and the params
  * `sections` it validates (its folder's params.ts: a new section also gets its line in
- * stages/params.ts SECTIONS), an entry here, its module in pipeline/code_closure.ts
- * STAGE_ENTRIES and its entry in dvc.yaml (tests check they agree). An algorithm that trains has
+ * stages/params.ts SECTIONS), its one line in pipeline/stage_entries.ts STAGE_ENTRIES (name ->
+ * module file: this dispatcher imports that file, the code-deps tool starts its closure there)
+ * and its entry in dvc.yaml (tests check they agree). An algorithm that trains has
  * two stages in its folder: `<x>_train` (the model) and `<x>` (the per-image maps from it).
  */
+import { STAGE_ENTRIES } from '../pipeline/stage_entries.js';
 import { recoverCommits } from '../pipeline/commit.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { loadRunParams, runStage } from '../pipeline/run_stage.js';
@@ -21,31 +23,27 @@ export interface StageModule {
   sections: Sections;
 }
 
-const LOADERS: Record<string, () => Promise<StageModule>> = {
-  ingest: () => import('./ingest/index.js'),
-  cam_train: () => import('./cam/train_stage.js'),
-  cam: () => import('./cam/index.js'),
-  affinity_train: () => import('./affinity/train_stage.js'),
-  affinity: () => import('./affinity/index.js'),
-  contrast_train: () => import('./contrast/train_stage.js'),
-  contrast: () => import('./contrast/index.js'),
-  refine: () => import('./refine/index.js'),
-  segment: () => import('./segment/index.js'),
-  audit: () => import('./audit/index.js'),
-};
+/** Stages added at run time (tests), after the built-in ones of STAGE_ENTRIES. */
+const ADDED: Record<string, () => Promise<StageModule>> = {};
 
-const names = Object.keys(LOADERS);
+const names = Object.keys(STAGE_ENTRIES);
 export const STAGE_NAMES: readonly string[] = names;
 
-/** Add a stage at run time, after the built-in ones (tests; a built-in stage belongs in LOADERS). */
+/** Add a stage at run time, after the built-in ones (tests; a built-in stage is a line of STAGE_ENTRIES). */
 export function registerStage(name: string, load: () => Promise<StageModule>): void {
-  if (Object.hasOwn(LOADERS, name)) throw new TagsegError(`stage '${name}' is already registered`);
-  LOADERS[name] = load;
+  if (Object.hasOwn(STAGE_ENTRIES, name) || Object.hasOwn(ADDED, name)) throw new TagsegError(`stage '${name}' is already registered`);
+  ADDED[name] = load;
   names.push(name);
 }
 
+/** A built-in stage's module, imported from its STAGE_ENTRIES file (only that one: see above). */
+function builtIn(name: string): (() => Promise<StageModule>) | undefined {
+  const file = Object.hasOwn(STAGE_ENTRIES, name) ? STAGE_ENTRIES[name] : undefined;
+  return file ? () => import(`../${file.replace(/\.ts$/, '.js')}`) as Promise<StageModule> : undefined;
+}
+
 async function loadModule(name: string): Promise<StageModule | undefined> {
-  const load = Object.hasOwn(LOADERS, name) ? LOADERS[name] : undefined;
+  const load = Object.hasOwn(ADDED, name) ? ADDED[name] : builtIn(name);
   return load ? load() : undefined;
 }
 

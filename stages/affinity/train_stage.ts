@@ -119,6 +119,7 @@ export async function runAffinityTrain(o: RunAffinityTrainOptions): Promise<Affi
   const camWeights = `${o.path(INPUTS.camModel)}/weights/weights.bin`;
   const hash = affinityTrainHash(p, `${await hashTable(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
   const training = await trainAndSave({
+    module: import.meta.url,
     stage: 'affinity_train', hash, epochs: a.epochs, model: AFFINITY_OUTPUTS.model, path: o.path, save: saveAffinityModel,
     build: () => affinityNetFromCam(o.path(INPUTS.camModel), { dim: a.dim, radius: a.radius, stride: LABEL_STRIDE, seed: p.seed, levels: a.levels, reduce: a.reduce }),
     train: async (net, store) => {

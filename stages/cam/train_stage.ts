@@ -139,6 +139,7 @@ export async function runCamTrain(o: RunCamTrainOptions): Promise<CamTrainResult
   // the data: images, and the pretrained weights a MobileNet starts from
   const hash = trainHash(p, [await hashFile(imagesFile), ...(cam.backbone === 'mobilenet' ? [await pretrainedFingerprint(cam.pretrained, o.path)] : [])].join(':'));
   const training = await trainAndSave({
+    module: import.meta.url,
     stage: 'cam_train', hash, epochs: cam.epochs, model: CAM_OUTPUTS.model, path: o.path, save: saveCamModel,
     build: async () => buildCamNet({
       format: CAM_MODEL_FORMAT, version: 1, backbone: await backboneConfig(cam.backbone, cam), classes: map.classes, background: map.background, outputs: map.outputs,

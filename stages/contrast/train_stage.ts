@@ -13,10 +13,10 @@
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { joinedRows } from '../../maps/image_loop.js';
 import { type ClassMap, classMap, tagTarget } from '../../maps/labels.js';
-import { RowReader, tableDataset } from '../../nn/dataset.js';
+import { type JoinSource, RowReader, joinDataset } from '../../nn/dataset.js';
 import { trainAndSave } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
-import { hashTable, readInfo } from '../../pipeline/arrow.js';
+import { type Row, hashTable, readInfo } from '../../pipeline/arrow.js';
 import { PartPositions, tableShardCount } from '../../pipeline/shard.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -125,21 +125,23 @@ export async function runContrastTrain(o: RunContrastTrainOptions): Promise<Cont
   const dataFiles = [imagesFile, o.path(INPUTS.cams), ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
   const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashTable(f)))).join(':'));
   const training = await trainAndSave({
+    module: import.meta.url,
     stage: 'contrast_train', hash, epochs: c.epochs, model: CONTRAST_OUTPUTS.model, path: o.path, save: saveContrastModel,
     build: () => contrastNetFromCam(o.path(INPUTS.camModel), {
       memorySize: c.memory_size, centroids: c.centroids, dim: c.dim, similarity: c.similarity, aggregation: c.aggregation, seed: p.seed,
     }),
     train: async (net, store) => {
       const aff = c.region === 'affinity' ? [{ reader: await RowReader.open(affFile, { stage: 'affinity' }), positions: train.map((t) => t.affPosition) }] : [];
-      const readers = [await RowReader.open(imagesFile, { stage: 'ingest' }), ...aff];
-      const images = tableDataset<ContrastTrainImage>(readers, train.map((t) => t.position), ([ir, ar], i) => {
+      const sources: JoinSource[] = [{ reader: await RowReader.open(imagesFile, { stage: 'ingest' }), positions: train.map((t) => t.position) }, ...aff];
+      const images = joinDataset<ContrastTrainImage>(sources, (rows, i) => {
+        const [ir, ar] = rows as [Row, Row | undefined]; // every position is set: no null row
         const { tags, target, h, w } = train[i];
         const maps = ar ? (affDtype === 'float16' ? decodeFloat16(ar.cams as Uint8Array) : decodeFloat32(ar.cams as Uint8Array)) : null;
         const region = maps ? { maps: toOutputMaps(maps, tags, h, w, map), height: h, width: w } : undefined;
         return { id: ir.id as string, pixels: ir.pixels as Uint8Array, height: ir.height as number, width: ir.width as number, target, region };
       });
       return trainContrast({ net, images, contrast: c, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, stopAfter: o.stopAfter })
-        .finally(() => Promise.all(readers.map((r) => (r instanceof RowReader ? r : r.reader).close())));
+        .finally(() => Promise.all(sources.map((s) => s.reader.close())));
     },
     // The memory the model is saved with is the one inference uses: summarise the final queues
     // (RCA's released model carries the centroids of its last epoch start; the final queue is newer).

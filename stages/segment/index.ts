@@ -3,17 +3,18 @@
  *
  * 1. Split: the images of `dataset.train_split` minus a validation carve (labels.ts: seeded hash
  *    of the id < `segment.val_fraction`), identical in both label modes; never trained on. A caller
- *    may give the training and held-out ids instead (`split`: the CV protocol's folds, eval/cv.ts).
+ *    may give the training and held-out ids instead (`split`: the CV protocol's folds, cli/cv.ts).
  * 2. Labels: `segment.labels: pseudo` takes cache/pseudo_masks.arrow (stage refine, original size,
  *    resized to the working size by nearest); `gt` takes images.arrow's ground-truth masks (the
  *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
- *    declared dep in both modes (io is static), but gt mode does not open it.
+ *    declared dep in both modes (io is static), but gt mode does not open it. Nothing holds the
+ *    split (data.ts): images and labels are read by row position, step by step (issue 26).
  * 3. Train (train.ts): backbone of models/cam + ContextHead (head.ts, net.ts), cross-entropy
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
  *    the checkpoint store, .tagseg/checkpoints/segment/ (an unfinished run is resumed when its key,
  *    `segmentTrainHash` + the code, matches) -> models/segment (config.json, classes.json,
  *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied.
- * 4. Validate: predictions at the working size with `segment.scales` x flip and the dense CRF of
+ * 4. Validate (validate.ts, batch by batch): predictions at the working size with `segment.scales` x flip and the dense CRF of
  *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
  *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
  *    same validation images are scored too (does the network beat its own labels?).
@@ -26,28 +27,28 @@ import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { readMask } from '../../data/decode.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
 import { DECISIONS_FILE, readDecisions } from '../../data/review.js';
-import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
-import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
-import { RowReader, tableDataset } from '../../nn/dataset.js';
-import { TableReader, hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
+import { RowReader } from '../../nn/dataset.js';
+import { hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
 import { exists, hashFile } from '../../pipeline/fsutil.js';
-import { log, progress } from '../../pipeline/log.js';
+import { log } from '../../pipeline/log.js';
 import { classPlotRows, epochPlotRows, iouFigures, writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
-import { segmentBatch } from './infer.js';
-import { carveVal, explicitSplit, idsKey, labelledFraction, labelsAtWorkingSize } from './labels.js';
+import { type ImageRef, type LabelContext, type StreamReaders, type TrainRef, indexImages, joinPseudo, meanLabelledFraction, pseudoPositions, trainDataset } from './data.js';
+import { carveVal, explicitSplit, idsKey } from './labels.js';
 import { listCorrections } from '../../data/review.js';
-import { type ReviewPlan, ignoreClassPixels, planReview } from './review.js';
+import { type ReviewPlan, planReview } from './review.js';
 import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
 import { type SegAux, createSegAux } from './contrast.js';
-import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
+import { type SegTrainResult, trainSegNet } from './train.js';
+import { type SegScores, inferCrf, validate } from './validate.js';
+
+export { type SegScores, inferCrf } from './validate.js';
 
 /** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
 export { sections } from './params.js';
@@ -66,8 +67,6 @@ const INPUTS = {
 } as const;
 /** segment keys that do not change the trained weights (inference only). */
 const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'crf'];
-/** Images per inference batch during validation (same-size images only). */
-const VAL_BATCH = 4;
 
 export function segmentTrainHash(p: Params, dataHash: string): string {
   return trainingHash(p, 'segment', NOT_IN_TRAIN_HASH, dataHash);
@@ -93,18 +92,6 @@ export const stage: Stage = {
     return r as unknown as Record<string, unknown>;
   },
 };
-
-export interface SegScores {
-  /** Full coverage: a pseudo-mask's ignore pixels count as wrong (eval/metrics.ts). */
-  miou: number | null;
-  /** Over the labelled pixels only. */
-  miou_labelled: number | null;
-  pixel_accuracy: number | null;
-  /** Labelled fraction of the valid pixels (1 for a network; < 1 for pseudo-masks with 255). */
-  coverage: number | null;
-  images: number;
-  iou: Record<string, number | null>;
-}
 
 export interface ChainRow {
   step: string;
@@ -137,7 +124,7 @@ export interface RunSegmentOptions {
   path(rel: string): string;
   /** Tests: stop training after this many epochs in this run (simulates a kill; no model, no scores). */
   stopAfter?: number;
-  /** Explicit training and held-out ids of the train split (the CV protocol's folds, eval/cv.ts) instead of the `val_fraction` carve. */
+  /** Explicit training and held-out ids of the train split (the CV protocol's folds, cli/cv.ts) instead of the `val_fraction` carve. */
   split?: { train: readonly string[]; val: readonly string[] };
 }
 
@@ -148,118 +135,125 @@ interface DatasetRow {
   origHeight: number;
 }
 
+/** What the stage reads before choosing images: images.arrow's metadata and dataset.arrow's rows. */
+interface Inputs {
+  imagesFile: string;
+  classes: string[];
+  background: number | null;
+  workingSize: number;
+  dataset: Map<string, DatasetRow>;
+}
+
+/** The images of a run: training refs (review applied, labels' rows joined) and validation refs. */
+interface Selection {
+  carve: { train: string[]; val: string[] };
+  review: Awaited<ReturnType<typeof reviewPlan>> | null;
+  train: TrainRef[];
+  val: ImageRef[];
+}
+
+/** The stage (also the CV protocol's trainer, cli/cv.ts): choose the images, open their tables once, train and score. */
 export async function runSegment(o: RunSegmentOptions): Promise<SegmentRunResult> {
   const t0 = performance.now();
   await initBackend();
-  const p = o.params;
-  const s = p.segment;
+  const inputs = await readInputs(o);
+  const sel = await selectImages(o, inputs);
+  // training and validation read their rows by position through these, never the whole split
+  const images = await RowReader.open(inputs.imagesFile, { stage: 'ingest' });
+  let pseudo: RowReader | null = null;
+  try {
+    if (o.params.segment.labels === 'pseudo') pseudo = await RowReader.open(o.path(INPUTS.pseudo), { stage: 'refine' });
+    return await trainAndScore(o, inputs, sel, { images, pseudo }, t0);
+  } finally {
+    await images.close();
+    await pseudo?.close();
+  }
+}
+
+/** images.arrow's classes and sizes, dataset.arrow's rows: everything later steps look up by id. */
+async function readInputs(o: RunSegmentOptions): Promise<Inputs> {
   const imagesFile = o.path(INPUTS.images);
   const info = await readInfo(imagesFile);
-  const classes = info.meta.classes;
   const bgRaw = info.meta.extra?.background;
-  const background = typeof bgRaw === 'number' ? bgRaw : null;
-  const workingSize = typeof info.meta.extra?.working_size === 'number' ? info.meta.extra.working_size : 0;
-  const dataset = await readDataset(o.path(INPUTS.dataset), info.numRows, o.path(p.dataset.root));
+  return {
+    imagesFile, classes: info.meta.classes,
+    background: typeof bgRaw === 'number' ? bgRaw : null,
+    workingSize: typeof info.meta.extra?.working_size === 'number' ? info.meta.extra.working_size : 0,
+    dataset: await readDataset(o.path(INPUTS.dataset), info.numRows, o.path(o.params.dataset.root)),
+  };
+}
 
-  // 1. train split ids in images.arrow order, the validation carve
+/** Steps 1-2: the train split's carve (or the caller's split), the review, and each image's rows (data.ts). */
+async function selectImages(o: RunSegmentOptions, inputs: Inputs): Promise<Selection> {
+  const p = o.params;
   const trainIds: string[] = [];
-  for (const [id, d] of dataset) if (d.split === p.dataset.train_split) trainIds.push(id);
+  for (const [id, d] of inputs.dataset) if (d.split === p.dataset.train_split) trainIds.push(id);
   if (trainIds.length === 0) throw new TagsegError(`no image of split '${p.dataset.train_split}'`, { file: o.path(INPUTS.dataset), hint: 'check dataset.train_split' });
-  const carve = o.split ? explicitSplit(trainIds, o.split, p.dataset.train_split) : carveVal(trainIds, s.val_fraction, p.seed);
-  const valSet = new Set(carve.val);
-  const review = s.labels === 'pseudo' ? await reviewPlan(o, carve.train, classes, dataset) : null;
+  const carve = o.split ? explicitSplit(trainIds, o.split, p.dataset.train_split) : carveVal(trainIds, p.segment.val_fraction, p.seed);
+  const review = p.segment.labels === 'pseudo' ? await reviewPlan(o, carve.train, inputs.classes, inputs.dataset) : null;
   const trainSet = new Set(review ? review.plan.train : carve.train);
-
-  // 2. training labels at the working size; validation pixels kept for scoring
-  const pseudo = s.labels === 'pseudo' ? await readPseudoMasks(o.path(INPUTS.pseudo), classes, trainSet, valSet) : null;
-  // training pixels are streamed from images.arrow by row position (nn/dataset.ts); labels stay here
-  const train: Array<Omit<SegTrainImage, 'pixels'> & { position: number }> = [];
-  const val: { id: string; pixels: Uint8Array; height: number; width: number }[] = [];
-  let labelled = 0;
-  {
-    const reader = await TableReader.open(imagesFile, { stage: 'ingest' });
-    let position = 0;
-    try {
-      for await (const row of reader.rows()) {
-        const at = position++;
-        const id = row.id as string;
-        const H = row.height as number;
-        const W = row.width as number;
-        if (valSet.has(id)) val.push({ id, pixels: row.pixels as Uint8Array, height: H, width: W });
-        if (!trainSet.has(id)) continue;
-        let labels: Uint8Array;
-        if (pseudo) {
-          const fixed = review?.corrections.get(id);
-          const d = dataset.get(id)!;
-          const m = fixed ? await readMask(fixed, d.origWidth, d.origHeight).then((c) => ({ mask: c.data, height: c.height, width: c.width })) : pseudo.train.get(id);
-          if (!m) throw new TagsegError(`image '${id}' of the train split has no pseudo-mask`, { file: o.path(INPUTS.pseudo), hint: 'rerun `tagseg run refine`' });
-          labels = labelsAtWorkingSize(m.mask, m.height, m.width, H, W, classes.length, { file: fixed ?? o.path(INPUTS.pseudo), id });
-          ignoreClassPixels(labels, review?.plan.ignoreClasses.get(id) ?? []);
-        } else {
-          if (!row.mask) throw new TagsegError(`image '${id}' of the train split has no ground-truth mask; segment.labels: gt needs one for every training image`, { file: imagesFile, hint: 'use segment.labels: pseudo' });
-          labels = labelsAtWorkingSize(row.mask as Uint8Array, H, W, H, W, classes.length, { file: imagesFile, id });
-        }
-        labelled += labelledFraction(labels);
-        train.push({ id, height: H, width: W, labels, tags: row.tags as number[], position: at });
-      }
-    } finally {
-      await reader.close();
-    }
+  const refs = await indexImages(inputs.imagesFile, trainSet, new Set(carve.val));
+  const train: TrainRef[] = refs.train.map((t) => ({
+    ...t, correction: review?.corrections.get(t.id) ?? null, ignore: review?.plan.ignoreClasses.get(t.id) ?? [],
+  }));
+  if (p.segment.labels === 'pseudo') {
+    const file = o.path(INPUTS.pseudo);
+    joinPseudo(train, refs.val, await pseudoPositions(file, inputs.classes, new Set([...trainSet, ...carve.val])), file);
   }
+  return { carve, review, train, val: refs.val };
+}
 
-  // 3. training
-  const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
-  const dataHash = [await hashFile(imagesFile), await hashFile(camWeights), pseudo ? await hashTable(o.path(INPUTS.pseudo)) : 'gt', ...(review ? [review.hash] : [])].join(':');
-  const hash = segmentTrainHash(p, o.split ? `${dataHash}:${idsKey(carve.train)}` : dataHash);
-  const store = await trainingStore('segment', await ownCodeDeps('segment'), hash, o.path);
-  const modelDir = o.path(SEGMENT_OUTPUTS.model);
+/** Steps 3-5: the labelled fraction, training, the model, validation; a run stopped early returns no scores. */
+async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selection, readers: StreamReaders, t0: number): Promise<SegmentRunResult> {
+  const s = o.params.segment;
+  const ctx: LabelContext = {
+    labels: s.labels, numClasses: inputs.classes.length, imagesFile: inputs.imagesFile, pseudoFile: o.path(INPUTS.pseudo),
+    origSize: (id) => ({ width: inputs.dataset.get(id)!.origWidth, height: inputs.dataset.get(id)!.origHeight }),
+  };
+  const labelled = await meanLabelledFraction(sel.train, readers, ctx);
+  const key = await trainingKey(o, inputs, sel);
   const net = await segNetFromCam(o.path(INPUTS.camModel), {
-    classes, background, dim: s.head_dim, decoder: s.decoder, workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: p.seed,
+    classes: inputs.classes, background: inputs.background, dim: s.head_dim, decoder: s.decoder, workingSize: inputs.workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: o.params.seed,
   });
   let aux: SegAux | undefined;
   try {
-    aux = createSegAux(s, { classes: classes.length, background, inChannels: s.head_dim, seed: p.seed, startIter: Math.ceil(train.length / s.batch_size) });
-    const rowReader = await RowReader.open(imagesFile, { stage: 'ingest' });
-    const images = tableDataset<SegTrainImage>([rowReader], train.map((t) => t.position), ([row], i) => ({ ...train[i], pixels: row.pixels as Uint8Array }));
-    const training = await trainSegNet({ net, images, segment: s, seed: p.seed, checkpointDir: store.checkpointDir, hash: store.key, aux, stopAfter: o.stopAfter })
-      .finally(() => rowReader.close());
-    const trainImages = train.length;
-    train.length = 0;
-    net.config.labels = s.labels;
-    net.config.paramsHash = hash;
-    net.config.epochs = training.epochs;
+    aux = createSegAux(s, { classes: inputs.classes.length, background: inputs.background, inChannels: s.head_dim, seed: o.params.seed, startIter: Math.ceil(sel.train.length / s.batch_size) });
+    const images = trainDataset(sel.train, readers, ctx);
+    const training = await trainSegNet({ net, images, segment: s, seed: o.params.seed, checkpointDir: key.store.checkpointDir, hash: key.store.key, aux, stopAfter: o.stopAfter });
+    Object.assign(net.config, { labels: s.labels, paramsHash: key.hash, epochs: training.epochs });
     const base = {
-      labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages, valImages: val.length,
-      labelledFraction: trainImages ? labelled / trainImages : 0,
-      ...(review ? { review: { decisions: review.decisions, ...review.plan.counts } } : {}),
+      labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages: sel.train.length, valImages: sel.val.length, labelledFraction: labelled,
+      ...(sel.review ? { review: { decisions: sel.review.decisions, ...sel.review.plan.counts } } : {}),
     };
-    if (training.epochs < s.epochs) {
-      const empty: SegScores = { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} };
-      return { ...base, val: empty, chain: [], training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() };
-    }
-    await saveSegModel(modelDir, net, { 'val_ids.txt': `${carve.val.join('\n')}\n` });
-    await finishTraining(store.checkpointDir);
-
-    // 4. validation at the original resolution
-    const { scores, pseudoScores } = await validate(net, val, dataset, classes, s, pseudo?.val ?? null);
-    const chain = [
-      ...(await refineChain(o.path(INPUTS.refineMetrics))),
-      ...(pseudoScores ? [{ step: 'pseudo_masks', miou: pseudoScores.miou, split: 'val', images: pseudoScores.images }] : []),
-      { step: s.labels === 'gt' ? 'segmentation (gt oracle)' : 'segmentation', miou: scores.miou, split: 'val', images: scores.images },
-    ];
-    return {
-      ...base, val: scores, ...(pseudoScores ? { pseudo_val: pseudoScores } : {}), chain, training,
-      seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss(),
-    };
+    const done = (rest: Pick<SegmentRunResult, 'val' | 'pseudo_val' | 'chain'>): SegmentRunResult => ({ ...base, ...rest, training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() });
+    if (training.epochs < s.epochs) return done({ val: { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} }, chain: [] });
+    await saveSegModel(o.path(SEGMENT_OUTPUTS.model), net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` });
+    await finishTraining(key.store.checkpointDir);
+    return done(await scoreModel(o, inputs, sel, readers, net));
   } finally {
     net.dispose();
     aux?.dispose();
   }
 }
 
-/** segment.crf as inference options: null when its iterations are 0. */
-export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
-  return s.crf.iterations > 0 ? crfFromKeys(s.crf) : null;
+/** The checkpoint key: params, the input tables' bytes, models/cam, the review and an explicit split. */
+async function trainingKey(o: RunSegmentOptions, inputs: Inputs, sel: Selection) {
+  const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
+  const pseudo = o.params.segment.labels === 'pseudo' ? await hashTable(o.path(INPUTS.pseudo)) : 'gt';
+  const dataHash = [await hashFile(inputs.imagesFile), await hashFile(camWeights), pseudo, ...(sel.review ? [sel.review.hash] : [])].join(':');
+  const hash = segmentTrainHash(o.params, o.split ? `${dataHash}:${idsKey(sel.carve.train)}` : dataHash);
+  return { hash, store: await trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path) };
+}
+
+/** Step 4-5: validation scores and the chain table (refine's rows, then this stage's). */
+async function scoreModel(o: RunSegmentOptions, inputs: Inputs, sel: Selection, readers: StreamReaders, net: SegNet): Promise<Pick<SegmentRunResult, 'val' | 'pseudo_val' | 'chain'>> {
+  const { scores, pseudoScores } = await validate(net, sel.val, readers, (id) => inputs.dataset.get(id)!, inputs.classes, o.params.segment);
+  const chain = [
+    ...(await refineChain(o.path(INPUTS.refineMetrics))),
+    ...(pseudoScores ? [{ step: 'pseudo_masks', miou: pseudoScores.miou, split: 'val', images: pseudoScores.images }] : []),
+    { step: o.params.segment.labels === 'gt' ? 'segmentation (gt oracle)' : 'segmentation', miou: scores.miou, split: 'val', images: scores.images },
+  ];
+  return { val: scores, ...(pseudoScores ? { pseudo_val: pseudoScores } : {}), chain };
 }
 
 const peakRss = () => Math.round(process.resourceUsage().maxRSS / 1024);
@@ -288,82 +282,6 @@ async function readDataset(file: string, expectRows: number, root: string): Prom
   return new Map(rows.map((r) => [r.id as string, {
     split: r.split as string, maskPath: r.mask_path ? resolveDatasetPath(root, r.mask_path as string) : null, origWidth: r.orig_width as number, origHeight: r.orig_height as number,
   }]));
-}
-
-interface PseudoMask { mask: Uint8Array; height: number; width: number }
-
-/** The pseudo-masks of the training and validation images (original size), checked against the classes. */
-async function readPseudoMasks(file: string, classes: string[], train: Set<string>, val: Set<string>): Promise<{ train: Map<string, PseudoMask>; val: Map<string, PseudoMask> }> {
-  const reader = await TableReader.open(file, { stage: 'refine' });
-  const out = { train: new Map<string, PseudoMask>(), val: new Map<string, PseudoMask>() };
-  try {
-    if (JSON.stringify(reader.info.meta.classes) !== JSON.stringify(classes)) {
-      throw new TagsegError('pseudo_masks.arrow has another class list than images.arrow', { file, hint: 'rerun the pipeline from ingest' });
-    }
-    for await (const row of reader.rows()) {
-      const id = row.id as string;
-      const target = train.has(id) ? out.train : val.has(id) ? out.val : null;
-      if (!target) continue;
-      const m: PseudoMask = { mask: row.mask as Uint8Array, height: row.height as number, width: row.width as number };
-      if (m.mask.length !== m.height * m.width) throw new TagsegError(`row '${id}': mask has ${m.mask.length} values, expected ${m.height} x ${m.width}`, { file });
-      target.set(id, m);
-    }
-  } finally {
-    await reader.close();
-  }
-  return out;
-}
-
-function scoresOf(cm: ConfusionMatrix, classes: readonly string[], images: number): SegScores {
-  const r = segmentationScores(cm);
-  const round = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
-  return {
-    miou: round(r.fullMiou), miou_labelled: round(r.miou), pixel_accuracy: round(r.fullPixelAccuracy), coverage: round(r.coverage), images,
-    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.fullIou[i])])),
-  };
-}
-
-async function validate(
-  net: SegNet, val: { id: string; pixels: Uint8Array; height: number; width: number }[], dataset: Map<string, DatasetRow>,
-  classes: string[], s: Params['segment'], pseudoVal: Map<string, PseudoMask> | null,
-): Promise<{ scores: SegScores; pseudoScores: SegScores | null }> {
-  const cm = new ConfusionMatrix(classes.length);
-  const pcm = pseudoVal ? new ConfusionMatrix(classes.length) : null;
-  const scored = val.filter((v) => dataset.get(v.id)?.maskPath);
-  if (scored.length < val.length) log.warn(`segment: ${val.length - scored.length} validation images have no ground-truth mask and are not scored`);
-  const bar = progress('segment validation', scored.length);
-  let pseudoImages = 0;
-  const crf = inferCrf(s);
-  // Consecutive images of one working and original size go through the network together.
-  for (let i = 0; i < scored.length;) {
-    const first = scored[i];
-    const d0 = dataset.get(first.id)!;
-    const batch = [first];
-    while (batch.length < VAL_BATCH && i + batch.length < scored.length) {
-      const nx = scored[i + batch.length];
-      const d = dataset.get(nx.id)!;
-      if (nx.height !== first.height || nx.width !== first.width || d.origHeight !== d0.origHeight || d.origWidth !== d0.origWidth) break;
-      batch.push(nx);
-    }
-    const preds = await segmentBatch(net, batch.map((b) => b.pixels), first.height, first.width, [d0.origHeight, d0.origWidth], { scales: s.scales, flip: s.flip, crf });
-    for (let k = 0; k < batch.length; k++) {
-      const d = dataset.get(batch[k].id)!;
-      const gt = await readMask(d.maskPath!, d.origWidth, d.origHeight);
-      cm.add(preds[k], gt.data);
-      const pm = pseudoVal?.get(batch[k].id);
-      if (pcm && pm) {
-        if (pm.height !== gt.height || pm.width !== gt.width) {
-          throw new TagsegError(`pseudo-mask of '${batch[k].id}' is ${pm.width}x${pm.height}, its mask ${gt.width}x${gt.height}`, { file: INPUTS.pseudo });
-        }
-        pcm.add(pm.mask, gt.data);
-        pseudoImages++;
-      }
-      bar.tick();
-    }
-    i += batch.length;
-  }
-  bar.stop();
-  return { scores: scoresOf(cm, classes, scored.length), pseudoScores: pcm ? scoresOf(pcm, classes, pseudoImages) : null };
 }
 
 /**

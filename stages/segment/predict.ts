@@ -8,13 +8,15 @@
  * dataset's class indices, so `tagseg eval` and any VOC tool read it directly; `overlay` adds a
  * colour overlay with a legend per image (predict_overlay.ts).
  *
- * A bounded pipeline, so memory is flat in the number of images: images are decoded in chunks
- * (`batchSize` x 4) while the previous chunk runs through the network; inside a chunk, images of
- * the same working and original size form batches of up to `batchSize` (photo collections have a
- * few sizes). Each image's CRF then runs on a worker thread (ops/crf_pool.ts, every core by
- * default), its resize + argmax and PNG after it, in a p-queue that holds at most one waiting
- * image per thread, while the main thread decodes and runs the network on the next images. Every
- * step is deterministic and per image, so the masks are the same bytes whatever the thread count.
+ * A bounded pipeline, so memory is flat in the number of images (data/load.ts orderedMap, the
+ * project's one concurrency helper, at both levels): images go in chunks of `batchSize` x 4,
+ * each decoded a few at a time and run through the network in batches of one working and original
+ * size (photo collections have a few sizes), one chunk at a time; each image's CRF then runs on a
+ * worker thread (ops/crf_pool.ts, every core by default), its resize + argmax and PNG after it.
+ * At most a chunk and a CRF per thread of images are in flight beyond the last one written, so the
+ * next chunk is decoded and run through the network while the pool works on this one. Every step
+ * is deterministic and per image, and the batches depend only on the chunks, so the masks are the
+ * same bytes whatever the thread count.
  * Output files are written atomically.
  *
  * Inputs (predict_files.ts): every raster format sharp reads, top level of the folder only;
@@ -24,8 +26,8 @@
  */
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
-import PQueue from 'p-queue';
 import { type DecodedImage, decodeImage } from '../../data/decode.js';
+import { orderedMap } from '../../pipeline/concurrency.js';
 import { isDirectory } from '../../data/manifest.js';
 import { classPalette, encodeIndexedPng } from '../../data/palette.js';
 import { initBackend } from '../../pipeline/backend.js';
@@ -92,7 +94,9 @@ export interface PredictResult {
   skipped: SkippedFile[];
 }
 
-interface Item { id: string; file: string; image: DecodedImage; original?: DecodedImage; allowed?: Uint8Array }
+interface Todo { id: string; file: string; allowed?: Uint8Array }
+interface Item extends Todo { image: DecodedImage; original?: DecodedImage }
+interface Netted extends Item { probs: Float32Array }
 
 /** The files to segment (in id order) and what is skipped; per-item errors follow `onError`. */
 async function resolveInputs(o: PredictOptions): Promise<{ todo: { id: string; file: string }[]; skipped: SkippedFile[] }> {
@@ -151,12 +155,19 @@ function sizeBatches(items: Item[], batchSize: number): Item[][] {
   return [...groups.values()].flatMap((g) => Array.from({ length: Math.ceil(g.length / batchSize) }, (_, i) => g.slice(i * batchSize, (i + 1) * batchSize)));
 }
 
+/** Images decoded at once (sharp runs on libuv's threads, so a few overlap the rest of the work). */
+const DECODE_CONCURRENCY = 4;
+
 /**
- * decodeChunk(start): the images todo[start, start + chunk) decoded at the working size (and the
- * original size for overlays); an undecodable one throws, or with onError 'skip' is listed.
+ * netted(i): image todo[i] decoded at the working size (and the original size for overlays) with
+ * its network probabilities, or null when it was undecodable and onError is 'skip' (listed in
+ * `skipped`); otherwise its decoding error. Images go through in chunks of `chunk`: a chunk is
+ * decoded and run (in sizeBatches, one chunk at a time, in chunk order) when its first image is
+ * asked for, and dropped once every image of it was handed out, so only the chunks in flight are
+ * held. Each image gets its own copy of its probabilities: a CRF worker gets its buffer, not the batch's.
  */
-function chunkDecoder(todo: { id: string; file: string; allowed?: Uint8Array }[], chunk: number, size: number, o: PredictOptions, skipped: SkippedFile[]) {
-  const decodeOne = async (t: { id: string; file: string; allowed?: Uint8Array }): Promise<Item | null> => {
+function nettedImages(todo: Todo[], chunk: number, size: number, o: PredictOptions, skipped: SkippedFile[], net: SegNet, view: { scales: number[]; flip: boolean }) {
+  const decodeOne = async (t: Todo): Promise<Item | null> => {
     try {
       // The overlay is drawn at the original size, where the mask is.
       const original = o.overlay !== undefined ? await decodeImage(t.file, 0) : undefined;
@@ -167,13 +178,42 @@ function chunkDecoder(todo: { id: string; file: string; allowed?: Uint8Array }[]
       return null;
     }
   };
-  return (start: number): Promise<Item[]> => {
-    const p = Promise.all(todo.slice(start, start + chunk).map(decodeOne)).then((xs) => xs.filter((x): x is Item => x !== null));
-    // Decoded ahead: the error (a corrupt image, named) surfaces when the chunk is awaited, not as
-    // an unhandled rejection while the previous chunk is still being segmented.
-    p.catch(() => undefined);
-    return p;
+  const K = net.config.classes.length;
+  let netTurn: Promise<unknown> = Promise.resolve();
+  const stats = { batches: 0 };
+  /** Chunk k's images (null: skipped), by position in the chunk. */
+  const netChunk = async (k: number): Promise<(Netted | null)[]> => {
+    const decoded: (Item | null)[] = [];
+    for await (const x of orderedMap(todo.slice(k * chunk, (k + 1) * chunk), decodeOne, { concurrency: DECODE_CONCURRENCY })) decoded.push(x);
+    const turn = netTurn.then(async () => {
+      const out: (Netted | null)[] = decoded.map(() => null);
+      const at = new Map(decoded.map((x, j) => [x, j]));
+      for (const b of sizeBatches(decoded.filter((x): x is Item => x !== null), o.batchSize)) {
+        const { height: H, width: W } = b[0].image;
+        const probs = await batchProbs(net, b.map((x) => x.image.rgb), H, W, view);
+        stats.batches++;
+        for (const [i, x] of b.entries()) out[at.get(x)!] = { ...x, probs: probs.slice(i * H * W * K, (i + 1) * H * W * K) };
+      }
+      return out;
+    });
+    netTurn = turn.catch(() => undefined);
+    return turn;
   };
+  const chunks = new Map<number, { images: Promise<(Netted | null)[]>; left: number }>();
+  const netted = async (i: number): Promise<Netted | null> => {
+    const k = Math.floor(i / chunk);
+    let c = chunks.get(k);
+    if (!c) {
+      c = { images: netChunk(k), left: Math.min(chunk, todo.length - k * chunk) };
+      chunks.set(k, c);
+    }
+    if (--c.left === 0) chunks.delete(k);
+    const images = await c.images;
+    const x = images[i - k * chunk];
+    images[i - k * chunk] = null;
+    return x;
+  };
+  return { netted, stats };
 }
 
 export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
@@ -187,7 +227,7 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   const { skipped } = inputs;
   await initBackend();
   const net = await loadSegModel(o.model);
-  let todo: { id: string; file: string; allowed?: Uint8Array }[] = inputs.todo;
+  let todo: Todo[] = inputs.todo;
   try {
     if (o.tags !== undefined) todo = withTags(todo, await readTagsFile(o.tags, { ...net.config, void: 255 }), o.tags, o.onError, skipped);
   } catch (err) {
@@ -203,18 +243,17 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
   await ensureDir(o.out);
   if (o.overlay !== undefined) await ensureDir(o.overlay);
   const chunk = o.batchSize * 4;
-  const decodeChunk = chunkDecoder(todo, chunk, size, o, skipped);
+  const { netted, stats } = nettedImages(todo, chunk, size, o, skipped, net, { scales, flip });
   const pool = crfPool(crf ? (o.threads ?? availableParallelism()) : 1);
   const threads = pool.size;
-  const post = new PQueue({ concurrency: threads });
-  let failure: unknown = null;
   const bar = progress('predict', todo.length);
-  let batches = 0;
   let written = 0;
   /** CRF (on the pool), tags, resize + argmax, PNG and overlay of one image's probabilities. */
-  const finish = async (x: Item, p: Float32Array): Promise<void> => {
+  const finish = async (x: Netted): Promise<void> => {
     const { height: H, width: W, origHeight, origWidth } = x.image;
-    let q = crf ? await pool.run({ probs: p, rgb: x.image.rgb, H, W, K, crf }) : p;
+    let q = x.probs;
+    if (x.allowed) restrictProbs(q, x.allowed);
+    if (crf) q = await pool.run({ probs: q, rgb: x.image.rgb, H, W, K, crf });
     if (crf && x.allowed) q = restrictProbs(q, x.allowed);
     const [labels] = await labelsOf(q, 1, H, W, K, [origHeight, origWidth]);
     await writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels, origWidth, origHeight, palette));
@@ -222,41 +261,33 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
       await writeFileAtomic(path.join(o.overlay, `${x.id}.png`), await overlayWithLegend(x.original.rgb, labels, origHeight, origWidth, net.config.classes, net.config.background));
     }
     written++;
-    bar.tick(1);
+  };
+  // A bounded pipeline: a chunk and a CRF per thread ahead of the last image written; the next
+  // chunk is decoded and run through the network while the pool works on this one.
+  const window = chunk + threads;
+  let closing: Promise<void> | null = null;
+  const one = async (_t: Todo, i: number): Promise<void> => {
+    try {
+      const x = await netted(i);
+      if (x && !closing) await finish(x);
+      bar.tick(1);
+    } catch (err) {
+      // The first failure stops the pool; the runs it cancels end quietly, so that error is the one thrown.
+      if (closing) return;
+      closing = pool.close();
+      throw err;
+    }
   };
   try {
-    let next: Promise<Item[]> | null = decodeChunk(0);
-    for (let start = 0; next && failure === null; start += chunk) {
-      const items: Item[] = await next;
-      next = start + chunk < todo.length ? decodeChunk(start + chunk) : null;
-      bar.tick(Math.min(chunk, todo.length - start) - items.length);
-      for (const b of sizeBatches(items, o.batchSize)) {
-        const { height: H, width: W } = b[0].image;
-        const probs = await batchProbs(net, b.map((x) => x.image.rgb), H, W, { scales, flip });
-        batches++;
-        for (const [i, x] of b.entries()) {
-          // A copy per image: a worker gets its own buffer, not the whole batch's.
-          const p = probs.slice(i * H * W * K, (i + 1) * H * W * K);
-          if (x.allowed) restrictProbs(p, x.allowed);
-          await post.onSizeLessThan(threads);
-          post.add(() => finish(x, p)).catch((err: unknown) => {
-            failure ??= err;
-          });
-        }
-      }
-    }
-    await post.onIdle();
-    if (failure !== null) throw failure;
+    for await (const _ of orderedMap(todo, one, { concurrency: window, window }));
   } finally {
-    post.clear();
-    await pool.close();
-    await post.onIdle();
+    await (closing ?? pool.close());
     bar.stop();
     net.dispose();
   }
   const seconds = (performance.now() - t0) / 1000;
   return {
-    images: written, out: o.out, scales, flip, crf: crf !== null, batches, threads, seconds, imagesPerSecond: written / seconds,
+    images: written, out: o.out, scales, flip, crf: crf !== null, batches: stats.batches, threads, seconds, imagesPerSecond: written / seconds,
     skipped: skipped.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0)),
   };
 }

@@ -170,41 +170,44 @@ export async function trainSegNet(o: SegTrainOptions): Promise<SegTrainResult> {
       optimizer: opt, variables, meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed + 3, stopAfter: o.stopAfter,
       prefetch: (idx) => images.prefetch(idx),
-      step: async (idx, rng, ctx) => {
-        const items = await images.get(idx);
-        const { x, y } = makeSegBatch(items, items.map((_, k) => k), rng, s);
-        const useAux = aux !== undefined && aux.weight > 0 && ctx.iter >= aux.startIter;
-        const tags = items.map((im) => im.tags);
-        const g = useAux ? gridSide(net, s.crop) : 0;
-        const pixels = useAux ? gridPixels(x, g, g) : [];
-        // The aux update (memory banks) runs after the step on copies of the batch's maps.
-        const kept: { features?: tf.Tensor4D; logits?: tf.Tensor4D } = {};
-        try {
-          const r = trainStep(opt, (u) => tf.tidy(() => {
-            const f = net.backbone.forward(net.backbone.preprocess(x), true, u);
-            const rep = net.head.represent(f);
-            disposeFeatures(f);
-            const grid = net.head.classify(rep);
-            let loss = softmaxCrossEntropy(upsampleLogits(grid, [s.crop, s.crop]), y, IGNORE);
-            if (useAux) {
-              loss = tf.add(loss, tf.mul(aux.weight, aux.loss({ features: rep, logits: grid, labels: y, images: x, pixels, tags }, rng)));
-              if (aux.update) {
-                kept.features = tf.keep(tf.clone(rep));
-                kept.logits = tf.keep(tf.clone(grid));
-              }
-            }
-            return loss as tf.Scalar;
-          }));
-          if (useAux && aux.update && kept.features && kept.logits) {
-            aux.update({ features: kept.features, logits: kept.logits, labels: y, images: x, pixels, tags }, rng);
-          }
-          return r.loss;
-        } finally {
-          tf.dispose([x, y, ...[kept.features, kept.logits].filter((t): t is tf.Tensor4D => t !== undefined)]);
-        }
-      },
+      step: async (idx, rng, ctx) => segStep(o, opt, await images.get(idx), rng, ctx.iter),
     });
   } finally {
     opt.dispose();
+  }
+}
+
+/** One optimizer step on a batch: cross-entropy of the upsampled logits, plus the aux loss once it is on. */
+function segStep(o: SegTrainOptions, opt: Optimizer, items: SegTrainImage[], rng: Rng, iter: number): number {
+  const { net, segment: s, aux } = o;
+  const { x, y } = makeSegBatch(items, items.map((_, k) => k), rng, s);
+  const useAux = aux !== undefined && aux.weight > 0 && iter >= aux.startIter;
+  const tags = items.map((im) => im.tags);
+  const g = useAux ? gridSide(net, s.crop) : 0;
+  const pixels = useAux ? gridPixels(x, g, g) : [];
+  // The aux update (memory banks) runs after the step on copies of the batch's maps.
+  const kept: { features?: tf.Tensor4D; logits?: tf.Tensor4D } = {};
+  try {
+    const r = trainStep(opt, (u) => tf.tidy(() => {
+      const f = net.backbone.forward(net.backbone.preprocess(x), true, u);
+      const rep = net.head.represent(f);
+      disposeFeatures(f);
+      const grid = net.head.classify(rep);
+      let loss = softmaxCrossEntropy(upsampleLogits(grid, [s.crop, s.crop]), y, IGNORE);
+      if (useAux) {
+        loss = tf.add(loss, tf.mul(aux.weight, aux.loss({ features: rep, logits: grid, labels: y, images: x, pixels, tags }, rng)));
+        if (aux.update) {
+          kept.features = tf.keep(tf.clone(rep));
+          kept.logits = tf.keep(tf.clone(grid));
+        }
+      }
+      return loss as tf.Scalar;
+    }));
+    if (useAux && aux.update && kept.features && kept.logits) {
+      aux.update({ features: kept.features, logits: kept.logits, labels: y, images: x, pixels, tags }, rng);
+    }
+    return r.loss;
+  } finally {
+    tf.dispose([x, y, ...[kept.features, kept.logits].filter((t): t is tf.Tensor4D => t !== undefined)]);
   }
 }

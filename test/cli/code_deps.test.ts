@@ -70,7 +70,9 @@ describe('dvc.yaml code deps = the import closure', () => {
     const reaching: string[] = [];
     for (const f of all) {
       if (!/\.(ts|mjs|js)$/.test(f)) continue;
-      if ((await fs.readFile(path.join(root, f), 'utf8')).includes('import.meta.url')) reaching.push(f);
+      // a module naming itself for its resume key (`module: import.meta.url`, `ownCodeDeps(import.meta.url)`) loads nothing
+      const text = (await fs.readFile(path.join(root, f), 'utf8')).replace(/module: import\.meta\.url|ownCodeDeps\(import\.meta\.url\)/g, '');
+      if (text.includes('import.meta.url')) reaching.push(f);
     }
     expect(reaching.length).toBeGreaterThan(0);
     expect(reaching.filter((f) => !RUNTIME_LOADS[f])).toEqual([]);
@@ -78,7 +80,7 @@ describe('dvc.yaml code deps = the import closure', () => {
 });
 
 /** What `tagseg run <stage>` loads besides the stage's closure: they parse argv and pick the module. */
-const DISPATCH = ['bin/tagseg.js', 'cli/main.ts', 'cli/version.ts', 'stages/index.ts'];
+const DISPATCH = ['bin/tagseg.js', 'cli/main.ts', 'cli/version.ts', 'stages/index.ts', 'pipeline/stage_entries.ts'];
 
 /** Project files `node bin/tagseg.js run <stage>` loads (in an empty folder: it loads the stage, then stops at the missing params.yaml). */
 async function loadedBy(stage: string): Promise<string[]> {

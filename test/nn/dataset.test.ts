@@ -7,8 +7,8 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RowReader, memoryDataset, streamDataset, tableDataset } from '../../nn/dataset.js';
-import { type ColumnSpec, TableWriter, readAll } from '../../pipeline/arrow.js';
+import { RowReader, joinDataset, memoryDataset, streamDataset, tableDataset } from '../../nn/dataset.js';
+import { type ColumnSpec, TableReader, TableWriter, readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { partPath, prepareTableFor, shardOf, shardsToRun } from '../../pipeline/shard.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -151,6 +151,15 @@ describe('TableReader.readRows', () => {
     } finally {
       await r.close();
     }
+    // `columns` keeps only those cells (the segment stage's index passes read ids and sizes, no pixels)
+    const t = await TableReader.open(f);
+    try {
+      const some = await t.readRows(1, [2, 0], ['ls', 'i']);
+      expect(some).toEqual([5, 3].map((k) => ({ i: whole[k].i, ls: whole[k].ls })));
+      expect(Object.keys(some![0]).sort()).toEqual(['i', 'ls']);
+    } finally {
+      await t.close();
+    }
   });
 });
 
@@ -184,6 +193,25 @@ describe('streamDataset', () => {
       const ds = tableDataset([r, r], positions, (rows, i) => `${i}:${String(rows[0].id)}:${String(rows[1].n)}`);
       expect(ds.size).toBe(4);
       expect(await ds.get([3, 0])).toEqual(['3:im17:17', '0:im4:4']);
+    } finally {
+      await r.close();
+    }
+  });
+});
+
+describe('joinDataset', () => {
+  it('reads each source at its own positions (null: no row) and keeps the item order', async () => {
+    const r = await RowReader.open(file, { stage: 'ingest' });
+    try {
+      // the second source lists the same images in reverse row order, as a table of other order would
+      const ds = joinDataset([
+        { reader: r, positions: [4, 9, 2] },
+        { reader: r, positions: [ROWS - 1 - 4, null, ROWS - 1 - 2] },
+      ], ([a, b], i) => `${i}:${String(a?.id)}:${b === null ? '-' : String(ROWS - 1 - (b.n as number))}`);
+      expect(ds.size).toBe(3);
+      expect(await ds.get([2, 1, 0])).toEqual(['2:im2:2', '1:im9:-', '0:im4:4']);
+      await expect(joinDataset([{ reader: r, positions: [ROWS] }], () => 0).get([0])).rejects.toThrow(/row 23 is out of range/);
+      expect(() => joinDataset([{ reader: r, positions: [1] }, { reader: r, positions: [] }], () => 0)).toThrow(/one position per item/);
     } finally {
       await r.close();
     }

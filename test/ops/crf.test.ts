@@ -7,6 +7,7 @@ import {
   bilateralFeatures,
   denseCrf,
   expNonPositive,
+  setUnrolledPairPass,
   positionFeatures,
   resolveCrfOptions,
   unaryFromLabels,
@@ -410,6 +411,26 @@ describe('fused mean field (ops/crf.ts) vs the previous, unfused one (ops/crf_un
     const U = unaryFromProbs(probs, 5);
     const off = denseCrf(U, image, 23, 31, 5, { bilateral: { compat: 10.2 } });
     expect(maxAbsDiff(off, denseCrfUnfused(U, image, 23, 31, 5))).toBeGreaterThan(4e-5);
+  });
+
+  it('the unrolled smoothness + appearance pass gives the same bits as the generic loop (C 1, 2, 5, 23; irnLabel, \'after\')', () => {
+    const same = (a: Float32Array, b: Float32Array) => Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer)) === 0;
+    const run = (U: Float32Array, image: Uint8Array, C: number, opts: DenseCrfOptionsInput, unrolled: boolean) => {
+      setUnrolledPairPass(unrolled);
+      try {
+        return denseCrf(U, image, 17, 29, C, opts);
+      } finally {
+        setUnrolledPairPass(true);
+      }
+    };
+    for (const [C, opts] of [[1, {}], [2, CRF_PRESETS.irnLabel], [5, {}], [23, { normalization: 'after' }]] as [number, DenseCrfOptionsInput][]) {
+      const { image, probs } = scene(17, 29, C, 40 + C);
+      const U = unaryFromProbs(probs, C);
+      const unrolled = run(U, image, C, opts, true);
+      expect(same(unrolled, run(U, image, C, opts, false))).toBe(true);
+      // Control: a weight changed in its 7th digit changes the bits (so the check can fail).
+      if (C > 1) expect(same(unrolled, run(U, image, C, { ...opts, bilateral: { ...(opts.bilateral ?? {}), compat: 10.00001 } }, false))).toBe(false);
+    }
   });
 
   it('expNonPositive agrees with Math.exp to 2e-8 relative, is 0 below -104 and propagates NaN', () => {

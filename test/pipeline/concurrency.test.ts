@@ -250,9 +250,6 @@ describe('orderedMap', () => {
 /** Files that import p-queue themselves (a queue of their own instead of orderedMap). */
 const importsPQueue = (text: string) => /\bfrom\s+['"]p-queue['"]|import\(\s*['"]p-queue['"]\s*\)/.test(text);
 
-/** Queues of their own that the branches converting them to orderedMap remove (issue 24): the list only shrinks. */
-const NOT_YET_CONVERTED = ['stages/segment/predict.ts'];
-
 describe('one concurrency helper', () => {
   it('no product file but pipeline/concurrency.ts imports p-queue', async () => {
     expect(importsPQueue("import PQueue from 'p-queue';")).toBe(true); // control
@@ -264,6 +261,6 @@ describe('one concurrency helper', () => {
         if (/\.(ts|mjs|js)$/.test(f) && importsPQueue(await fs.readFile(f, 'utf8'))) found.push(f);
       }
     }
-    expect(found.sort()).toEqual(['pipeline/concurrency.ts', ...NOT_YET_CONVERTED]);
+    expect(found.sort()).toEqual(['pipeline/concurrency.ts']);
   });
 });

@@ -1,13 +1,14 @@
 /**
  * segment reads a sharded cache/pseudo_masks.arrow (refine.shards = 3: a folder of parts, rows by
  * part) as one table: the same training images, labelled fraction and validation pseudo-mask
- * scores as from the single file. Tiny workspace as in segment_stage.test.ts.
+ * scores as from the single file, and training (which reads the pseudo-masks by position, joined
+ * by id) the same weights whatever the parts' count and row order. Tiny workspace as in segment_stage.test.ts.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { type Row, type TableMeta, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
@@ -38,22 +39,42 @@ afterAll(async () => {
 
 const run = async () => runSegment({ params: await loadParams(path.join(root, 'params.yaml'), []), path: (rel) => path.join(root, rel) });
 
+/** Rewrite the pseudo-mask table as `n` parts, each part's rows in the order `order` gives them. */
+async function writeParts(table: string, rows: Row[], meta: TableMeta, n: number, order: (rows: Row[]) => Row[] = (r) => r): Promise<void> {
+  await prepareTableFor(table, n);
+  for (let k = 0; k < n; k++) {
+    const w = await TableWriter.open(partPath(table, { k, n }), PSEUDO_COLUMNS, meta);
+    for (const r of order(rows.filter((x) => shardOf(x.id as string, n) === k))) await w.write(r);
+    await w.close();
+  }
+}
+
+const weights = () => fs.readFile(path.join(root, 'models/segment/weights/weights.bin'));
+
 describe('segment on a sharded pseudo-mask table', () => {
-  it('sees the same pseudo-masks as from the single file', async () => {
+  it('sees the same pseudo-masks as from the single file, and trains the same weights whatever the parts\' count and row order', async () => {
     const one = await run();
+    const oneWeights = await weights();
     const table = path.join(root, 'cache/pseudo_masks.arrow');
     const rows = await readAll(table);
     const { meta } = await readInfo(table);
-    await prepareTableFor(table, 3);
-    for (let k = 0; k < 3; k++) {
-      const w = await TableWriter.open(partPath(table, { k, n: 3 }), PSEUDO_COLUMNS, meta);
-      for (const r of rows) if (shardOf(r.id as string, 3) === k) await w.write(r);
-      await w.close();
-    }
+    await writeParts(table, rows, meta, 3);
     expect((await fs.readdir(table)).length).toBe(3);
     const three = await run();
     expect([three.trainImages, three.valImages, three.labelledFraction]).toEqual([one.trainImages, one.valImages, one.labelledFraction]);
     expect(three.pseudo_val).toEqual(one.pseudo_val);
     expect(one.pseudo_val?.images).toBeGreaterThan(0);
+    // training reads the pseudo-masks by position, joined by id: another part count and row order give the same bytes
+    expect((await weights()).equals(oneWeights)).toBe(true);
+    await writeParts(table, rows, meta, 2, (r) => [...r].reverse());
+    const two = await run();
+    expect((await weights()).equals(oneWeights)).toBe(true);
+    expect([two.val, two.pseudo_val, two.labelledFraction]).toEqual([one.val, one.pseudo_val, one.labelledFraction]);
+    // negative control: other masks in one part change the training labels, so the weights
+    const changed = rows.map((r) => (shardOf(r.id as string, 2) === 0 ? { ...r, mask: new Uint8Array((r.mask as Uint8Array).length) } : r));
+    await writeParts(table, changed, meta, 2);
+    const other = await run();
+    expect(other.labelledFraction).not.toBe(one.labelledFraction);
+    expect((await weights()).equals(oneWeights)).toBe(false);
   }, 300_000);
 });

@@ -1,0 +1,132 @@
+/**
+ * Validation of the segment stage, streamed batch by batch: consecutive validation images of one
+ * working and original size go through the network together (`valGroups`); each group's pixels,
+ * pseudo-masks and ground truth are read by position when its turn nears (orderedMap loads the
+ * next group while the network and the CRF run on this one), so memory does not grow with the
+ * validation carve. Predictions at the working size with `segment.scales` x flip and the dense CRF
+ * of `segment.crf` (infer.ts), upsampled to the original size, scored against the ground truth at
+ * mask_path -> mIoU, pixel accuracy, per-class IoU; in pseudo mode the pseudo-masks of the same
+ * images are scored too.
+ */
+import { readMask } from '../../data/decode.js';
+import { orderedMap } from '../../pipeline/concurrency.js';
+import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
+import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
+import { artifact } from '../../pipeline/artifacts.js';
+import { TagsegError } from '../../pipeline/errors.js';
+import { log, progress } from '../../pipeline/log.js';
+import type { Params } from '../params.js';
+import type { ImageRef, StreamReaders } from './data.js';
+import { segmentBatch } from './infer.js';
+import type { SegNet } from './net.js';
+
+/** Images per inference batch during validation (same-size images only). */
+const VAL_BATCH = 4;
+
+export interface SegScores {
+  /** Full coverage: a pseudo-mask's ignore pixels count as wrong (eval/metrics.ts). */
+  miou: number | null;
+  /** Over the labelled pixels only. */
+  miou_labelled: number | null;
+  pixel_accuracy: number | null;
+  /** Labelled fraction of the valid pixels (1 for a network; < 1 for pseudo-masks with 255). */
+  coverage: number | null;
+  images: number;
+  iou: Record<string, number | null>;
+}
+
+/** What validation needs of dataset.arrow for one image. */
+export interface ValInfo {
+  maskPath: string | null;
+  origWidth: number;
+  origHeight: number;
+}
+
+interface ValBatch {
+  refs: ImageRef[];
+  pixels: Uint8Array[];
+  gt: Uint8Array[];
+  pseudo: ({ mask: Uint8Array; height: number; width: number } | null)[];
+  gtSize: { width: number; height: number };
+}
+
+/** segment.crf as inference options: null when its iterations are 0. */
+export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
+  return s.crf.iterations > 0 ? crfFromKeys(s.crf) : null;
+}
+
+/** The scored images (those with a mask) in runs of at most VAL_BATCH of one working and original size. */
+export function valGroups(val: readonly ImageRef[], info: (id: string) => ValInfo): ImageRef[][] {
+  const scored = val.filter((v) => info(v.id).maskPath);
+  if (scored.length < val.length) log.warn(`segment: ${val.length - scored.length} validation images have no ground-truth mask and are not scored`);
+  const groups: ImageRef[][] = [];
+  for (const v of scored) {
+    const last = groups.at(-1);
+    const a = last?.[0];
+    const [d, d0] = [info(v.id), a && info(a.id)];
+    const same = last && a && d0 && last.length < VAL_BATCH && v.height === a.height && v.width === a.width
+      && d.origHeight === d0.origHeight && d.origWidth === d0.origWidth;
+    if (same) last.push(v);
+    else groups.push([v]);
+  }
+  return groups;
+}
+
+/** One group's rows and ground truth, read by position. */
+async function loadBatch(refs: ImageRef[], r: StreamReaders, info: (id: string) => ValInfo): Promise<ValBatch> {
+  const images = await r.images.rows(refs.map((v) => v.position));
+  const withPseudo = r.pseudo ? refs.flatMap((v, k) => (v.pseudo === null ? [] : [k])) : [];
+  const pseudoRows = r.pseudo ? await r.pseudo.rows(withPseudo.map((k) => refs[k].pseudo!)) : [];
+  const pseudo = refs.map(() => null as ValBatch['pseudo'][number]);
+  withPseudo.forEach((k, j) => {
+    const m = { mask: pseudoRows[j].mask as Uint8Array, height: pseudoRows[j].height as number, width: pseudoRows[j].width as number };
+    if (m.mask.length !== m.height * m.width) throw new TagsegError(`row '${refs[k].id}': mask has ${m.mask.length} values, expected ${m.height} x ${m.width}`, { file: r.pseudo!.file });
+    pseudo[k] = m;
+  });
+  const d0 = info(refs[0].id);
+  const gt = await Promise.all(refs.map(async (v) => {
+    const d = info(v.id);
+    return (await readMask(d.maskPath!, d.origWidth, d.origHeight)).data;
+  }));
+  return { refs, pixels: images.map((row) => row.pixels as Uint8Array), gt, pseudo, gtSize: { width: d0.origWidth, height: d0.origHeight } };
+}
+
+/** The network's (and in pseudo mode the pseudo-masks') scores on the validation images. */
+export async function validate(
+  net: SegNet, val: readonly ImageRef[], r: StreamReaders, info: (id: string) => ValInfo, classes: string[], s: Params['segment'],
+): Promise<{ scores: SegScores; pseudoScores: SegScores | null }> {
+  const cm = new ConfusionMatrix(classes.length);
+  const pcm = r.pseudo ? new ConfusionMatrix(classes.length) : null;
+  const groups = valGroups(val, info);
+  const images = groups.reduce((n, g) => n + g.length, 0);
+  const bar = progress('segment validation', images);
+  const o = { scales: s.scales, flip: s.flip, crf: inferCrf(s) };
+  let pseudoImages = 0;
+  for await (const b of orderedMap(groups, (g) => loadBatch(g, r, info), { concurrency: 1, window: 2 })) {
+    const first = b.refs[0];
+    const preds = await segmentBatch(net, b.pixels, first.height, first.width, [b.gtSize.height, b.gtSize.width], o);
+    b.refs.forEach((v, k) => {
+      cm.add(preds[k], b.gt[k]);
+      const pm = b.pseudo[k];
+      if (pcm && pm) {
+        if (pm.height !== b.gtSize.height || pm.width !== b.gtSize.width) {
+          throw new TagsegError(`pseudo-mask of '${v.id}' is ${pm.width}x${pm.height}, its mask ${b.gtSize.width}x${b.gtSize.height}`, { file: artifact('pseudoMasks') });
+        }
+        pcm.add(pm.mask, b.gt[k]);
+        pseudoImages++;
+      }
+      bar.tick();
+    });
+  }
+  bar.stop();
+  return { scores: scoresOf(cm, classes, images), pseudoScores: pcm ? scoresOf(pcm, classes, pseudoImages) : null };
+}
+
+function scoresOf(cm: ConfusionMatrix, classes: readonly string[], images: number): SegScores {
+  const r = segmentationScores(cm);
+  const round = (v: number | null) => (v === null ? null : Math.round(v * 1e4) / 1e4);
+  return {
+    miou: round(r.fullMiou), miou_labelled: round(r.miou), pixel_accuracy: round(r.fullPixelAccuracy), coverage: round(r.coverage), images,
+    iou: Object.fromEntries(classes.map((c, i) => [c, round(r.fullIou[i])])),
+  };
+}
