@@ -1,4 +1,5 @@
 /** params.yaml `affinity` (the affinity stages: training the pairwise affinity net, the random walk). */
+import { artifact } from '../../pipeline/artifacts.js';
 import { z } from 'zod';
 import { trainingKeys } from '../../nn/train_params.js';
 import { key } from '../../pipeline/params_spec.js';
@@ -34,7 +35,7 @@ export const affinityParams = z.strictObject({
   ),
   logt: key(z.number().int().min(0).max(12), 4, 'random walk: 2^logt steps (PSA/IRN 8; on 32x32 synthetic grids 8 loses: 91.2 at 4 vs 85.0 at 8)'),
   alpha: key(z.number().gt(0), 16, 'bg map (1 - max CAM)^alpha for propagation (PSA 16)'),
-  shards: shardsKey('affinity', 'cache/affinity_cams.arrow'),
+  shards: shardsKey('affinity', artifact('affinityCams')),
 }).superRefine((a, ctx) => {
   if (a.reduce.length !== a.levels.length) {
     ctx.addIssue({ code: 'custom', path: ['reduce'], message: `needs one channel count per level: ${a.levels.length} levels, got ${a.reduce.length} counts` });

@@ -1,4 +1,5 @@
 /** params.yaml `cam` (the cam stages: training the tag classifier, writing CAMs). */
+import { artifact } from '../../pipeline/artifacts.js';
 import { z } from 'zod';
 import { backboneKinds } from '../../nn/backbones/index.js';
 import { classifierKeys, trainingKeys } from '../../nn/train_params.js';
@@ -39,7 +40,7 @@ export const camParams = z.strictObject({
     flip: [true, 'CAM inference: add the flipped image at every scale'],
     dtype: ['float16', 'cams.arrow storage: float16 | float32'],
   }),
-  shards: shardsKey('cam', 'cache/cams.arrow'),
+  shards: shardsKey('cam', artifact('cams')),
 });
 
 /** The sections this folder owns. */

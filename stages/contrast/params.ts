@@ -1,4 +1,5 @@
 /** params.yaml `contrast` (the contrast stages: RCA's region memory, contrast and aggregation on top of the CAM model). */
+import { artifact } from '../../pipeline/artifacts.js';
 import { z } from 'zod';
 import { classifierKeys, trainingKeys } from '../../nn/train_params.js';
 import { key } from '../../pipeline/params_spec.js';
@@ -45,7 +46,7 @@ export const contrastParams = z.strictObject({
     flip: [true, 'inference: add the flipped image at every scale'],
     dtype: ['float16', 'contrast_cams.arrow storage: float16 | float32'],
   }),
-  shards: shardsKey('contrast', 'cache/contrast_cams.arrow'),
+  shards: shardsKey('contrast', artifact('contrastCams')),
 });
 
 /** The sections this folder owns. */

@@ -1,4 +1,5 @@
 /** params.yaml `refine`: maps -> pseudo-masks (background, dense CRF, ignore). */
+import { artifact } from '../../pipeline/artifacts.js';
 import { z } from 'zod';
 import { crfGroup } from '../../ops/crf_params.js';
 import { key } from '../../pipeline/params_spec.js';
@@ -29,7 +30,7 @@ export const refineParams = z.strictObject({
   ignore_margin: key(z.number().min(0).max(1), 0.1, 'minimum top1 - top2 posterior margin kept by margin / either'),
   mostly_ignore: key(z.number().min(0).max(1), 0.5, "flag an image 'mostly_ignore' when more than this fraction of it is ignore"),
   concurrency: key(z.number().int().min(1), 4, 'images decoded and refined at once; CRFs run in min(this, cores) worker threads'),
-  shards: shardsKey('refine', 'cache/pseudo_masks.arrow'),
+  shards: shardsKey('refine', artifact('pseudoMasks')),
 });
 
 /** The sections this folder owns. */
