@@ -9,12 +9,12 @@
  *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
  *    declared dep in both modes (io is static), but gt mode does not open it. Nothing holds the
  *    split (data.ts): images and labels are read by row position, step by step (issue 26).
- * 3. Train (train.ts): backbone of models/cam + a head of nn/seg_heads (net.ts), cross-entropy
+ * 3. Train (train.ts): backbone of models/cam + the head of `segment.head` (nn/seg_heads, net.ts), cross-entropy
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
  *    the checkpoint store, .tagseg/checkpoints/segment/ (an unfinished run is resumed when its key,
  *    `segmentTrainHash` + the code, matches) -> models/segment (config.json, classes.json,
  *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied. The
- *    wiring is the train stages' (nn/stage_training.ts trainAndSave).
+ *    wiring is the train stages' (nn/stage_training.ts trainAndSave); the head is `segment.head`'s.
  * 4. Validate (validate.ts, batch by batch): predictions at the working size with `segment.scales` x flip and the dense CRF of
  *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
  *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
@@ -234,12 +234,12 @@ async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selectio
   };
 }
 
-/** The CAM model's backbone (models/cam, checked against the images' classes) + a fresh head. */
+/** The CAM model's backbone (models/cam, checked against the images' classes) + a fresh head of `segment.head`. */
 async function buildNet(o: RunSegmentOptions, inputs: Inputs): Promise<SegNet> {
   const s = o.params.segment;
   const cam = await loadTrainedModel(INPUTS.camModel, { path: o.path, trainStage: 'cam_train', classes: inputs.classes, load: loadCamModel, classesOf: (n) => n.config.classes });
   return segNetOnCam(cam, {
-    classes: inputs.classes, background: inputs.background, dim: s.head_dim, decoder: s.decoder, workingSize: inputs.workingSize,
+    classes: inputs.classes, background: inputs.background, head: s.head, dim: s.head_dim, decoder: s.decoder, workingSize: inputs.workingSize,
     scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: o.params.seed,
   });
 }
