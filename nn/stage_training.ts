@@ -6,7 +6,8 @@
  *   from it, so they cannot disagree.
  * - trainAndSave: the checkpoint store keyed by the training hash + the stage's code, the network
  *   built and disposed whatever happens, the finished model saved with its provenance (hash,
- *   epochs), then the resumable state removed.
+ *   epochs), then the resumable state removed; a stage that also scores the model (segment)
+ *   does so in `afterSave`, before the network is disposed.
  * - loadTrainedModel: a map stage's model, or a TagsegError naming it when it is missing or was
  *   trained for other classes.
  */
@@ -67,6 +68,8 @@ export interface TrainAndSave<N extends TrainedNet, T extends LoopResult> {
   /** Between training and saving (contrast: summarise the memory the model is saved with). */
   beforeSave?(net: N, training: T): void;
   save(dir: string, net: N): Promise<void>;
+  /** After the model is saved and the store emptied, before the net is disposed (segment: its validation scores). */
+  afterSave?(net: N, training: T): Promise<void>;
 }
 
 export async function trainAndSave<N extends TrainedNet, T extends LoopResult>(o: TrainAndSave<N, T>): Promise<T> {
@@ -80,6 +83,7 @@ export async function trainAndSave<N extends TrainedNet, T extends LoopResult>(o
     net.config.epochs = training.epochs;
     await o.save(o.path(o.model), net);
     await finishTraining(store.checkpointDir);
+    await o.afterSave?.(net, training);
     return training;
   } finally {
     net.dispose();

@@ -9,11 +9,12 @@
  *    oracle, the upper bound weak labels are measured against). pseudo_masks.arrow stays a
  *    declared dep in both modes (io is static), but gt mode does not open it. Nothing holds the
  *    split (data.ts): images and labels are read by row position, step by step (issue 26).
- * 3. Train (train.ts): backbone of models/cam + ContextHead (head.ts, net.ts), cross-entropy
+ * 3. Train (train.ts): backbone of models/cam + the head of `segment.head` (nn/seg_heads, net.ts), cross-entropy
  *    ignoring 255 (+ the optional contrastive loss of `segment.contrast`), checkpoint per epoch in
  *    the checkpoint store, .tagseg/checkpoints/segment/ (an unfinished run is resumed when its key,
  *    `segmentTrainHash` + the code, matches) -> models/segment (config.json, classes.json,
- *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied.
+ *    weights/, val_ids.txt), self-contained for `tagseg predict`; then the store is emptied. The
+ *    wiring is the train stages' (nn/stage_training.ts trainAndSave); the head is `segment.head`'s.
  * 4. Validate (validate.ts, batch by batch): predictions at the working size with `segment.scales` x flip and the dense CRF of
  *    `segment.crf` (infer.ts), probabilities upsampled bilinearly to the original size, scored
  *    against the masks at mask_path (original resolution) -> mIoU, pixel accuracy, per-class IoU. In pseudo mode the pseudo-masks of the
@@ -23,14 +24,14 @@
  *    segmentation network on the validation carve, in one table.
  */
 import { artifact } from '../../pipeline/artifacts.js';
-import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { resolveDatasetPath } from '../../data/manifest.js';
 import { DECISIONS_FILE, readDecisions } from '../../data/review.js';
-import { finishTraining, trainingHash, trainingStore } from '../../nn/loop.js';
-import { RowReader } from '../../nn/dataset.js';
+import { loadCamModel } from '../../nn/cam_net.js';
+import { type Dataset, RowReader } from '../../nn/dataset.js';
+import { loadTrainedModel, sectionKeys, sectionTrainHash, trainAndSave } from '../../nn/stage_training.js';
 import { hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
@@ -43,9 +44,10 @@ import { type ImageRef, type LabelContext, type StreamReaders, type TrainRef, in
 import { carveVal, explicitSplit, idsKey } from './labels.js';
 import { listCorrections } from '../../data/review.js';
 import { type ReviewPlan, planReview } from './review.js';
-import { type SegNet, saveSegModel, segNetFromCam } from './net.js';
-import { type SegAux, createSegAux } from './contrast.js';
-import { type SegTrainResult, trainSegNet } from './train.js';
+import { type SegNet, saveSegModel, segNetOnCam } from './net.js';
+import { createSegAux } from './contrast.js';
+import { segmentParams } from './params.js';
+import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
 import { type SegScores, inferCrf, validate } from './validate.js';
 
 export { type SegScores, inferCrf } from './validate.js';
@@ -65,11 +67,11 @@ const INPUTS = {
   refineMetrics: artifact('refineMetrics'),
   decisions: DECISIONS_FILE,
 } as const;
-/** segment keys that do not change the trained weights (inference only). */
-const NOT_IN_TRAIN_HASH = ['scales', 'flip', 'crf'];
+/** segment keys that do not change the trained weights (inference only); every other key is in the training hash. */
+const SEGMENT_KEYS = sectionKeys('segment', Object.keys(segmentParams.shape), ['scales', 'flip', 'crf']);
 
 export function segmentTrainHash(p: Params, dataHash: string): string {
-  return trainingHash(p, 'segment', NOT_IN_TRAIN_HASH, dataHash);
+  return sectionTrainHash(p, SEGMENT_KEYS, dataHash);
 }
 
 export const stage: Stage = {
@@ -203,7 +205,7 @@ async function selectImages(o: RunSegmentOptions, inputs: Inputs): Promise<Selec
   return { carve, review, train, val: refs.val };
 }
 
-/** Steps 3-5: the labelled fraction, training, the model, validation; a run stopped early returns no scores. */
+/** Steps 3-5: the labelled fraction, training and saving (nn/stage_training.ts), validation; a run stopped early returns no scores. */
 async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selection, readers: StreamReaders, t0: number): Promise<SegmentRunResult> {
   const s = o.params.segment;
   const ctx: LabelContext = {
@@ -211,38 +213,54 @@ async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selectio
     origSize: (id) => ({ width: inputs.dataset.get(id)!.origWidth, height: inputs.dataset.get(id)!.origHeight }),
   };
   const labelled = await meanLabelledFraction(sel.train, readers, ctx);
-  const key = await trainingKey(o, inputs, sel);
-  const net = await segNetFromCam(o.path(INPUTS.camModel), {
-    classes: inputs.classes, background: inputs.background, dim: s.head_dim, decoder: s.decoder, workingSize: inputs.workingSize, scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: o.params.seed,
+  let scores: Pick<SegmentRunResult, 'val' | 'pseudo_val' | 'chain'> = { val: { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} }, chain: [] };
+  const training = await trainAndSave({
+    module: import.meta.url,
+    stage: 'segment', hash: await trainHash(o, inputs, sel), epochs: s.epochs, model: SEGMENT_OUTPUTS.model, path: o.path,
+    build: () => buildNet(o, inputs),
+    train: (net, store) => trainNet(o, inputs, net, trainDataset(sel.train, readers, ctx), store),
+    beforeSave: (net) => {
+      net.config.labels = s.labels;
+    },
+    save: (dir, net) => saveSegModel(dir, net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` }),
+    afterSave: async (net) => {
+      scores = await scoreModel(o, inputs, sel, readers, net);
+    },
   });
-  let aux: SegAux | undefined;
+  return {
+    labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages: sel.train.length, valImages: sel.val.length, labelledFraction: labelled,
+    ...(sel.review ? { review: { decisions: sel.review.decisions, ...sel.review.plan.counts } } : {}),
+    ...scores, training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss(),
+  };
+}
+
+/** The CAM model's backbone (models/cam, checked against the images' classes) + a fresh head of `segment.head`. */
+async function buildNet(o: RunSegmentOptions, inputs: Inputs): Promise<SegNet> {
+  const s = o.params.segment;
+  const cam = await loadTrainedModel(INPUTS.camModel, { path: o.path, trainStage: 'cam_train', classes: inputs.classes, load: loadCamModel, classesOf: (n) => n.config.classes });
+  return segNetOnCam(cam, {
+    classes: inputs.classes, background: inputs.background, head: s.head, dim: s.head_dim, decoder: s.decoder, workingSize: inputs.workingSize,
+    scales: s.scales, flip: s.flip, crf: inferCrf(s), seed: o.params.seed,
+  });
+}
+
+/** Step 3: train `net` on `images`, with the auxiliary loss of `segment.contrast` (its variables live for the training only). */
+async function trainNet(o: RunSegmentOptions, inputs: Inputs, net: SegNet, images: Dataset<SegTrainImage>, store: { checkpointDir: string; key: string }): Promise<SegTrainResult> {
+  const s = o.params.segment;
+  const aux = createSegAux(s, { classes: inputs.classes.length, background: inputs.background, inChannels: s.head_dim, seed: o.params.seed, startIter: Math.ceil(images.size / s.batch_size) });
   try {
-    aux = createSegAux(s, { classes: inputs.classes.length, background: inputs.background, inChannels: s.head_dim, seed: o.params.seed, startIter: Math.ceil(sel.train.length / s.batch_size) });
-    const images = trainDataset(sel.train, readers, ctx);
-    const training = await trainSegNet({ net, images, segment: s, seed: o.params.seed, checkpointDir: key.store.checkpointDir, hash: key.store.key, aux, stopAfter: o.stopAfter });
-    Object.assign(net.config, { labels: s.labels, paramsHash: key.hash, epochs: training.epochs });
-    const base = {
-      labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages: sel.train.length, valImages: sel.val.length, labelledFraction: labelled,
-      ...(sel.review ? { review: { decisions: sel.review.decisions, ...sel.review.plan.counts } } : {}),
-    };
-    const done = (rest: Pick<SegmentRunResult, 'val' | 'pseudo_val' | 'chain'>): SegmentRunResult => ({ ...base, ...rest, training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss() });
-    if (training.epochs < s.epochs) return done({ val: { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} }, chain: [] });
-    await saveSegModel(o.path(SEGMENT_OUTPUTS.model), net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` });
-    await finishTraining(key.store.checkpointDir);
-    return done(await scoreModel(o, inputs, sel, readers, net));
+    return await trainSegNet({ net, images, segment: s, seed: o.params.seed, checkpointDir: store.checkpointDir, hash: store.key, aux, stopAfter: o.stopAfter });
   } finally {
-    net.dispose();
     aux?.dispose();
   }
 }
 
-/** The checkpoint key: params, the input tables' bytes, models/cam, the review and an explicit split. */
-async function trainingKey(o: RunSegmentOptions, inputs: Inputs, sel: Selection) {
+/** The training hash: params, the input tables' bytes, models/cam, the review and an explicit split. */
+async function trainHash(o: RunSegmentOptions, inputs: Inputs, sel: Selection): Promise<string> {
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
   const pseudo = o.params.segment.labels === 'pseudo' ? await hashTable(o.path(INPUTS.pseudo)) : 'gt';
   const dataHash = [await hashFile(inputs.imagesFile), await hashFile(camWeights), pseudo, ...(sel.review ? [sel.review.hash] : [])].join(':');
-  const hash = segmentTrainHash(o.params, o.split ? `${dataHash}:${idsKey(sel.carve.train)}` : dataHash);
-  return { hash, store: await trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path) };
+  return segmentTrainHash(o.params, o.split ? `${dataHash}:${idsKey(sel.carve.train)}` : dataHash);
 }
 
 /** Step 4-5: validation scores and the chain table (refine's rows, then this stage's). */

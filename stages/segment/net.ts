@@ -25,7 +25,7 @@ import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { DEFAULT_SEG_HEAD, type SegHead, type SegHeadConfig, buildSegHead, segHeadConfig } from '../../nn/seg_heads/index.js';
 import { upsampleLogits } from '../../nn/seg_heads/deeplab.js';
-import { type CamModelConfig, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
+import { type CamModelConfig, type CamNet, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
 
 export const SEG_MODEL_FORMAT = 'tagseg-segment-model';
 
@@ -105,12 +105,23 @@ async function assemble(backbone: Backbone, cam: CamModelConfig, headConfig: Seg
 
 /** Backbone from the CAM model in `camDir` (its classifier dropped) + a fresh head. */
 export async function segNetFromCam(camDir: string, o: SegNetOptions): Promise<SegNet> {
-  const headConfig = await segHeadConfig(o.head ?? DEFAULT_SEG_HEAD, { head_dim: o.dim, decoder: o.decoder });
   const cam = await loadCamModel(camDir);
-  cam.head.dispose();
   if (JSON.stringify(cam.config.classes) !== JSON.stringify(o.classes)) {
-    cam.backbone.dispose();
+    cam.dispose();
     throw new TagsegError('the CAM model was trained on another class list than images.arrow holds', { file: path.join(camDir, 'config.json'), hint: 'rerun `tagseg run cam_train`' });
+  }
+  return segNetOnCam(cam, o);
+}
+
+/** Backbone of a loaded CAM model (its classifier dropped) + a fresh head; the SegNet owns the backbone, disposed on failure. */
+export async function segNetOnCam(cam: CamNet, o: SegNetOptions): Promise<SegNet> {
+  cam.head.dispose();
+  let headConfig: SegHeadConfig;
+  try {
+    headConfig = await segHeadConfig(o.head ?? DEFAULT_SEG_HEAD, { head_dim: o.dim, decoder: o.decoder });
+  } catch (err) {
+    cam.backbone.dispose();
+    throw err;
   }
   return assemble(cam.backbone, cam.config, headConfig, o);
 }

@@ -1,12 +1,19 @@
 /** params.yaml `segment`: the segmentation net trained on the pseudo-masks, and its inference. */
 import { z } from 'zod';
 import { trainingKeys } from '../../nn/train_params.js';
+import { segHeadKinds } from '../../nn/seg_heads/index.js';
 import { crfGroup } from '../../ops/crf_params.js';
 import { key } from '../../pipeline/params_spec.js';
+
+/** A registered segmentation head's name, checked when validated: one registered at run time (registerSegHead) is accepted too. */
+const headName = z.string().superRefine((v, ctx) => {
+  if (!segHeadKinds().includes(v)) ctx.addIssue({ code: 'invalid_value', values: segHeadKinds(), input: v });
+});
 
 export const segmentParams = z.strictObject({
   labels: key(z.enum(['pseudo', 'gt']), 'pseudo', 'pseudo (cache/pseudo_masks.arrow) | gt (ground-truth masks: the oracle upper bound)'),
   val_fraction: key(z.number().gt(0).lt(1), 0.2, 'share of dataset.train_split held out for validation (seeded hash of the id; never trained on)'),
+  head: key(headName, 'deeplab', 'segmentation head from the registry nn/seg_heads/index.ts: deeplab (pooled context branches + optional v3+ decoder)'),
   head_dim: key(z.number().int().min(8), 64, 'context head channels (DeepLab v3+: 256)'),
   decoder: key(z.boolean(), true, 'DeepLab v3+ decoder: fuse the stride-4 backbone level before the classifier'),
   contrast: key(z.enum(['none', 'pixel', 'reco', 'spml']), 'none', 'auxiliary contrastive loss: none | pixel | reco | spml (methods.md 4-6)'),

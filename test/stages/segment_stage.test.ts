@@ -15,6 +15,7 @@ import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
+import { registerSegHead } from '../../nn/seg_heads/index.js';
 import { loadParams } from '../../stages/params.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { refineChain, runSegment } from '../../stages/segment/index.js';
@@ -179,6 +180,26 @@ describe('segment stage (tiny)', () => {
       await fs.rm(path.join(root, 'review/corrections', `${corrected}.png`), { force: true });
       await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
     }
+  }, 120_000);
+
+  it('segment.head selects a head registered with one line: a toy head trains through the stage and is saved under its kind', async () => {
+    registerSegHead('toy', async () => (await import('../nn/toy_seg_head.js')).toyHead);
+    await expect(run(['segment.head=unet'])).rejects.toThrow(/segment\.head/); // not registered: refused with the params
+    const config = async () => JSON.parse(await fs.readFile(path.join(root, 'models/segment/config.json'), 'utf8'));
+    const tensors = async () => (JSON.parse(await fs.readFile(path.join(root, 'models/segment/weights/manifest.json'), 'utf8')) as { tensors: { name: string }[] }).tensors.map((t) => t.name);
+    await run(['segment.epochs=1']);
+    const deeplab = await config();
+    expect(deeplab.head).toEqual({ dim: 16, decoder: true });
+    const before = tf.memory().numTensors;
+    const r = await run(['segment.epochs=1', 'segment.head=toy']);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(r.training.losses.every(Number.isFinite)).toBe(true);
+    expect(typeof r.val.miou).toBe('number');
+    const toy = await config();
+    expect(toy.head).toEqual({ kind: 'toy', dim: 16 });
+    expect(toy.paramsHash).not.toBe(deeplab.paramsHash); // the head is in the training hash
+    expect((await tensors()).filter((n) => n.startsWith('model/seg/')).sort()).toEqual(['model/seg/classifier.kernel', 'model/seg/proj.kernel']);
+    await fs.rm(path.join(root, 'models/segment'), { recursive: true, force: true });
   }, 120_000);
 
   it('refineChain reads the table as a mapping or a list, and names a file without one', async () => {
