@@ -178,8 +178,8 @@ program
 
 program
   .command('params')
-  .description('print the validated params (params.yaml + --set), or --fill: add the sections a newer tagseg needs, with their defaults')
-  .option('--fill', 'append every missing top-level section of params.yaml with its default values and comments')
+  .description('print the validated params (params.yaml + --set), or --fill: add the sections and keys a newer tagseg needs, with their defaults')
+  .option('--fill', 'append every missing top-level section of params.yaml (default values and comments) and add every missing key of a present section (its default value)')
   .option('--defaults', "print the default params.yaml generated from the stages' params.ts declarations (the repo's params.yaml is this text)")
   .option('--set <key=value>', 'override to apply before printing (repeatable)', collect, [])
   .action(async (o: { fill?: boolean; defaults?: boolean; set: string[] }) => {

@@ -140,8 +140,8 @@ function describeIssue(spec: ParamSpec, issue: Issue, data: unknown): string {
   if (value === undefined && issue.code !== 'unrecognized_keys') {
     const expected = issue.code === 'invalid_value' ? `one of ${issue.values.map(String).join(' | ')}` : article(issue.code === 'invalid_type' ? issue.expected : '');
     if (!where) return `empty file (expected ${expected})`;
-    // A whole section missing is what a params.yaml from before a stage existed looks like.
-    const fill = issue.path.length === 1 ? ` -- \`tagseg params --fill\` adds it with its defaults` : '';
+    // A section or key missing is what a params.yaml from before a stage or key existed looks like.
+    const fill = ` -- \`tagseg params --fill\` adds it with its default${issue.path.length === 1 ? 's' : ''}`;
     return `missing key '${where}' (expected ${expected})${fill}`;
   }
   switch (issue.code) {

@@ -30,4 +30,23 @@ describe('params.yaml upgrade', () => {
     expect(await fillMissingSections(file)).toEqual([]);
     await fs.rm(dir, { recursive: true, force: true });
   });
+
+  it('adds a key a present section lacks (a key a newer tagseg added) with its default, keeping user values and comments', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-fill-'));
+    const file = path.join(dir, 'params.yaml');
+    // An "older" file: segment without `head`, cam.epochs edited by the user.
+    const old = DEFAULT_PARAMS_YAML.replace(/^ {2}head: .*\n/m, '').replace(/^(cam:[\s\S]*?\n {2}epochs: )\d+/m, '$17');
+    expect(old).not.toBe(DEFAULT_PARAMS_YAML);
+    await fs.writeFile(file, old);
+    await expect(loadParams(file)).rejects.toThrow(/missing key 'segment\.head'.*--fill/);
+    expect(await fillMissingSections(file)).toEqual(['segment.head']);
+    const p = await loadParams(file);
+    expect(p.segment.head).toBe('deeplab');
+    expect(p.cam.epochs).toBe(7);
+    const text = await fs.readFile(file, 'utf8');
+    expect(text).toContain('# '); // comments kept
+    expect(await fillMissingSections(file)).toEqual([]);
+    expect(await fs.readFile(file, 'utf8')).toBe(text); // nothing missing: untouched
+    await fs.rm(dir, { recursive: true, force: true });
+  });
 });
