@@ -117,6 +117,34 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
   return { root, classes: info.classes, background: info.background, void: info.void, items, classesFile: info.file };
 }
 
+/** ImageSets/Segmentation's split names (every <split>.txt but trainval, conventional order), or null without the folder. */
+async function splitNames(setDir: string): Promise<string[] | null> {
+  if (!(await isDirectory(setDir))) return null;
+  const names = (await fs.readdir(setDir))
+    .filter((n) => n.endsWith('.txt') && n !== 'trainval.txt')
+    .map((n) => n.slice(0, -4))
+    .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+  if (names.length === 0) {
+    throw new TagsegError('no split files (<split>.txt) found', { file: setDir });
+  }
+  return names;
+}
+
+/** The lines of one split file (BOM dropped; any line ending). */
+async function splitFileLines(file: string, split: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new TagsegError(code === 'ENOENT' ? `split file for "${split}" not found` : `cannot read split file (${messageOf(err)})`, {
+      file,
+      cause: err,
+    });
+  }
+  return text.replace(/^\uFEFF/, '').split(/\r\n|\n|\r/);
+}
+
 /**
  * Give each item its tags (from `found`), leaving out those whose tag row is an error and those
  * with neither tags nor a mask to derive them from.
@@ -148,6 +176,7 @@ function attachTags(
   });
 }
 
+/** The listed images of each split (ImageSets/Segmentation/<split>.txt), or every image as "train" without that folder. */
 async function readSplits(
   root: string,
   images: ImageIndex,
@@ -155,18 +184,8 @@ async function readSplits(
   errors: ItemErrors,
 ): Promise<{ items: { id: string; split: string; imagePath: string; where: Where }[]; named: Set<string> }> {
   const setDir = path.join(root, 'ImageSets', 'Segmentation');
-  let names: string[];
-  if (splits !== undefined) {
-    names = splits;
-  } else if (await isDirectory(setDir)) {
-    names = (await fs.readdir(setDir))
-      .filter((n) => n.endsWith('.txt') && n !== 'trainval.txt')
-      .map((n) => n.slice(0, -4))
-      .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
-    if (names.length === 0) {
-      throw new TagsegError('no split files (<split>.txt) found', { file: setDir });
-    }
-  } else {
+  const names = splits ?? (await splitNames(setDir));
+  if (names === null) {
     const imageDir = path.join(root, 'JPEGImages');
     log.info(`${setDir} not found: using every image in ${imageDir} as split "train"`);
     const where = { file: imageDir };
@@ -179,17 +198,7 @@ async function readSplits(
   const named = new Set<string>();
   for (const split of names) {
     const file = path.join(setDir, `${split}.txt`);
-    let text: string;
-    try {
-      text = await fs.readFile(file, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new TagsegError(code === 'ENOENT' ? `split file for "${split}" not found` : `cannot read split file (${messageOf(err)})`, {
-        file,
-        cause: err,
-      });
-    }
-    const lines = text.replace(/^\uFEFF/, '').split(/\r\n|\n|\r/);
+    const lines = await splitFileLines(file, split);
     for (let i = 0; i < lines.length; i++) {
       // The whole line is the id (a file name may hold spaces): cutting at a space would import another image.
       const id = lines[i].trim();
