@@ -20,7 +20,7 @@ import * as fs from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { type DvcFile, type DvcStage, loadDvcYaml, lookup, stageOutputs } from './dvcfile.js';
-import { DVC_LOCK, DvcHasher, type PathInfo, dvcCacheDir, lockEntry, parseLockEntry, readDvcLock, storeInCache, writeDvcLock } from './dvclock.js';
+import { DVC_LOCK, DvcHasher, type LockStage, type PathInfo, dvcCacheDir, lockEntry, parseLockEntry, readDvcLock, storeInCache, writeDvcLock } from './dvclock.js';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
 import { applyOverridesToText, closest, isPlainObject, loadParams } from '../stages/params.js';
@@ -49,9 +49,8 @@ export function isInside(child: string, parent: string): boolean {
   return child === parent || child.startsWith(`${parent}/`);
 }
 
-/** Build and check the graph: overlapping outputs and cycles are errors naming the stages. */
-export function buildDag(stages: DvcStage[], file = 'dvc.yaml'): Dag {
-  const outs = stages.flatMap((s) => stageOutputs(s).map((o) => ({ stage: s.name, path: o.path })));
+/** No path written twice nor inside another output (DVC's overlapping-outputs rule). */
+function checkOutputs(outs: { stage: string; path: string }[], file: string): void {
   for (let i = 0; i < outs.length; i++) {
     for (let j = i + 1; j < outs.length; j++) {
       const a = outs[i]!;
@@ -69,7 +68,10 @@ export function buildDag(stages: DvcStage[], file = 'dvc.yaml'): Dag {
       }
     }
   }
+}
 
+/** Each stage's direct upstream stages: those with an output at, inside or around one of its deps. */
+function upstreamSets(stages: DvcStage[], outs: { stage: string; path: string }[], file: string): Map<string, Set<string>> {
   const up = new Map<string, Set<string>>(stages.map((s) => [s.name, new Set()]));
   for (const b of stages) {
     for (const dep of b.deps) {
@@ -82,9 +84,11 @@ export function buildDag(stages: DvcStage[], file = 'dvc.yaml'): Dag {
       }
     }
   }
+  return up;
+}
 
-  // Kahn's algorithm, always taking the earliest stage in dvc.yaml among those ready.
-  const byName = new Map(stages.map((s) => [s.name, s]));
+/** Kahn's algorithm, always taking the earliest stage in dvc.yaml among those ready (DVC's run order). */
+function topoOrder(stages: DvcStage[], up: Map<string, Set<string>>, byName: Map<string, DvcStage>, file: string): DvcStage[] {
   const remaining = new Map(stages.map((s) => [s.name, new Set(up.get(s.name))]));
   const order: DvcStage[] = [];
   while (remaining.size) {
@@ -95,6 +99,16 @@ export function buildDag(stages: DvcStage[], file = 'dvc.yaml'): Dag {
     remaining.delete(next.name);
     for (const u of remaining.values()) u.delete(next.name);
   }
+  return order;
+}
+
+/** Build and check the graph: overlapping outputs and cycles are errors naming the stages. */
+export function buildDag(stages: DvcStage[], file = 'dvc.yaml'): Dag {
+  const outs = stages.flatMap((s) => stageOutputs(s).map((o) => ({ stage: s.name, path: o.path })));
+  checkOutputs(outs, file);
+  const up = upstreamSets(stages, outs, file);
+  const byName = new Map(stages.map((s) => [s.name, s]));
+  const order = topoOrder(stages, up, byName, file);
   const pos = new Map(order.map((s, i) => [s.name, i]));
   const byPos = (a: string, b: string) => pos.get(a)! - pos.get(b)!;
   const upstream = new Map(order.map((s) => [s.name, [...up.get(s.name)!].sort(byPos)]));
@@ -212,6 +226,51 @@ function paramValues(stage: DvcStage, raw: Record<string, unknown>): Record<stri
   return values;
 }
 
+/** One change found by the checks below: a reason for people and an entry in dvc status's vocabulary. */
+type Note = (reason: string, into: Record<string, unknown>, key: string, state: string) => void;
+
+/** Deps against the lock entry's (dvc status `changed deps`: deleted, new, modified). */
+function depChanges(stage: DvcStage, deps: Evaluation['deps'], prev: LockStage, note: Note, reasons: string[]): Record<string, unknown> {
+  const changedDeps: Record<string, unknown> = {};
+  const prevDeps = new Map(prev.deps.map((d) => [d.path, d.md5]));
+  for (const { path: d, info } of deps) {
+    if (info === null) note(`dep missing: ${d}`, changedDeps, d, 'deleted');
+    else if (!prevDeps.has(d)) note(`dep added: ${d}`, changedDeps, d, 'new');
+    else if (prevDeps.get(d) !== info.md5) note(`dep changed: ${d}`, changedDeps, d, 'modified');
+  }
+  for (const d of prevDeps.keys()) if (!stage.deps.includes(d)) reasons.push(`dep removed: ${d}`);
+  return changedDeps;
+}
+
+/** Params against the lock entry's (dvc status's `params.yaml` entry), with leaf-level reasons. */
+function paramChanges(values: Record<string, PyValue>, prev: LockStage, note: Note, reasons: string[]): Record<string, string> {
+  const changedParams: Record<string, string> = {};
+  for (const [k, v] of Object.entries(values)) {
+    if (!(k in prev.params)) note(`param added: ${k}`, changedParams, k, 'new');
+    else if (!pyEqual(prev.params[k]!, v)) {
+      changedParams[k] = 'modified';
+      for (const diff of diffValues(k, prev.params[k]!, v)) reasons.push(`param changed: ${diff}`);
+    }
+  }
+  for (const k of Object.keys(prev.params)) if (!(k in values)) reasons.push(`param removed: ${k}`);
+  return changedParams;
+}
+
+/** Outputs in the workspace against the lock entry's (dvc status `changed outs`). */
+async function outChanges(stage: DvcStage, prev: LockStage, hasher: DvcHasher, note: Note, reasons: string[]): Promise<Record<string, string>> {
+  const changedOuts: Record<string, string> = {};
+  const prevOuts = new Map(prev.outs.map((o) => [o.path, o.md5]));
+  const outPaths = stageOutputs(stage).map((o) => o.path);
+  for (const o of outPaths) {
+    const info = await hasher.info(o);
+    if (info === null) note(`out missing: ${o}`, changedOuts, o, 'deleted');
+    else if (!prevOuts.has(o)) note(`out added: ${o}`, changedOuts, o, 'new');
+    else if (prevOuts.get(o) !== info.md5) note(`out modified: ${o}`, changedOuts, o, 'modified');
+  }
+  for (const o of prevOuts.keys()) if (!outPaths.includes(o)) reasons.push(`out removed: ${o}`);
+  return changedOuts;
+}
+
 /** Compare a stage with its dvc.lock entry as DVC does: cmd, deps' md5, params' values, outs' md5. */
 async function evaluate(stage: DvcStage, raw: Record<string, unknown>, lock: Map<string, PyMap>, hasher: DvcHasher): Promise<Evaluation> {
   const deps: Evaluation['deps'] = [];
@@ -222,41 +281,14 @@ async function evaluate(stage: DvcStage, raw: Record<string, unknown>, lock: Map
   const prev = parseLockEntry(entry);
 
   const reasons: string[] = [];
-  const changedDeps: Record<string, unknown> = {};
-  const changedParams: Record<string, string> = {};
-  const changedOuts: Record<string, string> = {};
-  // Each change gives a reason for people and an entry in dvc status's vocabulary.
-  const note = (reason: string, into: Record<string, unknown>, key: string, state: string) => {
+  const note: Note = (reason, into, key, state) => {
     reasons.push(reason);
     into[key] = state;
   };
-  const prevDeps = new Map(prev.deps.map((d) => [d.path, d.md5]));
-  for (const { path: d, info } of deps) {
-    if (info === null) note(`dep missing: ${d}`, changedDeps, d, 'deleted');
-    else if (!prevDeps.has(d)) note(`dep added: ${d}`, changedDeps, d, 'new');
-    else if (prevDeps.get(d) !== info.md5) note(`dep changed: ${d}`, changedDeps, d, 'modified');
-  }
-  for (const d of prevDeps.keys()) if (!stage.deps.includes(d)) reasons.push(`dep removed: ${d}`);
-
-  for (const [k, v] of Object.entries(values)) {
-    if (!(k in prev.params)) note(`param added: ${k}`, changedParams, k, 'new');
-    else if (!pyEqual(prev.params[k]!, v)) {
-      changedParams[k] = 'modified';
-      for (const diff of diffValues(k, prev.params[k]!, v)) reasons.push(`param changed: ${diff}`);
-    }
-  }
-  for (const k of Object.keys(prev.params)) if (!(k in values)) reasons.push(`param removed: ${k}`);
+  const changedDeps = depChanges(stage, deps, prev, note, reasons);
+  const changedParams = paramChanges(values, prev, note, reasons);
   if (Object.keys(changedParams).length) changedDeps['params.yaml'] = changedParams;
-
-  const prevOuts = new Map(prev.outs.map((o) => [o.path, o.md5]));
-  const outPaths = stageOutputs(stage).map((o) => o.path);
-  for (const o of outPaths) {
-    const info = await hasher.info(o);
-    if (info === null) note(`out missing: ${o}`, changedOuts, o, 'deleted');
-    else if (!prevOuts.has(o)) note(`out added: ${o}`, changedOuts, o, 'new');
-    else if (prevOuts.get(o) !== info.md5) note(`out modified: ${o}`, changedOuts, o, 'modified');
-  }
-  for (const o of prevOuts.keys()) if (!outPaths.includes(o)) reasons.push(`out removed: ${o}`);
+  const changedOuts = await outChanges(stage, prev, hasher, note, reasons);
 
   const cmdChanged = JSON.stringify(prev.cmd) !== JSON.stringify(stage.lockCmd);
   if (cmdChanged) reasons.unshift('cmd changed');
@@ -388,67 +420,79 @@ export interface ReproResult {
   failed?: { stage: string; exitCode: number; message: string };
 }
 
+/** `repro --dry`: what would run and why. Read-only: neither dvc.lock nor the hash cache is written. */
+async function dryRepro(root: string, p: Pipeline, selected: DvcStage[], opts: ReproOptions): Promise<ReproResult> {
+  const result: ReproResult = { ok: true, exitCode: 0, stages: [], ran: [] };
+  const lock = await readDvcLock(root);
+  const statuses = await statusOf(p, lock, await new DvcHasher(root).open(), selected, !opts.single);
+  for (const s of statuses) {
+    const run = !s.frozen && (s.stale || Boolean(opts.force));
+    const reasons = run && !s.stale ? ['forced'] : s.reasons;
+    result.stages.push({ name: s.name, action: s.frozen ? 'frozen' : run ? 'would run' : 'skipped', reasons });
+    if (run) result.ran.push(s.name);
+  }
+  return result;
+}
+
+/** What `dvc repro` records after a stage ran: its cached outputs in DVC's cache, then its dvc.lock entry. */
+async function recordStage(root: string, stage: DvcStage, ev: Evaluation, outs: PathInfo[], lock: Map<string, PyMap>, hasher: DvcHasher, cacheDir: string | null): Promise<void> {
+  const deps = ev.deps.map((d) => d.info!);
+  if (cacheDir) {
+    // In a DVC project, cached outputs go to DVC's cache too, or `dvc status` says "not in cache".
+    const cached = new Set(stageOutputs(stage).filter((o) => o.cache).map((o) => o.path));
+    for (const info of outs) if (cached.has(info.path)) await storeInCache(cacheDir, hasher, info);
+  }
+  lock.set(stage.name, lockEntry({ cmd: stage.lockCmd, deps, params: ev.params, outs }));
+  await writeDvcLock(root, lock);
+  log.info(`Updating lock file '${DVC_LOCK}'`);
+}
+
+/** Run each selected stage that changed (or all with --force), in order, into `result`; stops at the first failure. */
+async function runSelected(root: string, p: Pipeline, selected: DvcStage[], opts: ReproOptions, runCmd: RunCmd, hasher: DvcHasher, result: ReproResult): Promise<void> {
+  // The lock file of tagseg before dvc.lock: nothing reads it any more.
+  await fs.rm(path.join(root, OLD_LOCK_FILE), { force: true });
+  const lock = await readDvcLock(root);
+  const cacheDir = await dvcCacheDir(root);
+  for (const stage of selected) {
+    if (stage.frozen) {
+      log.info(`Stage '${stage.name}' is frozen, skipping`);
+      result.stages.push({ name: stage.name, action: 'frozen', reasons: [] });
+      continue;
+    }
+    const ev = await evaluate(stage, p.raw, lock, hasher);
+    if (!opts.force && ev.reasons.length === 0) {
+      log.info(`Stage '${stage.name}' didn't change, skipping`);
+      result.stages.push({ name: stage.name, action: 'skipped', reasons: [] });
+      continue;
+    }
+    const reasons = ev.reasons.length ? ev.reasons : ['forced'];
+    const outcome = await runStage(root, stage, ev, runCmd, hasher);
+    if ('error' in outcome) {
+      log.warn(outcome.error);
+      result.stages.push({ name: stage.name, action: 'failed', reasons });
+      result.failed = { stage: stage.name, exitCode: outcome.exitCode, message: outcome.error };
+      result.exitCode = outcome.exitCode;
+      result.ok = false;
+      break;
+    }
+    await recordStage(root, stage, ev, outcome.outs, lock, hasher, cacheDir);
+    result.stages.push({ name: stage.name, action: 'ran', reasons });
+    result.ran.push(stage.name);
+  }
+}
+
 /** Bring the selected stages up to date, in order, stopping at the first failure. */
 export async function repro(root: string, opts: ReproOptions = {}, runCmd: RunCmd = shellRunCmd): Promise<ReproResult> {
   if (opts.overrides?.length && !opts.dryRun) throw new TagsegError('in-memory params overrides are for a dry run only');
   const p = await loadPipeline(root, { overrides: opts.overrides, validate: opts.validate });
   const selected = selectStages(p.dag, opts.target, opts.single);
+  if (opts.dryRun) return dryRepro(root, p, selected, opts);
+
   const result: ReproResult = { ok: true, exitCode: 0, stages: [], ran: [] };
-
-  if (opts.dryRun) {
-    // Read-only: neither dvc.lock nor the hash cache is written.
-    const lock = await readDvcLock(root);
-    const statuses = await statusOf(p, lock, await new DvcHasher(root).open(), selected, !opts.single);
-    for (const s of statuses) {
-      const run = !s.frozen && (s.stale || Boolean(opts.force));
-      const reasons = run && !s.stale ? ['forced'] : s.reasons;
-      result.stages.push({ name: s.name, action: s.frozen ? 'frozen' : run ? 'would run' : 'skipped', reasons });
-      if (run) result.ran.push(s.name);
-    }
-    return result;
-  }
-
   const release = await acquirePidLock(root);
   const hasher = await new DvcHasher(root).open();
   try {
-    // The lock file of tagseg before dvc.lock: nothing reads it any more.
-    await fs.rm(path.join(root, OLD_LOCK_FILE), { force: true });
-    const lock = await readDvcLock(root);
-    const cacheDir = await dvcCacheDir(root);
-    for (const stage of selected) {
-      if (stage.frozen) {
-        log.info(`Stage '${stage.name}' is frozen, skipping`);
-        result.stages.push({ name: stage.name, action: 'frozen', reasons: [] });
-        continue;
-      }
-      const ev = await evaluate(stage, p.raw, lock, hasher);
-      if (!opts.force && ev.reasons.length === 0) {
-        log.info(`Stage '${stage.name}' didn't change, skipping`);
-        result.stages.push({ name: stage.name, action: 'skipped', reasons: [] });
-        continue;
-      }
-      const reasons = ev.reasons.length ? ev.reasons : ['forced'];
-      const outcome = await runStage(root, stage, ev, runCmd, hasher);
-      if ('error' in outcome) {
-        log.warn(outcome.error);
-        result.stages.push({ name: stage.name, action: 'failed', reasons });
-        result.failed = { stage: stage.name, exitCode: outcome.exitCode, message: outcome.error };
-        result.exitCode = outcome.exitCode;
-        result.ok = false;
-        break;
-      }
-      const deps = ev.deps.map((d) => d.info!);
-      if (cacheDir) {
-        // In a DVC project, cached outputs go to DVC's cache too, or `dvc status` says "not in cache".
-        const cached = new Set(stageOutputs(stage).filter((o) => o.cache).map((o) => o.path));
-        for (const info of outcome.outs) if (cached.has(info.path)) await storeInCache(cacheDir, hasher, info);
-      }
-      lock.set(stage.name, lockEntry({ cmd: stage.lockCmd, deps, params: ev.params, outs: outcome.outs }));
-      await writeDvcLock(root, lock);
-      log.info(`Updating lock file '${DVC_LOCK}'`);
-      result.stages.push({ name: stage.name, action: 'ran', reasons });
-      result.ran.push(stage.name);
-    }
+    await runSelected(root, p, selected, opts, runCmd, hasher, result);
   } finally {
     // Keep hashes computed for skipped stages too, so the next status need not re-read big files.
     await hasher.save(trackedPaths(p)).catch((err: unknown) => log.warn(`could not save the hash cache: ${messageOf(err)}`));

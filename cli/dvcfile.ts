@@ -155,6 +155,87 @@ function matrixItems(axes: Array<{ k: string; values: unknown[] }>, def: unknown
   return combos.map((c) => ({ key: c.frags.join('-'), ctx: { item: c.item }, def }));
 }
 
+/** What the field parsers of one stage share: its mapping, its error and `${...}` interpolation. */
+interface StageCtx {
+  def: Record<string, unknown>;
+  fail: (reason: string, hint?: string) => never;
+  interp: (s: string, field: string, asCmd?: boolean) => string;
+}
+
+/** A list field (absent or null: empty). */
+function listField(c: StageCtx, field: string): unknown[] {
+  const v = c.def[field];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) return c.fail(`\`${field}\` must be a list`);
+  return v;
+}
+
+/** `cmd`, a string or a list of strings (DVC runs a list's commands in order), interpolated. */
+function stageCmds(c: StageCtx): string[] {
+  let cmds: string[];
+  if (typeof c.def.cmd === 'string') cmds = [c.def.cmd];
+  else if (Array.isArray(c.def.cmd) && c.def.cmd.length > 0 && c.def.cmd.every((x) => typeof x === 'string')) cmds = c.def.cmd as string[];
+  else return c.fail('`cmd` is required: a string or a list of strings');
+  return cmds.map((x) => c.interp(x, 'cmd', true));
+}
+
+/** `params`: keys of params.yaml, or `{params.yaml: [keys] | null}` (null: every key); each must exist. */
+function stageParams(c: StageCtx, paramsYaml: Record<string, unknown>): string[] {
+  const params: string[] = [];
+  for (const p of listField(c, 'params')) {
+    if (typeof p === 'string') params.push(c.interp(p, 'params'));
+    else if (isPlainObject(p)) {
+      for (const [paramsFile, keys] of Object.entries(p)) {
+        if (normalize(paramsFile) !== 'params.yaml') {
+          c.fail(`params from '${paramsFile}' are not supported: tagseg tracks params.yaml only`, 'move these keys into params.yaml');
+        }
+        if (keys === null) params.push(...Object.keys(paramsYaml)); // `params.yaml:` with no list = every key
+        else if (Array.isArray(keys) && keys.every((k) => typeof k === 'string')) params.push(...keys.map((k) => c.interp(k as string, 'params')));
+        else c.fail(`\`params\`: '${paramsFile}' must map to a list of keys`);
+      }
+    } else c.fail('`params` entries must be keys of params.yaml');
+  }
+  assertUnique(params, 'params', c.fail);
+  for (const key of params) {
+    if (lookup(paramsYaml, key) === undefined) {
+      const suggestion = closest(key, flattenKeys(paramsYaml));
+      c.fail(`param '${key}' is not in params.yaml${suggestion ? ` (did you mean '${suggestion}'?)` : ''}`);
+    }
+  }
+  return params;
+}
+
+/** One `outs`/`metrics`/`plots` entry's path and flags: a path, or `{path: {flags}}` with DVC's flags for the field. */
+function outEntry(c: StageCtx, field: 'outs' | 'metrics' | 'plots', entry: unknown): { p: string; flags: Record<string, unknown> } {
+  if (typeof entry === 'string') return { p: entry, flags: {} };
+  if (!isPlainObject(entry) || Object.keys(entry).length !== 1) return c.fail(`\`${field}\` entries must be a path or {path: {flags}}`);
+  const p = Object.keys(entry)[0]!;
+  const f = entry[p];
+  if (f !== null && !isPlainObject(f)) return c.fail(`\`${field}\`: flags of '${p}' must be a mapping`);
+  const flags = f ?? {};
+  const allowed = field === 'plots' ? PLOT_FLAGS : OUT_FLAGS;
+  for (const k of Object.keys(flags)) {
+    if (!allowed.includes(k)) c.fail(`\`${field}\`: unknown flag '${k}' on '${p}'${didYouMean(k, allowed)}`);
+  }
+  for (const k of ['cache', 'persist'] as const) {
+    if (flags[k] !== undefined && typeof flags[k] !== 'boolean') c.fail(`\`${field}\`: '${p}': \`${k}\` must be true or false`);
+  }
+  return { p, flags };
+}
+
+/** The outputs of one field, inside the project. */
+function stageOuts(c: StageCtx, field: 'outs' | 'metrics' | 'plots'): DvcOut[] {
+  return listField(c, field).map((entry) => {
+    const { p, flags } = outEntry(c, field, entry);
+    const out = normalize(c.interp(p, field));
+    // Outputs are deleted before the command runs: refuse anything outside the project.
+    if (out === '.' || out === '..' || out.startsWith('../') || path.isAbsolute(out)) {
+      c.fail(`\`${field}\`: '${out}' must be a path inside the project`);
+    }
+    return { path: out, cache: (flags.cache as boolean | undefined) ?? true, persist: (flags.persist as boolean | undefined) ?? false };
+  });
+}
+
 /** One stage; `vars` interpolate `${...}` (params.yaml plus a generated stage's item), `paramsYaml` is params.yaml. */
 function parseStage(name: string, def: unknown, index: number, vars: Record<string, unknown>, paramsYaml: Record<string, unknown>, file: string): DvcStage {
   const fail = (reason: string, hint?: string): never => {
@@ -167,93 +248,22 @@ function parseStage(name: string, def: unknown, index: number, vars: Record<stri
   }
   if (def.vars !== undefined) fail('stage-level `vars` are not supported');
   if (def.wdir !== undefined && normalize(String(def.wdir)) !== '.') fail('`wdir` other than "." is not supported');
-  const interp = (s: string, field: string, asCmd = false) => interpolate(s, vars, { file, stage: name, field, cmd: asCmd });
-
-  let cmds: string[];
-  if (typeof def.cmd === 'string') cmds = [def.cmd];
-  else if (Array.isArray(def.cmd) && def.cmd.length > 0 && def.cmd.every((c) => typeof c === 'string')) cmds = def.cmd as string[];
-  else return fail('`cmd` is required: a string or a list of strings');
-  cmds = cmds.map((c) => interp(c, 'cmd', true));
-
-  const list = (field: string): unknown[] => {
-    const v = def[field];
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) return fail(`\`${field}\` must be a list`);
-    return v;
-  };
-
-  const deps = list('deps').map((d) => {
+  const c: StageCtx = { def, fail, interp: (s, field, asCmd = false) => interpolate(s, vars, { file, stage: name, field, cmd: asCmd }) };
+  const cmds = stageCmds(c);
+  const deps = listField(c, 'deps').map((d) => {
     if (typeof d !== 'string') return fail('`deps` entries must be paths (strings)');
-    return normalize(interp(d, 'deps'));
+    return normalize(c.interp(d, 'deps'));
   });
   assertUnique(deps, 'deps', fail);
-
-  const params: string[] = [];
-  for (const p of list('params')) {
-    if (typeof p === 'string') params.push(interp(p, 'params'));
-    else if (isPlainObject(p)) {
-      for (const [paramsFile, keys] of Object.entries(p)) {
-        if (normalize(paramsFile) !== 'params.yaml') {
-          fail(`params from '${paramsFile}' are not supported: tagseg tracks params.yaml only`, 'move these keys into params.yaml');
-        }
-        if (keys === null) params.push(...Object.keys(paramsYaml)); // `params.yaml:` with no list = every key
-        else if (Array.isArray(keys) && keys.every((k) => typeof k === 'string')) params.push(...keys.map((k) => interp(k as string, 'params')));
-        else fail(`\`params\`: '${paramsFile}' must map to a list of keys`);
-      }
-    } else fail('`params` entries must be keys of params.yaml');
-  }
-  assertUnique(params, 'params', fail);
-  for (const key of params) {
-    if (lookup(paramsYaml, key) === undefined) {
-      const suggestion = closest(key, flattenKeys(paramsYaml));
-      fail(`param '${key}' is not in params.yaml${suggestion ? ` (did you mean '${suggestion}'?)` : ''}`);
-    }
-  }
-
-  const outputs = (field: 'outs' | 'metrics' | 'plots'): DvcOut[] =>
-    list(field).map((entry) => {
-      let p: string;
-      let flags: Record<string, unknown> = {};
-      if (typeof entry === 'string') p = entry;
-      else if (isPlainObject(entry) && Object.keys(entry).length === 1) {
-        p = Object.keys(entry)[0]!;
-        const f = entry[p];
-        if (f !== null && !isPlainObject(f)) return fail(`\`${field}\`: flags of '${p}' must be a mapping`);
-        flags = f ?? {};
-        const allowed = field === 'plots' ? PLOT_FLAGS : OUT_FLAGS;
-        for (const k of Object.keys(flags)) {
-          if (!allowed.includes(k)) fail(`\`${field}\`: unknown flag '${k}' on '${p}'${didYouMean(k, allowed)}`);
-        }
-        for (const k of ['cache', 'persist'] as const) {
-          if (flags[k] !== undefined && typeof flags[k] !== 'boolean') fail(`\`${field}\`: '${p}': \`${k}\` must be true or false`);
-        }
-      } else return fail(`\`${field}\` entries must be a path or {path: {flags}}`);
-      const out = normalize(interp(p, field));
-      // Outputs are deleted before the command runs: refuse anything outside the project.
-      if (out === '.' || out === '..' || out.startsWith('../') || path.isAbsolute(out)) {
-        fail(`\`${field}\`: '${out}' must be a path inside the project`);
-      }
-      return { path: out, cache: (flags.cache as boolean | undefined) ?? true, persist: (flags.persist as boolean | undefined) ?? false };
-    });
-
+  const params = stageParams(c, paramsYaml);
   const frozen = def.frozen ?? false;
   const alwaysChanged = def.always_changed ?? false;
   if (typeof frozen !== 'boolean') fail('`frozen` must be true or false');
   if (typeof alwaysChanged !== 'boolean') fail('`always_changed` must be true or false');
-
   return {
-    name,
-    index,
-    cmds,
-    cmd: cmds.join('\n'),
-    lockCmd: typeof def.cmd === 'string' ? cmds[0]! : cmds,
-    deps,
-    params,
-    outs: outputs('outs'),
-    metrics: outputs('metrics'),
-    plots: outputs('plots'),
-    frozen: frozen as boolean,
-    alwaysChanged: alwaysChanged as boolean,
+    name, index, cmds, cmd: cmds.join('\n'), lockCmd: typeof def.cmd === 'string' ? cmds[0]! : cmds, deps, params,
+    outs: stageOuts(c, 'outs'), metrics: stageOuts(c, 'metrics'), plots: stageOuts(c, 'plots'),
+    frozen: frozen as boolean, alwaysChanged: alwaysChanged as boolean,
   };
 }
 

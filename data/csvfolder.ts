@@ -55,11 +55,8 @@ interface Row {
   split: string;
 }
 
-export async function scanCsvFolder(root: string, opts: CsvFolderOptions): Promise<Manifest> {
-  root = path.resolve(root);
-  if (!(await isDirectory(root))) throw new TagsegError('dataset folder not found', { file: root });
-  const errors = new ItemErrors(opts.onError ?? 'fail', opts.errors);
-  const csvFile = path.resolve(root, opts.csv);
+/** The CSV's rows, header dropped (read errors and an empty file are TagsegErrors naming it). */
+async function readTagsCsv(csvFile: string): Promise<ReturnType<typeof parseCsv>> {
   let text: string;
   try {
     text = await fs.readFile(csvFile, 'utf8');
@@ -67,11 +64,14 @@ export async function scanCsvFolder(root: string, opts: CsvFolderOptions): Promi
     const code = (err as NodeJS.ErrnoException).code;
     throw new TagsegError(code === 'ENOENT' ? 'tags CSV not found' : `cannot read tags CSV (${messageOf(err)})`, { file: csvFile, cause: err });
   }
-
   const csvRows = parseCsv(text, csvFile);
   if (csvRows.length > 0 && isHeaderRow(csvRows[0])) csvRows.shift();
   if (csvRows.length === 0) throw new TagsegError('tags CSV has no rows', { file: csvFile });
+  return csvRows;
+}
 
+/** `image_id,tags[,split]` lines as rows: the first cell is an id, or a path when it has an image extension. */
+function tagRows(csvRows: ReturnType<typeof parseCsv>, root: string, csvFile: string, errors: ItemErrors): Row[] {
   const ids = new IdRegistry(root);
   const rows: Row[] = [];
   for (const { line, cells } of csvRows) {
@@ -91,13 +91,27 @@ export async function scanCsvFolder(root: string, opts: CsvFolderOptions): Promi
     });
     if (row) rows.push(row);
   }
+  return rows;
+}
 
+/** Each row's image (its path, or found by id in the folder), as an item keyed to its row. */
+async function rowImages(rows: Row[], root: string, csvFile: string, errors: ItemErrors): Promise<Map<ItemSpec, Row>> {
   const index: ImageIndex | null = rows.some((r) => r.explicitPath === null) ? await indexImages(root) : null;
   const rowOf = new Map<ItemSpec, Row>();
   for (const row of rows) {
     const imagePath = row.explicitPath ?? errors.guard(row.id, () => imageFor(index as ImageIndex, row.id, '.', { file: csvFile, line: row.line }));
     if (imagePath !== undefined) rowOf.set({ id: row.id, split: row.split, imagePath, maskPath: null, tags: null }, row);
   }
+  return rowOf;
+}
+
+export async function scanCsvFolder(root: string, opts: CsvFolderOptions): Promise<Manifest> {
+  root = path.resolve(root);
+  if (!(await isDirectory(root))) throw new TagsegError('dataset folder not found', { file: root });
+  const errors = new ItemErrors(opts.onError ?? 'fail', opts.errors);
+  const csvFile = path.resolve(root, opts.csv);
+  const rows = tagRows(await readTagsCsv(csvFile), root, csvFile, errors);
+  const rowOf = await rowImages(rows, root, csvFile, errors);
   const checked = await checkImageFiles([...rowOf.keys()], errors, root, (item) => ({ file: csvFile, line: rowOf.get(item)?.line }));
 
   // Derived classes come from the rows that survived, so a skipped row adds no class.

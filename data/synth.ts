@@ -262,13 +262,15 @@ function makeTexture(rng: () => number, size: number, style: ClassStyle, cx: num
 }
 
 /** One image: RGB `[size, size, 3]`, mask `[size, size]` and its tags (classes present, sorted). */
-export function renderImage(seed: number, index: number, size: number, k: number): { rgb: Uint8Array; mask: Uint8Array; tags: number[] } {
-  const rng = mulberry32(imageSeed(seed, index));
+/**
+ * The shapes of one image and the shape owning each pixel (-1: background). Layouts where a class
+ * is nearly hidden (< 2% of the image) are redrawn: such a tag would name an object no one can
+ * see. After 20 tries the last layout is kept (tags still exact).
+ */
+function layoutShapes(rng: () => number, size: number, k: number): { shapes: Shape[]; owner: Int8Array } {
   const n = size * size;
   const owner = new Int8Array(n);
   let shapes: Shape[] = [];
-  // Layouts where a class is nearly hidden (< 2% of the image) are redrawn: such a tag would
-  // name an object no one can see. After 20 tries the last layout is kept (tags still exact).
   for (let attempt = 0; attempt < 20; attempt++) {
     const count = Math.min(k, 1 + Math.floor(rng() * 3));
     const pool = Array.from({ length: k }, (_, i) => i + 1);
@@ -290,7 +292,12 @@ export function renderImage(seed: number, index: number, size: number, k: number
     for (let i = 0; i < n; i++) if (owner[i] >= 0) area[owner[i]]++;
     if (area.every((a) => a >= 0.02 * n)) break;
   }
+  return { shapes, owner };
+}
 
+/** The pixels and the class mask of a layout: textured shapes on a noisy background, per-pixel noise on top. */
+function paintImage(rng: () => number, size: number, shapes: Shape[], owner: Int8Array): { rgb: Uint8Array; mask: Uint8Array } {
+  const n = size * size;
   const rgb = new Uint8Array(n * 3);
   const mask = new Uint8Array(n);
   // Background: two low-saturation colours of one random hue, mixed by two octaves of smooth noise.
@@ -320,8 +327,15 @@ export function renderImage(seed: number, index: number, size: number, k: number
       rgb[i * 3 + 2] = clamp255(px[2] + noise);
     }
   }
+  return { rgb, mask };
+}
+
+export function renderImage(seed: number, index: number, size: number, k: number): { rgb: Uint8Array; mask: Uint8Array; tags: number[] } {
+  const rng = mulberry32(imageSeed(seed, index));
+  const { shapes, owner } = layoutShapes(rng, size, k);
+  const { rgb, mask } = paintImage(rng, size, shapes, owner);
   const present = new Set<number>();
-  for (let i = 0; i < n; i++) if (mask[i] !== 0) present.add(mask[i]);
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) present.add(mask[i]);
   return { rgb, mask, tags: [...present].sort((a, b) => a - b) };
 }
 

@@ -53,17 +53,16 @@ const SPLIT_ORDER = ['train', 'val', 'test'];
 
 type Where = { file: string; line?: number };
 
-export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<Manifest> {
-  root = path.resolve(root);
-  if (!(await isDirectory(root))) throw new TagsegError('dataset folder not found', { file: root });
-  const errors = new ItemErrors(opts.onError ?? 'fail', opts.errors);
-
+/** classes.json (`opts.classesFile`, else `<root>/classes.json` if present), else the 21 VOC classes. */
+async function vocClasses(root: string, opts: VocScanOptions): Promise<ClassInfo> {
   const classesFile = opts.classesFile ?? path.join(root, 'classes.json');
-  const info: ClassInfo =
-    opts.classesFile !== undefined || (await isFile(classesFile))
-      ? await readClassesFile(classesFile)
-      : { classes: [...VOC_CLASSES], background: 0, void: 255 };
+  return opts.classesFile !== undefined || (await isFile(classesFile))
+    ? await readClassesFile(classesFile)
+    : { classes: [...VOC_CLASSES], background: 0, void: 255 };
+}
 
+/** The images of JPEGImages/ (required: it is what makes a folder a VOC-layout dataset). */
+async function vocImages(root: string): Promise<ImageIndex> {
   const imageDir = path.join(root, 'JPEGImages');
   if (!(await isDirectory(imageDir))) {
     throw new TagsegError('no JPEGImages folder: not a VOC-layout dataset', {
@@ -71,13 +70,37 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
       hint: 'for a folder of images with a CSV of tags, use the csv-folder importer',
     });
   }
-  const images = await indexImages(imageDir);
+  return indexImages(imageDir);
+}
 
-  const maskDir = path.join(root, 'SegmentationClass');
+/** The ids with a SegmentationClass/<id>.png mask (optional: the pipeline needs tags only). */
+async function vocMasks(maskDir: string): Promise<Set<string>> {
   const masks = new Set<string>();
   if (await isDirectory(maskDir)) {
     for (const name of await fs.readdir(maskDir)) if (name.endsWith('.png')) masks.add(name.slice(0, -4));
   }
+  return masks;
+}
+
+/** Image tags from tags.csv if present, else from the Annotations/<id>.xml objects (VOC's own), and where they came from. */
+async function vocTags(
+  root: string, items: ItemSpec[], info: ClassInfo, images: ImageIndex, named: Set<string>, errors: ItemErrors,
+): Promise<{ found: Map<string, number[] | TagsegError>; tagSource: string; tagsFile: string }> {
+  const tagsFile = path.join(root, 'tags.csv');
+  const annDir = path.join(root, 'Annotations');
+  if (await isFile(tagsFile)) return { found: await readTagsCsv(tagsFile, info, images, named, errors), tagSource: 'tags.csv', tagsFile };
+  if (await isDirectory(annDir)) return { found: await readXmlTags(items, annDir, info), tagSource: 'Annotations/<id>.xml', tagsFile };
+  return { found: new Map(), tagSource: 'tags.csv or Annotations/', tagsFile };
+}
+
+export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<Manifest> {
+  root = path.resolve(root);
+  if (!(await isDirectory(root))) throw new TagsegError('dataset folder not found', { file: root });
+  const errors = new ItemErrors(opts.onError ?? 'fail', opts.errors);
+  const info = await vocClasses(root, opts);
+  const images = await vocImages(root);
+  const maskDir = path.join(root, 'SegmentationClass');
+  const masks = await vocMasks(maskDir);
 
   const listed = await readSplits(root, images, opts.splits, errors);
   const whereOf = new Map(listed.items.map((l) => [l.id, l.where]));
@@ -88,23 +111,38 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
     maskPath: masks.has(id) ? path.join(maskDir, `${id}.png`) : null,
     tags: null,
   }));
-
-  const tagsFile = path.join(root, 'tags.csv');
-  const annDir = path.join(root, 'Annotations');
-  let tagSource: string;
-  let found: Map<string, number[] | TagsegError> = new Map();
-  if (await isFile(tagsFile)) {
-    found = await readTagsCsv(tagsFile, info, images, listed.named, errors);
-    tagSource = 'tags.csv';
-  } else if (await isDirectory(annDir)) {
-    found = await readXmlTags(items, annDir, info);
-    tagSource = 'Annotations/<id>.xml';
-  } else {
-    tagSource = 'tags.csv or Annotations/';
-  }
+  const { found, tagSource, tagsFile } = await vocTags(root, items, info, images, listed.named, errors);
   items = attachTags(items, found, errors, { tagSource, tagsFile, maskDir });
   items = await checkImageFiles(items, errors, root, (item) => whereOf.get(item.id) as Where);
   return { root, classes: info.classes, background: info.background, void: info.void, items, classesFile: info.file };
+}
+
+/** ImageSets/Segmentation's split names (every <split>.txt but trainval, conventional order), or null without the folder. */
+async function splitNames(setDir: string): Promise<string[] | null> {
+  if (!(await isDirectory(setDir))) return null;
+  const names = (await fs.readdir(setDir))
+    .filter((n) => n.endsWith('.txt') && n !== 'trainval.txt')
+    .map((n) => n.slice(0, -4))
+    .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+  if (names.length === 0) {
+    throw new TagsegError('no split files (<split>.txt) found', { file: setDir });
+  }
+  return names;
+}
+
+/** The lines of one split file (BOM dropped; any line ending). */
+async function splitFileLines(file: string, split: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new TagsegError(code === 'ENOENT' ? `split file for "${split}" not found` : `cannot read split file (${messageOf(err)})`, {
+      file,
+      cause: err,
+    });
+  }
+  return text.replace(/^\uFEFF/, '').split(/\r\n|\n|\r/);
 }
 
 /**
@@ -138,6 +176,7 @@ function attachTags(
   });
 }
 
+/** The listed images of each split (ImageSets/Segmentation/<split>.txt), or every image as "train" without that folder. */
 async function readSplits(
   root: string,
   images: ImageIndex,
@@ -145,18 +184,8 @@ async function readSplits(
   errors: ItemErrors,
 ): Promise<{ items: { id: string; split: string; imagePath: string; where: Where }[]; named: Set<string> }> {
   const setDir = path.join(root, 'ImageSets', 'Segmentation');
-  let names: string[];
-  if (splits !== undefined) {
-    names = splits;
-  } else if (await isDirectory(setDir)) {
-    names = (await fs.readdir(setDir))
-      .filter((n) => n.endsWith('.txt') && n !== 'trainval.txt')
-      .map((n) => n.slice(0, -4))
-      .sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
-    if (names.length === 0) {
-      throw new TagsegError('no split files (<split>.txt) found', { file: setDir });
-    }
-  } else {
+  const names = splits ?? (await splitNames(setDir));
+  if (names === null) {
     const imageDir = path.join(root, 'JPEGImages');
     log.info(`${setDir} not found: using every image in ${imageDir} as split "train"`);
     const where = { file: imageDir };
@@ -169,17 +198,7 @@ async function readSplits(
   const named = new Set<string>();
   for (const split of names) {
     const file = path.join(setDir, `${split}.txt`);
-    let text: string;
-    try {
-      text = await fs.readFile(file, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new TagsegError(code === 'ENOENT' ? `split file for "${split}" not found` : `cannot read split file (${messageOf(err)})`, {
-        file,
-        cause: err,
-      });
-    }
-    const lines = text.replace(/^\uFEFF/, '').split(/\r\n|\n|\r/);
+    const lines = await splitFileLines(file, split);
     for (let i = 0; i < lines.length; i++) {
       // The whole line is the id (a file name may hold spaces): cutting at a space would import another image.
       const id = lines[i].trim();

@@ -146,10 +146,49 @@ async function resumeState(o: LoopOptions): Promise<{ dir: string; state?: LoopS
   return { dir: opened.dir, state: { ...saved, runs: saved.runs ?? [] }, restartReason };
 }
 
+/** One step's loss (trainStep's NonFiniteLossError gives its loss); a non-finite one is a TagsegError naming the stage and its lr. */
+async function stepLoss(o: LoopOptions, idx: number[], rng: Rng, ctx: StepContext): Promise<number> {
+  // trainStep's NonFiniteLossError (the step itself saw the loss) gets the same stage-naming message.
+  const loss = await (async () => o.step(idx, rng, ctx))()
+    .catch((err: unknown) => { if (err instanceof NonFiniteLossError) return err.loss; throw err; });
+  if (!Number.isFinite(loss)) {
+    throw new TagsegError(`stage '${o.name}': the training loss is not finite: loss is ${loss} at epoch ${ctx.epoch + 1}, iteration ${ctx.iter} (of ${o.epochs} epochs)`, {
+      hint: `lower ${o.name}.lr in params.yaml (now ${o.lr}), e.g. --set ${o.name}.lr=${o.lr / 10}`,
+    });
+  }
+  return loss;
+}
+
+/**
+ * One epoch over `order` in batches of batchSize, the lr following the poly schedule per
+ * iteration; advances state.iter and returns the summed (per-item) loss and the items seen.
+ */
+async function trainEpoch(o: LoopOptions, epoch: number, order: number[], rng: Rng, state: LoopState, maxIter: number): Promise<{ lossSum: number; seen: number }> {
+  const itersPerEpoch = Math.ceil(o.size / o.batchSize);
+  const bar = progress(`${o.name} train epoch ${epoch + 1}/${o.epochs}`, o.size, ['loss', 'img/s']);
+  const e0 = performance.now();
+  let lossSum = 0;
+  let seen = 0;
+  try {
+    for (let b = 0; b < itersPerEpoch; b++) {
+      const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
+      if (o.prefetch && b + 1 < itersPerEpoch) o.prefetch(order.slice((b + 1) * o.batchSize, (b + 2) * o.batchSize));
+      o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
+      const loss = await stepLoss(o, idx, rng, { epoch, iter: state.iter, maxIter });
+      state.iter++;
+      lossSum += loss * idx.length;
+      seen += idx.length;
+      bar.tick(idx.length, { loss: lossSum / seen, 'img/s': seen / ((performance.now() - e0) / 1000) });
+    }
+  } finally {
+    bar.stop();
+  }
+  return { lossSum, seen };
+}
+
 export async function runTraining(o: LoopOptions): Promise<LoopResult> {
   if (o.size === 0) throw new Error(`${o.name}: no training items`);
-  const itersPerEpoch = Math.ceil(o.size / o.batchSize);
-  const maxIter = o.epochs * itersPerEpoch;
+  const maxIter = o.epochs * Math.ceil(o.size / o.batchSize);
   const resumed = await resumeState(o);
   let state: LoopState = resumed.state ?? { epoch: 0, iter: 0, rng: new Rng(o.seed).state(), hash: o.hash, losses: [], runs: [] };
   const restartReason = resumed.restartReason;
@@ -165,32 +204,8 @@ export async function runTraining(o: LoopOptions): Promise<LoopResult> {
     if (o.stopAfter !== undefined && ran >= o.stopAfter) break;
     if (o.onEpochStart) await o.onEpochStart(epoch, rng);
     const order = rng.shuffle(Array.from({ length: o.size }, (_, i) => i));
-    const bar = progress(`${o.name} train epoch ${epoch + 1}/${o.epochs}`, o.size, ['loss', 'img/s']);
-    const e0 = performance.now();
-    let lossSum = 0;
-    let seen = 0;
-    try {
-      for (let b = 0; b < itersPerEpoch; b++) {
-        const idx = order.slice(b * o.batchSize, (b + 1) * o.batchSize);
-        if (o.prefetch && b + 1 < itersPerEpoch) o.prefetch(order.slice((b + 1) * o.batchSize, (b + 2) * o.batchSize));
-        o.optimizer.lr = polyLr(o.lr, state.iter, maxIter);
-        // trainStep's NonFiniteLossError (the step itself saw the loss) gets the same stage-naming message.
-        const loss = await (async () => o.step(idx, rng, { epoch, iter: state.iter, maxIter }))()
-          .catch((err: unknown) => { if (err instanceof NonFiniteLossError) return err.loss; throw err; });
-        if (!Number.isFinite(loss)) {
-          throw new TagsegError(`stage '${o.name}': the training loss is not finite: loss is ${loss} at epoch ${epoch + 1}, iteration ${state.iter} (of ${o.epochs} epochs)`, {
-            hint: `lower ${o.name}.lr in params.yaml (now ${o.lr}), e.g. --set ${o.name}.lr=${o.lr / 10}`,
-          });
-        }
-        state.iter++;
-        lossSum += loss * idx.length;
-        seen += idx.length;
-        trained += idx.length;
-        bar.tick(idx.length, { loss: lossSum / seen, 'img/s': seen / ((performance.now() - e0) / 1000) });
-      }
-    } finally {
-      bar.stop();
-    }
+    const { lossSum, seen } = await trainEpoch(o, epoch, order, rng, state, maxIter);
+    trained += seen;
     losses.push(lossSum / seen);
     state = { epoch: epoch + 1, iter: state.iter, rng: rng.state(), hash: o.hash, losses, runs: [...runs, { from: resumedFrom, to: epoch + 1 }] };
     // The resume checkpoint lands at once (a kill must find it), not with the stage's committed outputs.

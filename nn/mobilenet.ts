@@ -71,6 +71,21 @@ export interface MobileNetOptions {
 /** Keras BN epsilon of the MobileNet model (model.json: epsilon 0.001). */
 const KERAS_BN_EPS = 1e-3;
 
+/** take(name, shape): a clone of the Keras MobileNet weight `name`, checked against `shape`; undefined without weights (random init). */
+function pretrainedTaker(weights: Map<string, tf.Tensor> | null): (name: string, shape: number[]) => tf.Tensor | undefined {
+  return (name, shape) => {
+    if (!weights) return undefined;
+    const t = weights.get(name);
+    if (!t) throw new TagsegError(`pretrained MobileNet weight '${name}' is missing`, { hint: 'is this a Keras MobileNet v1 (alpha 1.0) LayersModel?' });
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new TagsegError(`pretrained MobileNet weight '${name}' has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`, {
+        hint: 'only alpha 1.0 MobileNet v1 is supported',
+      });
+    }
+    return t.clone();
+  };
+}
+
 export class MobileNetV1 implements Backbone {
   readonly name = 'mobilenet_v1';
   readonly outputStride: OutputStride;
@@ -97,17 +112,7 @@ export class MobileNetV1 implements Backbone {
     const normOpts: NormOptions = { kind: this.norm, eps: KERAS_BN_EPS, momentum: opts.bnMomentum, groups: opts.groups };
     const rng = new Rng(opts.seed ?? 0);
     const p = this.params;
-    const take = (name: string, shape: number[]): tf.Tensor | undefined => {
-      if (!weights) return undefined;
-      const t = weights.get(name);
-      if (!t) throw new TagsegError(`pretrained MobileNet weight '${name}' is missing`, { hint: 'is this a Keras MobileNet v1 (alpha 1.0) LayersModel?' });
-      if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-        throw new TagsegError(`pretrained MobileNet weight '${name}' has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`, {
-          hint: 'only alpha 1.0 MobileNet v1 is supported',
-        });
-      }
-      return t.clone();
-    };
+    const take = pretrainedTaker(weights);
     const addNorm = (name: string, c: number): Norm => {
       const init = {
         gamma: take(`${name}/gamma`, [c]) as tf.Tensor1D | undefined,
@@ -131,11 +136,17 @@ export class MobileNetV1 implements Backbone {
       stride: 2,
       block: 0,
     });
+    this.strides = [];
+    this.channels = [];
+    this.addBlocks(take, addNorm, rng);
+  }
+
+  /** The depthwise + pointwise blocks 1..12 (or up to conv_dw_13) after conv1, and the feature levels' strides and channels. */
+  private addBlocks(take: (name: string, shape: number[]) => tf.Tensor | undefined, addNorm: (name: string, c: number) => Norm, rng: Rng): void {
+    const p = this.params;
     let cin = 32;
     const nBlocks = this.last === 'conv_dw_13' ? 13 : 12;
     let stride = 2;
-    this.strides = [];
-    this.channels = [];
     for (let i = 1; i <= nBlocks; i++) {
       const [filters] = BLOCKS[i - 1];
       const dwShape: [number, number, number, number] = [3, 3, cin, 1];
@@ -166,6 +177,7 @@ export class MobileNetV1 implements Backbone {
     this.strides.push(stride);
     this.channels.push(cin);
   }
+
 
   /**
    * x: [B,H,W,3] in [-1, 1] (see `preprocess`) -> Features with 4 levels: conv_pw_3_relu (128 ch,

@@ -148,6 +148,60 @@ export function disposeTransition(t: Transition): void {
   tf.dispose(t.groups.map((g) => g.weights));
 }
 
+/** Directed offsets by dy: the K forward ones, their negatives (the same pair seen from its target) and the self-loop (k = -1). */
+type DirectedOffsets = Map<number, { dx: number; k: number; forward: boolean }[]>;
+
+function directedOffsets(offsets: readonly Offset[]): DirectedOffsets {
+  const byDy: DirectedOffsets = new Map();
+  const addDirected = (dy: number, dx: number, k: number, forward: boolean) => {
+    const list = byDy.get(dy) ?? [];
+    list.push({ dx, k, forward });
+    byDy.set(dy, list);
+  };
+  addDirected(0, 0, -1, true);
+  offsets.forEach(({ dy, dx }, k) => {
+    addDirected(dy, dx, k, true);
+    addDirected(-dy, -dx, k, false);
+  });
+  return byDy;
+}
+
+/**
+ * padded[k] = A^beta of offset k placed at its source pixel, on the grid padded by rf on every
+ * side, 0 where the pair does not exist. fwd_k(y, x) = padded[k, rf + y, rf + x]; the same pair
+ * seen from its target: bwd_k(y, x) = fwd_k(y - dy, x - dx) = padded[k, rf - dy + y, rf - dx + x].
+ */
+function paddedPowers(aff: tf.Tensor3D, offsets: readonly Offset[], layout: PairLayout, h: number, w: number, rf: number, beta: number): tf.Tensor3D {
+  return tf.tidy(() => {
+    const K = offsets.length;
+    if (K === 0) return tf.zeros([0, h + 2 * rf, w + 2 * rf]) as tf.Tensor3D;
+    const powA = tf.pow(tf.relu(aff), beta) as tf.Tensor3D;
+    if (layout === 'region') return tf.pad(powA, [[0, 0], [rf, 2 * rf], [2 * rf, 2 * rf]]);
+    const rowOk = new Float32Array(K * h);
+    const colOk = new Float32Array(K * w);
+    offsets.forEach(({ dy, dx }, k) => {
+      for (let y = 0; y < h - dy; y++) rowOk[k * h + y] = 1;
+      for (let x = Math.max(0, -dx); x < Math.min(w, w - dx); x++) colOk[k * w + x] = 1;
+    });
+    const ok = tf.mul(tf.tensor3d(rowOk, [K, h, 1]), tf.tensor3d(colOk, [K, 1, w]));
+    return tf.pad(tf.mul(powA, ok), [[0, 0], [rf, rf], [rf, rf]]);
+  }) as tf.Tensor3D;
+}
+
+/** 1 / column sums of A^beta: the self-loop 1 + every pair touching the pixel, as source or as target. */
+function inverseDegree(padded: tf.Tensor3D, offsets: readonly Offset[], h: number, w: number, rf: number, map: (k: number, dy: number, dx: number, forward: boolean) => tf.Tensor2D): tf.Tensor {
+  return tf.tidy(() => {
+    let degree: tf.Tensor = tf.ones([h, w]);
+    if (offsets.length > 0) degree = tf.add(degree, tf.slice(tf.sum(padded, 0), [rf, rf], [h, w]));
+    offsets.forEach(({ dy, dx }, k) => {
+      const next = tf.tidy(() => tf.add(degree, map(k, dy, dx, false)));
+      degree.dispose();
+      degree = next;
+    });
+    return tf.div(1, degree); // not tf.reciprocal: its vectorised CPU kernel is approximate (1/1 = 1 - 6e-8)
+  });
+}
+
 /**
  * Build T from affinities.
  * aff: [K, h', w'] in [0, 1], one map per offset, in 'region' layout ([h - rf, w - 2 rf]) or
@@ -176,51 +230,14 @@ export function buildTransition(
   const layout = K > 0 ? pairLayoutOf(aff.shape[1], aff.shape[2], height, width, radius) : 'full';
   const h = height;
   const w = width;
-  // Directed offsets by dy: the K forward ones, their negatives (the same pair seen from its
-  // target) and the self-loop. k = -1 marks the self-loop.
-  const byDy = new Map<number, { dx: number; k: number; forward: boolean }[]>();
-  const addDirected = (dy: number, dx: number, k: number, forward: boolean) => {
-    const list = byDy.get(dy) ?? [];
-    list.push({ dx, k, forward });
-    byDy.set(dy, list);
-  };
-  addDirected(0, 0, -1, true);
-  offsets.forEach(({ dy, dx }, k) => {
-    addDirected(dy, dx, k, true);
-    addDirected(-dy, -dx, k, false);
-  });
+  const byDy = directedOffsets(offsets);
   return tf.tidy((): Transition => {
-    // padded[k] = A^beta of offset k placed at its source pixel, on the grid padded by rf on every
-    // side, 0 where the pair does not exist. fwd_k(y, x) = padded[k, rf + y, rf + x]; the same pair
-    // seen from its target: bwd_k(y, x) = fwd_k(y - dy, x - dx) = padded[k, rf - dy + y, rf - dx + x].
     // Only `padded` (~1.2 K N floats) and the finished groups ((2 Ry + 1)(2 Rx + 1) N, ~2.4 K N) are
     // alive at once.
-    const padded = tf.tidy(() => {
-      if (K === 0) return tf.zeros([0, h + 2 * rf, w + 2 * rf]) as tf.Tensor3D;
-      const powA = tf.pow(tf.relu(aff), beta) as tf.Tensor3D;
-      if (layout === 'region') return tf.pad(powA, [[0, 0], [rf, 2 * rf], [2 * rf, 2 * rf]]);
-      const rowOk = new Float32Array(K * h);
-      const colOk = new Float32Array(K * w);
-      offsets.forEach(({ dy, dx }, k) => {
-        for (let y = 0; y < h - dy; y++) rowOk[k * h + y] = 1;
-        for (let x = Math.max(0, -dx); x < Math.min(w, w - dx); x++) colOk[k * w + x] = 1;
-      });
-      const ok = tf.mul(tf.tensor3d(rowOk, [K, h, 1]), tf.tensor3d(colOk, [K, 1, w]));
-      return tf.pad(tf.mul(powA, ok), [[0, 0], [rf, rf], [rf, rf]]);
-    });
+    const padded = paddedPowers(aff, offsets, layout, h, w, rf, beta);
     const map = (k: number, dy: number, dx: number, forward: boolean): tf.Tensor2D =>
       tf.reshape(tf.slice(padded, [k, forward ? rf : rf - dy, forward ? rf : rf - dx], [1, h, w]), [h, w]);
-    // column sums of A^beta: the self-loop 1 + every pair touching the pixel, as source or as target
-    const inv = tf.tidy(() => {
-      let degree: tf.Tensor = tf.ones([h, w]);
-      if (K > 0) degree = tf.add(degree, tf.slice(tf.sum(padded, 0), [rf, rf], [h, w]));
-      offsets.forEach(({ dy, dx }, k) => {
-        const next = tf.tidy(() => tf.add(degree, map(k, dy, dx, false)));
-        degree.dispose();
-        degree = next;
-      });
-      return tf.div(1, degree); // not tf.reciprocal: its vectorised CPU kernel is approximate (1/1 = 1 - 6e-8)
-    });
+    const inv = inverseDegree(padded, offsets, h, w, rf, map);
     const ry = Math.max(0, ...offsets.map((o) => o.dy));
     const rx = Math.max(0, ...offsets.map((o) => Math.abs(o.dx)));
     const W = paddedWidthOf(w);

@@ -67,25 +67,25 @@ export function rgbToLab(rgb: Uint8Array, n: number): { l: Float64Array; a: Floa
 }
 
 /** SLIC superpixels of an RGB image rgb [h * w * 3] (row-major, interleaved). */
-export function slic(rgb: Uint8Array, h: number, w: number, o: SlicOptions): SlicResult {
+/** The image as CIELAB planes (step 1) with its size. */
+interface Lab { L: Float64Array; A: Float64Array; B: Float64Array; h: number; w: number }
+/** Cluster centres: l, a, b, y, x. */
+interface Centres { cl: Float64Array; ca: Float64Array; cb: Float64Array; cy: Float64Array; cx: Float64Array }
+
+/** Bad sizes and options are TagsegErrors before any work. */
+function checkSlicArgs(rgb: Uint8Array, h: number, w: number, o: SlicOptions, iters: number): void {
   if (!(Number.isInteger(h) && Number.isInteger(w) && h > 0 && w > 0)) throw new TagsegError(`slic: bad image size ${h} x ${w}`);
   if (rgb.length !== h * w * 3) throw new TagsegError(`slic: expected ${h * w * 3} bytes for ${h} x ${w} RGB, got ${rgb.length}`);
   if (!(Number.isInteger(o.segments) && o.segments > 0)) throw new TagsegError(`slic: segments must be a positive integer, got ${o.segments}`);
   if (!(Number.isFinite(o.compactness) && o.compactness > 0)) throw new TagsegError(`slic: compactness must be positive, got ${o.compactness}`);
-  const iters = o.iters ?? 10;
   if (!(Number.isInteger(iters) && iters >= 0)) throw new TagsegError(`slic: iters must be a non-negative integer, got ${iters}`);
-  const n = h * w;
-  const { l: L, a: A, b: B } = rgbToLab(rgb, n);
-  const S = Math.max(1, Math.sqrt(n / o.segments));
-  const ny = Math.max(1, Math.min(h, Math.round(h / S)));
-  const nx = Math.max(1, Math.min(w, Math.round(w / S)));
+}
+
+/** Step 2: centres on the ny x nx grid, each moved to the lowest-gradient pixel of its 3 x 3 neighbourhood. */
+function seedCentres(lab: Lab, ny: number, nx: number): Centres {
+  const { L, A, B, h, w } = lab;
   const k = ny * nx;
-  // centres: l, a, b, y, x
-  const cl = new Float64Array(k);
-  const ca = new Float64Array(k);
-  const cb = new Float64Array(k);
-  const cy = new Float64Array(k);
-  const cx = new Float64Array(k);
+  const c0: Centres = { cl: new Float64Array(k), ca: new Float64Array(k), cb: new Float64Array(k), cy: new Float64Array(k), cx: new Float64Array(k) };
   const grad = (y: number, x: number) => {
     const p = (yy: number, xx: number) => Math.min(h - 1, Math.max(0, yy)) * w + Math.min(w - 1, Math.max(0, xx));
     const d2 = (i: number, j: number) => (L[i] - L[j]) ** 2 + (A[i] - A[j]) ** 2 + (B[i] - B[j]) ** 2;
@@ -113,68 +113,77 @@ export function slic(rgb: Uint8Array, h: number, w: number, o: SlicOptions): Sli
       }
       const c = j * nx + i;
       const p = by * w + bx;
-      cl[c] = L[p];
-      ca[c] = A[p];
-      cb[c] = B[p];
-      cy[c] = by;
-      cx[c] = bx;
+      c0.cl[c] = L[p];
+      c0.ca[c] = A[p];
+      c0.cb[c] = B[p];
+      c0.cy[c] = by;
+      c0.cx[c] = bx;
     }
   }
-  const label = new Int32Array(n).fill(-1);
-  const dist = new Float64Array(n);
-  const m2 = (o.compactness * o.compactness) / (S * S);
-  const win = Math.ceil(S);
-  const sum = new Float64Array(k * 5);
-  const cnt = new Int32Array(k);
-  for (let it = 0; it < iters; it++) {
-    dist.fill(Infinity);
-    for (let c = 0; c < k; c++) {
-      const y0 = Math.max(0, Math.round(cy[c]) - win);
-      const y1 = Math.min(h - 1, Math.round(cy[c]) + win);
-      const x0 = Math.max(0, Math.round(cx[c]) - win);
-      const x1 = Math.min(w - 1, Math.round(cx[c]) + win);
-      for (let y = y0; y <= y1; y++) {
-        for (let x = x0; x <= x1; x++) {
-          const p = y * w + x;
-          const dc = (L[p] - cl[c]) ** 2 + (A[p] - ca[c]) ** 2 + (B[p] - cb[c]) ** 2;
-          const ds = (y - cy[c]) ** 2 + (x - cx[c]) ** 2;
-          const D = dc + ds * m2;
-          if (D < dist[p]) {
-            dist[p] = D;
-            label[p] = c;
-          }
+  return c0;
+}
+
+/** Step 3, assignment: every centre claims the pixels of its 2S x 2S window it is nearer to (ties: the earlier centre). */
+function assignPixels(lab: Lab, c0: Centres, win: number, m2: number, label: Int32Array, dist: Float64Array): void {
+  const { L, A, B, h, w } = lab;
+  const { cl, ca, cb, cy, cx } = c0;
+  dist.fill(Infinity);
+  for (let c = 0; c < cl.length; c++) {
+    const y0 = Math.max(0, Math.round(cy[c]) - win);
+    const y1 = Math.min(h - 1, Math.round(cy[c]) + win);
+    const x0 = Math.max(0, Math.round(cx[c]) - win);
+    const x1 = Math.min(w - 1, Math.round(cx[c]) + win);
+    for (let y = y0; y <= y1; y++) {
+      for (let x = x0; x <= x1; x++) {
+        const p = y * w + x;
+        const dc = (L[p] - cl[c]) ** 2 + (A[p] - ca[c]) ** 2 + (B[p] - cb[c]) ** 2;
+        const ds = (y - cy[c]) ** 2 + (x - cx[c]) ** 2;
+        const D = dc + ds * m2;
+        if (D < dist[p]) {
+          dist[p] = D;
+          label[p] = c;
         }
       }
     }
-    sum.fill(0);
-    cnt.fill(0);
-    for (let p = 0; p < n; p++) {
-      const c = label[p];
-      if (c < 0) continue;
-      sum[5 * c] += L[p];
-      sum[5 * c + 1] += A[p];
-      sum[5 * c + 2] += B[p];
-      sum[5 * c + 3] += Math.floor(p / w);
-      sum[5 * c + 4] += p % w;
-      cnt[c]++;
-    }
-    for (let c = 0; c < k; c++) {
-      if (cnt[c] === 0) continue;
-      cl[c] = sum[5 * c] / cnt[c];
-      ca[c] = sum[5 * c + 1] / cnt[c];
-      cb[c] = sum[5 * c + 2] / cnt[c];
-      cy[c] = sum[5 * c + 3] / cnt[c];
-      cx[c] = sum[5 * c + 4] / cnt[c];
-    }
   }
-  // pixels no window reached (iters 0, or centres that drifted away): nearest centre overall
-  for (let p = 0; p < n; p++) {
+}
+
+/** Step 3, update: each centre moves to the mean (Lab, y, x) of its pixels; an empty centre stays. */
+function updateCentres(lab: Lab, c0: Centres, label: Int32Array, sum: Float64Array, cnt: Int32Array): void {
+  const { L, A, B, w } = lab;
+  sum.fill(0);
+  cnt.fill(0);
+  for (let p = 0; p < label.length; p++) {
+    const c = label[p];
+    if (c < 0) continue;
+    sum[5 * c] += L[p];
+    sum[5 * c + 1] += A[p];
+    sum[5 * c + 2] += B[p];
+    sum[5 * c + 3] += Math.floor(p / w);
+    sum[5 * c + 4] += p % w;
+    cnt[c]++;
+  }
+  for (let c = 0; c < cnt.length; c++) {
+    if (cnt[c] === 0) continue;
+    c0.cl[c] = sum[5 * c] / cnt[c];
+    c0.ca[c] = sum[5 * c + 1] / cnt[c];
+    c0.cb[c] = sum[5 * c + 2] / cnt[c];
+    c0.cy[c] = sum[5 * c + 3] / cnt[c];
+    c0.cx[c] = sum[5 * c + 4] / cnt[c];
+  }
+}
+
+/** Pixels no window reached (iters 0, or centres that drifted away): nearest centre overall. */
+function labelUnreached(lab: Lab, c0: Centres, m2: number, label: Int32Array, iters: number): void {
+  const { L, A, B, w } = lab;
+  const { cl, ca, cb, cy, cx } = c0;
+  for (let p = 0; p < label.length; p++) {
     if (label[p] >= 0 && iters > 0) continue;
     const y = Math.floor(p / w);
     const x = p % w;
     let best = 0;
     let bd = Infinity;
-    for (let c = 0; c < k; c++) {
+    for (let c = 0; c < cl.length; c++) {
       const D = (L[p] - cl[c]) ** 2 + (A[p] - ca[c]) ** 2 + (B[p] - cb[c]) ** 2 + ((y - cy[c]) ** 2 + (x - cx[c]) ** 2) * m2;
       if (D < bd) {
         bd = D;
@@ -183,6 +192,30 @@ export function slic(rgb: Uint8Array, h: number, w: number, o: SlicOptions): Sli
     }
     label[p] = best;
   }
+}
+
+export function slic(rgb: Uint8Array, h: number, w: number, o: SlicOptions): SlicResult {
+  const iters = o.iters ?? 10;
+  checkSlicArgs(rgb, h, w, o, iters);
+  const n = h * w;
+  const { l: L, a: A, b: B } = rgbToLab(rgb, n);
+  const lab: Lab = { L, A, B, h, w };
+  const S = Math.max(1, Math.sqrt(n / o.segments));
+  const ny = Math.max(1, Math.min(h, Math.round(h / S)));
+  const nx = Math.max(1, Math.min(w, Math.round(w / S)));
+  const k = ny * nx;
+  const centres = seedCentres(lab, ny, nx);
+  const label = new Int32Array(n).fill(-1);
+  const dist = new Float64Array(n);
+  const m2 = (o.compactness * o.compactness) / (S * S);
+  const win = Math.ceil(S);
+  const sum = new Float64Array(k * 5);
+  const cnt = new Int32Array(k);
+  for (let it = 0; it < iters; it++) {
+    assignPixels(lab, centres, win, m2, label, dist);
+    updateCentres(lab, centres, label, sum, cnt);
+  }
+  labelUnreached(lab, centres, m2, label, iters);
   return enforceConnectivity(label, h, w, o.minSize ?? (S * S) / 4);
 }
 

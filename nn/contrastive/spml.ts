@@ -145,6 +145,108 @@ export function segsortNll(e: tf.Tensor2D, protos: tf.Tensor2D, own: tf.Tensor1D
   });
 }
 
+/** The valid pixels (label != 255) of each image in flat batch indices, and their count per image. */
+function validPixels(y: ArrayLike<number>, nb: number, hw: number): { pixels: number[]; counts: number[] } {
+  const pixels: number[] = [];
+  const counts: number[] = [];
+  for (let i = 0; i < nb; i++) {
+    let c = 0;
+    for (let p = i * hw; p < (i + 1) * hw; p++) {
+      if (y[p] !== IGNORE_LABEL) {
+        pixels.push(p);
+        c++;
+      }
+    }
+    counts.push(c);
+  }
+  return { pixels, counts };
+}
+
+/** k-means input of image i's n valid pixels (from pixels[start]): embedding + location, normalised (SPML embeddings_with_loc). */
+function embeddingsWithLoc(emb: Float32Array, pixels: number[], start: number, n: number, d: number, h: number, w: number, i: number): Float32Array {
+  const hw = h * w;
+  const x = new Float32Array(n * (d + 2));
+  for (let r = 0; r < n; r++) {
+    const p = pixels[start + r];
+    let ss = 0;
+    for (let j = 0; j < d; j++) {
+      const v = emb[p * d + j];
+      x[r * (d + 2) + j] = v;
+      ss += v * v;
+    }
+    const [ly, lx] = location(h, w, p - i * hw);
+    x[r * (d + 2) + d] = ly;
+    x[r * (d + 2) + d + 1] = lx;
+    ss += ly * ly + lx * lx;
+    const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);
+    for (let j = 0; j < d + 2; j++) x[r * (d + 2) + j] *= inv;
+  }
+  return x;
+}
+
+/**
+ * Per-pixel flags "a same prototype other than the own one exists" for the two semantic relations,
+ * from counts (JS), and the image-shares-a-tag matrix [B, B] of the co-occurrence relation.
+ */
+function semanticFlags(seg: SpmlSegments, tags: readonly (readonly number[])[], background: number | null): { annHas: Float32Array; share: Float32Array; occHas: Float32Array } {
+  const nb = tags.length;
+  const perLabel = new Map<number, number>();
+  for (const l of seg.segLabel) perLabel.set(l, (perLabel.get(l) ?? 0) + 1);
+  const annHas = Float32Array.from(seg.label, (l) => ((perLabel.get(l) ?? 0) > 1 ? 1 : 0));
+  const tagSets = tags.map((t) => new Set(t.filter((c) => c !== background)));
+  const share = new Float32Array(nb * nb);
+  for (let i = 0; i < nb; i++) for (let j = 0; j < nb; j++) share[i * nb + j] = [...tagSets[i]].some((c) => tagSets[j].has(c)) ? 1 : 0;
+  const segsPerImage = new Array<number>(nb).fill(0);
+  for (const i of seg.segImage) segsPerImage[i]++;
+  const occCount = Array.from({ length: nb }, (_, i) => segsPerImage.reduce((acc, c, j) => acc + share[i * nb + j] * c, 0) - share[i * nb + i]);
+  const occHas = Float32Array.from(seg.image, (i) => (occCount[i] > 0 ? 1 : 0));
+  return { annHas, share, occHas };
+}
+
+/**
+ * The low-level relation of image i (its cnt pixels from row `start`): same = same superpixel, on
+ * the location-augmented embeddings eLoc and prototypes protosLoc, the image's segments renumbered
+ * locally. Mean NLL; call inside tf.tidy.
+ */
+function lowlevelImageNll(seg: SpmlSegments, eLoc: tf.Tensor2D, protosLoc: tf.Tensor2D, i: number, start: number, concentration: number): tf.Scalar {
+  const cnt = seg.counts[i];
+  const local = new Map<number, number>();
+  seg.segImage.forEach((im, s) => {
+    if (im === i) local.set(s, local.size);
+  });
+  const segIds = [...local.keys()];
+  const own = Int32Array.from(seg.segment.subarray(start, start + cnt), (s) => local.get(s)!);
+  const sp = seg.superpixel.subarray(start, start + cnt);
+  const spCount = new Map<number, number>();
+  for (const s of segIds) spCount.set(seg.segSuperpixel[s], (spCount.get(seg.segSuperpixel[s]) ?? 0) + 1);
+  const same = tf.cast(
+    tf.equal(tf.tensor2d(Int32Array.from(sp), [cnt, 1], 'int32'), tf.tensor2d(Int32Array.from(segIds, (s) => seg.segSuperpixel[s]), [1, segIds.length], 'int32')),
+    'float32',
+  ) as tf.Tensor2D;
+  const has = tf.tensor1d(Float32Array.from(sp, (v) => ((spCount.get(v) ?? 0) > 1 ? 1 : 0)));
+  const ei = tf.slice(eLoc, [start, 0], [cnt, eLoc.shape[1]]) as tf.Tensor2D;
+  const pi = tf.gather(protosLoc, tf.tensor1d(segIds, 'int32')) as tf.Tensor2D;
+  return tf.mean(segsortNll(ei, pi, tf.tensor1d(own, 'int32'), same, has, concentration)) as tf.Scalar;
+}
+
+/** The low-level similarity term (SPML img_sim): the per-image NLLs averaged over images with valid pixels; inside tf.tidy. */
+function lowlevelLoss(seg: SpmlSegments, e: tf.Tensor2D, segment: tf.Tensor1D, h: number, w: number, concentration: number): tf.Scalar {
+  const P = seg.pixels.length;
+  const hw = h * w;
+  const loc = new Float32Array(P * 2);
+  seg.pixels.forEach((p, r) => loc.set(location(h, w, p % hw), 2 * r));
+  const eLoc = l2Rows(tf.concat([e, tf.tensor2d(loc, [P, 2])], 1) as tf.Tensor2D); // [P, D + 2]
+  const protosLoc = l2Rows(tf.unsortedSegmentSum(eLoc, segment, seg.segImage.length) as tf.Tensor2D);
+  const perImage: tf.Scalar[] = [];
+  let start = 0;
+  for (let i = 0; i < seg.counts.length; i++) {
+    if (seg.counts[i] === 0) continue;
+    perImage.push(lowlevelImageNll(seg, eLoc, protosLoc, i, start, concentration));
+    start += seg.counts[i];
+  }
+  return tf.mean(tf.stack(perImage)) as tf.Scalar;
+}
+
 export class SpmlContrast implements ContrastLoss {
   readonly kind = 'spml' as const;
   readonly o: SpmlOptions;
@@ -176,18 +278,7 @@ export class SpmlContrast implements ContrastLoss {
     const hw = h * w;
     if (b.pixels.length !== nb) throw new TagsegError(`spml contrast: ${b.pixels.length} pixel arrays for a batch of ${nb}`);
     const y = readLabels('spml contrast', b.labels, this.o.classes);
-    const pixels: number[] = [];
-    const counts: number[] = [];
-    for (let i = 0; i < nb; i++) {
-      let c = 0;
-      for (let p = i * hw; p < (i + 1) * hw; p++) {
-        if (y[p] !== IGNORE_LABEL) {
-          pixels.push(p);
-          c++;
-        }
-      }
-      counts.push(c);
-    }
+    const { pixels, counts } = validPixels(y, nb, hw);
     const P = pixels.length;
     const image = new Int32Array(P);
     const label = new Int32Array(P);
@@ -203,23 +294,7 @@ export class SpmlContrast implements ContrastLoss {
         throw new TagsegError(`spml contrast: pixels[${i}] must be ${h} x ${w} x 3 uint8 (${hw * 3} bytes), got ${rgb?.length}`);
       }
       const sp = slic(rgb, h, w, { segments: this.o.superpixels, compactness: this.o.compactness }).labels;
-      // embedding + location, normalised (SPML embeddings_with_loc), as k-means input
-      const x = new Float32Array(n * (d + 2));
-      for (let r = 0; r < n; r++) {
-        const p = pixels[start + r];
-        let ss = 0;
-        for (let j = 0; j < d; j++) {
-          const v = emb[p * d + j];
-          x[r * (d + 2) + j] = v;
-          ss += v * v;
-        }
-        const [ly, lx] = location(h, w, p - i * hw);
-        x[r * (d + 2) + d] = ly;
-        x[r * (d + 2) + d + 1] = lx;
-        ss += ly * ly + lx * lx;
-        const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);
-        for (let j = 0; j < d + 2; j++) x[r * (d + 2) + j] *= inv;
-      }
+      const x = embeddingsWithLoc(emb, pixels, start, n, d, h, w, i);
       const seed = (Math.imul(Math.trunc(this.o.seed) | 0, 0x9e3779b1) ^ rng.nextUint32()) >>> 0;
       const xt = tf.tensor2d(x, [n, d + 2]);
       const km = kmeans(xt, Math.min(this.o.clusters, n), { iters: this.o.kmeansIters, seed, spherical: true });
@@ -245,18 +320,7 @@ export class SpmlContrast implements ContrastLoss {
     if (P === 0) return zeroLoss(batch.embeddings);
     const S = seg.segImage.length;
     const o = this.o;
-    const hw = h * w;
-    // per-pixel flags "a same prototype other than the own one exists", from counts (JS)
-    const perLabel = new Map<number, number>();
-    for (const l of seg.segLabel) perLabel.set(l, (perLabel.get(l) ?? 0) + 1);
-    const annHas = Float32Array.from(seg.label, (l) => ((perLabel.get(l) ?? 0) > 1 ? 1 : 0));
-    const tagSets = batch.tags.map((t) => new Set(t.filter((c) => c !== o.background)));
-    const share = new Float32Array(nb * nb);
-    for (let i = 0; i < nb; i++) for (let j = 0; j < nb; j++) share[i * nb + j] = [...tagSets[i]].some((c) => tagSets[j].has(c)) ? 1 : 0;
-    const segsPerImage = new Array<number>(nb).fill(0);
-    for (const i of seg.segImage) segsPerImage[i]++;
-    const occCount = Array.from({ length: nb }, (_, i) => segsPerImage.reduce((acc, c, j) => acc + share[i * nb + j] * c, 0) - share[i * nb + i]);
-    const occHas = Float32Array.from(seg.image, (i) => (occCount[i] > 0 ? 1 : 0));
+    const { annHas, share, occHas } = semanticFlags(seg, batch.tags, o.background);
     return tf.tidy(() => {
       const flat = tf.reshape(batch.embeddings, [n, d]) as tf.Tensor2D;
       const e = tf.gather(flat, tf.tensor1d(seg.pixels, 'int32')) as tf.Tensor2D; // [P, D]
@@ -274,38 +338,7 @@ export class SpmlContrast implements ContrastLoss {
         const nll = segsortNll(e, protos, segment, same, tf.tensor1d(occHas), o.cooccurrenceConcentration);
         total = tf.add(total, tf.mul(tf.mean(nll), o.cooccurrenceWeight));
       }
-      if (o.lowlevelWeight > 0) {
-        const loc = new Float32Array(P * 2);
-        seg.pixels.forEach((p, r) => loc.set(location(h, w, p % hw), 2 * r));
-        const eLoc = l2Rows(tf.concat([e, tf.tensor2d(loc, [P, 2])], 1) as tf.Tensor2D); // [P, D + 2]
-        const protosLoc = l2Rows(tf.unsortedSegmentSum(eLoc, segment, S) as tf.Tensor2D);
-        const perImage: tf.Scalar[] = [];
-        let start = 0;
-        for (let i = 0; i < nb; i++) {
-          const cnt = seg.counts[i];
-          if (cnt === 0) continue;
-          // this image's segments, renumbered locally
-          const local = new Map<number, number>();
-          seg.segImage.forEach((im, s) => {
-            if (im === i) local.set(s, local.size);
-          });
-          const segIds = [...local.keys()];
-          const own = Int32Array.from(seg.segment.subarray(start, start + cnt), (s) => local.get(s)!);
-          const sp = seg.superpixel.subarray(start, start + cnt);
-          const spCount = new Map<number, number>();
-          for (const s of segIds) spCount.set(seg.segSuperpixel[s], (spCount.get(seg.segSuperpixel[s]) ?? 0) + 1);
-          const same = tf.cast(
-            tf.equal(tf.tensor2d(Int32Array.from(sp), [cnt, 1], 'int32'), tf.tensor2d(Int32Array.from(segIds, (s) => seg.segSuperpixel[s]), [1, segIds.length], 'int32')),
-            'float32',
-          ) as tf.Tensor2D;
-          const has = tf.tensor1d(Float32Array.from(sp, (v) => ((spCount.get(v) ?? 0) > 1 ? 1 : 0)));
-          const ei = tf.slice(eLoc, [start, 0], [cnt, d + 2]) as tf.Tensor2D;
-          const pi = tf.gather(protosLoc, tf.tensor1d(segIds, 'int32')) as tf.Tensor2D;
-          perImage.push(tf.mean(segsortNll(ei, pi, tf.tensor1d(own, 'int32'), same, has, o.lowlevelConcentration)) as tf.Scalar);
-          start += cnt;
-        }
-        total = tf.add(total, tf.mul(tf.mean(tf.stack(perImage)), o.lowlevelWeight));
-      }
+      if (o.lowlevelWeight > 0) total = tf.add(total, tf.mul(lowlevelLoss(seg, e, segment, h, w, o.lowlevelConcentration), o.lowlevelWeight));
       return total as tf.Scalar;
     });
   }

@@ -32,6 +32,33 @@ export type PairLabels = {
 };
 
 /**
+ * The three pair masks of labels `lab` [b, h, w] over the pair region (AffinityNet's labels: a
+ * valid pair of one class is a background or foreground positive, of two classes a negative),
+ * [b, K, ph, pw] float32 each; call inside tf.tidy.
+ */
+function pairMasks(lab: tf.Tensor, offsets: readonly Offset[], background: number | null, b: number, region: ReturnType<typeof pairRegion>): PairLabels {
+  const { height: ph, width: pw, left } = region;
+  if (offsets.length === 0) return { bgPos: tf.zeros([b, 0, ph, pw]), fgPos: tf.zeros([b, 0, ph, pw]), neg: tf.zeros([b, 0, ph, pw]) };
+  const src = tf.slice(lab, [0, 0, left], [b, ph, pw]);
+  const srcValid = tf.notEqual(src, IGNORE);
+  const srcBg = background === null ? tf.zerosLike(srcValid) : tf.equal(src, background);
+  const bgs: tf.Tensor[] = [];
+  const fgs: tf.Tensor[] = [];
+  const negs: tf.Tensor[] = [];
+  for (const { dy, dx } of offsets) {
+    const dst = tf.slice(lab, [0, dy, left + dx], [b, ph, pw]);
+    const valid = tf.logicalAnd(srcValid, tf.notEqual(dst, IGNORE));
+    const same = tf.equal(src, dst);
+    const pos = tf.logicalAnd(valid, same);
+    bgs.push(tf.logicalAnd(pos, srcBg));
+    fgs.push(tf.logicalAnd(pos, tf.logicalNot(srcBg)));
+    negs.push(tf.logicalAnd(valid, tf.logicalNot(same)));
+  }
+  const stack = (m: tf.Tensor[]) => tf.cast(tf.stack(m, 1), 'float32');
+  return { bgPos: stack(bgs), fgPos: stack(fgs), neg: stack(negs) };
+}
+
+/**
  * Pair labels from an affinity label map (values: dataset class indices or 255 = ignore), as in
  * PSA's extract_aff_lab_func:
  *   bg-positive: label_i = label_j = background; fg-positive: label_i = label_j != background;
@@ -52,38 +79,9 @@ export function pairLabels(labels: tf.Tensor, offsets: readonly Offset[], radius
   const batched = labels.rank === 3;
   const [b, h, w] = batched ? labels.shape : [1, ...labels.shape];
   const region = pairRegion(h, w, radius);
-  const { height: ph, width: pw, left } = region;
-  const K = offsets.length;
   return tf.tidy((): PairLabels => {
     const lab = tf.reshape(tf.cast(labels, 'int32'), [b, h, w]);
-    let bgPos: tf.Tensor;
-    let fgPos: tf.Tensor;
-    let neg: tf.Tensor;
-    if (K === 0) {
-      bgPos = tf.zeros([b, 0, ph, pw]);
-      fgPos = tf.zeros([b, 0, ph, pw]);
-      neg = tf.zeros([b, 0, ph, pw]);
-    } else {
-      const src = tf.slice(lab, [0, 0, left], [b, ph, pw]);
-      const srcValid = tf.notEqual(src, IGNORE);
-      const srcBg = background === null ? tf.zerosLike(srcValid) : tf.equal(src, background);
-      const bgs: tf.Tensor[] = [];
-      const fgs: tf.Tensor[] = [];
-      const negs: tf.Tensor[] = [];
-      for (const { dy, dx } of offsets) {
-        const dst = tf.slice(lab, [0, dy, left + dx], [b, ph, pw]);
-        const valid = tf.logicalAnd(srcValid, tf.notEqual(dst, IGNORE));
-        const same = tf.equal(src, dst);
-        const pos = tf.logicalAnd(valid, same);
-        bgs.push(tf.logicalAnd(pos, srcBg));
-        fgs.push(tf.logicalAnd(pos, tf.logicalNot(srcBg)));
-        negs.push(tf.logicalAnd(valid, tf.logicalNot(same)));
-      }
-      const stack = (m: tf.Tensor[]) => tf.cast(tf.stack(m, 1), 'float32');
-      bgPos = stack(bgs);
-      fgPos = stack(fgs);
-      neg = stack(negs);
-    }
+    let { bgPos, fgPos, neg } = pairMasks(lab, offsets, background, b, region);
     if (!batched) {
       bgPos = tf.squeeze(bgPos, [0]);
       fgPos = tf.squeeze(fgPos, [0]);

@@ -124,27 +124,34 @@ export async function runContrast(o: RunContrastOptions): Promise<ContrastRunRes
 
 interface RcaContext { net: ContrastNet; aff: AffinityNet; map: ClassMap; walk: WalkSettings; camsDtype: string; affDtype: string; rows: number; t0: number }
 
+/** contrast_cams.arrow's columns and metadata: the settings its maps were made with (the walk's, without its offsets). */
+function contrastTableOut(o: RunContrastOptions, x: RcaContext) {
+  const c = o.params.contrast;
+  const dtype = c.dtype;
+  const { offsets: _o, ...walkMeta } = x.walk;
+  return {
+    file: o.path(CONTRAST_OUTPUTS.cams), columns: contrastColumns(dtype), meta: {
+      stage: 'contrast', paramsHash: paramsHash(o.params, CONTRAST_KEYS.mapParams), classes: x.map.classes,
+      extra: {
+        background: x.map.background, stride: CAM_STRIDE, dtype, scales: c.scales, flip: c.flip, model: CONTRAST_OUTPUTS.model,
+        affinity_model: INPUTS.affinityModel, cams: INPUTS.cams, beta: walkMeta.beta, logt: walkMeta.logt, alpha: walkMeta.alpha, radius: walkMeta.radius,
+      },
+    },
+  };
+}
+
 /** The per-image loop: refined CAMs, their random walk, the four scores; written to contrast_cams.arrow. */
 async function rcaMaps(o: RunContrastOptions, x: RcaContext): Promise<ContrastRunResult> {
   const c = o.params.contrast;
   const dtype = c.dtype;
   const encode = (m: Float32Array) => (dtype === 'float16' ? encodeFloat16(m) : encodeFloat32(m));
   const sweeps = Object.fromEntries(STEPS.map((k) => [k, new ThresholdSweep(x.map.classes.length, x.map.background, SWEEP)])) as Record<Step, ThresholdSweep>;
-  const { offsets: _o, ...walkMeta } = x.walk;
   let inferSeconds = 0;
   const rows = await runImageLoop({
     label: 'contrast maps', rows: x.rows, concurrency: 2,
     shards: { n: c.shards, run: shardsToRun(c.shards, o.shard, 'contrast.shards') },
     tables: [['ingest', INPUTS.images], ['cam', INPUTS.cams], ['affinity', INPUTS.affinityCams]].map(([stage, name]) => ({ file: o.path(name), stage, name })),
-    out: {
-      file: o.path(CONTRAST_OUTPUTS.cams), columns: contrastColumns(dtype), meta: {
-        stage: 'contrast', paramsHash: paramsHash(o.params, CONTRAST_KEYS.mapParams), classes: x.map.classes,
-        extra: {
-          background: x.map.background, stride: CAM_STRIDE, dtype, scales: c.scales, flip: c.flip, model: CONTRAST_OUTPUTS.model,
-          affinity_model: INPUTS.affinityModel, cams: INPUTS.cams, beta: walkMeta.beta, logt: walkMeta.logt, alpha: walkMeta.alpha, radius: walkMeta.radius,
-        },
-      },
-    },
+    out: contrastTableOut(o, x),
     compute: async ([ir, cr]) => {
       const [H, W, h, w] = [ir.height as number, ir.width as number, cr.height as number, cr.width as number];
       const tags = cr.tags as number[];

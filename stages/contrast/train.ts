@@ -162,65 +162,74 @@ export function contrastObjective(
   });
 }
 
+/** Per-epoch tallies of this run (enqueued embeddings, mean contrast loss); `close` ends an epoch that had steps. */
+function epochTally() {
+  const enqueued: number[] = [];
+  const contrastLosses: number[] = [];
+  const cur = { enq: 0, contrast: 0, steps: 0 };
+  const close = () => {
+    if (cur.steps > 0) {
+      enqueued.push(cur.enq);
+      contrastLosses.push(cur.contrast / cur.steps);
+    }
+    Object.assign(cur, { enq: 0, contrast: 0, steps: 0 });
+  };
+  return { enqueued, contrastLosses, cur, close };
+}
+
+/**
+ * One RCA training step: the objective under the optimizer, then the memory update (RCA pushes
+ * each region whose refined probability exceeds `enqueue_prob` into its class queue) and the tallies.
+ */
+async function contrastStep(
+  o: ContrastTrainOptions, opt: Optimizer, items: ContrastTrainImage[], rng: Rng, epoch: number, tally: ReturnType<typeof epochTally>['cur'],
+): Promise<number> {
+  const { net, contrast: c } = o;
+  const { x, y, maps } = makeBatch(items, items.map((_, k) => k), rng, c);
+  const regions = taggedRegions(items.flatMap((im) => Array.from(im.target)), items.length, net.numClasses);
+  const contrastOn = epoch >= c.contrast_from && c.contrast_weight > 0;
+  let kept: StepTensors | null = null;
+  try {
+    const loss = trainStep(opt, (u) => {
+      const t = contrastObjective(net, x, y, maps, regions, { c, contrastOn, updates: u, training: true });
+      kept = { loss: t.loss, contrast: tf.keep(t.contrast), embeddings: tf.keep(t.embeddings), probs: tf.keep(t.probs) };
+      return t.loss;
+    }).loss;
+    const k = kept as StepTensors | null;
+    if (k) {
+      const probs = k.probs.dataSync();
+      tally.contrast += k.contrast.dataSync()[0];
+      tally.enq += net.memory.enqueue(k.embeddings, regions.map((r) => r.k), Array.from(probs, (p) => p > c.enqueue_prob), c.memory_update, c.memory_momentum);
+    }
+    tally.steps++;
+    return loss;
+  } finally {
+    const k = kept as StepTensors | null;
+    tf.dispose([x, y, ...(maps ? [maps] : []), ...(k ? [k.contrast, k.embeddings, k.probs] : [])]);
+  }
+}
+
 export async function trainContrast(o: ContrastTrainOptions): Promise<ContrastTrainResult> {
   const { net, contrast: c } = o;
   const images = asDataset(o.images);
   if (images.size === 0) throw new TagsegError('contrast: no training images with a foreground tag');
-  const K = net.numClasses;
   const opt = makeContrastOptimizer(net, c);
-  const enqueued: number[] = [];
-  const contrastLosses: number[] = [];
-  let epochEnq = 0;
-  let epochContrast = 0;
-  let epochSteps = 0;
-  const closeEpoch = () => {
-    if (epochSteps > 0) {
-      enqueued.push(epochEnq);
-      contrastLosses.push(epochContrast / epochSteps);
-    }
-    epochEnq = 0;
-    epochContrast = 0;
-    epochSteps = 0;
-  };
+  const tally = epochTally();
   try {
     const r = await runTraining({
       name: 'contrast', size: images.size, batchSize: c.batch_size, epochs: c.epochs, lr: c.lr,
       optimizer: opt, variables: net.named(), meta: net.config, checkpointDir: o.checkpointDir, hash: o.hash,
       seed: o.seed + 3, stopAfter: o.stopAfter,
       onEpochStart: (epoch) => {
-        closeEpoch();
+        tally.close();
         // RCA: k-means of every queue at the first batch of each epoch after the first
         if (epoch > 0) net.memory.summarize({ iters: c.kmeans_iters, seed: o.seed + epoch });
       },
       prefetch: (idx) => images.prefetch(idx),
-      step: async (idx, rng, ctx) => {
-        const items = await images.get(idx);
-        const { x, y, maps } = makeBatch(items, items.map((_, k) => k), rng, c);
-        const regions = taggedRegions(items.flatMap((im) => Array.from(im.target)), idx.length, K);
-        const contrastOn = ctx.epoch >= c.contrast_from && c.contrast_weight > 0;
-        let kept: StepTensors | null = null;
-        try {
-          const loss = trainStep(opt, (u) => {
-            const t = contrastObjective(net, x, y, maps, regions, { c, contrastOn, updates: u, training: true });
-            kept = { loss: t.loss, contrast: tf.keep(t.contrast), embeddings: tf.keep(t.embeddings), probs: tf.keep(t.probs) };
-            return t.loss;
-          }).loss;
-          const k = kept as StepTensors | null;
-          if (k) {
-            const probs = k.probs.dataSync();
-            epochContrast += k.contrast.dataSync()[0];
-            epochEnq += net.memory.enqueue(k.embeddings, regions.map((r) => r.k), Array.from(probs, (p) => p > c.enqueue_prob), c.memory_update, c.memory_momentum);
-          }
-          epochSteps++;
-          return loss;
-        } finally {
-          const k = kept as StepTensors | null;
-          tf.dispose([x, y, ...(maps ? [maps] : []), ...(k ? [k.contrast, k.embeddings, k.probs] : [])]);
-        }
-      },
+      step: async (idx, rng, ctx) => contrastStep(o, opt, await images.get(idx), rng, ctx.epoch, tally.cur),
     });
-    closeEpoch();
-    return { ...r, enqueued, contrastLosses, filled: Array.from(net.memory.counts()) };
+    tally.close();
+    return { ...r, enqueued: tally.enqueued, contrastLosses: tally.contrastLosses, filled: Array.from(net.memory.counts()) };
   } finally {
     opt.dispose();
   }

@@ -155,6 +155,8 @@ function sizeBatches(items: Item[], batchSize: number): Item[][] {
   return [...groups.values()].flatMap((g) => Array.from({ length: Math.ceil(g.length / batchSize) }, (_, i) => g.slice(i * batchSize, (i + 1) * batchSize)));
 }
 
+type CrfPool = ReturnType<typeof crfPool>;
+
 /** Images decoded at once (sharp runs on libuv's threads, so a few overlap the rest of the work). */
 const DECODE_CONCURRENCY = 4;
 
@@ -216,39 +218,34 @@ function nettedImages(todo: Todo[], chunk: number, size: number, o: PredictOptio
   return { netted, stats };
 }
 
-export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
-  const t0 = performance.now();
+/** The option checks that need no file: a bad flag stops the run before the folder is read. */
+function checkOptions(o: PredictOptions): void {
   if (!(Number.isInteger(o.batchSize) && o.batchSize >= 1)) throw new TagsegError(`--batch-size must be a positive integer, got ${o.batchSize}`);
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1)) throw new TagsegError(`--threads must be a positive integer, got ${o.threads}`);
   if (o.overlay !== undefined && path.resolve(o.overlay) === path.resolve(o.out)) {
     throw new TagsegError('--overlay must be another folder than --out (tagseg eval reads every PNG of --out as a mask)', { file: o.overlay });
   }
-  const inputs = await resolveInputs(o);
-  const { skipped } = inputs;
-  await initBackend();
-  const net = await loadSegModel(o.model);
+}
+
+/** The images this run segments: with their tags (`--tags`), then this shard's; the net is freed on a tags error. */
+async function runTodo(o: PredictOptions, inputs: { todo: Todo[]; skipped: SkippedFile[] }, net: SegNet): Promise<Todo[]> {
   let todo: Todo[] = inputs.todo;
   try {
-    if (o.tags !== undefined) todo = withTags(todo, await readTagsFile(o.tags, { ...net.config, void: 255 }), o.tags, o.onError, skipped);
+    if (o.tags !== undefined) todo = withTags(todo, await readTagsFile(o.tags, { ...net.config, void: 255 }), o.tags, o.onError, inputs.skipped);
   } catch (err) {
     net.dispose();
     throw err;
   }
   // After the checks of the whole run, so every shard reports the same errors and skipped entries.
   if (o.shard) todo = todo.filter((t) => shardOf(t.id, o.shard!.n) === o.shard!.k);
-  const { scales, flip, crf } = inferSettings(net, o);
-  const size = net.config.workingSize;
+  return todo;
+}
+
+/** finish(x): CRF (on the pool), tags, resize + argmax, PNG and overlay of one image's probabilities. */
+function maskWriter(o: PredictOptions, net: SegNet, pool: CrfPool, crf: DenseCrfOptions | null) {
   const K = net.config.classes.length;
   const palette = classPalette(net.config.background);
-  await ensureDir(o.out);
-  if (o.overlay !== undefined) await ensureDir(o.overlay);
-  const chunk = o.batchSize * 4;
-  const { netted, stats } = nettedImages(todo, chunk, size, o, skipped, net, { scales, flip });
-  const pool = crfPool(crf ? (o.threads ?? availableParallelism()) : 1);
-  const threads = pool.size;
-  const bar = progress('predict', todo.length);
-  let written = 0;
-  /** CRF (on the pool), tags, resize + argmax, PNG and overlay of one image's probabilities. */
+  const counts = { written: 0 };
   const finish = async (x: Netted): Promise<void> => {
     const { height: H, width: W, origHeight, origWidth } = x.image;
     let q = x.probs;
@@ -260,11 +257,21 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     if (o.overlay !== undefined && x.original) {
       await writeFileAtomic(path.join(o.overlay, `${x.id}.png`), await overlayWithLegend(x.original.rgb, labels, origHeight, origWidth, net.config.classes, net.config.background));
     }
-    written++;
+    counts.written++;
   };
-  // A bounded pipeline: a chunk and a CRF per thread ahead of the last image written; the next
-  // chunk is decoded and run through the network while the pool works on this one.
-  const window = chunk + threads;
+  return { finish, counts };
+}
+
+/**
+ * Every image of `todo` through netted + finish in a bounded pipeline: a chunk and a CRF per
+ * thread ahead of the last image written, so the next chunk is decoded and run through the
+ * network while the pool works on this one. Closes the pool, the bar and the net.
+ */
+async function runPipeline(
+  todo: Todo[], netted: (i: number) => Promise<Netted | null>, finish: (x: Netted) => Promise<void>,
+  pool: CrfPool, window: number, net: SegNet,
+): Promise<void> {
+  const bar = progress('predict', todo.length);
   let closing: Promise<void> | null = null;
   const one = async (_t: Todo, i: number): Promise<void> => {
     try {
@@ -285,6 +292,26 @@ export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
     bar.stop();
     net.dispose();
   }
+}
+
+export async function predictFolder(o: PredictOptions): Promise<PredictResult> {
+  const t0 = performance.now();
+  checkOptions(o);
+  const inputs = await resolveInputs(o);
+  const { skipped } = inputs;
+  await initBackend();
+  const net = await loadSegModel(o.model);
+  const todo = await runTodo(o, inputs, net);
+  const { scales, flip, crf } = inferSettings(net, o);
+  await ensureDir(o.out);
+  if (o.overlay !== undefined) await ensureDir(o.overlay);
+  const chunk = o.batchSize * 4;
+  const { netted, stats } = nettedImages(todo, chunk, net.config.workingSize, o, skipped, net, { scales, flip });
+  const pool = crfPool(crf ? (o.threads ?? availableParallelism()) : 1);
+  const threads = pool.size;
+  const { finish, counts } = maskWriter(o, net, pool, crf);
+  await runPipeline(todo, netted, finish, pool, chunk + threads, net);
+  const written = counts.written;
   const seconds = (performance.now() - t0) / 1000;
   return {
     images: written, out: o.out, scales, flip, crf: crf !== null, batches: stats.batches, threads, seconds, imagesPerSecond: written / seconds,
