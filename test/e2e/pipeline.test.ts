@@ -8,12 +8,14 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAll } from '../../pipeline/arrow.js';
+import { readAll, readInfo } from '../../pipeline/arrow.js';
+import { ARTIFACTS, type Artifact } from '../../pipeline/artifacts.js';
 import { repro } from '../../cli/dag.js';
 import { loadParams } from '../../stages/params.js';
 import { createWorkspace } from '../../cli/workspace.js';
 import { STAGE_NAMES, loadStages } from '../../stages/index.js';
 import { expectFloorAboveBaseline, expectScore, trivialBaseline } from '../helpers/quality.js';
+import { declaredColumns, shape } from '../helpers/schema.js';
 
 // Quality floors (fractions, as in metrics/segment.json's chain): measured on this test's tiny config, minus
 // 0.05 (rounded down to 0.01) for float differences between CPUs and thread counts. Measured: cam 0.3447,
@@ -106,6 +108,12 @@ describe('the whole pipeline end to end', () => {
       expectFloorAboveBaseline(label, CHAIN_FLOOR[i][1], b, ABOVE_BASELINE);
     });
     expect(seg.val.miou).toBe(chain.at(-1)!.miou);
+    // every table's columns are the ones its artifact's schema declares (pipeline/artifacts.ts)
+    for (const a of Object.values(ARTIFACTS as Record<string, Artifact>).filter((x) => x.kind === 'table')) {
+      const info = await readInfo(path.join(root, a.path));
+      const dtype = typeof info.meta.extra?.dtype === 'string' ? info.meta.extra.dtype : undefined;
+      expect(shape(info.columns), a.path).toEqual(shape(await declaredColumns(a, dtype)));
+    }
     const again = await repro(root);
     expect(again.ran).toEqual([]);
   }, 300_000);

@@ -11,6 +11,7 @@ import { type DvcStage, loadDvcYaml, normalize } from '../../cli/dvcfile.js';
 import { type Params, loadParams } from '../../stages/params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { loadStages } from '../../stages/index.js';
+import { declaredColumns } from '../helpers/schema.js';
 
 const TABLE = Object.values(ARTIFACTS as Record<string, Artifact>);
 const PRODUCER = new Map(TABLE.map((a) => [a.path, a.stage]));
@@ -109,5 +110,14 @@ describe('the artifacts table', () => {
       }
     }
     expect(hits).toEqual([]);
+  });
+
+  it('every table names its columns once (schema: a ColumnSpec[] or a function of the dtype); the e2e run checks written tables against it', async () => {
+    const tables = TABLE.filter((a) => a.kind === 'table');
+    expect(tables.length).toBeGreaterThanOrEqual(8);
+    for (const a of tables) expect((await declaredColumns(a)).length, a.path).toBeGreaterThan(2);
+    // control: a schema naming a missing export fails
+    await expect(declaredColumns({ ...tables[0]!, schema: 'maps/cams_table.ts#noSuchColumns' })).rejects.toThrow(/exports no ColumnSpec/);
+    expect(TABLE.filter((a) => a.kind !== 'table' && a.schema !== undefined)).toEqual([]);
   });
 });
