@@ -9,10 +9,9 @@
  * whose resnet38 keeps every BatchNorm in eval mode while training AffinityNet; gradients still
  * reach the convolutions. The head uses GroupNorm (no statistics).
  */
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type Backbone, disposeFeatures } from './backbone.js';
-import { loadCheckpoint, readModelConfig, saveModelDir } from './checkpoint.js';
+import { loadModelWeights, readModelConfig, saveModelDir } from './checkpoint.js';
 import { type NamedVariables, mergeNamed } from './params.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from './cam_net.js';
 import { AffinityHead } from './affinity_head.js';
@@ -103,12 +102,7 @@ export async function loadAffinityModel(dir: string): Promise<AffinityNet> {
       head.dispose();
     },
   };
-  try {
-    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
-  } catch (err) {
-    net.dispose();
-    throw err;
-  }
+  await loadModelWeights(net, dir);
   return net;
 }
 

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from './backbone.js';
 import { type BackboneConfig, buildBackbone } from './backbones/index.js';
-import { loadCheckpoint, readModelConfig, saveModelDir } from './checkpoint.js';
+import { loadModelWeights, readModelConfig, saveModelDir } from './checkpoint.js';
 import { CamHead } from './heads.js';
 import { type NamedVariables, mergeNamed } from './params.js';
 import { TagsegError } from '../pipeline/errors.js';
@@ -77,12 +77,7 @@ export async function loadCamModel(dir: string): Promise<CamNet> {
   const config = await readModelConfig<CamModelConfig>(dir, CAM_MODEL_FORMAT, 'CAM model', 'run `tagseg run cam_train` first');
   const file = path.join(dir, 'config.json');
   const net = await buildCamNet(config, 0, false);
-  try {
-    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
-  } catch (err) {
-    net.dispose();
-    throw err;
-  }
+  await loadModelWeights(net, dir);
   if (net.config.featureChannels !== config.featureChannels) {
     net.dispose();
     throw new TagsegError(`config says ${config.featureChannels} feature channels, the backbone has ${net.config.featureChannels}`, { file });

@@ -177,6 +177,20 @@ export async function readCheckpoint(dir: string): Promise<{ manifest: Checkpoin
 }
 
 /**
+ * Loads a saved model folder's weights (`<dir>/weights`) into `net`; a failed load disposes `net`,
+ * so a bad model folder leaves no tensors behind. What every model loader ends with.
+ */
+export async function loadModelWeights<N extends { named(): NamedVariables; dispose(): void }>(net: N, dir: string): Promise<N> {
+  try {
+    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
+  } catch (err) {
+    net.dispose();
+    throw err;
+  }
+  return net;
+}
+
+/**
  * Load into `opts.variables` (and `opts.optimizer`). Everything is checked first; on any
  * mismatch a TagsegError lists the problems and nothing is modified. Returns the JSON parts.
  */

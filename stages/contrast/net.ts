@@ -15,10 +15,9 @@
  *   <dir>/weights/      nn/checkpoint format: 'backbone/', 'coarse/', 'refined/', 'aggregation/',
  *                       'projection/', 'memory/' variables (the memory makes inference reproducible)
  */
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from '../../nn/backbone.js';
-import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
+import { loadModelWeights, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
 import { type CamModelConfig, buildCamNet, loadCamModel } from '../../nn/cam_net.js';
@@ -145,12 +144,7 @@ export async function loadContrastModel(dir: string): Promise<ContrastNet> {
     memorySize: config.memory.size, centroids: config.memory.centroids, dim: config.aggregation.dim,
     similarity: config.aggregation.similarity, aggregation: config.aggregation.enabled, seed: 0,
   });
-  try {
-    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
-  } catch (err) {
-    net.dispose();
-    throw err;
-  }
+  await loadModelWeights(net, dir);
   net.config.paramsHash = config.paramsHash;
   net.config.epochs = config.epochs;
   return net;

@@ -18,7 +18,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type Backbone, disposeFeatures } from '../../nn/backbone.js';
-import { loadCheckpoint, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
+import { loadModelWeights, readModelConfig, saveModelDir } from '../../nn/checkpoint.js';
 import type { NormUpdates } from '../../nn/norm.js';
 import type { DenseCrfOptions } from '../../ops/crf.js';
 import { type NamedVariables, mergeNamed } from '../../nn/params.js';
@@ -142,12 +142,7 @@ export async function loadSegModel(dir: string): Promise<SegNet> {
     workingSize: config.workingSize, scales: config.scales, flip: config.flip, crf: config.crf ?? null, seed: 0,
   });
   net.config = { ...config };
-  try {
-    await loadCheckpoint(path.join(dir, 'weights'), { variables: net.named() });
-  } catch (err) {
-    net.dispose();
-    throw err;
-  }
+  await loadModelWeights(net, dir);
   return net;
 }
 

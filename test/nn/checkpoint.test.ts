@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { checkpointExists, loadCheckpoint, readCheckpoint, readModelConfig, saveCheckpoint, saveModelDir } from '../../nn/checkpoint.js';
+import { checkpointExists, loadCheckpoint, loadModelWeights, readCheckpoint, readModelConfig, saveCheckpoint, saveModelDir } from '../../nn/checkpoint.js';
 import { CamHead } from '../../nn/heads.js';
 import { SGD } from '../../nn/optim.js';
 import { mergeNamed } from '../../nn/params.js';
@@ -155,5 +155,22 @@ describe('checkpoint', () => {
     await expect(readModelConfig(path.join(tmp, 'nope'), 'x', 'test model', 'make one')).rejects.toThrow(/cannot read the test model config/);
     a.dispose();
     b.dispose();
+  });
+
+  it('loadModelWeights fills a net from a model folder, and disposes it when the folder is bad (no tensor left)', async () => {
+    const a = model(4);
+    const dir = path.join(tmp, 'modeldir-load');
+    await saveModelDir(dir, a.vars, { format: 'tagseg-test-model' });
+    const b = model(5);
+    const net = { named: () => b.vars, dispose: b.dispose };
+    expect(await loadModelWeights(net, dir)).toBe(net);
+    expect(snapshot(b.vars)).toEqual(snapshot(a.vars));
+    b.dispose();
+    const before = tf.memory().numTensors;
+    const c = model(6);
+    expect(tf.memory().numTensors).toBeGreaterThan(before); // control: an undisposed net shows in the count
+    await expect(loadModelWeights({ named: () => c.vars, dispose: c.dispose }, path.join(tmp, 'nope'))).rejects.toThrow(/cannot read checkpoint manifest/);
+    expect(tf.memory().numTensors).toBe(before);
+    a.dispose();
   });
 });

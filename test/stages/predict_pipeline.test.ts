@@ -11,9 +11,8 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
-import { saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { predictFolder } from '../../stages/segment/predict.js';
+import { writeTinySegModel } from '../helpers/tiny_seg_model.js';
 
 /** Working-size decodings and mask writes so far, and the most decoded images not yet written. */
 const counts = vi.hoisted(() => ({ decoded: 0, written: 0, maxAhead: 0 }));
@@ -46,15 +45,7 @@ const IDS = Array.from({ length: 14 }, (_, i) => `p${String(i).padStart(2, '0')}
 beforeAll(async () => {
   await initBackend();
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-predict-pipeline-'));
-  const cam = await buildCamNet({
-    format: CAM_MODEL_FORMAT, version: 1, backbone: { kind: 'resnet', outputStride: 8, norm: 'batch', width: 4, depth: [1, 1, 1, 1] },
-    classes: ['bg', 'a', 'b'], background: 0, outputs: [1, 2],
-  }, 5, true);
-  await saveCamModel(at('cam'), cam);
-  cam.dispose();
-  const net = await segNetFromCam(at('cam'), { classes: ['bg', 'a', 'b'], background: 0, dim: 8, decoder: true, workingSize: 24, scales: [1], flip: false, crf: null, seed: 2 });
-  await saveSegModel(at('model'), net);
-  net.dispose();
+  await writeTinySegModel(tmp);
   await fs.mkdir(at('images'));
   for (const [i, id] of IDS.entries()) {
     // Two sizes, interleaved, so a chunk holds batches of both.

@@ -11,9 +11,8 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { shardOf } from '../../pipeline/shard.js';
-import { CAM_MODEL_FORMAT, buildCamNet, saveCamModel } from '../../nn/cam_net.js';
-import { saveSegModel, segNetFromCam } from '../../stages/segment/net.js';
 import { predictFolder } from '../../stages/segment/predict.js';
+import { writeTinySegModel } from '../helpers/tiny_seg_model.js';
 import { REPO } from '../helpers/python.js';
 
 let tmp: string;
@@ -23,15 +22,7 @@ const at = (rel: string) => path.join(tmp, rel);
 beforeAll(async () => {
   await initBackend();
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-predict-shards-'));
-  const cam = await buildCamNet({
-    format: CAM_MODEL_FORMAT, version: 1, backbone: { kind: 'resnet', outputStride: 8, norm: 'batch', width: 4, depth: [1, 1, 1, 1] },
-    classes: ['bg', 'a', 'b'], background: 0, outputs: [1, 2],
-  }, 5, true);
-  await saveCamModel(at('cam'), cam);
-  cam.dispose();
-  const net = await segNetFromCam(at('cam'), { classes: ['bg', 'a', 'b'], background: 0, dim: 8, decoder: true, workingSize: 24, scales: [1], flip: false, crf: null, seed: 2 });
-  await saveSegModel(at('model'), net);
-  net.dispose();
+  await writeTinySegModel(tmp);
   await fs.mkdir(at('images'));
   for (const [i, id] of IDS.entries()) {
     const px = Buffer.from(Array.from({ length: 20 * 16 * 3 }, (_, j) => (j * 37 + i * 101) % 256));
