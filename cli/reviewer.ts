@@ -1,7 +1,7 @@
 /**
  * What the audit is worth (issue 23, "Measure the audit's worth"): a simulated reviewer, who
  * replaces the pseudo-masks of the k most suspect training images by their ground truth, under the
- * CV protocol (eval/cv.ts).
+ * CV protocol (cli/cv.ts).
  *
  * - Conditions: no correction; for each fraction f (default 5% and 10%) and each ranking given
  *   (suspect first: the audit's suspicion, the OOF label quality, ...) the first round(f x n) of

@@ -8,7 +8,7 @@
  * dataset's class indices, so `tagseg eval` and any VOC tool read it directly; `overlay` adds a
  * colour overlay with a legend per image (predict_overlay.ts).
  *
- * A bounded pipeline, so memory is flat in the number of images (data/load.ts orderedMap, the
+ * A bounded pipeline, so memory is flat in the number of images (pipeline/concurrency.ts orderedMap, the
  * project's one concurrency helper, at both levels): images go in chunks of `batchSize` x 4,
  * each decoded a few at a time and run through the network in batches of one working and original
  * size (photo collections have a few sizes), one chunk at a time; each image's CRF then runs on a
