@@ -38,6 +38,15 @@ export function epochPlotRows(curves: Record<string, readonly number[] | undefin
   });
 }
 
+/**
+ * What a `<x>_train` stage tracks: its headline figures plus the final loss (metrics), and the
+ * loss per epoch (plot). The caller leaves timings and run-only figures out of `stable`.
+ */
+export async function writeTrainingMetrics(metricsFile: string, lossPlotFile: string, stable: object, losses: readonly number[]): Promise<void> {
+  await writeJsonMetrics(metricsFile, { ...stable, finalLoss: losses.at(-1) ?? null });
+  await writeJsonMetrics(lossPlotFile, epochPlotRows({ loss: losses }));
+}
+
 /** A map step's scores without its per-class IoU (`iou`), for a headline metrics file. */
 export function headline<T extends { iou?: unknown }>(s: T): Omit<T, 'iou'>;
 export function headline<T extends { iou?: unknown }>(s: T | null | undefined): Omit<T, 'iou'> | null;

@@ -22,7 +22,7 @@ import { hashTable, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
-import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { writeTrainingMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { type LabelSettings, imageAffinityLabels } from './image_labels.js';
@@ -49,8 +49,7 @@ export const stage: Stage = {
     const r = await runAffinityTrain({ params: ctx.params, path: ctx.path });
     // Headline figures only; the losses are a plot, timings go to the run log.
     const { seconds: _s, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.trainMetrics), { ...stable, finalLoss: training.losses.at(-1) ?? null });
-    await writeJsonMetrics(ctx.path(AFFINITY_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
+    await writeTrainingMetrics(ctx.path(AFFINITY_OUTPUTS.trainMetrics), ctx.path(AFFINITY_OUTPUTS.lossPlot), stable, training.losses);
     if (!ctx.json) process.stderr.write(`${formatAffinityTrain(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

@@ -30,7 +30,7 @@ import { TableReader, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { hashFile } from '../../pipeline/fsutil.js';
-import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { writeTrainingMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CAM_KEYS, CAM_OUTPUTS, trainHash } from './io.js';
@@ -55,8 +55,7 @@ export const stage: Stage = {
     const r = await runCamTrain({ params: ctx.params, path: ctx.path });
     // Headline figures only; the losses are a plot, timings go to the run log.
     const { seconds: _s, trainImagesPerSecond: _t, peakRssMiB: _m, training, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.trainMetrics), { ...stable, finalLoss: training.losses.at(-1) ?? null });
-    await writeJsonMetrics(ctx.path(CAM_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
+    await writeTrainingMetrics(ctx.path(CAM_OUTPUTS.trainMetrics), ctx.path(CAM_OUTPUTS.lossPlot), stable, training.losses);
     if (!ctx.json) process.stderr.write(`${formatCamTrain(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },

@@ -20,7 +20,7 @@ import { type Row, hashTable, readInfo } from '../../pipeline/arrow.js';
 import { PartPositions, tableShardCount } from '../../pipeline/shard.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { epochPlotRows, writeJsonMetrics } from '../../pipeline/metrics_file.js';
+import { writeTrainingMetrics } from '../../pipeline/metrics_file.js';
 import type { Params } from '../params.js';
 import type { Stage } from '../../pipeline/stage.js';
 import { CONTRAST_KEYS, CONTRAST_OUTPUTS, contrastTrainHash } from './io.js';
@@ -47,8 +47,7 @@ export const stage: Stage = {
     // Headline figures only (settings are params); the loss curve is a plot. Timings, and the contrast
     // losses / memory counts that cover only this run's epochs (not pure after a resume), go to the run log.
     const { seconds: _s, peakRssMiB: _m, training, settings: _set, ...stable } = r;
-    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.trainMetrics), { ...stable, finalLoss: training.losses.at(-1) ?? null });
-    await writeJsonMetrics(ctx.path(CONTRAST_OUTPUTS.lossPlot), epochPlotRows({ loss: training.losses }));
+    await writeTrainingMetrics(ctx.path(CONTRAST_OUTPUTS.trainMetrics), ctx.path(CONTRAST_OUTPUTS.lossPlot), stable, training.losses);
     if (!ctx.json) process.stderr.write(`${formatContrastTrain(r)}\n`);
     return r as unknown as Record<string, unknown>;
   },
