@@ -6,7 +6,6 @@
  * (all runs, then one deleted run), the oracle and its weak / oracle ratio, and the CLI.
  */
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,20 +14,12 @@ import { type CvRun, assignFolds, cvParams, cvRecipe, cvRunPaths, cvWorkDir, fol
 import type { CvSummary } from '../../cli/cv_summary.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { loadParams } from '../../stages/params.js';
-import { createWorkspace } from '../../cli/workspace.js';
 import { runSegment } from '../../stages/segment/index.js';
 import { expectScore } from '../helpers/quality.js';
-import { writePseudoMasks, writeRefineMetrics } from '../stages/segment_fixtures.js';
+import { CV_SHORT, CV_TINY, segmentWorkspace } from '../stages/segment_fixtures.js';
 
-const TINY = [
-  'synth.images=16', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
-  'segment.epochs=8', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.crf.iterations=2',
-];
-/** 2 folds, 1 seed, epochs 8 x 0.5 = 4 (1 epoch scores barely above background everywhere). */
-const SHORT = { folds: 2, seeds: 1, epochsFactor: 0.5 };
 /**
  * Segmenter floor (full-coverage mIoU, fold average): 0.358 measured on this set (2-core EPYC,
  * native TF), minus 0.08 for other machines' float order; background everywhere scores 0.181.
@@ -39,12 +30,7 @@ let root: string;
 beforeAll(async () => {
   setQuiet(true);
   await initBackend();
-  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-cv-'));
-  root = await createWorkspace(path.join(tmp, 'ws'), TINY);
-  const r = await repro(root, { target: 'cam' });
-  expect(r.ok).toBe(true);
-  await writePseudoMasks(root, { ignoreRows: 4, wrong: 6, wrongClass: 1 });
-  await writeRefineMetrics(root);
+  root = await segmentWorkspace('cv', CV_TINY, { ignoreRows: 4, wrong: 6, wrongClass: 1 });
 }, 300_000);
 afterAll(async () => {
   await fs.rm(path.dirname(root), { recursive: true, force: true });
@@ -79,7 +65,7 @@ describe('CV protocol (tiny)', () => {
 
   it('trains each fold on the others, scores the held-out fold, and summarises', async () => {
     const trained: boolean[] = [];
-    weak = await runCv({ root, ...SHORT, onRun: (_r, t) => trained.push(t) });
+    weak = await runCv({ root, ...CV_SHORT, onRun: (_r, t) => trained.push(t) });
     expect(trained).toEqual([true, true]);
     const dataset = await readAll(path.join(root, 'cache/dataset.arrow'));
     const masked = dataset.filter((r) => r.split === 'train' && r.mask_path).map((r) => r.id as string);
@@ -125,17 +111,17 @@ describe('CV protocol (tiny)', () => {
 
   it('a rerun keeps every finished run; a missing one is trained again', async () => {
     const trained: boolean[] = [];
-    const again = await runCv({ root, ...SHORT, onRun: (_r, t) => trained.push(t) });
+    const again = await runCv({ root, ...CV_SHORT, onRun: (_r, t) => trained.push(t) });
     expect(trained).toEqual([false, false]);
     expect(again).toEqual(weak);
     await fs.rm(path.join(cvDir(weak), 'fold1-seed0.json'));
     trained.length = 0;
-    const third = await runCv({ root, ...SHORT, onRun: (_r, t) => trained.push(t) });
+    const third = await runCv({ root, ...CV_SHORT, onRun: (_r, t) => trained.push(t) });
     expect(trained).toEqual([false, true]);
     // Same seed, same data, same split: the retrained fold scores the same.
     expect(third.runs[1].miou).toBeCloseTo(weak.runs[1].miou!, 3);
     // Another recipe is another folder.
-    const other = await runCv({ root, ...SHORT, sets: ['segment.lr=0.001'], onRun: () => undefined });
+    const other = await runCv({ root, ...CV_SHORT, sets: ['segment.lr=0.001'], onRun: () => undefined });
     expect(other.recipe).not.toBe(weak.recipe);
     // So is another review: an image rejected leaves the training of the fold that does not hold it.
     const decisions = path.join(root, 'review/decisions.csv');
@@ -143,7 +129,7 @@ describe('CV protocol (tiny)', () => {
     const { folds } = JSON.parse(await fs.readFile(path.join(cvDir(weak), 'protocol.json'), 'utf8')) as { folds: string[][] };
     try {
       await fs.writeFile(decisions, `id,decision,class,note\n${folds[0][0]},reject,,\n`);
-      const reviewed = await runCv({ root, ...SHORT });
+      const reviewed = await runCv({ root, ...CV_SHORT });
       expect(reviewed.recipe).not.toBe(weak.recipe);
       expect(reviewed.runs.map((r) => r.train_images)).toEqual([6, 5]);
     } finally {
@@ -153,7 +139,7 @@ describe('CV protocol (tiny)', () => {
 
   it('an interrupted (fold, seed) resumes its training from the last epoch of its work folder', async () => {
     const sets = ['segment.lr=0.003'];
-    const p = await cvParams(root, { ...SHORT, sets });
+    const p = await cvParams(root, { ...CV_SHORT, sets });
     const masked = (await readAll(path.join(root, 'cache/dataset.arrow'))).filter((r) => r.split === 'train').map((r) => r.id as string);
     const { hash } = await cvRecipe(root, p, 'pseudo', 2, 0, masked);
     const dir = path.join(root, 'runs/cv', hash);
@@ -162,7 +148,7 @@ describe('CV protocol (tiny)', () => {
     expect(killed.training.epochs).toBe(1);
     expect(await fs.readdir(path.join(cvWorkDir(dir, 0, 0), 'checkpoints'))).toHaveLength(1); // its state: in the work folder
     expect(await fs.stat(path.join(root, '.tagseg/checkpoints/segment')).catch(() => null)).toBeNull(); // not the stage's store
-    const s = await runCv({ root, ...SHORT, sets });
+    const s = await runCv({ root, ...CV_SHORT, sets });
     expect(s.recipe).toBe(hash);
     const runs = await Promise.all([0, 1].map(async (k) => JSON.parse(await fs.readFile(path.join(dir, `fold${k}-seed0.json`), 'utf8')) as CvRun));
     expect(runs.map((r) => [r.resumedFrom, r.epochs])).toEqual([[1, 4], [0, 4]]);
@@ -170,7 +156,7 @@ describe('CV protocol (tiny)', () => {
   }, 120_000);
 
   it('--oracle trains on ground truth under the same folds and gives the weak / oracle ratio', async () => {
-    const oracle = await runCv({ root, ...SHORT, oracle: true });
+    const oracle = await runCv({ root, ...CV_SHORT, oracle: true });
     expect(oracle.labels).toBe('gt');
     expect(oracle.fold_sizes).toEqual(weak.fold_sizes);
     const w = oracle.weak_oracle!;

@@ -6,56 +6,32 @@
  * masks restored they do not); the table is the runs' records; a rerun keeps every run.
  */
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CvRun, runCv } from '../../cli/cv.js';
 import { type LabelQualityRow, readLabelQuality } from '../../eval/label_quality.js';
-import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { createWorkspace } from '../../cli/workspace.js';
-import { PSEUDO_COLUMNS, writePseudoMasks, writeRefineMetrics } from '../stages/segment_fixtures.js';
+import { CV_SHORT, CV_TINY, segmentWorkspace, shiftPseudoMasks } from '../stages/segment_fixtures.js';
 
-const TINY = [
-  'synth.images=16', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
-  'segment.epochs=8', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.crf.iterations=2',
-];
-const SHORT = { folds: 2, seeds: 1, epochsFactor: 0.5 };
 
 let root: string;
 let corrupted: string[];
 beforeAll(async () => {
   setQuiet(true);
   await initBackend();
-  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-oof-'));
-  root = await createWorkspace(path.join(tmp, 'ws'), TINY);
-  expect((await repro(root, { target: 'cam' })).ok).toBe(true);
-  await writePseudoMasks(root, { ignoreRows: 4 });
-  await writeRefineMetrics(root);
+  root = await segmentWorkspace('oof', CV_TINY, { ignoreRows: 4 });
   const train = (await readAll(path.join(root, 'cache/dataset.arrow'))).filter((r) => r.split === 'train').map((r) => r.id as string);
   corrupted = [train[2], train[7]];
-  await shiftMasks(corrupted);
+  await shiftPseudoMasks(root, corrupted);
 }, 300_000);
 afterAll(async () => {
   await fs.rm(path.dirname(root), { recursive: true, force: true });
 });
 
 /** Rewrite pseudo_masks.arrow with every labelled pixel of `ids` moved to the next class (wrong everywhere). */
-async function shiftMasks(ids: string[], back = false): Promise<void> {
-  const file = path.join(root, 'cache/pseudo_masks.arrow');
-  const k = (await readInfo(file)).meta.classes.length;
-  const rows = await readAll(file);
-  const w = await TableWriter.open(file, PSEUDO_COLUMNS, { stage: 'refine', paramsHash: 'test', classes: (await readInfo(file)).meta.classes });
-  for (const r of rows) {
-    if (ids.includes(r.id as string)) r.mask = (r.mask as Uint8Array).map((v) => (v === 255 ? v : (v + (back ? k - 1 : 1)) % k));
-    await w.write(r);
-  }
-  await w.close();
-}
-
 /** The `n` ids with the lowest `key`, sorted by id. */
 function worstBy(table: Map<string, LabelQualityRow>, key: 'label_quality' | 'self_confidence', n = 2): string[] {
   return [...table.values()].sort((a, b) => a[key]! - b[key]!).slice(0, n).map((r) => r.id).sort();
@@ -63,7 +39,7 @@ function worstBy(table: Map<string, LabelQualityRow>, key: 'label_quality' | 'se
 
 describe('cv --oof: out-of-fold label quality', () => {
   it('scores every train image with the model that held it out; corrupted masks rank worst', async () => {
-    const s = await runCv({ root, ...SHORT, oof: true });
+    const s = await runCv({ root, ...CV_SHORT, oof: true });
     const table = (await readLabelQuality(path.join(root, 'review/label_quality.csv')))!;
     const { folds } = JSON.parse(await fs.readFile(path.join(root, s.dir, 'protocol.json'), 'utf8')) as { folds: string[][] };
     expect([...table.keys()].sort()).toEqual(folds.flat().sort());
@@ -90,7 +66,7 @@ describe('cv --oof: out-of-fold label quality', () => {
     expect(await fs.readFile(path.join(root, s.dir, 'label_quality.csv'), 'utf8')).toBe(await fs.readFile(path.join(root, 'review/label_quality.csv'), 'utf8'));
     // A rerun trains nothing and writes the same table.
     const trained: boolean[] = [];
-    const again = await runCv({ root, ...SHORT, oof: true, onRun: (_r, t) => trained.push(t) });
+    const again = await runCv({ root, ...CV_SHORT, oof: true, onRun: (_r, t) => trained.push(t) });
     expect(trained).toEqual([false, false]);
     expect(again).toEqual(s);
     // the CLI finds the same protocol and says where the table went
@@ -101,18 +77,18 @@ describe('cv --oof: out-of-fold label quality', () => {
   }, 300_000);
 
   it('control: with the masks restored, those images are not the worst', async () => {
-    await shiftMasks(corrupted, true);
+    await shiftPseudoMasks(root, corrupted, true);
     try {
-      const s = await runCv({ root, ...SHORT, oof: true });
+      const s = await runCv({ root, ...CV_SHORT, oof: true });
       const table = (await readLabelQuality(path.join(root, 'review/label_quality.csv')))!;
       expect(worstBy(table, 'self_confidence')).not.toEqual([...corrupted].sort());
       expect(s.label_quality!.images).toBe(12);
     } finally {
-      await shiftMasks(corrupted);
+      await shiftPseudoMasks(root, corrupted);
     }
   }, 300_000);
 
   it('refuses --oof with the oracle', async () => {
-    await expect(runCv({ root, ...SHORT, oof: true, oracle: true })).rejects.toThrow(/--oof .* needs segment.labels: pseudo/);
+    await expect(runCv({ root, ...CV_SHORT, oof: true, oracle: true })).rejects.toThrow(/--oof .* needs segment.labels: pseudo/);
   });
 });

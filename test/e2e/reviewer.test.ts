@@ -6,45 +6,24 @@
  * are the per-seed differences, and a rerun trains nothing.
  */
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CvRun } from '../../cli/cv.js';
 import { formatReviewer, randomOrder, reviewerConditions, runReviewer } from '../../cli/reviewer.js';
-import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
+import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
-import { createWorkspace } from '../../cli/workspace.js';
-import { PSEUDO_COLUMNS, writePseudoMasks, writeRefineMetrics } from '../stages/segment_fixtures.js';
+import { CV_SHORT, CV_TINY, segmentWorkspace, shiftPseudoMasks } from '../stages/segment_fixtures.js';
 
-const TINY = [
-  'synth.images=16', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
-  'segment.epochs=8', 'segment.batch_size=4', 'segment.crop=32', 'segment.head_dim=16', 'segment.crf.iterations=2',
-];
-const SHORT = { folds: 2, seeds: 1, epochsFactor: 0.5 };
 
 let root: string;
 let train: string[];
 beforeAll(async () => {
   setQuiet(true);
   await initBackend();
-  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-reviewer-'));
-  root = await createWorkspace(path.join(tmp, 'ws'), TINY);
-  expect((await repro(root, { target: 'cam' })).ok).toBe(true);
-  await writePseudoMasks(root, { ignoreRows: 4 });
-  await writeRefineMetrics(root);
+  root = await segmentWorkspace('reviewer', CV_TINY, { ignoreRows: 4 });
   train = (await readAll(path.join(root, 'cache/dataset.arrow'))).filter((r) => r.split === 'train').map((r) => r.id as string);
-  // two masks wrong everywhere (every label moved to the next class)
-  const file = path.join(root, 'cache/pseudo_masks.arrow');
-  const info = await readInfo(file);
-  const rows = await readAll(file);
-  const w = await TableWriter.open(file, PSEUDO_COLUMNS, { stage: 'refine', paramsHash: 'test', classes: info.meta.classes });
-  for (const r of rows) {
-    if (r.id === train[2] || r.id === train[7]) r.mask = (r.mask as Uint8Array).map((v) => (v === 255 ? v : (v + 1) % info.meta.classes.length));
-    await w.write(r);
-  }
-  await w.close();
+  await shiftPseudoMasks(root, [train[2], train[7]]); // two masks wrong everywhere
 }, 300_000);
 afterAll(async () => {
   await fs.rm(path.dirname(root), { recursive: true, force: true });
@@ -63,7 +42,7 @@ describe('simulated reviewer', () => {
 
   it('corrects with the ground truth, retrains under the protocol, reports gains, and resumes', async () => {
     const rankings = [{ name: 'suspicion', ids: [train[7], train[2], ...train.filter((id) => id !== train[7] && id !== train[2])] }];
-    const r = await runReviewer({ root, ...SHORT, fractions: [0.1], rankings });
+    const r = await runReviewer({ root, ...CV_SHORT, fractions: [0.1], rankings });
     expect(r.conditions.map((c) => c.name)).toEqual(['none', 'suspicion-10pct', 'random-10pct']);
     const [none, sus, rnd] = r.conditions;
     expect(sus.corrected).toEqual([train[7]]);
@@ -87,7 +66,7 @@ describe('simulated reviewer', () => {
     expect(formatReviewer(r)).toMatch(/suspicion-10pct\s+1\s+\d+\.\d/);
     // a rerun keeps every finished run
     const trained: boolean[] = [];
-    const again = await runReviewer({ root, ...SHORT, fractions: [0.1], rankings, onRun: (_x, t) => trained.push(t) });
+    const again = await runReviewer({ root, ...CV_SHORT, fractions: [0.1], rankings, onRun: (_x, t) => trained.push(t) });
     expect(trained).toEqual([false, false, false, false, false, false]);
     expect(again).toEqual(r);
   }, 300_000);

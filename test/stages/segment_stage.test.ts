@@ -5,7 +5,6 @@
  * oracle mode, and errors naming the file.
  */
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,14 +12,12 @@ import { encodeIndexedPng } from '../../data/palette.js';
 import { writeDecisions } from '../../data/review.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
-import { repro } from '../../cli/dag.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { registerSegHead } from '../../nn/seg_heads/index.js';
 import { loadParams } from '../../stages/params.js';
-import { createWorkspace } from '../../cli/workspace.js';
 import { refineChain, runSegment } from '../../stages/segment/index.js';
 import { carveVal } from '../../stages/segment/labels.js';
-import { writePseudoMasks, writeRefineMetrics } from './segment_fixtures.js';
+import { writePseudoMasks, segmentWorkspace } from './segment_fixtures.js';
 
 const TINY = [
   'synth.images=12', 'synth.size=32', 'ingest.size=32', 'cam.width=8', 'cam.epochs=1', 'cam.batch_size=4', 'cam.crop=32', 'cam.scales=[1.0]',
@@ -31,12 +28,7 @@ let root: string;
 beforeAll(async () => {
   setQuiet(true);
   await initBackend();
-  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-segment-'));
-  root = await createWorkspace(path.join(tmp, 'ws'), TINY);
-  const r = await repro(root, { target: 'cam' });
-  expect(r.ok).toBe(true);
-  await writePseudoMasks(root, { ignoreRows: 4, wrong: 6, wrongClass: 1 });
-  await writeRefineMetrics(root);
+  root = await segmentWorkspace('segment', TINY, { ignoreRows: 4, wrong: 6, wrongClass: 1 });
 }, 300_000);
 afterAll(async () => {
   await fs.rm(path.dirname(root), { recursive: true, force: true });
