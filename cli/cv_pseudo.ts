@@ -31,9 +31,9 @@ import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { log, progress } from '../pipeline/log.js';
 import { type Params, getParam, loadParams } from '../stages/params.js';
-import { refineImages } from '../stages/refine/index.js';
+import { SOURCE_MAPS, refineImages } from '../stages/refine/index.js';
 import { assignFolds, protocolIds } from './cv.js';
-import { type PseudoCandidate, type PseudoChoiceSummary, nestedChoice, poolScore } from './cv_pseudo_summary.js';
+import { NOTES, type PseudoCandidate, type PseudoChoiceSummary, nestedChoice, poolScore } from './cv_pseudo_summary.js';
 
 /** Bumped when the choice's rules or records change, so older work is not mixed with new. */
 export const CV_PSEUDO_VERSION = 1;
@@ -89,11 +89,11 @@ function maskSettings(p: Params): Record<string, unknown> {
   return Object.fromEntries(Object.entries(p.refine).filter(([k]) => !NOT_MASK_KEYS.includes(k)));
 }
 
-/** Contents of what refine reads for the protocol's `ids`: the tables, and each image's original and mask. */
+/** Contents of what refine can read for the protocol's `ids`: the tables (by file), and each image's original and mask (`images`). */
 async function dataKey(root: string, p: Params, ids: readonly string[]): Promise<Record<string, string>> {
   const at = (rel: string) => path.resolve(root, rel);
   const out: Record<string, string> = {};
-  for (const t of [artifact('dataset'), artifact('cams'), artifact('affinityCams'), artifact('contrastCams')]) {
+  for (const t of new Set([artifact('dataset'), artifact('cams'), ...Object.values(SOURCE_MAPS).map((m) => m.table)])) {
     out[t] = (await exists(at(t))) ? await hashTable(at(t)) : 'none';
   }
   const want = new Set(ids);
@@ -114,7 +114,9 @@ async function candidates(file: string, out: string, grid: { keys: string[]; val
   for (const point of points) {
     const sets = grid.keys.map((k, i) => `${k}=${point[i]}`);
     const params = await loadParams(file, sets);
-    const key = { protocol: CV_PSEUDO_VERSION, train_split: params.dataset.train_split, refine: maskSettings(params), data };
+    // What this candidate reads: a rerun of another source's stage leaves it as it is.
+    const reads = [artifact('dataset'), artifact('cams'), SOURCE_MAPS[params.refine.source].table, 'images'];
+    const key = { protocol: CV_PSEUDO_VERSION, train_split: params.dataset.train_split, refine: maskSettings(params), data: Object.fromEntries(reads.map((r) => [r, data[r]])) };
     const hash = createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 16);
     const label = grid.keys.map((k, i) => `${k.slice('refine.'.length)}=${point[i]}`).join(' ');
     const twin = list.find((c) => c.hash === hash);
@@ -217,6 +219,7 @@ export async function runPseudoChoice(o: PseudoChoiceOptions): Promise<PseudoCho
     candidates: cands,
     folds: choice.folds.map((f) => ({ fold: f.fold, images: folds[f.fold].length, chosen: list[f.chosen].label, chosen_on: f.chosen_on, held_out: f.held_out })),
     estimate: choice.estimate,
+    notes: NOTES,
   };
   await writeFileAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
   return summary;

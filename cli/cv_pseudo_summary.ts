@@ -72,7 +72,7 @@ export interface PseudoCandidate {
   settings: Record<string, unknown>;
   /** Its work folder (relative to the workspace): one record and one PNG per image. */
   dir: string;
-  /** Train masks, all folds pooled: not for choosing (the folds' own images chose it). */
+  /** Train masks, all folds pooled: not for choosing (the images that would choose it are the ones it is scored on). */
   all_images: MaskScore;
   /** Its score on each fold's images. */
   per_fold: MaskScore[];
@@ -94,7 +94,15 @@ export interface PseudoChoiceSummary {
   folds: { fold: number; images: number; chosen: string; chosen_on: MaskScore; held_out: MaskScore }[];
   /** The nested-CV estimate of the chosen settings' pseudo-masks: mean ± sd over folds. */
   estimate: NestedChoice['estimate'];
+  /** What the figures are, in words (NOTES). */
+  notes: typeof NOTES;
 }
+
+export const NOTES = {
+  all_images: 'train masks, all folds — not for choosing: the images that would choose a candidate are the ones it is scored on',
+  folds: "each fold's candidate is chosen on the other folds' images (chosen_on) and scored on the fold's own (held_out)",
+  estimate: 'the held-out scores, mean ± sd over folds: the quality to expect of pseudo-masks whose settings were chosen this way',
+} as const;
 
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
 const pm = (s: Stat) => `${pct(s.mean)}${s.sd !== null ? ` ± ${pct(s.sd)}` : ''}`;
@@ -113,7 +121,7 @@ export function formatPseudoChoice(s: PseudoChoiceSummary): string {
   return [
     `CV choice of refine settings ${s.choice} (${s.dir}): ${s.candidates.length} candidates over ${s.keys.join(', ')}; ${s.fold_sizes.length} folds of ${s.fold_sizes.join('/')} images (fold seed ${s.fold_seed})`,
     `split: ${s.split}`,
-    'candidates, pseudo-masks on the train masks, all folds -- not for choosing (mIoU %: full coverage, ignore = wrong; lab. = labelled pixels only):',
+    'candidates, pseudo-masks on the train masks, all folds — not for choosing (mIoU %: full coverage, ignore = wrong; lab. = labelled pixels only):',
     ...table(['candidate', 'all folds', 'lab.', 'coverage', 'chosen'], cand).map((l) => `  ${l}`),
     'per fold: the candidate chosen on the other folds\' images, and its score on the held-out fold:',
     ...table(['fold', 'images', 'chosen', 'on others', 'held-out', 'lab.', 'coverage'], folds).map((l) => `  ${l}`),

@@ -9,7 +9,7 @@
  * scored 75 on fold 1. Choosing on each held-out fold itself would pick A then B and claim 100.
  */
 import { describe, expect, it } from 'vitest';
-import { formatPseudoChoice, nestedChoice, poolScore, type PseudoChoiceSummary } from '../../cli/cv_pseudo_summary.js';
+import { NOTES, formatPseudoChoice, nestedChoice, poolScore, type PseudoChoiceSummary } from '../../cli/cv_pseudo_summary.js';
 import { ConfusionMatrix } from '../../eval/metrics.js';
 
 /** A 2-class image: counts[gt * 2 + pred] and the ignore predictions per gt class. */
@@ -82,10 +82,10 @@ describe('formatPseudoChoice', () => {
       protocol: 1, choice: 'abc', dir: 'runs/cv/refine/choice-abc', split: 'words', keys: ['refine.bg_threshold'], fold_seed: 0, fold_sizes: [2, 2],
       candidates: [A, B].map((m, i) => ({ label: `bg_threshold=${i}`, settings: {}, dir: 'x', all_images: poolScore(m, folds.flat(), 2), per_fold: folds.map((f) => poolScore(m, f, 2)), chosen: c.chosen[i] })),
       folds: c.folds.map((f) => ({ fold: f.fold, images: 2, chosen: `bg_threshold=${f.chosen}`, chosen_on: f.chosen_on, held_out: f.held_out })),
-      estimate: c.estimate,
+      estimate: c.estimate, notes: NOTES,
     };
     const t = formatPseudoChoice(s);
-    expect(t).toContain('train masks, all folds -- not for choosing');
+    expect(t).toContain('train masks, all folds — not for choosing');
     expect(t).toMatch(/bg_threshold=0\s+87\.5\s+100\.0\s+87\.5\s+1\/2/);
     expect(t).toMatch(/\n {2}0\s+2\s+bg_threshold=1\s+100\.0\s+58\.3/);
     expect(t).toContain('nested-CV estimate, pseudo-masks at full coverage: 66.7 ± 11.8 (mean ± sd over 2 folds)');

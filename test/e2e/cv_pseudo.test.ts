@@ -91,6 +91,7 @@ describe('cv --choose: nested CV of refine settings (tiny)', () => {
     }
     expect(s.candidates.reduce((a, c) => a + c.chosen, 0)).toBe(3);
     expect(s.estimate.miou.n).toBe(3);
+    expect(s.notes.all_images).toMatch(/^train masks, all folds — not for choosing/);
     expect(JSON.parse(await fs.readFile(path.join(root, s.dir, 'summary.json'), 'utf8'))).toEqual(s);
   }, 120_000);
 
@@ -123,6 +124,11 @@ describe('cv --choose: nested CV of refine settings (tiny)', () => {
     expect(resumed.refined).toEqual([0, 3]);
     expect(resumed.s).toEqual(first);
     expect((await fs.readFile(file, 'utf8')).trim().split('\n')).toHaveLength(12);
+    // A candidate keys only the tables it reads: another source's table changing leaves it as it is.
+    await fs.writeFile(path.join(root, 'cache/affinity_cams.arrow'), 'not read by refine.source cam');
+    const unrelated = await choose();
+    expect(unrelated.refined).toEqual([0, 0]);
+    await fs.rm(path.join(root, 'cache/affinity_cams.arrow'));
     const other = await choose(['refine.bg_threshold=0.3,0.45']);
     expect(other.refined).toEqual([0, 12]);
     expect(other.s.choice).not.toBe(first.choice);
