@@ -324,6 +324,7 @@ program
   .option('--oof', 'folds over every train image; score each pseudo-mask under the model that never trained on it (confident learning) -> review/label_quality.csv, read by the audit')
   .option('--fold-seed <n>', 'seed of the fold assignment', int('--fold-seed'), 0)
   .option('--set <key=value>', 'segment.* or seed override of the trained recipe (repeatable)', collect, [])
+  .option('--choose <key=v1,v2,...>', 'choose pseudo-mask settings instead: refine.* candidates, chosen on k-1 folds\' masks and scored on the held-out one (repeatable: a grid)', collect, [])
   .option('--out <dir>', 'results folder: <out>/<recipe hash>/fold<k>-seed<s>.json, summary.json', 'runs/cv')
   .option('--json', 'print the summary as JSON')
   .addHelpText(
@@ -331,13 +332,32 @@ program
     `
 Needs a workspace run up to refine (tagseg repro refine). Finished (fold, seed) runs are kept and skipped
 on a rerun, so the protocol can be stopped and continued. Every score is on a held-out fold, at full
-coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: cli/cv.ts.`,
+coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: cli/cv.ts.
+
+Choosing pseudo-mask (refine) settings, nothing retrained (--folds, --fold-seed, --out, --json apply):
+  tagseg cv --choose refine.bg_threshold=0.15,0.25,0.35 --choose refine.ignore_margin=0.05,0.1
+refines the train masks' images once per candidate of the grid (kept in <out>/refine/<candidate>/, so a
+rerun refines nothing again), then per fold picks the candidate with the best full-coverage mIoU on the
+other folds' images and scores it on the held-out fold: the nested-CV estimate is the mean ± sd of those.
+A candidate's score over all folds is printed too, for reading, not for choosing. Module: cli/cv_pseudo.ts.`,
   )
-  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; oof?: boolean; foldSeed: number; set: string[]; out: string; json?: boolean }) => {
+  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; oof?: boolean; foldSeed: number; set: string[]; choose: string[]; out: string; json?: boolean }, cmd: Command) => {
     const { CV_PRESETS, runCv } = await import('./cv.js');
     const { formatCv } = await import('./cv_summary.js');
     const { log } = await import('../pipeline/log.js');
     const preset = CV_PRESETS[o.preset];
+    if (o.choose.length) {
+      const trains = ['preset', 'seeds', 'epochsFactor', 'oracle', 'oof', 'set'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
+      if (trains.length) throw new TagsegError(`--choose trains nothing, so it takes no ${trains.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`, { hint: 'fix a refine setting for every candidate with a one-value --choose, e.g. --choose refine.crf.iterations=5' });
+      const { runPseudoChoice } = await import('./cv_pseudo.js');
+      const { formatPseudoChoice } = await import('./cv_pseudo_summary.js');
+      const r = await runPseudoChoice({
+        root: rootOf(), folds: o.folds ?? preset.folds, foldSeed: o.foldSeed, choose: o.choose, out: o.out,
+        onCandidate: (c) => log.info(`cv: ${c.label}: ${c.kept} of ${c.kept + c.refined} images kept from an earlier run (${c.dir})`),
+      });
+      print(Boolean(o.json), r, () => formatPseudoChoice(r));
+      return;
+    }
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
     const r = await runCv({
       root: rootOf(), folds: o.folds ?? preset.folds, seeds: o.seeds ?? preset.seeds, epochsFactor: o.epochsFactor ?? preset.epochsFactor,

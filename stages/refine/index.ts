@@ -182,10 +182,41 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   return tally.result(rp, settings.reported, { seconds: (performance.now() - t0) / 1000, loopSeconds, threads });
 }
 
-/** Check the map tables: cams.arrow is required (row order), the source's table too; the others only feed the chain table. */
-async function openMapTables(at: (rel: string) => string, source: RefineSource): Promise<MapTables> {
+/** One image of refineImages: its pseudo-mask and ground truth (null off the train split or without a mask), original size. */
+export interface RefinedMask { id: string; mask: Uint8Array; gt: Uint8Array | null; height: number; width: number }
+
+/**
+ * Refine only the images `ids` (in dataset.arrow's order) and write nothing: the masks the stage
+ * would write for them with `params.refine` (same maps, CRF and pool). The CV choice of refine
+ * settings (cli/cv_pseudo.ts) scores its candidates this way, without rerunning the stage.
+ */
+export async function* refineImages(o: { params: Params; path(rel: string): string; ids: ReadonlySet<string> }): AsyncGenerator<RefinedMask> {
+  const rp = o.params.refine;
+  const maps = await openMapTables(o.path, rp.source, false);
+  const dataset = await readDataset(o.path, o.params.dataset.root);
+  const settings = refineSettings(rp, maps.background).refine;
+  const pool = new RefinePool(rp.concurrency);
+  const work = (z: Zipped) => refineImage(z, { maps, dataset, split: o.params.dataset.train_split, source: rp.source, pool, settings });
+  async function* wanted(): AsyncGenerator<Zipped> {
+    for await (const z of zipTables(dataset.file, maps.present)) if (o.ids.has(z.cam.id as string)) yield z;
+  }
+  try {
+    for await (const w of orderedMap(wanted(), work, { concurrency: rp.concurrency })) {
+      yield { id: w.z.cam.id as string, mask: w.r.mask, gt: w.gt, height: w.H, width: w.W };
+    }
+  } finally {
+    await pool.close();
+  }
+}
+
+/**
+ * Check the map tables: cams.arrow is required (row order), the source's table too; the others only
+ * feed the chain table (`chain` false: not opened).
+ */
+async function openMapTables(at: (rel: string) => string, source: RefineSource, chain = true): Promise<MapTables> {
   const out: MapTables = { present: {}, classes: [], background: null, numRows: 0 };
   for (const key of ['cam', 'affinity', 'contrast'] as const) {
+    if (!chain && key !== 'cam' && key !== source) continue;
     const t = MAP_TABLES[key];
     const file = at(t.file);
     if (!(await exists(file))) {
