@@ -10,7 +10,7 @@ import {
 } from '../../stages/audit/measures.js';
 import { SUSPICION_TERMS, suspicionScore, suspicionTerms } from '../../stages/audit/suspicion.js';
 import { toCsv } from '../../stages/audit/columns.js';
-import { isBadMask, rankImages, spearman } from '../../stages/audit/index.js';
+import { isBadMask, rankImages, spearman } from '../../stages/audit/report_stage.js';
 
 const U = (xs: number[]) => Uint8Array.from(xs);
 
