@@ -145,6 +145,21 @@ export interface MeasureRecord {
   pixels: PixelCounts;
 }
 
+// JSON keeps every finite double exactly; NaN, +-Infinity and -0 go through as {"$number": "..."}.
+const special = (v: number) => !Number.isFinite(v) || Object.is(v, -0);
+
+/** The `record` column's text of `r`: every number comes back as the same double. */
+export function encodeRecord(r: MeasureRecord): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && special(v) ? { $number: Object.is(v, -0) ? '-0' : String(v) } : v));
+}
+
+export function decodeRecord(text: string): MeasureRecord {
+  return JSON.parse(text, (_k, v: unknown) => {
+    const o = v as { $number?: unknown } | null;
+    return o !== null && typeof o === 'object' && typeof o.$number === 'string' && Object.keys(o).length === 1 ? Number(o.$number) : v;
+  }) as MeasureRecord;
+}
+
 export function imageRowToArrow(r: ImageRow): Row {
   const { terms, ...rest } = r;
   const out: Row = { ...rest };

@@ -33,7 +33,7 @@ import { resizeNearest } from '../../data/decode.js';
 import { camLabels, resizeBilinear } from '../../maps/evaluate.js';
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import {
-  AUDIT_CLASS_COLUMNS, AUDIT_MEASURE_COLUMNS, AUDIT_OUTPUTS, AUDIT_PARAMS, type MeasureRecord, OVERLAY_VIEWS, auditTablesHash, classRowToArrow, imageFileStem,
+  AUDIT_CLASS_COLUMNS, AUDIT_MEASURE_COLUMNS, AUDIT_OUTPUTS, AUDIT_PARAMS, type MeasureRecord, OVERLAY_VIEWS, auditTablesHash, classRowToArrow, encodeRecord, imageFileStem,
 } from './columns.js';
 import { type AuditSettings, type ImageAudit, MAP_STAGES, type MapStage, auditImage } from './image.js';
 import { heatmapRgb, overlayRgb } from '../../data/overlay.js';
@@ -330,7 +330,7 @@ export async function runAuditMeasures(o: RunAuditOptions): Promise<AuditMeasure
         image: m.audit.image, classRows: m.audit.classRows, tags: [...(rows.images.tags as number[])].sort((x, y) => x - y), heat, file: stem,
         pixels: pixelCounts({ ...m.maps, final: m.final }, m.gt, inp.classes.length),
       };
-      await part.measures.write({ id: m.id, split: m.audit.image.split, record: JSON.stringify(record) });
+      await part.measures.write({ id: m.id, split: m.audit.image.split, record: encodeRecord(record) });
       measureSeconds += (performance.now() - tm) / 1000;
       await part.queue.flush();
       images++;

@@ -24,7 +24,7 @@ import type { Params } from '../params.js';
 import { LABEL_QUALITY_FILE, listCorrections } from '../../data/review.js';
 import { readLabelQuality } from '../../eval/label_quality.js';
 import {
-  AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS, AUDIT_OUTPUTS, AUDIT_PARAMS, type MeasureRecord, OVERLAY_VIEWS, auditTablesHash, classRowToArrow, imageRowToArrow, toCsv,
+  AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS, AUDIT_OUTPUTS, AUDIT_PARAMS, type MeasureRecord, OVERLAY_VIEWS, auditTablesHash, classRowToArrow, decodeRecord, imageRowToArrow, toCsv,
 } from './columns.js';
 import type { ImageRow } from './image.js';
 import { IMAGE_DIR, type ReportImage, writeReport } from './report.js';
@@ -184,7 +184,7 @@ async function writeImageTable(o: RunAuditReportOptions, classes: string[], back
 async function readRecords(o: RunAuditReportOptions): Promise<{ records: MeasureRecord[]; classes: string[]; background: number | null }> {
   const tables = [{ file: o.path(INPUTS.dataset), stage: 'ingest', name: INPUTS.dataset }, { file: o.path(INPUTS.measures), stage: 'audit', name: INPUTS.measures }];
   const records: MeasureRecord[] = [];
-  for await (const [, m] of joinedRows(tables)) records.push(JSON.parse(m.record as string) as MeasureRecord);
+  for await (const [, m] of joinedRows(tables)) records.push(decodeRecord(m.record as string));
   const { meta } = await readInfo(o.path(INPUTS.measures));
   const bg = meta.extra?.background;
   return { records, classes: meta.classes, background: typeof bg === 'number' ? bg : null };
