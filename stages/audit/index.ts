@@ -57,7 +57,6 @@ const MAP_INPUT: Record<MapStage, { file: string; stage: string }> = {
   rca: { file: AUDIT_INPUTS.rca, stage: 'contrast' },
 };
 
-
 export const stage: Stage = {
   name: 'audit',
   summary: 'audit the pseudo-masks, image by image: per-image/class measures and overlays -> cache/audit.arrow + cache/audit_measures.arrow (audit_report ranks them)',
