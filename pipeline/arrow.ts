@@ -20,7 +20,7 @@ import {
 import type { AsyncRecordBatchFileReader } from 'apache-arrow';
 import { type StageCommit, commitFor } from './commit.js';
 import { TagsegError, fsError, messageOf } from './errors.js';
-import { ensureDir, tempPathFor } from './fsutil.js';
+import { ensureDir, hashFile, tempPathFor } from './fsutil.js';
 import { parsePartFile, partName, shardOf } from './shard.js';
 
 export const SCHEMA_VERSION = 1; // bump when a table layout changes
@@ -817,10 +817,17 @@ export async function readAll(file: string, expect?: { stage?: string }): Promis
  * sha256 of a table's content, not of its files: the columns, classes and `extra` metadata, then
  * every row's cells in id order. One file and the same rows in N parts (any order within them)
  * hash the same; the params hash in the metadata is left out (it holds `<x>.shards`), and so is
- * the tagseg version. Streams the rows, keeping only each row's id and digest.
+ * the tagseg version. Streams the rows, keeping only each row's id and digest. A single file that
+ * is not a table (no reader could take it) is keyed by its bytes.
  */
 export async function hashTable(file: string): Promise<string> {
-  const r = await TableReader.open(file);
+  let r: TableReader;
+  try {
+    r = await TableReader.open(file);
+  } catch (err) {
+    if ((await fs.stat(file).catch(() => null))?.isFile()) return `file:${await hashFile(file)}`;
+    throw err;
+  }
   const digests: { id: string; digest: string }[] = [];
   try {
     const { columns, meta } = r.info;

@@ -138,6 +138,13 @@ describe('a part folder read as one table', () => {
     expect(await changed((r) => r, { ...META, classes: ['a', 'c'] })).not.toBe(one);
     await writeSharded(table, IDS.filter((id) => id !== 'img 17'), 3);
     expect(await hashTable(table)).not.toBe(one);
+    // a file that is not a table is keyed by its bytes; a missing one is an error
+    const junk = path.join(dir, 'junk.arrow');
+    await fs.writeFile(junk, 'not a table');
+    const j = await hashTable(junk);
+    await fs.writeFile(junk, 'not a table either');
+    expect(await hashTable(junk)).not.toBe(j);
+    await expect(hashTable(path.join(dir, 'missing.arrow'))).rejects.toThrow(/table not found/);
   });
 });
 
