@@ -48,13 +48,13 @@ const tmp = a.root ? null : await fs.mkdtemp(path.join(os.tmpdir(), 'tagseg-rank
 // --set k=v: synthetic workspace params after SYNTH's
 const root = a.root ? path.resolve(a.root) : await createWorkspace(path.join(tmp!, 'ws'), [...SYNTH, ...(a.set ?? [])]);
 try {
-  const up = await repro(root, { target: 'audit' });
+  const up = await repro(root, { target: 'audit_report' });
   if (!up.ok) throw new Error(`the pipeline up to audit failed in ${root}`);
   stamp('pipeline up to audit');
   const cv = await runCv({ root, folds: Number(a.folds), seeds: Number(a.seeds), epochsFactor: Number(a['epochs-factor']), oof: true });
   stamp(`cv --oof: ${cv.dir}, ${cv.label_quality?.images} images scored`);
-  await runStages(root, ['audit'], [], true);
-  stamp('audit with the label quality');
+  await runStages(root, ['audit_report'], [], true); // the label quality changes the report, not the measures
+  stamp('audit report with the label quality');
   const split = (await loadParams(path.join(root, 'params.yaml'))).dataset.train_split;
   const images = (await readAll(path.join(root, 'cache/audit_images.arrow'))).filter((r) => r.split === split);
   const c = compareRankings(images, { k: Number(a.k), badShare: Number(a['bad-share']) });

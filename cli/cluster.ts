@@ -40,7 +40,7 @@ export function dvcShardStanza(stage: Stage, raw: Record<string, unknown>, n: nu
     ...unsharded,
     cmd: `${cmd.trim()} --shard ${item}/${n}`,
     outs: probe.writes.map(sub),
-    metrics: probe.metrics.map((m) => ({ [sub(m)]: { cache: false } })),
+    ...(probe.metrics.length ? { metrics: probe.metrics.map((m) => ({ [sub(m)]: { cache: false } })) } : {}),
   };
   const shards = Array.from({ length: n }, (_, k) => k);
   return form === 'foreach' ? { foreach: shards, do: body } : { matrix: { shard: shards }, ...body };

@@ -140,7 +140,7 @@ program
   .description('run stages now, in the order given, without checking whether they are up to date (dvc.yaml cmds call this)')
   .argument('<stage...>', 'stage names (see `tagseg status`)')
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set cam.epochs=3 (repeatable)', collect, [])
-  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (cam, affinity, contrast, refine; N must equal its <stage>.shards param)')
+  .option('--shard <k/N>', 'run only shard k of N of a sharded stage (cam, affinity, contrast, refine, audit; N must equal its <stage>.shards param)')
   .option('--json', 'print JSON summaries')
   .action(async (names: string[], o: { set: string[]; shard?: string; json?: boolean }) => {
     const { runStages } = await import('../stages/index.js');
@@ -294,7 +294,7 @@ program
 
 program
   .command('audit')
-  .description('audit the pseudo-masks (the `audit` stage, run now): per-image and per-class measures, a suspicion ranking, reports/audit/index.html')
+  .description('audit the pseudo-masks (the `audit` and `audit_report` stages, run now): per-image and per-class measures, a suspicion ranking, reports/audit/index.html')
   .option('--set <key=value>', 'params.yaml override for this run only, e.g. --set audit.weights.ignore=2 (repeatable)', collect, [])
   .option('--json', 'print the summary as JSON (metrics/audit.json + report path and timings)')
   .addHelpText(
@@ -307,9 +307,12 @@ Columns: stages/audit/columns.ts; the suspicion score: stages/audit/suspicion.ts
   )
   .action(async (o: { set: string[]; json?: boolean }) => {
     const { runStages } = await import('../stages/index.js');
-    const { formatAudit } = await import('../stages/audit/index.js');
-    // json: true keeps the stage from printing its own summary; this command prints it.
-    const r = (await runStages(rootOf(), ['audit'], o.set, true)).audit as import('../stages/audit/index.js').AuditOutput;
+    const { formatAudit } = await import('../stages/audit/report_stage.js');
+    // json: true keeps the stages from printing their own summaries; this command prints one.
+    const out = await runStages(rootOf(), ['audit', 'audit_report'], o.set, true);
+    const m = out.audit as import('../stages/audit/index.js').AuditMeasuresResult;
+    const rep = out.audit_report as import('../stages/audit/report_stage.js').AuditOutput;
+    const r = { ...rep, seconds: m.seconds + rep.seconds, measureSeconds: m.measureSeconds, overlaySeconds: m.overlaySeconds };
     print(Boolean(o.json), r, () => formatAudit(r));
   });
 
@@ -384,7 +387,7 @@ async function shardedStages(names: string[] | undefined, shards: number | undef
 
 const cluster = program
   .command('cluster')
-  .description('run the sharded stages\' shards (cam, affinity, contrast, refine) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
+  .description('run the sharded stages\' shards (cam, affinity, contrast, refine, audit) on DVC, Kubernetes or Slurm: print the dvc.yaml stanza, Indexed Job manifests or a job-array script');
 const shardOptions = (c: Command) => c
   .option('--stage <name>', 'sharded stage (repeatable; default: every sharded stage)', collect, [])
   .option('--shards <n>', 'shard count (default: the stage\'s <stage>.shards param)', int('--shards'))

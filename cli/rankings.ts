@@ -14,7 +14,7 @@
  *   combination, no weights fitted on the ground truth).
  */
 import { type Row } from '../pipeline/arrow.js';
-import { spearman } from '../stages/audit/index.js';
+import { spearman } from '../stages/audit/report_stage.js';
 
 export const RANKINGS = ['suspicion', 'label_quality', 'label_confidence', 'combined'] as const;
 export type Ranking = (typeof RANKINGS)[number];

@@ -813,13 +813,61 @@ export async function readAll(file: string, expect?: { stage?: string }): Promis
   }
 }
 
-/** sha256 of a table's bytes: the file's, or of each part's name and hash (a part folder). */
+/**
+ * sha256 of a table's content, not of its files: the columns, classes and `extra` metadata, then
+ * every row's cells in id order. One file and the same rows in N parts (any order within them)
+ * hash the same; the params hash in the metadata is left out (it holds `<x>.shards`), and so is
+ * the tagseg version. Streams the rows, keeping only each row's id and digest. A single file that
+ * is not a table (no reader could take it) is keyed by its bytes.
+ */
 export async function hashTable(file: string): Promise<string> {
-  const st = await fs.stat(file).catch(() => null);
-  if (!st?.isDirectory()) return hashFile(file);
-  const h = createHash('sha256');
-  for (const f of await partFiles(file, undefined)) h.update(`${f}:${await hashFile(path.join(file, f))}\n`);
-  return h.digest('hex');
+  let r: TableReader;
+  try {
+    r = await TableReader.open(file);
+  } catch (err) {
+    if ((await fs.stat(file).catch(() => null))?.isFile()) return `file:${await hashFile(file)}`;
+    throw err;
+  }
+  const digests: { id: string; digest: string }[] = [];
+  try {
+    const { columns, meta } = r.info;
+    if (!columns.some((c) => c.name === 'id' && c.type === 'utf8')) throw new TagsegError("has no utf8 'id' column to order its rows by", { file });
+    for await (const row of r.rows()) {
+      const h = createHash('sha256');
+      for (const c of columns) hashCell(h, c.type, row[c.name]);
+      digests.push({ id: row.id as string, digest: h.digest('hex') });
+    }
+    const h = createHash('sha256').update(JSON.stringify([r.info.schemaVersion, meta.stage, meta.classes, meta.extra ?? {}, columns]));
+    digests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+    for (const d of digests) h.update(`\n${JSON.stringify(d.id)}:${d.digest}`);
+    return h.digest('hex');
+  } finally {
+    await r.close();
+  }
+}
+
+/** A cell's bytes for hashTable: a null mark, or the value with its length, by the column's type. */
+function hashCell(h: ReturnType<typeof createHash>, type: ColumnType, v: Value): void {
+  if (v === null) {
+    h.update('N');
+    return;
+  }
+  const sized = (b: Uint8Array) => {
+    h.update(`V${b.byteLength}:`);
+    h.update(b);
+  };
+  const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  switch (type) {
+    case 'utf8': return sized(Buffer.from(v as string, 'utf8'));
+    case 'int32':
+    case 'float32':
+    case 'float64': return sized(bytes(Float64Array.of(v as number)));
+    case 'bool': return sized(Uint8Array.of(v ? 1 : 0));
+    case 'binary': return sized(v as Uint8Array);
+    case 'list<int32>': return sized(bytes(Int32Array.from(v as ArrayLike<number>)));
+    case 'list<float32>': return sized(bytes(v as Float32Array));
+    case 'list<utf8>': return sized(Buffer.from(JSON.stringify(v)));
+  }
 }
 
 /** The `id` column of a table, streamed (e.g. the order another table's rows should follow). */

@@ -57,10 +57,12 @@ export const ARTIFACTS = {
   segmentLossPlot: { path: 'plots/segment_loss.json', stage: 'segment', kind: 'plots' },
 
   auditClasses: { path: 'cache/audit.arrow', stage: 'audit', kind: 'table', schema: 'stages/audit/columns.ts#AUDIT_CLASS_COLUMNS' },
-  auditImages: { path: 'cache/audit_images.arrow', stage: 'audit', kind: 'table', schema: 'stages/audit/columns.ts#AUDIT_IMAGE_COLUMNS' },
-  auditReport: { path: 'reports/audit', stage: 'audit', kind: 'dir' },
-  auditMetrics: { path: 'metrics/audit.json', stage: 'audit', kind: 'metrics' },
-  auditClassesPlot: { path: 'plots/audit_classes.json', stage: 'audit', kind: 'plots' },
+  auditMeasures: { path: 'cache/audit_measures.arrow', stage: 'audit', kind: 'table', schema: 'stages/audit/columns.ts#AUDIT_MEASURE_COLUMNS' },
+  auditOverlays: { path: 'cache/audit_overlays', stage: 'audit', kind: 'dir' },
+  auditImages: { path: 'cache/audit_images.arrow', stage: 'audit_report', kind: 'table', schema: 'stages/audit/columns.ts#AUDIT_IMAGE_COLUMNS' },
+  auditReport: { path: 'reports/audit', stage: 'audit_report', kind: 'dir' },
+  auditMetrics: { path: 'metrics/audit.json', stage: 'audit_report', kind: 'metrics' },
+  auditClassesPlot: { path: 'plots/audit_classes.json', stage: 'audit_report', kind: 'plots' },
 } as const satisfies Record<string, Artifact>;
 
 export type ArtifactName = keyof typeof ARTIFACTS;

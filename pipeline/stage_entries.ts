@@ -15,4 +15,5 @@ export const STAGE_ENTRIES: Record<string, string> = {
   refine: 'stages/refine/index.ts',
   segment: 'stages/segment/index.ts',
   audit: 'stages/audit/index.ts',
+  audit_report: 'stages/audit/report_stage.ts',
 };

@@ -114,7 +114,7 @@ export async function runAffinityTrain(o: RunAffinityTrainOptions): Promise<Affi
   const { background, dtype } = await camsTable(camsFile, imagesFile);
   const { train, labelledFraction } = await trainingLabels(o, { background, confFg: a.conf_fg, confBg: a.conf_bg, margin: a.margin, floor: a.floor, crf: a.crf }, dtype);
   const trainImages = train.length;
-  // the data: CAM labels, images, and the CAM model whose backbone the network starts from
+  // the data: CAM labels (cams.arrow by its rows, however sharded), images, and the CAM model whose backbone the network starts from
   const camWeights = `${o.path(INPUTS.camModel)}/weights/weights.bin`;
   const hash = affinityTrainHash(p, `${await hashTable(camsFile)}:${await hashFile(imagesFile)}:${await hashFile(camWeights)}`, background);
   const training = await trainAndSave({

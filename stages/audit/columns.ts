@@ -6,6 +6,8 @@
  *                           pseudo-mask, or in the ground truth of that image
  * cache/audit_images.arrow  one row per image, with the suspicion score and its rank
  * reports/audit/*.csv       the same tables as CSV (audit.csv, images.csv) + classes.csv (summary.ts)
+ * cache/audit_measures.arrow  the audit stage's per-image results for audit_report (one row per
+ *                           image; with audit.shards N a folder of N parts, as cache/audit.arrow)
  *
  * All measures are taken at the working size of images.arrow (image.ts says why). "Stages":
  * cam = cams.arrow, random_walk = affinity_cams.arrow, rca = contrast_cams.arrow (its
@@ -16,15 +18,35 @@
 import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec, Row } from '../../pipeline/arrow.js';
 import { SUSPICION_TERMS } from './suspicion.js';
-import type { ClassRow, ImageRow } from './image.js';
+import { paramsHash } from '../../pipeline/params_core.js';
+import type { Params } from '../params.js';
+import { type ClassRow, type ImageRow, MAP_STAGES } from './image.js';
+import type { PixelCounts } from './summary.js';
 
 export const AUDIT_OUTPUTS = {
   classes: artifact('auditClasses'),
+  measures: artifact('auditMeasures'),
+  overlays: artifact('auditOverlays'),
   images: artifact('auditImages'),
   report: artifact('auditReport'),
   metrics: artifact('auditMetrics'),
   classesPlot: artifact('auditClassesPlot'),
 } as const;
+
+/** Both audit stages' params; their tables' params hash leaves out audit.shards (the same tables however sharded). */
+export const AUDIT_PARAMS = ['dataset.corrections', 'audit'];
+export function auditTablesHash(p: Params): string {
+  const { shards: _shards, ...audit } = p.audit;
+  return paramsHash({ ...p, audit }, AUDIT_PARAMS);
+}
+
+/** The overlays' folders (cache/audit_overlays/<view>/, the report's img/<view>/): every one exists, empty or not. */
+export const OVERLAY_VIEWS = [...MAP_STAGES, 'final', 'gt', 'full', 'photo', 'heat'];
+
+/** File stem (no extension) of an image's overlays: row index + a filesystem-safe id. */
+export function imageFileStem(index: number, id: string): string {
+  return `${String(index).padStart(6, '0')}_${id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80)}`;
+}
 
 const f = (name: string, doc: string): ColumnSpec => ({ name, type: 'float32', nullable: true, doc });
 
@@ -99,6 +121,44 @@ export const AUDIT_IMAGE_COLUMNS: ColumnSpec[] = [
   { name: 'corrected', type: 'bool', doc: 'dataset.corrections holds a hand-fixed mask of the image: segment trains on it instead of this pseudo-mask' },
   ...SUSPICION_TERMS.map((t): ColumnSpec => ({ name: `t_${t}`, type: 'float32', doc: TERM_DOCS[t] })),
 ];
+
+/**
+ * The audit stage's per-image results, read by audit_report: the image's rows and pixel counts as
+ * JSON (exact doubles, so the report, its CSVs and the summary are those of a single pass; the
+ * tables above store float32).
+ */
+export const AUDIT_MEASURE_COLUMNS: ColumnSpec[] = [
+  { name: 'id', type: 'utf8', doc: 'image id' },
+  { name: 'split', type: 'utf8', doc: 'dataset split' },
+  { name: 'record', type: 'utf8', doc: 'JSON of a MeasureRecord (columns.ts): the image row (unranked), its class rows, tags, heatmap classes, overlay file stem and pixel counts (summary.ts)' },
+];
+
+/** One image's row of cache/audit_measures.arrow (the `record` column). */
+export interface MeasureRecord {
+  image: ImageRow;
+  classRows: ClassRow[];
+  /** Dataset class indices of the tags, sorted; the classes with a CAM heatmap (cams.arrow's tag order). */
+  tags: number[];
+  heat: number[];
+  /** The overlays' file stem (imageFileStem: the image's position in dataset.arrow and its id). */
+  file: string;
+  pixels: PixelCounts;
+}
+
+// JSON keeps every finite double exactly; NaN, +-Infinity and -0 go through as {"$number": "..."}.
+const special = (v: number) => !Number.isFinite(v) || Object.is(v, -0);
+
+/** The `record` column's text of `r`: every number comes back as the same double. */
+export function encodeRecord(r: MeasureRecord): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && special(v) ? { $number: Object.is(v, -0) ? '-0' : String(v) } : v));
+}
+
+export function decodeRecord(text: string): MeasureRecord {
+  return JSON.parse(text, (_k, v: unknown) => {
+    const o = v as { $number?: unknown } | null;
+    return o !== null && typeof o === 'object' && typeof o.$number === 'string' && Object.keys(o).length === 1 ? Number(o.$number) : v;
+  }) as MeasureRecord;
+}
 
 export function imageRowToArrow(r: ImageRow): Row {
   const { terms, ...rest } = r;

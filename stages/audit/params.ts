@@ -1,6 +1,8 @@
 /** params.yaml `audit`: the pseudo-mask suspicion ranking and its report. */
 import { z } from 'zod';
+import { artifact } from '../../pipeline/artifacts.js';
 import { group, key } from '../../pipeline/params_spec.js';
+import { shardsKey } from '../../pipeline/shard.js';
 
 const weight = (value: number, doc = '') => key(z.number().min(0), value, doc, { float: true });
 
@@ -36,6 +38,7 @@ export const auditParams = z.strictObject({
   top: key(z.number().int().min(1), 20, 'most suspicious images listed in metrics/audit.json (and scored against ground truth)'),
   thumb_size: key(z.number().int().min(16), 160, 'report thumbnails: long side in pixels'),
   full_overlays: key(z.boolean(), true, 'report: the final mask over each original image at full size (img/full/)'),
+  shards: shardsKey('audit', artifact('auditClasses')),
 });
 
 /** The sections this folder owns. */

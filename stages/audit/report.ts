@@ -38,11 +38,6 @@ export const REPORT_STAGES = [
 ] as const;
 export type ReportStage = (typeof REPORT_STAGES)[number]['key'];
 
-/** File stem (no extension) of an image's overlays: row index + a filesystem-safe id. */
-export function imageFileStem(index: number, id: string): string {
-  return `${String(index).padStart(6, '0')}_${id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80)}`;
-}
-
 export interface ReportImage {
   row: ImageRow;
   /** The image's class rows (cache/audit.arrow) for the detail view. */

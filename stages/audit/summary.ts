@@ -1,6 +1,7 @@
 /**
  * Class-level summary of the audit, accumulated image by image (memory flat in the number of
- * images except one area value per (image, tagged class)):
+ * images except one area value per (image, tagged class)) from each image's rows and pixel counts
+ * (pixelCounts, stored by the audit's shards in cache/audit_measures.arrow):
  *
  * - area distribution of each class over the images tagged with it (mean, quantiles, histogram),
  * - agreement between stages per class: IoU accumulated over all images (sum of intersections /
@@ -60,6 +61,48 @@ export interface AuditSummary {
   };
 }
 
+/**
+ * One image's pixel counts, the summary's only inputs besides its rows: per agreement pair the
+ * intersection and union per label, per view stage the confusion with the ground truth (null
+ * without). Sparse `[index, count]` pairs of integers, so a part of the images (one shard) can be
+ * stored and the counts summed in any order to the same totals.
+ */
+export interface PixelCounts {
+  agreement: { inter: [number, number][]; union: [number, number][] }[];
+  gt: null | Record<ViewStage, { counts: [number, number][]; predIgnored: [number, number][] }>;
+}
+
+const sparse = (a: Float64Array): [number, number][] => {
+  const out: [number, number][] = [];
+  a.forEach((v, i) => { if (v !== 0) out.push([i, v]); });
+  return out;
+};
+
+/** The pixel counts of one image's label maps (and ground truth) over `k` classes. */
+export function pixelCounts(maps: Record<MapStage, Uint8Array> & { final: Uint8Array }, gt: Uint8Array | null, k: number): PixelCounts {
+  const agreement = AGREEMENT_PAIRS.map(([sa, sb]) => {
+    const a = maps[sa];
+    const b = maps[sb];
+    const inter = new Float64Array(256);
+    const union = new Float64Array(256);
+    for (let i = 0; i < a.length; i++) {
+      const x = a[i];
+      const y = b[i];
+      if (x === IGNORE || y === IGNORE) continue;
+      union[x]++;
+      if (x === y) inter[x]++;
+      else union[y]++;
+    }
+    return { inter: sparse(inter), union: sparse(union) };
+  });
+  if (!gt) return { agreement, gt: null };
+  const cms = VIEW_STAGES.map((s) => {
+    const cm = new ConfusionMatrix(k).add(maps[s], gt);
+    return [s, { counts: sparse(cm.counts), predIgnored: sparse(cm.predIgnored) }];
+  });
+  return { agreement, gt: Object.fromEntries(cms) as NonNullable<PixelCounts['gt']> };
+}
+
 function quantile(sorted: number[], q: number): number | null {
   if (sorted.length === 0) return null;
   const pos = q * (sorted.length - 1);
@@ -97,7 +140,9 @@ export class SummaryAccumulator {
     this.gtImagesPerClass = new Float64Array(this.k);
   }
 
-  add(maps: Record<MapStage, Uint8Array> & { final: Uint8Array }, gt: Uint8Array | null, rows: ClassRow[], image: ImageRow): void {
+  /** One image: its class rows, its image row (in the images' order: float sums follow it) and its pixel counts. */
+  add(rows: ClassRow[], image: ImageRow, pixels: PixelCounts): void {
+    const gt = pixels.gt;
     this.images++;
     for (const r of rows) {
       if (r.tagged) {
@@ -112,23 +157,16 @@ export class SummaryAccumulator {
       }
       if (gt && (r.in_gt || r.area > 0)) this.gtImagesPerClass[r.class]++;
     }
-    AGREEMENT_PAIRS.forEach(([sa, sb], j) => {
-      const a = maps[sa];
-      const b = maps[sb];
-      const inter = this.inter[j];
-      const union = this.union[j];
-      for (let i = 0; i < a.length; i++) {
-        const x = a[i];
-        const y = b[i];
-        if (x === IGNORE || y === IGNORE) continue;
-        union[x]++;
-        if (x === y) inter[x]++;
-        else union[y]++;
-      }
+    pixels.agreement.forEach((p, j) => {
+      for (const [i, v] of p.inter) this.inter[j][i] += v;
+      for (const [i, v] of p.union) this.union[j][i] += v;
     });
     if (gt) {
       this.gtImages++;
-      for (const s of VIEW_STAGES) this.cms[s].add(maps[s], gt);
+      for (const s of VIEW_STAGES) {
+        for (const [i, v] of gt[s].counts) this.cms[s].counts[i] += v;
+        for (const [i, v] of gt[s].predIgnored) this.cms[s].predIgnored[i] += v;
+      }
     }
   }
 

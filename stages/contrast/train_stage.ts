@@ -17,6 +17,7 @@ import { type JoinSource, RowReader, joinDataset } from '../../nn/dataset.js';
 import { trainAndSave } from '../../nn/stage_training.js';
 import { artifact } from '../../pipeline/artifacts.js';
 import { type Row, hashTable, readInfo } from '../../pipeline/arrow.js';
+import { hashFile } from '../../pipeline/fsutil.js';
 import { PartPositions, tableShardCount } from '../../pipeline/shard.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -120,9 +121,10 @@ export async function runContrastTrain(o: RunContrastTrainOptions): Promise<Cont
   const [imagesFile, affFile] = [o.path(INPUTS.images), o.path(INPUTS.affinityCams)];
   const { map, affDtype } = await tables(o);
   const train = await trainingRows(o, map);
-  // the data, and the CAM model the network starts from
-  const dataFiles = [imagesFile, o.path(INPUTS.cams), ...(c.region === 'affinity' ? [affFile] : []), `${o.path(INPUTS.camModel)}/weights/weights.bin`];
-  const hash = contrastTrainHash(p, (await Promise.all(dataFiles.map((f) => hashTable(f)))).join(':'));
+  // the data, and the CAM model the network starts from (map tables by their rows: the same however they were sharded)
+  const mapTables = [o.path(INPUTS.cams), ...(c.region === 'affinity' ? [affFile] : [])];
+  const data = [await hashFile(imagesFile), ...(await Promise.all(mapTables.map((f) => hashTable(f)))), await hashFile(`${o.path(INPUTS.camModel)}/weights/weights.bin`)];
+  const hash = contrastTrainHash(p, data.join(':'));
   const training = await trainAndSave({
     module: import.meta.url,
     stage: 'contrast_train', hash, epochs: c.epochs, model: CONTRAST_OUTPUTS.model, path: o.path, save: saveContrastModel,

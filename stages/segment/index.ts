@@ -255,7 +255,7 @@ async function trainNet(o: RunSegmentOptions, inputs: Inputs, net: SegNet, image
   }
 }
 
-/** The training hash: params, the input tables' bytes, models/cam, the review and an explicit split. */
+/** The training hash: params, images.arrow's bytes, the pseudo-masks' rows (however sharded), models/cam, the review and an explicit split. */
 async function trainHash(o: RunSegmentOptions, inputs: Inputs, sel: Selection): Promise<string> {
   const camWeights = path.join(o.path(INPUTS.camModel), 'weights', 'weights.bin');
   const pseudo = o.params.segment.labels === 'pseudo' ? await hashTable(o.path(INPUTS.pseudo)) : 'gt';

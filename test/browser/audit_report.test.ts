@@ -17,8 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../stages/params.js';
-import { runAudit } from '../../stages/audit/index.js';
-import { writeAuditFixture } from '../stages/audit_fixtures.js';
+import { runAudit, writeAuditFixture } from '../stages/audit_fixtures.js';
 import { skipWithout } from '../helpers/ci.js';
 import { type ReportPage, detailScenario, enlargeData, fixtureScenario, largeScenario } from './audit_scenario.js';
 

@@ -1,5 +1,5 @@
 /**
- * `tagseg cluster`: the sharded refine (and the map stages cam, affinity, contrast) as DVC foreach/matrix stages (DVC's JSON Schema, expanded to
+ * `tagseg cluster`: the sharded refine (and the map stages cam, affinity, contrast, and audit's per-image pass) as DVC foreach/matrix stages (DVC's JSON Schema, expanded to
  * refine@0..2 with disjoint outs that audit's dep covers), a Kubernetes Indexed Job (typed with
  * kubernetes-types, YAML round trip, its shell command run with JOB_COMPLETION_INDEX) and a Slurm
  * job array (bash -n, #SBATCH --array, run with SLURM_ARRAY_TASK_ID).
@@ -22,6 +22,7 @@ import { stage as refine } from '../../stages/refine/index.js';
 import { stage as cam } from '../../stages/cam/index.js';
 import { stage as affinity } from '../../stages/affinity/index.js';
 import { stage as contrast } from '../../stages/contrast/index.js';
+import { stage as audit } from '../../stages/audit/index.js';
 import { REPO } from '../helpers/python.js';
 
 const run = promisify(execFile);
@@ -152,8 +153,43 @@ describe('the map stages in shards (tagseg cluster dvc)', () => {
 
   it('the CLI renders a Slurm array for every sharded stage', async () => {
     const { stdout } = await run(process.execPath, [path.join(REPO, 'bin/tagseg.js'), '--root', REPO, 'cluster', 'slurm', '--shards', '2', '--tagseg', 'echo'], { cwd: REPO });
-    for (const name of ['cam', 'affinity', 'contrast', 'refine']) expect(stdout).toContain(`run ${name} --shard "$SLURM_ARRAY_TASK_ID/2"`);
+    for (const name of ['cam', 'affinity', 'contrast', 'refine', 'audit']) expect(stdout).toContain(`run ${name} --shard "$SLURM_ARRAY_TASK_ID/2"`);
   });
+});
+
+describe("the audit's per-image pass in shards (tagseg cluster dvc)", () => {
+  it('each shard writes only its own parts of the two tables and the overlay folder, and no metrics', () => {
+    expect(audit.sharded?.param).toBe('audit.shards');
+    expect(audit.sharded!.outputs({ k: 1, n: 3 })).toEqual({
+      writes: ['cache/audit.arrow/part-1-of-3.arrow', 'cache/audit_measures.arrow/part-1-of-3.arrow', 'cache/audit_overlays/part-1-of-3'], metrics: [],
+    });
+    expect(audit.sharded!.outputs({ k: 0, n: 1 })).toEqual({ writes: audit.io(defaultParams()).writes, metrics: [] });
+  });
+
+  for (const form of ['foreach', 'matrix'] as const) {
+    it(`${form}: with refine and audit in 3 shards, DVC's schema holds, audit@k runs after every refine shard and audit_report after every audit shard`, async () => {
+      const params = await loadParams(path.join(REPO, 'params.yaml'), ['refine.shards=3', 'audit.shards=3']);
+      let stages = dvc.stages;
+      for (const s of [refine, audit]) stages = { ...stages, ...dvcShardedStages(s, params, stages, 3, form) };
+      expect(validate({ ...dvc, stages })).toEqual([]);
+      const shards = expand('audit', stages.audit);
+      for (const [name, sh] of Object.entries(shards)) {
+        expect(outPaths(sh, 'outs')).toEqual(audit.sharded!.outputs({ k: Number(name.split('@')[1]), n: 3 }).writes);
+        expect(sh.metrics).toBeUndefined();
+      }
+      // audit_report's deps are the shards' folders: unchanged
+      expect(stages.audit_report).toEqual(dvc.stages.audit_report);
+      const dag = buildDag(parseDvcYaml(YAML.stringify({ ...dvc, stages }), params).stages);
+      const names = (x: string) => [0, 1, 2].map((k) => `${x}@${k}`);
+      for (const k of [0, 1, 2]) {
+        expect(dag.byName.get(`audit@${k}`)!.cmd).toMatch(new RegExp(`run audit --shard ${k}/3$`));
+        expect(dag.upstream.get(`audit@${k}`)).toEqual(expect.arrayContaining(names('refine')));
+      }
+      expect(dag.upstream.get('audit_report')).toEqual(expect.arrayContaining(names('audit')));
+      // negative control: the unsharded audit_report runs after the one audit stage, not after shards
+      expect(buildDag(parseDvcYaml(YAML.stringify(dvc), params).stages).upstream.get('audit_report')).toEqual(expect.arrayContaining(['audit']));
+    });
+  }
 });
 
 describe('Kubernetes Indexed Job (tagseg cluster k8s)', () => {

@@ -39,7 +39,10 @@ describe('dvc.yaml code deps = the import closure', () => {
     expect(covers(depsOf('cam'), 'ops/crf.ts')).toBe(false);
     expect(covers(depsOf('affinity'), 'nn/cam_net.ts')).toBe(true);
     expect(covers(depsOf('refine'), 'stages/refine/worker.ts')).toBe(true); // loaded by worker_boot.mjs, no import
-    expect(covers(depsOf('audit'), 'stages/audit/report/app.js')).toBe(true); // read as a template
+    expect(covers(depsOf('audit_report'), 'stages/audit/report/app.js')).toBe(true); // read as a template
+    // the audit's per-image (sharded) pass does not rerun for a change of the report
+    expect(covers(depsOf('audit'), 'stages/audit/report/app.js')).toBe(false);
+    expect(covers(depsOf('audit'), 'stages/audit/report_stage.ts')).toBe(false);
     for (const s of e.dvc.stages) {
       for (const f of ['cli/main.ts', 'bin/tagseg.js', 'stages/index.ts', 'cli/runner.ts', 'cli/dag.ts', 'README.md', 'bench/run.sh', 'test/e2e/cam.test.ts', 'stages/segment/predict.ts', 'eval/segeval.ts']) {
         expect(covers(s.deps, f), `${s.name} depends on ${f}`).toBe(false);

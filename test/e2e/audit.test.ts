@@ -1,6 +1,6 @@
 /**
  * End to end through the real dvc.yaml cmds: synth -> ingest -> cam -> affinity -> contrast ->
- * refine -> audit on a tiny synthetic set; the audit's tables cover every image and tagged class,
+ * refine -> audit -> audit_report on a tiny synthetic set; the audit's tables cover every image and tagged class,
  * the report and metrics exist, and `tagseg audit --json` prints the same summary. Every stage the
  * audit reads must be registered (stages/index.ts): a missing one fails, it is not skipped.
  */
@@ -43,13 +43,13 @@ afterAll(async () => {
 
 describe('audit end to end', () => {
   it('every stage the audit reads is registered', () => {
-    for (const s of [...UPSTREAM, 'audit']) expect(STAGE_NAMES, `stage '${s}' in stages/index.ts`).toContain(s);
+    for (const s of [...UPSTREAM, 'audit', 'audit_report']) expect(STAGE_NAMES, `stage '${s}' in stages/index.ts`).toContain(s);
   });
 
-  it('repro audit runs the chain and audits every image; tagseg audit --json reports the same', async () => {
-    const r = await repro(root, { target: 'audit' });
+  it('repro audit_report runs the chain and audits every image; tagseg audit --json reports the same', async () => {
+    const r = await repro(root, { target: 'audit_report' });
     expect(r.failed?.message).toBeUndefined();
-    expect(r.stages.map((s) => s.name)).toEqual(['synth', ...UPSTREAM, 'audit']);
+    expect(r.stages.map((s) => s.name)).toEqual(['synth', ...UPSTREAM, 'audit', 'audit_report']);
     const masks = await readAll(path.join(root, 'cache/pseudo_masks.arrow'), { stage: 'refine' });
     const images = await readAll(path.join(root, 'cache/audit_images.arrow'), { stage: 'audit' });
     expect(images.map((x) => x.id).sort()).toEqual(masks.map((x) => x.id).sort());
@@ -74,7 +74,7 @@ describe('audit end to end', () => {
     expect((await fs.readdir(path.join(root, 'reports/audit/img/full'))).length).toBe(32);
 
     // The stage's top images are in its summary: the run log of the repro above (the CLI run below overwrites it).
-    const first = JSON.parse(await fs.readFile(path.join(root, '.tagseg/runs/audit.json'), 'utf8')).summary;
+    const first = JSON.parse(await fs.readFile(path.join(root, '.tagseg/runs/audit_report.json'), 'utf8')).summary;
     const cli = await execa('node', [path.join(REPO_ROOT, 'bin/tagseg.js'), '--root', root, '-q', 'audit', '--json'], { cwd: root });
     const out = JSON.parse(cli.stdout);
     expect(out.images).toBe(32);

@@ -108,6 +108,44 @@ describe('a part folder read as one table', () => {
     await writeSharded(table, IDS, 1);
     expect((await readAll(table)).map((r) => r.id)).toEqual(IDS);
   });
+
+  it('hashTable hashes the rows, not the layout: one file and N parts in any order hash the same', async () => {
+    const table = path.join(dir, 'h.arrow');
+    await writeSharded(table, IDS, 1);
+    const one = await hashTable(table);
+    await writeSharded(table, IDS, 3);
+    expect(await hashTable(table)).toBe(one);
+    // 2 parts, rows reversed in each, another params hash (it holds x.shards)
+    await prepareTableFor(table, 2);
+    for (const s of shardsToRun(2, undefined, 'x.shards')) {
+      const w = await TableWriter.open(partPath(table, s), COLUMNS, { ...META, paramsHash: 'x.shards=2' }, { batchRows: 3 });
+      for (const [i, id] of [...IDS.entries()].reverse()) if (shardOf(id, 2) === s.k) await w.write(rowOf(id, i));
+      await w.close();
+    }
+    expect((await readAll(table)).map((r) => r.id)).not.toEqual(IDS);
+    expect(await hashTable(table)).toBe(one);
+    // negative controls: one byte of one row's mask, a row's tag, the classes, a row fewer
+    const changed = async (edit: (row: Row) => Row, meta: TableMeta = META) => {
+      await prepareTableFor(table, 1);
+      const w = await TableWriter.open(table, COLUMNS, meta, { batchRows: 4 });
+      for (const [i, id] of IDS.entries()) await w.write(i === 17 ? edit(rowOf(id, i)) : rowOf(id, i));
+      await w.close();
+      return hashTable(table);
+    };
+    expect(await changed((r) => r)).toBe(one);
+    expect(await changed((r) => ({ ...r, mask: new Uint8Array([17, 238, 8]) }))).not.toBe(one);
+    expect(await changed((r) => ({ ...r, tags: ['t0', 't1'] }))).not.toBe(one);
+    expect(await changed((r) => r, { ...META, classes: ['a', 'c'] })).not.toBe(one);
+    await writeSharded(table, IDS.filter((id) => id !== 'img 17'), 3);
+    expect(await hashTable(table)).not.toBe(one);
+    // a file that is not a table is keyed by its bytes; a missing one is an error
+    const junk = path.join(dir, 'junk.arrow');
+    await fs.writeFile(junk, 'not a table');
+    const j = await hashTable(junk);
+    await fs.writeFile(junk, 'not a table either');
+    expect(await hashTable(junk)).not.toBe(j);
+    await expect(hashTable(path.join(dir, 'missing.arrow'))).rejects.toThrow(/table not found/);
+  });
 });
 
 const { python, why } = findPython(['pyarrow', 'duckdb']);

@@ -78,7 +78,7 @@ describe('the artifacts table', () => {
   });
 
   it("each stage's io() writes exactly its artifacts and reads only other stages' artifacts", () => {
-    expect(stages.length).toBe(10);
+    expect(stages.length).toBe(11);
     for (const s of stages) expect(outputMismatches(s, params), s.name).toEqual([]);
   });
 

@@ -9,9 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readAll } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../stages/params.js';
-import { runAudit } from '../../stages/audit/index.js';
 import { classSuspicionTerms } from '../../stages/audit/suspicion.js';
-import { writeAuditFixture } from './audit_fixtures.js';
+import { runAudit, writeAuditFixture } from './audit_fixtures.js';
 
 const clean = { ignore_fraction: 0, confidence: 0.9, iou_cam_final: 1, iou_rca_final: 1, largest_share: 1, boundary_alignment: 1, empty_tag: false, large_low_confidence: false };
 

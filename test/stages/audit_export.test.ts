@@ -22,10 +22,9 @@ import { writeDecisions } from '../../data/review.js';
 import { readAll } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../stages/params.js';
-import { runAudit } from '../../stages/audit/index.js';
 import { cvatFiles, cvatLabelmap, exportCvat, exportFiftyOne, exportRelabel, loadReviewProject, selectItems } from '../../stages/audit/export.js';
 import { PngExport } from '../../data/mask_png.js';
-import { FIX, writeAuditFixture } from './audit_fixtures.js';
+import { FIX, runAudit, writeAuditFixture } from './audit_fixtures.js';
 
 let root: string;
 const masks = new Map<string, Uint8Array>();

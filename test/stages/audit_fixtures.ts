@@ -1,7 +1,8 @@
 /**
  * Hand-made inputs of the audit stage: every table it reads (ingest, cam, affinity, contrast,
  * refine layouts) for a few tiny images whose right answer is known, plus the original images as
- * PNG files (full-size overlays). Used by the stage test and the browser test.
+ * PNG files (full-size overlays). Used by the stage test and the browser test; runAudit runs both
+ * audit stages in one call.
  *
  * Scene of each image (H x W = 24 x 32, classes bg/cat/dog, background 0): a rectangle of its
  * tagged class on a flat background, drawn in distinct colours so the image edges are exactly the
@@ -19,6 +20,8 @@ import { camColumns } from '../../maps/cams_table.js';
 import { contrastColumns } from '../../stages/contrast/tables.js';
 import { DATASET_COLUMNS, IMAGES_COLUMNS } from '../../stages/ingest/tables.js';
 import { PSEUDO_MASK_COLUMNS } from '../../stages/refine/tables.js';
+import { type RunAuditOptions, runAuditMeasures } from '../../stages/audit/index.js';
+import { type AuditRunResult, runAuditReport } from '../../stages/audit/report_stage.js';
 
 export const FIX = { H: 24, W: 32, classes: ['background', 'cat', 'dog'], background: 0 } as const;
 
@@ -55,7 +58,7 @@ function mapOf(labels: Uint8Array, H: number, W: number, c: number): Float32Arra
 }
 
 /** Writes cache/{dataset,images,cams,affinity_cams,contrast_cams,pseudo_masks}.arrow and images/ under `root`. */
-export async function writeAuditFixture(root: string): Promise<void> {
+export async function writeAuditFixture(root: string, images: readonly FixtureImage[] = FIXTURE_IMAGES): Promise<void> {
   const { H, W } = FIX;
   const classes = [...FIX.classes];
   const meta = (stage: string, extra: Record<string, unknown> = {}) => ({ stage, paramsHash: 'fixture', classes, extra: { background: FIX.background, ...extra } });
@@ -68,7 +71,7 @@ export async function writeAuditFixture(root: string): Promise<void> {
   const rw = await TableWriter.open(path.join(dir, 'affinity_cams.arrow'), camColumns('float16'), meta('affinity', camExtra));
   const rca = await TableWriter.open(path.join(dir, 'contrast_cams.arrow'), contrastColumns('float16'), meta('contrast', camExtra));
   const pm = await TableWriter.open(path.join(dir, 'pseudo_masks.arrow'), PSEUDO_COLUMNS, meta('refine'));
-  for (const im of FIXTURE_IMAGES) {
+  for (const im of images) {
     const gt = labelsOf(im, H, W);
     const pixels = new Uint8Array(H * W * 3);
     for (let i = 0; i < H * W; i++) pixels.set(COLOURS[gt[i]], 3 * i);
@@ -101,4 +104,11 @@ export async function writeAuditFixture(root: string): Promise<void> {
     });
   }
   for (const w of [ds, ims, cams, rw, rca, pm]) await w.close();
+}
+
+/** Both audit stages in one call (every shard's measures, then the report), as `tagseg repro audit_report` runs them. */
+export async function runAudit(o: RunAuditOptions): Promise<AuditRunResult> {
+  const m = await runAuditMeasures({ ...o, shard: undefined });
+  const r = await runAuditReport(o);
+  return { ...r, seconds: m.seconds + r.seconds, measureSeconds: m.measureSeconds, overlaySeconds: m.overlaySeconds };
 }

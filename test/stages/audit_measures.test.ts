@@ -9,8 +9,8 @@ import {
   boundaryAlignment, classOverlap, components, dilate, iouOf, labelCounts, pixelAgreement, sobelMagnitude, strongEdges,
 } from '../../stages/audit/measures.js';
 import { SUSPICION_TERMS, suspicionScore, suspicionTerms } from '../../stages/audit/suspicion.js';
-import { toCsv } from '../../stages/audit/columns.js';
-import { isBadMask, rankImages, spearman } from '../../stages/audit/index.js';
+import { type MeasureRecord, decodeRecord, encodeRecord, toCsv } from '../../stages/audit/columns.js';
+import { isBadMask, rankImages, spearman } from '../../stages/audit/report_stage.js';
 
 const U = (xs: number[]) => Uint8Array.from(xs);
 
@@ -215,5 +215,19 @@ describe('auditImage', () => {
   it('toCsv quotes commas and quotes, joins lists, leaves nulls empty', () => {
     const csv = toCsv([{ name: 'a', type: 'utf8' }, { name: 'b', type: 'list<utf8>' }, { name: 'c', type: 'float32' }], [{ a: 'x,"y"', b: ['p', 'q'], c: null }, { a: 'z', b: [], c: 0.5 }]);
     expect(csv).toBe('a,b,c\n"x,""y""",p|q,\nz,,0.5\n');
+  });
+});
+
+describe('measure records (cache/audit_measures.arrow)', () => {
+  it('give back every number as the same double, NaN, -0 and infinities included', () => {
+    const odd = [0.1 + 0.2, -0, NaN, Infinity, -Infinity, 1e-300, 0];
+    const r = { image: { suspicion: 0.1 + 0.2, odd }, classRows: [], tags: [1], heat: [], file: 'f', pixels: { agreement: [], gt: null } } as unknown as MeasureRecord;
+    const back = decodeRecord(encodeRecord(r)) as unknown as { image: { suspicion: number; odd: number[] } };
+    expect(back.image.odd.map((v, i) => Object.is(v, odd[i]))).toEqual(odd.map(() => true));
+    expect(back.image.suspicion).toBe(0.1 + 0.2);
+    // control: plain JSON loses them
+    const plain = JSON.parse(JSON.stringify(r)) as { image: { odd: unknown[] } };
+    expect(plain.image.odd.slice(1, 5)).toEqual([0, null, null, null]);
+    expect(Object.is(plain.image.odd[1], -0)).toBe(false);
   });
 });

@@ -12,9 +12,9 @@ import { encodeIndexedPng } from '../../data/palette.js';
 import { TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { defaultParams } from '../../stages/params.js';
-import { type AuditRunResult, auditOutput, formatAudit, runAudit } from '../../stages/audit/index.js';
+import { type AuditRunResult, auditOutput, formatAudit } from '../../stages/audit/report_stage.js';
 import { AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS } from '../../stages/audit/columns.js';
-import { PSEUDO_COLUMNS, writeAuditFixture } from './audit_fixtures.js';
+import { PSEUDO_COLUMNS, runAudit, writeAuditFixture } from './audit_fixtures.js';
 
 let root: string;
 let result: AuditRunResult;

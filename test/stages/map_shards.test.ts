@@ -1,10 +1,12 @@
 /**
  * The map stages in shards (issue 26 item 2) on a tiny synthetic workspace: downstream outputs do not
  * depend on how an upstream table was sharded, since every reader joins by id in images.arrow's
- * order. With cam.shards 3 (cams.arrow a folder of 3 parts, rows by part), AffinityNet's and
- * ContrastNet's weights, affinity_cams.arrow, contrast_cams.arrow and pseudo_masks.arrow are the
- * same bytes as with one file; with affinity and contrast in 2 shards too, the models and
- * pseudo_masks.arrow still are (contrast_train reads affinity_cams rows at their part positions).
+ * order. With cam.shards 3 (cams.arrow a folder of 3 parts, rows by part), the models/ folder
+ * (weights and config.json, whose training hash covers the map tables' rows, not their files),
+ * affinity_cams.arrow, contrast_cams.arrow and pseudo_masks.arrow are the same bytes as with one
+ * file; with affinity and contrast in 2 shards too, models/ and pseudo_masks.arrow still are
+ * (contrast_train reads affinity_cams rows at their part positions); a changed cams row does
+ * change the trained model's config.
  * Three `tagseg run cam --shard k/3` processes write the same part files as one process running
  * every shard, and pyarrow's dataset() reads the part folder as the table.
  */
@@ -16,7 +18,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repro } from '../../cli/dag.js';
 import { createWorkspace } from '../../cli/workspace.js';
-import { type Row, readAll } from '../../pipeline/arrow.js';
+import { type Row, TableWriter, readAll, readInfo } from '../../pipeline/arrow.js';
 import { setQuiet } from '../../pipeline/log.js';
 import { shardOf } from '../../pipeline/shard.js';
 import { runStages } from '../../stages/index.js';
@@ -37,7 +39,21 @@ const at = (rel: string) => path.join(root, rel);
 const bytes = async (rel: string) => fs.readFile(at(rel));
 const byId = (rows: Row[]) => [...rows].sort((a, b) => ((a.id as string) < (b.id as string) ? -1 : 1));
 const partFiles = async (dir: string) => (await fs.readdir(dir)).sort();
+/** Every file under models/ (relative path -> bytes). */
+async function models(): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const e of await fs.readdir(at('models'), { recursive: true, withFileTypes: true })) {
+    if (e.isFile()) out.set(path.relative(root, path.join(e.parentPath, e.name)), await fs.readFile(path.join(e.parentPath, e.name)));
+  }
+  return out;
+}
+async function expectSameModels(): Promise<void> {
+  const now = await models();
+  expect([...now.keys()].sort()).toEqual([...unshardedModels.keys()].sort());
+  for (const [f, b] of unshardedModels) expect(now.get(f)!.equals(b), f).toBe(true);
+}
 let unsharded: Map<string, Buffer>;
+let unshardedModels: Map<string, Buffer>;
 let ids: string[];
 
 beforeAll(async () => {
@@ -47,6 +63,8 @@ beforeAll(async () => {
   const r = await repro(root, { target: 'refine' });
   expect(r.failed?.message).toBeUndefined();
   unsharded = new Map(await Promise.all(OUTPUTS.map(async (f) => [f, await bytes(f)] as const)));
+  unshardedModels = await models();
+  expect([...unshardedModels.keys()].filter((f) => f.endsWith('config.json')).sort()).toEqual(['cam', 'affinity', 'contrast'].map((m) => `models/${m}/config.json`).sort());
   ids = (await readAll(at('cache/images.arrow'))).map((r) => r.id as string);
 }, 600_000);
 afterAll(async () => fs.rm(path.dirname(root), { recursive: true, force: true }));
@@ -61,6 +79,7 @@ describe('map stages in shards', () => {
     expect(byId(sharded)).toEqual(camsRows); // ... the rows are the same
     await runStages(root, DOWNSTREAM, ['cam.shards=3'], true);
     for (const f of OUTPUTS) expect((await bytes(f)).equals(unsharded.get(f)!), f).toBe(true);
+    await expectSameModels();
   }, 600_000);
 
   it('affinity and contrast in 2 shards too: the same models and pseudo-masks', async () => {
@@ -74,6 +93,7 @@ describe('map stages in shards', () => {
     for (const f of ['models/affinity/weights/weights.bin', 'models/contrast/weights/weights.bin', 'cache/pseudo_masks.arrow']) {
       expect((await bytes(f)).equals(unsharded.get(f)!), f).toBe(true);
     }
+    await expectSameModels();
     // whole runs write the overall metrics and no part metrics
     await expect(fs.access(at('metrics/contrast.json'))).resolves.toBeUndefined();
     await expect(fs.access(at('metrics/contrast'))).rejects.toThrow();
@@ -105,6 +125,20 @@ describe('map stages in shards', () => {
       await expect(runStages(root, [name], [`${name}.shards=2`], true, { k: 0, n: 3 })).rejects.toThrow(new RegExp(`--shard 0/3 does not match ${name}.shards: 2`));
     }
   });
+
+  it('negative control: one changed cams row changes models/affinity/config.json (its training hash)', async () => {
+    const config = 'models/affinity/config.json';
+    const part = at('cache/cams.arrow/part-0-of-3.arrow');
+    const info = await readInfo(part);
+    const rows = await readAll(part);
+    const w = await TableWriter.open(part, info.columns, info.meta);
+    for (const [i, r] of rows.entries()) await w.write(i === 0 ? { ...r, cams: new Uint8Array((r.cams as Uint8Array).length) } : r);
+    await w.close();
+    await runStages(root, ['affinity_train'], ['cam.shards=3'], true);
+    expect((await bytes(config)).equals(unshardedModels.get(config)!)).toBe(false);
+    const hash = (b: Buffer) => (JSON.parse(b.toString()) as { paramsHash: string }).paramsHash;
+    expect(hash(await bytes(config))).not.toBe(hash(unshardedModels.get(config)!));
+  }, 600_000);
 });
 
 const { python, why } = findPython(['pyarrow']);

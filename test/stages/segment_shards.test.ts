@@ -2,7 +2,9 @@
  * segment reads a sharded cache/pseudo_masks.arrow (refine.shards = 3: a folder of parts, rows by
  * part) as one table: the same training images, labelled fraction and validation pseudo-mask
  * scores as from the single file, and training (which reads the pseudo-masks by position, joined
- * by id) the same weights whatever the parts' count and row order. Tiny workspace as in segment_stage.test.ts.
+ * by id) the same weights whatever the parts' count and row order, and the same models/segment
+ * folder byte for byte (config.json's training hash covers the pseudo-masks' rows, not their
+ * files). Tiny workspace as in segment_stage.test.ts.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -50,11 +52,23 @@ async function writeParts(table: string, rows: Row[], meta: TableMeta, n: number
 }
 
 const weights = () => fs.readFile(path.join(root, 'models/segment/weights/weights.bin'));
+const config = () => fs.readFile(path.join(root, 'models/segment/config.json'), 'utf8');
+/** Every file of models/segment (relative path -> bytes, as hex for a readable diff of config.json). */
+async function modelFiles(): Promise<Record<string, string>> {
+  const dir = path.join(root, 'models/segment');
+  const out: Record<string, string> = {};
+  for (const e of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (e.isFile()) out[path.relative(dir, path.join(e.parentPath, e.name))] = (await fs.readFile(path.join(e.parentPath, e.name))).toString('hex');
+  }
+  return out;
+}
 
 describe('segment on a sharded pseudo-mask table', () => {
   it('sees the same pseudo-masks as from the single file, and trains the same weights whatever the parts\' count and row order', async () => {
     const one = await run();
     const oneWeights = await weights();
+    const oneModel = await modelFiles();
+    expect(Object.keys(oneModel)).toContain('config.json');
     const table = path.join(root, 'cache/pseudo_masks.arrow');
     const rows = await readAll(table);
     const { meta } = await readInfo(table);
@@ -66,15 +80,18 @@ describe('segment on a sharded pseudo-mask table', () => {
     expect(one.pseudo_val?.images).toBeGreaterThan(0);
     // training reads the pseudo-masks by position, joined by id: another part count and row order give the same bytes
     expect((await weights()).equals(oneWeights)).toBe(true);
+    expect(await modelFiles()).toEqual(oneModel);
     await writeParts(table, rows, meta, 2, (r) => [...r].reverse());
     const two = await run();
     expect((await weights()).equals(oneWeights)).toBe(true);
     expect([two.val, two.pseudo_val, two.labelledFraction]).toEqual([one.val, one.pseudo_val, one.labelledFraction]);
+    expect(await modelFiles()).toEqual(oneModel);
     // negative control: other masks in one part change the training labels, so the weights
     const changed = rows.map((r) => (shardOf(r.id as string, 2) === 0 ? { ...r, mask: new Uint8Array((r.mask as Uint8Array).length) } : r));
     await writeParts(table, changed, meta, 2);
     const other = await run();
     expect(other.labelledFraction).not.toBe(one.labelledFraction);
     expect((await weights()).equals(oneWeights)).toBe(false);
+    expect(JSON.parse(await config()).paramsHash).not.toBe(JSON.parse(Buffer.from(oneModel['config.json'], 'hex').toString()).paramsHash);
   }, 300_000);
 });
