@@ -27,7 +27,7 @@ function parseArgs(argv: string[]): Args {
   };
   const a: Args = {
     sizes: get('--sizes', '1000,5000,20000').split(',').map(Number),
-    stages: get('--stages', 'synth,ingest,cam_train,cam,affinity_train,affinity,contrast_train,contrast,refine,segment,audit').split(','),
+    stages: get('--stages', 'synth,ingest,cam_train,cam,affinity_train,affinity,contrast_train,contrast,refine,segment,audit,audit_report').split(','),
     out: path.resolve(get('--out', path.join(ROOT, 'runs', 'bench-scale'))),
     epochs: Number(get('--epochs', '1')),
     px: Number(get('--px', '128')),
@@ -103,6 +103,22 @@ function table(runs: StageRun[]): string {
   const f = (v: number | null, d: number) => (v === null ? '-' : v.toFixed(d));
   const lines = ['| images | stage | wall s | s/image | train s/image-epoch | peak RSS MiB |', '|---:|---|---:|---:|---:|---:|'];
   for (const r of runs) lines.push(`| ${r.size} | ${r.stage} | ${f(r.wall, 1)} | ${f(r.perImage, 4)} | ${f(r.trainPerImageEpoch, 4)} | ${r.peakRssMiB} |`);
+  return `${lines.join('\n')}\n${ratios(runs)}`;
+}
+
+/** Issue 26's targets per stage, largest size over smallest: peak RSS (<= 1.3x) and seconds per image, per image-epoch for training (<= 1.2x). */
+function ratios(runs: StageRun[]): string {
+  const sizes = [...new Set(runs.map((r) => r.size))].sort((x, y) => x - y);
+  if (sizes.length < 2) return '';
+  const lo = sizes[0];
+  const hi = sizes[sizes.length - 1];
+  const lines = ['', `| stage | peak RSS ${hi} / ${lo} | s per image (train: per image-epoch) ${hi} / ${lo} |`, '|---|---:|---:|'];
+  for (const small of runs.filter((r) => r.size === lo)) {
+    const big = runs.find((r) => r.size === hi && r.stage === small.stage);
+    if (!big) continue;
+    const rate = (r: StageRun) => r.trainPerImageEpoch ?? r.perImage;
+    lines.push(`| ${small.stage} | ${(big.peakRssMiB / small.peakRssMiB).toFixed(2)}x | ${(rate(big) / rate(small)).toFixed(2)}x |`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
