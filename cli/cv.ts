@@ -33,7 +33,7 @@ import * as path from 'node:path';
 import { DECISIONS_FILE } from '../data/review.js';
 import { storeOf } from '../nn/train_store.js';
 import { artifact } from '../pipeline/artifacts.js';
-import { readAll } from '../pipeline/arrow.js';
+import { hashTable, readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { log } from '../pipeline/log.js';
@@ -144,10 +144,13 @@ export async function cvParams(root: string, o: Pick<CvOptions, 'sets' | 'epochs
   return { ...p, dataset, segment: { ...p.segment, epochs, labels: o.oracle ? 'gt' : p.segment.labels } };
 }
 
-/** sha256 of a pipeline output the protocol reads; missing: an error saying which stage to run. */
-async function hashInput(file: string): Promise<string> {
+/**
+ * sha256 of a pipeline output the protocol reads (a table by its rows, so a part folder from
+ * `refine.shards` keys the same as one file); missing: an error saying which stage to run.
+ */
+async function hashInput(file: string, table = true): Promise<string> {
   if (!(await exists(file))) throw new TagsegError('not found', { file, hint: 'the protocol needs the pipeline run up to refine: tagseg repro refine' });
-  return hashFile(file);
+  return table ? hashTable(file) : hashFile(file);
 }
 
 /**
@@ -169,7 +172,7 @@ export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt',
   const at = (rel: string) => path.resolve(root, rel);
   const data: Record<string, string> = {
     [INPUTS.images]: await hashInput(at(INPUTS.images)),
-    [artifact('camModel')]: await hashInput(path.join(at(artifact('camModel')), 'weights', 'weights.bin')),
+    [artifact('camModel')]: await hashInput(path.join(at(artifact('camModel')), 'weights', 'weights.bin'), false),
   };
   if (labels === 'pseudo') {
     data[INPUTS.pseudo] = await hashInput(at(INPUTS.pseudo));

@@ -17,6 +17,7 @@ import { setQuiet } from '../../pipeline/log.js';
 import { loadParams } from '../../stages/params.js';
 import { partPath, prepareTableFor, shardOf } from '../../pipeline/shard.js';
 import { createWorkspace } from '../../cli/workspace.js';
+import { cvRecipe } from '../../cli/cv.js';
 import { runSegment } from '../../stages/segment/index.js';
 import { PSEUDO_COLUMNS, writePseudoMasks, writeRefineMetrics } from './segment_fixtures.js';
 
@@ -94,4 +95,21 @@ describe('segment on a sharded pseudo-mask table', () => {
     expect((await weights()).equals(oneWeights)).toBe(false);
     expect(JSON.parse(await config()).paramsHash).not.toBe(JSON.parse(Buffer.from(oneModel['config.json'], 'hex').toString()).paramsHash);
   }, 300_000);
+});
+
+describe('tagseg cv on a sharded pseudo-mask table', () => {
+  it('keys its recipe by the rows: one file and the same rows in parts are one recipe; other rows another', async () => {
+    const p = await loadParams(path.join(root, 'params.yaml'), []);
+    const ids = ['a'];
+    const key = async () => (await cvRecipe(root, p, 'pseudo', 2, 0, ids)).hash;
+    const table = path.join(root, 'cache/pseudo_masks.arrow');
+    const rows = await readAll(table);
+    const { meta } = await readInfo(table);
+    await writeParts(table, rows, meta, 1);
+    const one = await key();
+    await writeParts(table, rows, meta, 3, (r) => [...r].reverse()); // was EISDIR: the recipe hashed the file's bytes
+    expect(await key()).toBe(one);
+    await writeParts(table, rows.map((r, i) => (i === 0 ? { ...r, mask: (r.mask as Uint8Array).map((v, j) => (j === 0 ? v ^ 1 : v)) } : r)), meta, 3);
+    expect(await key()).not.toBe(one); // control
+  }, 120_000);
 });
