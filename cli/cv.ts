@@ -229,8 +229,7 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
       o.onRun?.(r, !kept);
     }
   }
-  const twin = oof ? null : await cvRecipe(root, p, p.segment.labels === 'gt' ? 'pseudo' : 'gt', o.folds, foldSeed, ids).catch(() => null);
-  const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, folds.length, seeds) : null;
+  const { twin, twinRuns } = await findTwin(root, p, out, { folds: o.folds, foldSeed, ids, seeds, oof, unmasked });
   const labelQuality = oof ? await writeOofTable(root, dir, runs, hash) : null;
   const summary = { ...summariseCv({
     recipe, hash, dir: path.relative(root, dir) || '.', seeds, folds, unmasked, runs,
@@ -238,6 +237,23 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   }), ...(labelQuality ? { label_quality: labelQuality } : {}) };
   await writeFileAtomic(path.join(dir, 'summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
   return summary;
+}
+
+/**
+ * The finished runs of the other label mode on the same folds and seeds (weak <-> oracle), for the
+ * weak / oracle ratio. An `--oof` pseudo run has the same folds as the masked-only protocol when
+ * every train-split image has a mask (MSRC-v2), so then it pairs with the oracle both ways.
+ */
+async function findTwin(root: string, p: Params, out: string, o: { folds: number; foldSeed: number; ids: readonly string[]; seeds: number[]; oof: boolean; unmasked: number }) {
+  const other = p.segment.labels === 'gt' ? 'pseudo' : 'gt';
+  const sameFolds = o.unmasked === 0;
+  const tries = o.oof ? (sameFolds ? [false] : []) : other === 'pseudo' && sameFolds ? [false, true] : [false];
+  for (const oof of tries) {
+    const twin = await cvRecipe(root, p, other, o.folds, o.foldSeed, o.ids, oof).catch(() => null);
+    const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, o.folds, o.seeds) : null;
+    if (twin && twinRuns) return { twin, twinRuns };
+  }
+  return { twin: null, twinRuns: null };
 }
 
 /** The folder of an unfinished (fold, seed): its segment model and epoch checkpoints. */

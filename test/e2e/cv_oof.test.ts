@@ -76,6 +76,16 @@ describe('cv --oof: out-of-fold label quality', () => {
     expect(cli.stdout).toContain(s.recipe);
   }, 300_000);
 
+  it('pairs with the oracle for the weak / oracle ratio: every train image has a mask, so the folds are the same', async () => {
+    const oof = await runCv({ root, ...CV_SHORT, oof: true });
+    const oracle = await runCv({ root, ...CV_SHORT, oracle: true });
+    expect(oracle.fold_sizes).toEqual(oof.fold_sizes);
+    expect(oracle.weak_oracle?.weak).toEqual(oof.segmenter.miou);
+    expect(oracle.pseudo_masks?.from).toBe(oof.dir);
+    const again = await runCv({ root, ...CV_SHORT, oof: true }); // and the oof summary finds the oracle
+    expect(again.weak_oracle?.ratio).toBeCloseTo(oof.segmenter.miou.mean! / oracle.segmenter.miou.mean!, 3);
+  }, 300_000);
+
   it('control: with the masks restored, those images are not the worst', async () => {
     await shiftPseudoMasks(root, corrupted, true);
     try {
