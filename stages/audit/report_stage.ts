@@ -13,7 +13,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { artifact } from '../../pipeline/artifacts.js';
-import { type Row, TableWriter, readInfo } from '../../pipeline/arrow.js';
+import { type Row, TableReader, TableWriter } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, exists, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { joinedRows } from '../../pipeline/joined_rows.js';
@@ -180,14 +180,22 @@ async function writeImageTable(o: RunAuditReportOptions, classes: string[], back
 }
 
 
-/** Every image's record in dataset.arrow's order (however audit was sharded), with the table's classes and background. */
-async function readRecords(o: RunAuditReportOptions): Promise<{ records: MeasureRecord[]; classes: string[]; background: number | null }> {
-  const tables = [{ file: o.path(INPUTS.dataset), stage: 'ingest', name: INPUTS.dataset }, { file: o.path(INPUTS.measures), stage: 'audit', name: INPUTS.measures }];
-  const records: MeasureRecord[] = [];
-  for await (const [, m] of joinedRows(tables)) records.push(decodeRecord(m.record as string));
-  const { meta } = await readInfo(o.path(INPUTS.measures));
+/** The measures' classes and background (their table's metadata). */
+async function measuresMeta(o: RunAuditReportOptions): Promise<{ classes: string[]; background: number | null }> {
+  const r = await TableReader.open(o.path(INPUTS.measures), { stage: 'audit' }); // a missing part: named with its shard command
+  await r.close();
+  const { meta } = r.info;
   const bg = meta.extra?.background;
-  return { records, classes: meta.classes, background: typeof bg === 'number' ? bg : null };
+  return { classes: meta.classes, background: typeof bg === 'number' ? bg : null };
+}
+
+/**
+ * Every image's record in dataset.arrow's order (however audit was sharded), decoded one at a time:
+ * a record's pixel counts are summed and dropped, so memory holds only what the report keeps.
+ */
+async function* measureRecords(o: RunAuditReportOptions): AsyncGenerator<MeasureRecord> {
+  const tables = [{ file: o.path(INPUTS.dataset), stage: 'ingest', name: INPUTS.dataset }, { file: o.path(INPUTS.measures), stage: 'audit', name: INPUTS.measures }];
+  for await (const [, m] of joinedRows(tables)) yield decodeRecord(m.record as string);
 }
 
 /** cache/audit_overlays' folders: the folder itself, or its part-<k>-of-<N> folders (N = the measures' part count, each checked). */
@@ -204,13 +212,13 @@ async function overlayFolders(o: RunAuditReportOptions): Promise<string[]> {
 export async function runAuditReport(o: RunAuditReportOptions): Promise<AuditRunResult> {
   const t0 = performance.now();
   const a = o.params.audit;
-  const { records, classes, background } = await readRecords(o);
+  const { classes, background } = await measuresMeta(o);
   const folders = await overlayFolders(o);
   const summary = new SummaryAccumulator(classes);
   const imageRows: ImageRow[] = [];
   const classRows: Row[] = [];
   const reportImages: ReportImage[] = [];
-  for (const m of records) {
+  for await (const m of measureRecords(o)) {
     summary.add(m.classRows, m.image, m.pixels);
     for (const r of m.classRows) classRows.push(classRowToArrow(r));
     imageRows.push(m.image);
