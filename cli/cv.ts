@@ -247,8 +247,9 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
 async function findTwin(root: string, p: Params, out: string, o: { folds: number; foldSeed: number; ids: readonly string[]; seeds: number[]; oof: boolean; unmasked: number }) {
   const other = p.segment.labels === 'gt' ? 'pseudo' : 'gt';
   const sameFolds = o.unmasked === 0;
-  const tries = o.oof ? (sameFolds ? [false] : []) : other === 'pseudo' && sameFolds ? [false, true] : [false];
-  for (const oof of tries) {
+  // the twin's oof flag: an oracle may pair with either pseudo form when the folds match; an oof run only then
+  const twinOof = other === 'pseudo' && sameFolds ? [false, true] : [false];
+  for (const oof of o.oof && !sameFolds ? [] : twinOof) {
     const twin = await cvRecipe(root, p, other, o.folds, o.foldSeed, o.ids, oof).catch(() => null);
     const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, o.folds, o.seeds) : null;
     if (twin && twinRuns) return { twin, twinRuns };
