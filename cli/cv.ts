@@ -100,6 +100,8 @@ export interface CvRun {
   resumedFrom: number;
   /** Training images whose pseudo-mask a corrected mask replaced (the review; the reviewer benchmark). */
   corrected?: number;
+  /** The `--oof` recipe whose identical training this run's record was taken from. */
+  adopted_from?: string;
   /** `oof` recipes: the held-out images' label quality under this run's model. */
   oof?: OofScore[];
   seconds: number;
@@ -214,14 +216,18 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   await ensureDir(dir);
   await writeFileAtomic(path.join(dir, 'protocol.json'), `${JSON.stringify({ recipe, folds }, null, 1)}\n`);
   const seeds = Array.from({ length: o.seeds }, (_, i) => p.seed + i);
+  // the same training with out-of-fold scoring, when its folds are these: its finished runs count
+  const oofTwin = !oof && unmasked === 0 && p.segment.labels === 'pseudo' ? await cvRecipe(root, p, 'pseudo', o.folds, foldSeed, ids, true) : null;
   const runs: CvRun[] = [];
   for (let k = 0; k < folds.length; k++) {
     for (const seed of seeds) {
       const file = path.join(dir, `fold${k}-seed${seed}.json`);
-      const kept = await readRun(file, hash, oof);
+      const own = await readRun(file, hash, oof);
+      const adopted = !own && oofTwin ? await adoptOofRun(file, hash, oofTwin, k, seed) : null;
+      const kept = own ?? adopted;
       if (!kept && (await exists(file))) log.warn(`cv: ${file} is not a finished run of recipe ${hash}; running it again`);
       const r = kept ?? (await runOne(root, dir, hash, p, folds, k, seed, oof));
-      if (!kept) {
+      if (!own) {
         await writeFileAtomic(file, `${JSON.stringify(r, null, 1)}\n`);
         await fs.rm(cvWorkDir(dir, k, seed), { recursive: true, force: true });
       }
@@ -306,6 +312,20 @@ async function readRun(file: string, hash: string, oof = false): Promise<CvRun |
     // a hand-edited or foreign file: not a finished run
   }
   return null;
+}
+
+/**
+ * A finished (fold, seed) of the `--oof` form of this recipe, as this recipe's run: when every
+ * train-split image has a mask its folds are these and it trained the same model; it only scored
+ * more (the out-of-fold label quality, dropped here). Kept under this recipe once adopted.
+ */
+async function adoptOofRun(file: string, hash: string, twin: { hash: string }, k: number, seed: number): Promise<CvRun | null> {
+  const from = path.join(path.dirname(path.dirname(file)), twin.hash, path.basename(file));
+  const r = await readRun(from, twin.hash, true);
+  if (!r || r.fold !== k || r.seed !== seed) return null;
+  const { oof: _scores, ...run } = r;
+  log.info(`cv: fold ${k} seed ${seed}: the same training was run with --oof (${twin.hash}); its record is kept for this recipe`);
+  return { ...run, recipe: hash, adopted_from: twin.hash };
 }
 
 /** Every (fold, seed) of a recipe folder, or null if any is missing (a twin protocol not run to the end). */

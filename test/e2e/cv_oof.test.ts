@@ -86,6 +86,22 @@ describe('cv --oof: out-of-fold label quality', () => {
     expect(again.weak_oracle?.ratio).toBeCloseTo(oof.segmenter.miou.mean! / oracle.segmenter.miou.mean!, 3);
   }, 300_000);
 
+  it('the plain protocol takes the finished --oof runs (same folds, same training) instead of training again', async () => {
+    const oof = await runCv({ root, ...CV_SHORT, oof: true });
+    const trained: boolean[] = [];
+    const plain = await runCv({ root, ...CV_SHORT, onRun: (_r, t) => trained.push(t) });
+    expect(trained).toEqual([false, false]);
+    expect(plain.recipe).not.toBe(oof.recipe);
+    expect(plain.segmenter).toEqual(oof.segmenter);
+    const run = JSON.parse(await fs.readFile(path.join(root, plain.dir, 'fold1-seed0.json'), 'utf8')) as CvRun;
+    expect(run).toMatchObject({ recipe: plain.recipe, adopted_from: oof.recipe, fold: 1, seed: 0 });
+    expect(run.oof).toBeUndefined();
+    // control: a recipe the oof runs are not (another segment setting) trains its own
+    const other: boolean[] = [];
+    await runCv({ root, ...CV_SHORT, sets: ['segment.lr=0.003'], onRun: (_r, t) => other.push(t) });
+    expect(other).toEqual([true, true]);
+  }, 300_000);
+
   it('control: with the masks restored, those images are not the worst', async () => {
     await shiftPseudoMasks(root, corrupted, true);
     try {

@@ -61,7 +61,13 @@ describe('simulated reviewer', () => {
     expect(sus.vs_random!.mean).toBeCloseTo(sus.per_seed[0].miou! - rnd.per_seed[0].miou!, 4);
     expect(none.gain).toBeNull();
     expect(rnd.vs_random).toBeNull();
-    expect(sus.earns_its_place).toBeNull(); // one seed: no sd to compare with
+    // one seed: gains paired by fold, so their sd is over the 2 folds
+    expect(r.paired_by).toBe('fold');
+    const foldGain = (a: typeof sus, b: typeof sus) => Promise.all([0, 1].map(async (k) => (await runsOf(a.dir))[k].segmenter.miou! - (await runsOf(b.dir))[k].segmenter.miou!));
+    const g = await foldGain(sus, rnd);
+    expect(sus.vs_random!.n).toBe(2);
+    expect(sus.vs_random!.sd).toBeCloseTo(Math.abs(g[0] - g[1]) / Math.SQRT2, 4);
+    expect(sus.earns_its_place).toBe(sus.vs_random!.mean! > 2 * sus.vs_random!.sd!);
     expect(JSON.parse(await fs.readFile(path.join(root, 'runs/reviewer/reviewer.json'), 'utf8'))).toEqual(r);
     expect(formatReviewer(r)).toMatch(/suspicion-10pct\s+1\s+\d+\.\d/);
     // a rerun keeps every finished run
