@@ -25,6 +25,7 @@ import { TagsegError, messageOf } from '../pipeline/errors.js';
 import { log } from '../pipeline/log.js';
 import { applyOverridesToText, closest, isPlainObject, loadParams } from '../stages/params.js';
 import { type PyMap, type PyValue, parsePy, pyEqual, pyStr } from './pyyaml.js';
+import { removeTree } from '../pipeline/remove_tree.js';
 
 export { DVC_LOCK } from './dvclock.js';
 const PID_FILE = '.tagseg/repro.pid';
@@ -509,7 +510,7 @@ async function runStage(root: string, stage: DvcStage, ev: Evaluation, runCmd: R
     return { error: `stage '${stage.name}': dependency '${missing[0]!.path}' does not exist`, exitCode: 1 };
   }
   // DVC deletes outputs before running so a stage cannot silently reuse a stale one.
-  for (const o of stageOutputs(stage)) if (!o.persist) await fs.rm(path.join(root, o.path), { recursive: true, force: true });
+  for (const o of stageOutputs(stage)) if (!o.persist) await removeTree(path.join(root, o.path));
   log.info(`Running stage '${stage.name}':`);
   for (const cmd of stage.cmds) {
     log.info(`> ${cmd}`);

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { VOC_PALETTE, encodeIndexedPng } from './palette.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor } from '../pipeline/fsutil.js';
+import { removeTree } from '../pipeline/remove_tree.js';
 
 /** An image id usable as a file name: no path separator, NUL, '.' or '..'. */
 export function pngName(id: string): string {
@@ -73,6 +74,6 @@ export class PngExport {
     if (this.state === 'committed') return;
     this.state = 'aborted';
     await Promise.allSettled(this.pending);
-    await fs.rm(this.staged, { recursive: true, force: true });
+    await removeTree(this.staged);
   }
 }

@@ -6,6 +6,7 @@ import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, replaceDirAtomic, tempPathFor } from '../pipeline/fsutil.js';
 import { progress } from '../pipeline/log.js';
 import { encodeIndexedPng } from './palette.js';
+import { removeTree } from '../pipeline/remove_tree.js';
 
 /**
  * Synthetic VOC-layout dataset with exact masks, for tests, benchmarks and sanity checks of the
@@ -396,7 +397,7 @@ export async function generateSynthetic(opts: SynthOptions): Promise<SynthResult
     ]);
     await replaceDirAtomic(staged, out);
   } catch (err) {
-    await fs.rm(staged, { recursive: true, force: true });
+    await removeTree(staged);
     throw err;
   }
   return { out, images: opts.images, classes: names };

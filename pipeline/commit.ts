@@ -16,6 +16,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { TagsegError, messageOf } from './errors.js';
 import { log } from './log.js';
+import { removeTree } from './remove_tree.js';
 
 const JOURNAL_DIR = '.tagseg/commit';
 
@@ -84,7 +85,7 @@ export class StageCommit {
   async drop(from: string): Promise<void> {
     const i = this.moves.findIndex((x) => x.from === this.rel(from));
     if (i >= 0) this.moves.splice(i, 1);
-    await fs.rm(from, { recursive: true, force: true });
+    await removeTree(from);
   }
 
   /** The commit point, then the renames; the journal goes last. */
@@ -118,7 +119,7 @@ export class StageCommit {
   /** Deletes everything staged; the previous outputs stay as they were. */
   async rollback(): Promise<void> {
     await this.journalWrite.catch(() => undefined);
-    for (const m of this.moves) await fs.rm(path.join(this.root, m.from), { recursive: true, force: true });
+    for (const m of this.moves) await removeTree(path.join(this.root, m.from));
     await fs.rm(this.journalFile(), { force: true });
   }
 
@@ -172,14 +173,14 @@ async function applyMoves(root: string, j: Journal): Promise<void> {
     if (await present(from)) {
       await fs.mkdir(path.dirname(to), { recursive: true });
       if (m.dir && (await present(to))) {
-        await fs.rm(old, { recursive: true, force: true });
+        await removeTree(old);
         await fs.rename(to, old);
       }
       await fs.rename(from, to);
     }
     checkpoint(`moved:${i}`);
   }
-  for (const m of j.moves) if (m.dir) await fs.rm(path.join(root, `${m.to}.old-${j.id}`), { recursive: true, force: true });
+  for (const m of j.moves) if (m.dir) await removeTree(path.join(root, `${m.to}.old-${j.id}`));
 }
 
 function alive(pid: number): boolean {
@@ -224,7 +225,7 @@ export async function recoverCommits(root: string): Promise<string[]> {
       await applyMoves(root, j);
       done.push(`stage '${j.stage}': finished committing the outputs of an interrupted run`);
     } else {
-      for (const m of j.moves) await fs.rm(path.join(root, m.from), { recursive: true, force: true });
+      for (const m of j.moves) await removeTree(path.join(root, m.from));
       done.push(`stage '${j.stage}': removed the unfinished outputs of an interrupted run (the previous outputs are kept)`);
     }
     await fs.rm(file, { force: true });

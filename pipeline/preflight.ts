@@ -26,7 +26,8 @@ async function sizeOf(p: string): Promise<number> {
   if (!st) return 0;
   if (!st.isDirectory()) return st.size;
   let n = 0;
-  for (const e of await fs.readdir(p)) n += await sizeOf(path.join(p, e));
+  // streamed, not readdir'd: an output folder may hold the report's 60k overlays
+  for await (const e of await fs.opendir(p)) n += await sizeOf(path.join(p, e.name));
   return n;
 }
 

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { TagsegError } from './errors.js';
 import { key } from './params_spec.js';
 import type { ShardedStage } from './stage.js';
+import { removeTree } from './remove_tree.js';
 
 export interface Shard {
   /** 0-based shard index, < n. */
@@ -100,7 +101,7 @@ export function partPath(table: string, s: Shard): string {
 export async function prepareTableFor(table: string, n: number): Promise<void> {
   const st = await fs.lstat(table).catch(() => null);
   if (n === 1) {
-    if (st?.isDirectory()) await fs.rm(table, { recursive: true, force: true });
+    if (st?.isDirectory()) await removeTree(table);
     return;
   }
   if (st && !st.isDirectory()) await unlinkRacing(table); // another shard may have made the folder meanwhile: keep it
@@ -120,7 +121,7 @@ async function unlinkRacing(p: string): Promise<void> {
 
 /** Removes a file or folder of another layout that other shards' processes may be removing too. */
 async function removeRacing(p: string): Promise<void> {
-  await fs.rm(p, { recursive: true, force: true }).catch((err: NodeJS.ErrnoException) => {
+  await removeTree(p).catch((err: NodeJS.ErrnoException) => {
     if (!['ENOENT', 'ENOTEMPTY'].includes(err.code ?? '')) throw err;
   });
 }

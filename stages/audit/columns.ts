@@ -171,17 +171,22 @@ export function classRowToArrow(r: ClassRow): Row {
   return { ...r };
 }
 
-/** RFC 4180 CSV of `rows` with the given columns; lists joined with '|', null as empty. */
+/** One RFC 4180 CSV cell: lists joined with '|', null as empty, floats to 6 decimals. */
+function csvCell(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  let s: string;
+  if (Array.isArray(v)) s = v.join('|');
+  else if (typeof v === 'number') s = Number.isInteger(v) ? String(v) : String(Math.round(v * 1e6) / 1e6);
+  else s = String(v);
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** The CSV line (with its newline) of `row`, or of the header when `row` is omitted. */
+export function csvLine(columns: readonly ColumnSpec[], row?: Row): string {
+  return `${columns.map((c) => csvCell(row ? row[c.name] : c.name)).join(',')}\n`;
+}
+
+/** RFC 4180 CSV of `rows` with the given columns (csvLine per row, header first). */
 export function toCsv(columns: readonly ColumnSpec[], rows: readonly Row[]): string {
-  const cell = (v: unknown): string => {
-    if (v === null || v === undefined) return '';
-    let s: string;
-    if (Array.isArray(v)) s = v.join('|');
-    else if (typeof v === 'number') s = Number.isInteger(v) ? String(v) : String(Math.round(v * 1e6) / 1e6);
-    else s = String(v);
-    return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  };
-  const lines = [columns.map((c) => cell(c.name)).join(',')];
-  for (const r of rows) lines.push(columns.map((c) => cell(r[c.name])).join(','));
-  return `${lines.join('\n')}\n`;
+  return csvLine(columns) + rows.map((r) => csvLine(columns, r)).join('');
 }

@@ -28,6 +28,7 @@ import { TagsegError } from '../../pipeline/errors.js';
 import { ensureDir, exists, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { pngName } from '../../data/mask_png.js';
 import { AUDIT_OUTPUTS } from './columns.js';
+import { removeTree } from '../../pipeline/remove_tree.js';
 
 export const PSEUDO_MASK_DIR = artifact('pseudoMaskPngs');
 const DATASET = artifact('dataset');
@@ -149,7 +150,7 @@ export async function exportFiftyOne(p: ReviewProject, items: readonly ReviewIte
     await fs.writeFile(path.join(staged, 'mask_targets.json'), `${JSON.stringify({ ...targets, [String(VOID_INDEX)]: 'ignore' }, null, 1)}\n`);
     await replaceDirAtomic(staged, out);
   } catch (err) {
-    await fs.rm(staged, { recursive: true, force: true });
+    await removeTree(staged);
     throw err;
   }
   return items.length;

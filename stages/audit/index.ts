@@ -18,7 +18,6 @@
  * queue next to the measurements.
  */
 import { artifact } from '../../pipeline/artifacts.js';
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { decodeImage } from '../../data/decode.js';
 import { resolveDatasetPath } from '../../data/manifest.js';
@@ -39,6 +38,7 @@ import { type AuditSettings, type ImageAudit, MAP_STAGES, type MapStage, auditIm
 import { heatmapRgb, overlayRgb } from '../../data/overlay.js';
 import { OverlayQueue } from './overlay_queue.js';
 import { pixelCounts } from './summary.js';
+import { removeTree } from '../../pipeline/remove_tree.js';
 
 /** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
 export { sections } from './params.js';
@@ -284,7 +284,7 @@ async function openParts(o: RunAuditOptions, inp: AuditInputs, shards: Shard[], 
         await queue.abort();
         await classes.abort();
         await measures.abort();
-        await fs.rm(staging, { recursive: true, force: true });
+        await removeTree(staging);
       },
     };
   });

@@ -13,9 +13,9 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { artifact } from '../../pipeline/artifacts.js';
-import { type Row, TableReader, TableWriter } from '../../pipeline/arrow.js';
+import { type ColumnSpec, type Row, TableReader, TableWriter, tableIds } from '../../pipeline/arrow.js';
 import { TagsegError } from '../../pipeline/errors.js';
-import { ensureDir, exists, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
+import { BufferedTextFile, ensureDir, exists, replaceDirAtomic, tempPathFor, writeFileAtomic } from '../../pipeline/fsutil.js';
 import { joinedRows } from '../../pipeline/joined_rows.js';
 import { writeJsonMetrics } from '../../pipeline/metrics_file.js';
 import { partName, tableShardCount } from '../../pipeline/shard.js';
@@ -24,11 +24,13 @@ import type { Params } from '../params.js';
 import { LABEL_QUALITY_FILE, listCorrections } from '../../data/review.js';
 import { readLabelQuality } from '../../eval/label_quality.js';
 import {
-  AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS, AUDIT_OUTPUTS, AUDIT_PARAMS, type MeasureRecord, OVERLAY_VIEWS, auditTablesHash, classRowToArrow, decodeRecord, imageRowToArrow, toCsv,
+  AUDIT_CLASS_COLUMNS, AUDIT_IMAGE_COLUMNS, AUDIT_OUTPUTS, AUDIT_PARAMS, type MeasureRecord, OVERLAY_VIEWS, auditTablesHash, classRowToArrow, csvLine, decodeRecord, imageRowToArrow, toCsv,
 } from './columns.js';
 import type { ImageRow } from './image.js';
-import { IMAGE_DIR, type ReportImage, writeReport } from './report.js';
+import { IMAGE_DIR, ReportEntries, writeReport } from './report.js';
 import { type AuditSummary, SummaryAccumulator } from './summary.js';
+import { removeTree } from '../../pipeline/remove_tree.js';
+import { RowSpill } from '../../pipeline/spill.js';
 
 /** The params.yaml sections a run of this stage validates (besides seed, dataset, synth). */
 export { sections } from './params.js';
@@ -145,35 +147,43 @@ export function spearman(x: readonly number[], y: readonly number[]): number | n
 }
 
 /** Rank 1 = most suspicious; ties broken by id so the order is deterministic. */
-export function rankImages(rows: ImageRow[]): void {
+export function rankImages(rows: Pick<ImageRow, 'id' | 'suspicion' | 'rank'>[]): void {
   const order = [...rows].sort((a, b) => b.suspicion - a.suspicion || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   order.forEach((r, i) => { r.rank = i + 1; });
 }
 
-/** The tables the audit reads, opened and checked: same classes, same row count. */
 /**
  * What the review adds to the image rows: the out-of-fold label quality (review/label_quality.csv,
- * when `tagseg cv --oof` filled it) and whether `dataset.corrections` holds a fixed mask.
+ * when `tagseg cv --oof` filled it) and which images `dataset.corrections` holds a fixed mask for
+ * (checked against dataset.arrow's ids).
  */
-async function joinReview(rows: ImageRow[], o: RunAuditReportOptions): Promise<{ labelQuality: number; corrected: number }> {
+async function readReview(o: RunAuditReportOptions) {
   const quality = await readLabelQuality(o.path(LABEL_QUALITY_FILE));
   const dir = o.params.dataset.corrections;
-  const fixed = dir ? await listCorrections(o.path(dir), new Set(rows.map((r) => r.id))) : null;
-  for (const r of rows) {
-    const q = quality?.get(r.id);
-    r.label_quality = q?.label_quality ?? null;
-    r.label_confidence = q?.self_confidence ?? null;
-    r.corrected = fixed?.has(r.id) ?? false;
+  let fixed: Map<string, string> | null = null;
+  if (dir) {
+    const ids = new Set<string>();
+    for await (const id of tableIds(o.path(INPUTS.dataset))) ids.add(id);
+    fixed = await listCorrections(o.path(dir), ids);
   }
-  return { labelQuality: rows.filter((r) => r.label_quality !== null).length, corrected: fixed?.size ?? 0 };
+  return { quality, fixed, counts: { labelQuality: 0, corrected: fixed?.size ?? 0 } };
 }
 
-async function writeImageTable(o: RunAuditReportOptions, classes: string[], background: number | null, ranked: ImageRow[]): Promise<void> {
+/** One image row's review fields (readReview), counted. */
+function joinReview(r: ImageRow, review: Awaited<ReturnType<typeof readReview>>): void {
+  const q = review.quality?.get(r.id);
+  r.label_quality = q?.label_quality ?? null;
+  r.label_confidence = q?.self_confidence ?? null;
+  r.corrected = review.fixed?.has(r.id) ?? false;
+  if (r.label_quality !== null) review.counts.labelQuality++;
+}
+
+async function writeImageTable(o: RunAuditReportOptions, classes: string[], background: number | null, ranked: AsyncIterable<Row>): Promise<void> {
   const imageWriter = await TableWriter.open(o.path(AUDIT_OUTPUTS.images), AUDIT_IMAGE_COLUMNS, {
     stage: 'audit', paramsHash: auditTablesHash(o.params), classes, extra: { background, level: 'image', weights: o.params.audit.weights },
   }, { batchRows: 4096 });
   try {
-    for (const r of ranked) await imageWriter.write(imageRowToArrow(r));
+    for await (const r of ranked) await imageWriter.write(r);
     await imageWriter.close();
   } catch (err) {
     await imageWriter.abort();
@@ -211,47 +221,62 @@ async function overlayFolders(o: RunAuditReportOptions): Promise<string[]> {
   return folders;
 }
 
+/**
+ * The records stream through once: each adds to the class summary, writes its class rows to
+ * audit.csv, its page entry and its image row to temp files (ReportEntries, RowSpill), and keeps
+ * what the ranking and the metrics need (MetricRow); the image table and images.csv are then
+ * written in rank order from the spill, data.js in dataset order with the ranks.
+ */
 export async function runAuditReport(o: RunAuditReportOptions): Promise<AuditRunResult> {
   const t0 = performance.now();
   const a = o.params.audit;
   const { classes, background } = await measuresMeta(o);
   const folders = await overlayFolders(o);
+  const review = await readReview(o);
   const summary = new SummaryAccumulator(classes);
-  const imageRows: ImageRow[] = [];
-  const classRows: Row[] = [];
-  const reportImages: ReportImage[] = [];
-  for await (const m of measureRecords(o)) {
-    summary.add(m.classRows, m.image, m.pixels);
-    for (const r of m.classRows) classRows.push(classRowToArrow(r));
-    imageRows.push(m.image);
-    reportImages.push({
-      row: m.image, tags: m.tags, classes: m.classRows.filter((r) => r.area > 0).map((r) => r.class), file: m.file, hasGt: m.pixels.gt !== null,
-      classRows: m.classRows, heat: m.heat,
-    });
-  }
+  const imageRows: MetricRow[] = [];
+  const spill = await RowSpill.create(tempPathFor(o.path(AUDIT_OUTPUTS.images)));
+  const entries = await ReportEntries.create(tempPathFor(o.path(AUDIT_OUTPUTS.report)));
   // The report is built in a staging folder (the shards' overlays copied in) and swapped in at the end.
   const reportDir = o.path(AUDIT_OUTPUTS.report);
   const staging = tempPathFor(reportDir);
   try {
+    await writeCsv(path.join(staging, 'audit.csv'), AUDIT_CLASS_COLUMNS, (async function* () {
+      for await (const m of measureRecords(o)) {
+        summary.add(m.classRows, m.image, m.pixels);
+        joinReview(m.image, review);
+        imageRows.push(metricRow(m.image));
+        await spill.append(imageRowToArrow(m.image));
+        await entries.add({
+          row: m.image, tags: m.tags, classes: m.classRows.filter((r) => r.area > 0).map((r) => r.class), file: m.file, hasGt: m.pixels.gt !== null,
+          classRows: m.classRows, heat: m.heat,
+        });
+        for (const r of m.classRows) yield classRowToArrow(r);
+      }
+    })());
     for (const s of OVERLAY_VIEWS) await ensureDir(path.join(staging, IMAGE_DIR, s));
     for (const f of folders) await fs.cp(f, path.join(staging, IMAGE_DIR), { recursive: true });
-    const joined = await joinReview(imageRows, o);
     rankImages(imageRows);
-    const ranked = [...imageRows].sort((x, y) => x.rank - y.rank);
-    await writeImageTable(o, classes, background, ranked);
+    const ranks = imageRows.map((r) => r.rank);
+    const order = imageRows.map((_, k) => k).sort((x, y) => ranks[x] - ranks[y]);
+    const ranked = order.map((k) => imageRows[k]);
+    // the full image rows, back from the spill in rank order
+    const rowsByRank = async function* () {
+      for (const k of order) yield { ...(await spill.get(k)), rank: ranks[k] };
+    };
+    await writeImageTable(o, classes, background, rowsByRank());
     const sum = summary.result();
     const metrics = auditMetrics(ranked, sum, a.bad_miou, a.bad_coverage, a.top);
-    await writeFileAtomic(path.join(staging, 'images.csv'), toCsv(AUDIT_IMAGE_COLUMNS, ranked.map(imageRowToArrow)));
-    await writeFileAtomic(path.join(staging, 'audit.csv'), toCsv(AUDIT_CLASS_COLUMNS, classRows));
+    await writeCsv(path.join(staging, 'images.csv'), AUDIT_IMAGE_COLUMNS, rowsByRank());
     await writeFileAtomic(path.join(staging, 'classes.csv'), classesCsv(sum));
     await writeReport(staging, {
       // the dataset's folder name as params give it, not the project's (which depends on the checkout); no time
       title: path.basename(o.params.dataset.root),
-      classes, background, images: reportImages, summary: sum,
+      classes, background, images: entries, ranks, summary: sum,
       overview: {
         meanSuspicion: metrics.mean_suspicion, meanIgnore: metrics.mean_ignore,
         gt: sum.gt && metrics.gt ? { images: sum.gt.images, stages: sum.gt.stages, spearman: metrics.gt.spearman, labelQuality: metrics.gt.label_quality } : null,
-        labelQualityImages: joined.labelQuality, corrected: joined.corrected, ranking: RANKING_NOTE,
+        labelQualityImages: review.counts.labelQuality, corrected: review.counts.corrected, ranking: RANKING_NOTE,
       },
       imageColumns: AUDIT_IMAGE_COLUMNS, classColumns: AUDIT_CLASS_COLUMNS,
     });
@@ -262,11 +287,34 @@ export async function runAuditReport(o: RunAuditReportOptions): Promise<AuditRun
       peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
     };
   } catch (err) {
-    await fs.rm(staging, { recursive: true, force: true });
+    await removeTree(staging);
+    throw err;
+  } finally {
+    await spill.remove();
+    await entries.remove();
+  }
+}
+
+/** A CSV file (header, then a line per row) written as the rows come, never held whole. */
+async function writeCsv(file: string, columns: readonly ColumnSpec[], rows: Iterable<Row> | AsyncIterable<Row>): Promise<void> {
+  const out = await BufferedTextFile.open(file);
+  try {
+    await out.write(csvLine(columns));
+    for await (const r of rows) await out.write(csvLine(columns, r));
+    await out.close();
+  } catch (err) {
+    await out.abort();
     throw err;
   }
 }
 
+/** What the ranking and the metrics read of an image row (the rest of it waits on disk: RowSpill). */
+export type MetricRow = Pick<ImageRow, 'id' | 'split' | 'rank' | 'suspicion' | 'reasons' | 'tags' | 'ignore_fraction' | 'empty_tags' | 'gt_miou' | 'gt_coverage' | 'label_quality' | 'label_confidence'>;
+
+function metricRow(r: ImageRow): MetricRow {
+  const { id, split, rank, suspicion, reasons, tags, ignore_fraction, empty_tags, gt_miou, gt_coverage, label_quality, label_confidence } = r;
+  return { id, split, rank, suspicion, reasons, tags, ignore_fraction, empty_tags, gt_miou, gt_coverage, label_quality, label_confidence };
+}
 
 /**
  * A pseudo-mask is bad (for scoring the ranking) when its GT mIoU is below `badMiou` or it labels
@@ -277,12 +325,12 @@ export function isBadMask(r: Pick<ImageRow, 'gt_miou' | 'gt_coverage'>, badMiou:
   return (r.gt_miou ?? 0) < badMiou || (r.gt_coverage ?? 0) < badCoverage;
 }
 
-export function auditMetrics(ranked: ImageRow[], sum: AuditSummary, badMiou: number, badCoverage: number, top: number): AuditMetrics {
+export function auditMetrics(ranked: MetricRow[], sum: AuditSummary, badMiou: number, badCoverage: number, top: number): AuditMetrics {
   const mean = (xs: number[]) => (xs.length ? xs.reduce((p, q) => p + q, 0) / xs.length : null);
   let gt: AuditMetrics['gt'] = null;
   const withGt = ranked.filter((r) => r.gt_coverage !== null);
   if (sum.gt && withGt.length > 0) {
-    const bad = (r: ImageRow) => isBadMask(r, badMiou, badCoverage);
+    const bad = (r: MetricRow) => isBadMask(r, badMiou, badCoverage);
     const head = withGt.slice(0, top);
     gt = {
       images: sum.gt.images,
@@ -319,7 +367,7 @@ export function auditMetrics(ranked: ImageRow[], sum: AuditSummary, badMiou: num
 }
 
 /** Spearman and precision of the top of the label-quality rankings (ascending: low = suspect) on the rows that have them. */
-function labelQualityFigures(withGt: ImageRow[], bad: (r: ImageRow) => boolean, top: number): NonNullable<AuditMetrics['gt']>['label_quality'] {
+function labelQualityFigures(withGt: MetricRow[], bad: (r: MetricRow) => boolean, top: number): NonNullable<AuditMetrics['gt']>['label_quality'] {
   const rows = withGt.filter((r) => r.label_quality !== null && r.label_confidence !== null);
   if (rows.length === 0) return null;
   const target = rows.map((r) => 1 - (r.gt_miou ?? 0) * (r.gt_coverage ?? 0));

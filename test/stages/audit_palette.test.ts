@@ -45,7 +45,7 @@ describe('class palette in PNGs, overlays and the report', () => {
 
   it("the report's legend uses the same colours, with readable text", () => {
     const summary = { classes: [], gt: null } as unknown as AuditSummary;
-    const base = { title: 't', generated: 'g', images: [], summary, overview: { meanSuspicion: null, meanIgnore: null, gt: null, labelQualityImages: 0, corrected: 0, ranking: '' }, imageColumns: [], classColumns: [] };
+    const base = { title: 't', generated: 'g', images: { splits: new Set<string>(), anyGt: false }, summary, overview: { meanSuspicion: null, meanIgnore: null, gt: null, labelQualityImages: 0, corrected: 0, ranking: '' }, imageColumns: [], classColumns: [] };
     const msrc = reportPayload({ ...base, classes: ['building', 'grass'], background: null }).classes as { colour: string; ink: string }[];
     expect(msrc.map((k) => k.colour)).toEqual([paletteHex(MSRC, 0), paletteHex(MSRC, 1)]);
     expect(msrc[0]).toEqual({ name: 'building', colour: '#800000', ink: '#fff' });
