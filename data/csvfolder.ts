@@ -17,6 +17,7 @@ import {
   splitTagCell,
   type ClassInfo,
   type ImageIndex,
+  compactPath,
   type ItemSpec,
   type Manifest,
   type SkippedItem,
@@ -87,7 +88,7 @@ function tagRows(csvRows: ReturnType<typeof parseCsv>, root: string, csvFile: st
         });
       }
       ids.add(id, { file: csvFile, line });
-      return { line, id, explicitPath: isPath ? path.resolve(root, ref) : null, tagCell: cells[1], split: cells[2] || 'train' };
+      return { line, id, explicitPath: isPath ? compactPath(path.resolve(root, ref)) : null, tagCell: cells[1], split: cells[2] || 'train' };
     });
     if (row) rows.push(row);
   }

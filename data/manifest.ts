@@ -363,6 +363,15 @@ export async function isFile(p: string): Promise<boolean> {
   }
 }
 
+/**
+ * `p` as one flat string. path.join / path.resolve build their result piece by piece (a tree of
+ * string fragments until something flattens it): kept per manifest item, two such paths cost
+ * ~775 bytes per image (measured at 20k images), a flat copy ~100.
+ */
+export function compactPath(p: string): string {
+  return Buffer.from(p, 'utf8').toString('utf8');
+}
+
 /** Images of one folder keyed by id (file name without extension); ids with two files are ambiguous. */
 export interface ImageIndex {
   byId: Map<string, string>;

@@ -108,7 +108,8 @@ export async function scanVoc(root: string, opts: VocScanOptions = {}): Promise<
     id,
     split,
     imagePath,
-    maskPath: masks.has(id) ? path.join(maskDir, `${id}.png`) : null,
+    // a template, not path.join (see compactPath): the id is a file name read from maskDir
+    maskPath: masks.has(id) ? `${maskDir}/${id}.png` : null,
     tags: null,
   }));
   const { found, tagSource, tagsFile } = await vocTags(root, items, info, images, listed.named, errors);
