@@ -241,19 +241,7 @@ export async function runAuditReport(o: RunAuditReportOptions): Promise<AuditRun
   const reportDir = o.path(AUDIT_OUTPUTS.report);
   const staging = tempPathFor(reportDir);
   try {
-    await writeCsv(path.join(staging, 'audit.csv'), AUDIT_CLASS_COLUMNS, (async function* () {
-      for await (const m of measureRecords(o)) {
-        summary.add(m.classRows, m.image, m.pixels);
-        joinReview(m.image, review);
-        imageRows.push(metricRow(m.image));
-        await spill.append(imageRowToArrow(m.image));
-        await entries.add({
-          row: m.image, tags: m.tags, classes: m.classRows.filter((r) => r.area > 0).map((r) => r.class), file: m.file, hasGt: m.pixels.gt !== null,
-          classRows: m.classRows, heat: m.heat,
-        });
-        for (const r of m.classRows) yield classRowToArrow(r);
-      }
-    })());
+    await writeCsv(path.join(staging, 'audit.csv'), AUDIT_CLASS_COLUMNS, recordsPass(o, { review, summary, imageRows, spill, entries }));
     for (const s of OVERLAY_VIEWS) await ensureDir(path.join(staging, IMAGE_DIR, s));
     for (const f of folders) await fs.cp(f, path.join(staging, IMAGE_DIR), { recursive: true });
     rankImages(imageRows);
@@ -292,6 +280,26 @@ export async function runAuditReport(o: RunAuditReportOptions): Promise<AuditRun
   } finally {
     await spill.remove();
     await entries.remove();
+  }
+}
+
+/**
+ * The one pass over the records: each is summed, its image row spilled (and kept slim in
+ * `imageRows`), its page entry written; its class rows are yielded (for audit.csv).
+ */
+async function* recordsPass(o: RunAuditReportOptions, to: {
+  review: Awaited<ReturnType<typeof readReview>>; summary: SummaryAccumulator; imageRows: MetricRow[]; spill: RowSpill; entries: ReportEntries;
+}): AsyncGenerator<Row> {
+  for await (const m of measureRecords(o)) {
+    to.summary.add(m.classRows, m.image, m.pixels);
+    joinReview(m.image, to.review);
+    to.imageRows.push(metricRow(m.image));
+    await to.spill.append(imageRowToArrow(m.image));
+    await to.entries.add({
+      row: m.image, tags: m.tags, classes: m.classRows.filter((r) => r.area > 0).map((r) => r.class), file: m.file, hasGt: m.pixels.gt !== null,
+      classRows: m.classRows, heat: m.heat,
+    });
+    for (const r of m.classRows) yield classRowToArrow(r);
   }
 }
 
