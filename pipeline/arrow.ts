@@ -583,11 +583,7 @@ export class TableReader {
     for (let i = 0; i < this.info.numBatches; i++) yield* this.batchRows(i);
   }
 
-  /**
-   * Batch i's rows, each decoded when asked for: a streaming reader then holds one decoded row,
-   * not a batch of them (which would outlive young-generation collections and pile up as old
-   * garbage: the audit report's peak RSS at 20k images).
-   */
+  /** Batch i's rows, each decoded when asked for: a streaming reader holds one decoded row, not the batch's. */
   private async *batchRows(i: number): AsyncGenerator<Row> {
     const batch = await this.recordBatch(i);
     for (let r = 0; r < batch.numRows; r++) yield decodeRow(this.info.columns, batch, r);
