@@ -17,8 +17,7 @@
  *   base s, steps s, walk s: the best of the 3 rounds
  *   diff    max |walk - base| and |steps - base| over the map (the map is in [0, 1])
  *   T       tensor bytes of the transition (O(N K))
- *   peak    tf.profile peakBytes of build and of one step (all live tensor bytes, T included; the
- *           walk kernel's packed weights and maps are JS memory, counted in rss only)
+ *   peak    tf.profile peakBytes of build and of one step (all live tensor bytes, T included)
  *   rss     RSS after backend init, and the process's peak RSS
  * The dev machine has 2 cores shared with other jobs: read times with the load average printed.
  */
