@@ -67,7 +67,7 @@ function runStage(stage: string): Budget | null {
   if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as Budget;
   const tmp = `${file}.part`;
   fs.rmSync(tmp, { force: true });
-  const env = {
+  const env: NodeJS.ProcessEnv = {
     ...process.env,
     NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${path.join(here, 'budget_preload.mjs')}`.trim(),
     TAGSEG_BUDGET_FILE: tmp,
