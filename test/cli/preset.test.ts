@@ -1,6 +1,7 @@
 /**
  * Presets (cli/preset.ts, presets/*.yaml) applied by `tagseg workspace --preset`: the
- * `photos` preset gives exactly the params of the bash array it replaced, --set wins over a
+ * `photos` preset gives exactly the params of the bash array it replaced (with the values decided
+ * since, DECIDED_SINCE), --set wins over a
  * preset, and a bad preset stops with an error naming its file before anything is created.
  */
 import * as fs from 'node:fs/promises';
@@ -56,20 +57,27 @@ beforeEach(async () => {
 });
 afterEach(() => fs.rm(tmp, { recursive: true, force: true }));
 
+/** Values of the photos preset changed after it replaced the array, each on the cv protocol (presets/photos.yaml says why). */
+const DECIDED_SINCE = ['segment.contrast=none'];
+
 describe('presets', () => {
-  it('photos gives exactly the values of the old MSRC-v2 --set array', async () => {
+  it('photos gives exactly the values of the old MSRC-v2 --set array, with the decisions made since', async () => {
     expect(OLD_MSRC_SETS).toHaveLength(33);
     const sets = await presetOverrides('photos', defaultParams());
     expect(sets.map((s) => s.split('=')[0]).sort()).toEqual(OLD_MSRC_SETS.map((s) => s.split('=')[0]).sort());
 
-    const fromArray = await loadParams(path.join(await createWorkspace(path.join(tmp, 'a'), OLD_MSRC_SETS), 'params.yaml'));
+    const fromArray = await loadParams(path.join(await createWorkspace(path.join(tmp, 'a'), [...OLD_MSRC_SETS, ...DECIDED_SINCE]), 'params.yaml'));
     const fromPreset = await loadParams(path.join(await createWorkspace(path.join(tmp, 'b'), [], 'photos'), 'params.yaml'));
     expect(fromPreset).toEqual(fromArray);
     // control: the recipe is not the defaults
     expect(fromArray).not.toEqual(defaultParams());
     expect(getParam(fromPreset, 'cam.backbone')).toBe('mobilenet');
     expect(getParam(fromPreset, 'cam.crop_scale')).toEqual([0.7, 1.0]);
-    expect(getParam(fromPreset, 'segment.contrast')).toBe('reco');
+    expect(getParam(fromPreset, 'segment.contrast')).toBe('none');
+    // control: the old array alone differs from the preset exactly in the decided values
+    const oldArray = await loadParams(path.join(await createWorkspace(path.join(tmp, 'e'), OLD_MSRC_SETS), 'params.yaml'));
+    expect(getParam(oldArray, 'segment.contrast')).toBe('reco');
+    expect({ ...oldArray, segment: { ...oldArray.segment, contrast: 'none' } }).toEqual(fromPreset);
     // the workspace's params.yaml keeps its comments and says where its values came from
     const text = await fs.readFile(path.join(tmp, 'b', 'params.yaml'), 'utf8');
     expect(text.startsWith('# tagseg workspace --preset photos')).toBe(true);
