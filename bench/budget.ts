@@ -93,7 +93,7 @@ for (const stage of stages) {
   if (!b) continue;
   const other = Math.max(0, b.elu.activeS - b.kernelS - b.readS);
   const gflop = Object.values(b.flops).reduce((s, f) => s + f.gflop, 0);
-  const fs_ = Object.values(b.flops).reduce((s, f) => s + f.s, 0);
+  const flopKernelS = Object.values(b.flops).reduce((s, f) => s + f.s, 0);
   const top = Object.entries(b.byKernel).slice(0, 3).map(([k, v]) => `${k} ${((100 * v.s) / b.wallS).toFixed(0)}%`).join(', ');
   console.log(
     [
@@ -105,7 +105,7 @@ for (const stage of stages) {
       pct(other, b.wallS),
       pct(b.elu.idleS, b.wallS),
       gflop.toFixed(0).padStart(7),
-      (fs_ > 0 ? gflop / fs_ : 0).toFixed(1).padStart(19),
+      (flopKernelS > 0 ? gflop / flopKernelS : 0).toFixed(1).padStart(19),
       (gflop / b.wallS).toFixed(1).padStart(18),
       pct(gflop / b.wallS, probe).padStart(9),
       ` ${top}`,
