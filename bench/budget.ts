@@ -34,8 +34,9 @@ if (!ws || !fs.existsSync(path.join(ws, 'dvc.yaml'))) {
 }
 const seconds = Number(opt('--seconds', '120'));
 const out = path.resolve(opt('--out', path.join(ws, 'budget'))!);
-const yaml = (await import('yaml')).default;
-const all = Object.keys((yaml.parse(fs.readFileSync(path.join(ws, 'dvc.yaml'), 'utf8')) as { stages: Record<string, unknown> }).stages);
+const { loadPipeline } = await import('../cli/dag.js');
+// Topological order, as repro runs them.
+const all = (await loadPipeline(path.resolve(ws), { validate: false })).dag.stages.map((st) => st.name);
 const stages = (opt('--stages') ?? all.filter((s) => s !== 'synth').join(',')).split(',');
 fs.mkdirSync(out, { recursive: true });
 
@@ -62,9 +63,15 @@ async function peak(): Promise<number> {
   return p.conv2dGflops;
 }
 
+/** The stage's record: kept from an earlier run, or measured now (null when the stage failed). */
 function runStage(stage: string): Budget | null {
   const file = path.join(out, `${stage}.json`);
-  if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as Budget;
+  if (!fs.existsSync(file) && !measure(stage, file)) return null;
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as Budget;
+}
+
+/** Run `tagseg run <stage>` under the preload; its record lands in `file`. */
+function measure(stage: string, file: string): boolean {
   const tmp = `${file}.part`;
   fs.rmSync(tmp, { force: true });
   const env: NodeJS.ProcessEnv = {
@@ -78,10 +85,10 @@ function runStage(stage: string): Budget | null {
   const r = spawnSync(process.execPath, ['bin/tagseg.js', '-q', 'run', stage], { cwd: ws, env, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0 || !fs.existsSync(tmp)) {
     console.log(`${stage}: failed (status ${r.status})\n${(r.stderr ?? '').slice(-1500)}`);
-    return null;
+    return false;
   }
   fs.renameSync(tmp, file);
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as Budget;
+  return true;
 }
 
 const pct = (x: number, of: number) => `${((100 * x) / of).toFixed(0)}%`.padStart(6);
