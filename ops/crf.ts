@@ -34,6 +34,7 @@
  * Filtering uses the permutohedral lattice (d = 2 for the Gaussian kernel, d = 5 for the bilateral
  * one), built once per kernel and reused for every class and iteration: O(N·C·d) per iteration.
  */
+import { meanFieldWasm, wasmMeanFieldAvailable } from './crf_wasm.js';
 import { PermutohedralLattice } from './permutohedral.js';
 
 /** Smoothness kernel on position: exp(-|Δp|² / 2 sxy²), weight `compat`. */
@@ -286,21 +287,41 @@ export function expNonPositive(x: number): number {
   return p * POW2_NEG[k + 151];
 }
 
-/** One kernel's lattice with its splat scale, its slice scale (outScale · alpha · w) and three vertex buffers. */
-interface MeanFieldKernel {
+/** One kernel's lattice with its splat scale and its slice scale (outScale · alpha · w). */
+interface ScaledKernel {
   lattice: PermutohedralLattice;
   inScale: Float32Array | null;
   sliceScale: Float32Array;
+}
+
+/** ... and three vertex buffers, for the JS mean field. */
+interface MeanFieldKernel extends ScaledKernel {
   bufs: [Float32Array, Float32Array, Float32Array];
 }
 
-function meanFieldKernel(filter: NormalizedGaussianFilter, w: number, C: number): MeanFieldKernel {
+function scaledKernel(filter: NormalizedGaussianFilter, w: number): ScaledKernel {
   const { lattice, N } = filter;
   const sliceScale = new Float32Array(N);
   const a = lattice.alpha * w;
   for (let i = 0; i < N; i++) sliceScale[i] = filter.outScale[i] * a;
-  const size = (lattice.M + 1) * C;
-  return { lattice, inScale: filter.inScale, sliceScale, bufs: [new Float32Array(size), new Float32Array(size), new Float32Array(size)] };
+  return { lattice, inScale: filter.inScale, sliceScale };
+}
+
+function withBuffers(k: ScaledKernel, C: number): MeanFieldKernel {
+  const size = (k.lattice.M + 1) * C;
+  return { ...k, bufs: [new Float32Array(size), new Float32Array(size), new Float32Array(size)] };
+}
+
+/** Which mean field `denseCrf` runs: 'wasm' (ops/crf_wasm.ts, SIMD; the default where available) or 'js', the reference. */
+export type CrfEngine = 'wasm' | 'js';
+
+let crfEngine: CrfEngine = 'wasm';
+
+/** Choose the mean field's engine (tests compare the two); returns the previous one. */
+export function setCrfEngine(engine: CrfEngine): CrfEngine {
+  const previous = crfEngine;
+  crfEngine = engine;
+  return previous;
 }
 
 let unrolledPair = true;
@@ -497,11 +518,13 @@ export function denseCrf(
     kernels.push({ filter: new NormalizedGaussianFilter(f, N, 5, o.normalization), w: o.bilateral.compat });
   }
 
+  // Messages Σ_k w_k K̂_k Q are the negated Potts energy up to a per-pixel constant.
+  const scaled = kernels.map((k) => scaledKernel(k.filter, k.w));
+  if (kernels.length > 0 && crfEngine === 'wasm' && wasmMeanFieldAvailable()) return meanFieldWasm(unary, N, C, o.iterations, scaled);
   const Q = new Float32Array(N * C);
   softmaxNegUnary(unary, N, C, Q);
   if (kernels.length === 0) return Q;
-  // Messages Σ_k w_k K̂_k Q are the negated Potts energy up to a per-pixel constant.
-  meanField(unary, Q, N, C, o.iterations, kernels.map((k) => meanFieldKernel(k.filter, k.w, C)));
+  meanField(unary, Q, N, C, o.iterations, scaled.map((k) => withBuffers(k, C)));
   return Q;
 }
 

@@ -135,6 +135,10 @@ export class PermutohedralLattice {
   }
   /** Per lattice axis j and vertex i, the two blur neighbours (+1; 0 = absent): [d+1, M, 2]. */
   private readonly neighbours: Int32Array;
+  /** The blur neighbours, read-only: for kernels that blur elsewhere (ops/crf_wasm.ts). */
+  get blurNeighbours(): Readonly<Int32Array> {
+    return this.neighbours;
+  }
 
   private constructor(N: number, d: number, M: number, offsets: Int32Array, weights: Float32Array, neighbours: Int32Array) {
     this.N = N;
@@ -232,25 +236,22 @@ export class PermutohedralLattice {
 
     // Blur neighbours along each of the d+1 lattice directions. A step along direction j adds
     // (1, ..., 1, -d, 1, ..., 1) (the -d at j) in R^(d+1); only the first d coordinates are keyed.
+    // The relation is symmetric (u is v's first neighbour along j iff v is u's second), so one
+    // lookup per vertex and direction fills both: half the hash lookups of the build.
     const M = hash.size;
     const neighbours = new Int32Array(d1 * M * 2);
     const k0 = new Int32Array(d);
     const n1 = new Int32Array(d);
-    const n2 = new Int32Array(d);
     for (let v = 0; v < M; v++) {
       hash.key(v, k0);
       for (let j = 0; j <= d; j++) {
-        for (let k = 0; k < d; k++) {
-          n1[k] = k0[k] - 1;
-          n2[k] = k0[k] + 1;
+        for (let k = 0; k < d; k++) n1[k] = k0[k] - 1;
+        if (j < d) n1[j] = k0[j] + d;
+        const u = hash.find(n1, false);
+        if (u >= 0) {
+          neighbours[(j * M + v) * 2] = u + 1;
+          neighbours[(j * M + u) * 2 + 1] = v + 1;
         }
-        if (j < d) {
-          n1[j] = k0[j] + d;
-          n2[j] = k0[j] - d;
-        }
-        const base = (j * M + v) * 2;
-        neighbours[base] = hash.find(n1, false) + 1;
-        neighbours[base + 1] = hash.find(n2, false) + 1;
       }
     }
     return new PermutohedralLattice(N, d, M, offsets, weights, neighbours);

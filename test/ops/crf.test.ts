@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   CRF_PRESETS,
   DEFAULT_CRF_OPTIONS,
@@ -7,6 +7,7 @@ import {
   bilateralFeatures,
   denseCrf,
   expNonPositive,
+  setCrfEngine,
   setUnrolledPairPass,
   positionFeatures,
   resolveCrfOptions,
@@ -381,7 +382,13 @@ describe('denseCrf behaviour', () => {
   });
 });
 
-describe('fused mean field (ops/crf.ts) vs the previous, unfused one (ops/crf_unfused.ts)', () => {
+for (const engine of ['js', 'wasm'] as const) describe(`fused mean field (ops/crf.ts, engine ${engine}) vs the previous, unfused one (ops/crf_unfused.ts)`, () => {
+  beforeEach(() => {
+    setCrfEngine(engine);
+  });
+  afterEach(() => {
+    setCrfEngine('wasm');
+  });
   const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
   const cases: [string, number, DenseCrfOptionsInput][] = [
     ['psa defaults, C 5', 5, {}],
@@ -411,6 +418,59 @@ describe('fused mean field (ops/crf.ts) vs the previous, unfused one (ops/crf_un
     const U = unaryFromProbs(probs, 5);
     const off = denseCrf(U, image, 23, 31, 5, { bilateral: { compat: 10.2 } });
     expect(maxAbsDiff(off, denseCrfUnfused(U, image, 23, 31, 5))).toBeGreaterThan(4e-5);
+  });
+});
+
+describe('the WebAssembly mean field (ops/crf_wasm.ts) vs the JS one', () => {
+  const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+  const run = (engine: 'js' | 'wasm', U: Float32Array, image: Uint8Array, H: number, W: number, C: number, opts: DenseCrfOptionsInput) => {
+    const previous = setCrfEngine(engine);
+    try {
+      return denseCrf(U, image, H, W, C, opts);
+    } finally {
+      setCrfEngine(previous);
+    }
+  };
+  // C 23 fills six vectors but the last, C 4 exactly one; T 1 is a pass without a splat.
+  const cases: [number, DenseCrfOptionsInput][] = [
+    [1, {}], [2, CRF_PRESETS.irnLabel], [4, { normalization: 'after' }], [5, { gaussian: null }], [23, CRF_PRESETS.irnLabel], [23, { iterations: 1 }],
+  ];
+  for (const [C, opts] of cases) {
+    it(`agrees within 2e-6 and is deterministic: C ${C}, ${JSON.stringify(opts)}`, () => {
+      const { image, probs } = scene(37, 53, C, 90 + C);
+      const U = unaryFromProbs(probs, C);
+      const wasm = run('wasm', U, image, 37, 53, C, opts);
+      expect(maxAbsDiff(wasm, run('js', U, image, 37, 53, C, opts))).toBeLessThan(2e-6);
+      expect(Buffer.compare(Buffer.from(wasm.buffer), Buffer.from(run('wasm', U, image, 37, 53, C, opts).buffer))).toBe(0);
+    });
+  }
+
+  it('control: a 1% change of the appearance weight moves the marginals 100x the tolerance (so the check can fail)', () => {
+    const { image, probs } = scene(37, 53, 23, 113);
+    const U = unaryFromProbs(probs, 23);
+    const off = run('wasm', U, image, 37, 53, 23, { ...CRF_PRESETS.irnLabel, bilateral: { ...CRF_PRESETS.irnLabel.bilateral!, compat: 10.1 } });
+    expect(maxAbsDiff(off, run('js', U, image, 37, 53, 23, CRF_PRESETS.irnLabel))).toBeGreaterThan(2e-4);
+  });
+
+  it('rows sum to 1 and no marginal is negative or NaN, also for near-certain unaries (exp clamps below -87)', () => {
+    const C = 6;
+    const { image } = scene(20, 20, C, 5);
+    const probs = new Float32Array(400 * C).map((_, i) => (i % C === (i / C / 37 | 0) % C ? 1 : 0));
+    const Q = run('wasm', unaryFromProbs(probs, C, 1e-30), image, 20, 20, C, {});
+    for (let p = 0; p < 400; p++) {
+      const row = Q.subarray(p * C, (p + 1) * C);
+      expect(row.every((v) => v >= 0)).toBe(true);
+      expect(Math.abs(row.reduce((a, b) => a + b, 0) - 1)).toBeLessThan(1e-6);
+    }
+  });
+});
+
+describe('the JS mean field (engine js, the reference for the wasm one)', () => {
+  beforeEach(() => {
+    setCrfEngine('js');
+  });
+  afterEach(() => {
+    setCrfEngine('wasm');
   });
 
   it('the unrolled smoothness + appearance pass gives the same bits as the generic loop (C 1, 2, 5, 23; irnLabel, \'after\')', () => {

@@ -1,0 +1,279 @@
+/**
+ * The dense CRF's mean field (ops/crf.ts) in WebAssembly SIMD: the lattice blur and the fused
+ * per-pixel pass (slice, softmax, splat) on four classes at a time. It computes what crf.ts's JS
+ * mean field computes, in float32 throughout (the JS one sums messages in float64): marginals agree
+ * to about 1e-6 (test/ops/crf.test.ts), at about half the time. Deterministic: the same bytes on every
+ * thread and machine (no fused multiply-add, no relaxed SIMD).
+ *
+ * Layout in the module's memory: every [·, C] array is stored with C padded to a multiple of 4
+ * (`row` bytes per pixel or vertex); padded unary entries are huge, so their probabilities are
+ * about 1e-38 and never change a sum. Lattice vertex ids are stored as byte offsets of their row
+ * (id + 1 times `row`: row 0 is the zero "no vertex" row, as in permutohedral.ts).
+ */
+import { assemble } from './wasm_asm.js';
+import type { PermutohedralLattice } from './permutohedral.js';
+
+/** `f(0) f(1) ... f(n-1)`, one per line: the kernels are unrolled over the class vectors of a row. */
+function rep(n: number, f: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => f(i)).join('\n');
+}
+
+/** A v128.const of four equal float32 lanes. */
+function f4(x: number): string {
+  return `v128.const f32x4 ${x} ${x} ${x} ${x}`;
+}
+
+/**
+ * The kernels, in the WAT subset of wasm_asm.ts, for rows of `nv` vectors (C <= 4·nv classes):
+ * each pixel's messages live in nv registers ($a0..), so nothing but the lattice goes through memory.
+ */
+function crfWat(nv: number): string {
+  const row = 16 * nv;
+  const regs = rep(nv, (i) => `(local $a${i} v128)`);
+  return String.raw`
+(module
+  (memory (export "memory") 1)
+
+  ;; PermutohedralLattice.blur: out = v + (left + right) / 2 along each of the d1 lattice axes,
+  ;; ping-ponging between cur and nxt; returns the buffer holding the result. nb: [d1, M, 2] byte
+  ;; offsets of each vertex's two neighbours (0: the zero row).
+  (func $blur (export "blur") (param $cur i32) (param $nxt i32) (param $nb i32) (param $M i32) (param $d1 i32) (result i32)
+    (local $j i32) (local $o i32) (local $end i32) (local $pa i32) (local $pb i32) (local $t i32) (local $half v128)
+    ${f4(0.5)} local.set $half
+    block $axes_done loop $axes
+      local.get $j local.get $d1 i32.ge_u br_if $axes_done
+      i32.const ${row} local.set $o
+      local.get $M i32.const 1 i32.add i32.const ${row} i32.mul local.set $end
+      block $verts_done loop $verts
+        local.get $o local.get $end i32.ge_u br_if $verts_done
+        local.get $nb i32.load local.get $cur i32.add local.set $pa
+        local.get $nb i32.load offset=4 local.get $cur i32.add local.set $pb
+        ${rep(nv, (i) => `local.get $nxt local.get $o i32.add
+        local.get $cur local.get $o i32.add v128.load offset=${16 * i}
+        local.get $pa v128.load offset=${16 * i} local.get $pb v128.load offset=${16 * i} f32x4.add local.get $half f32x4.mul
+        f32x4.add v128.store offset=${16 * i}`)}
+        local.get $nb i32.const 8 i32.add local.set $nb
+        local.get $o i32.const ${row} i32.add local.set $o
+        br $verts
+      end end
+      local.get $cur local.set $t local.get $nxt local.set $cur local.get $t local.set $nxt
+      local.get $j i32.const 1 i32.add local.set $j
+      br $axes
+    end end
+    local.get $cur)
+
+  ;; exp(x) for x <= 0 lane-wise, float32: x = k ln2 + r (Cody-Waite), degree-6 Taylor in r,
+  ;; 2^k from the exponent bits; below -87 (float32's smallest normal) it clamps, ~1e-38.
+  (func $exp (param $x v128) (result v128)
+    (local $k v128) (local $r v128)
+    local.get $x ${f4(-87)} f32x4.max local.tee $x
+    ${f4(Math.LOG2E)} f32x4.mul f32x4.nearest local.set $k
+    local.get $x local.get $k ${f4(0.693359375)} f32x4.mul f32x4.sub
+    local.get $k ${f4(-2.1219444005469057e-4)} f32x4.mul f32x4.sub local.set $r
+    local.get $r ${f4(1 / 720)} f32x4.mul ${f4(1 / 120)} f32x4.add
+    local.get $r f32x4.mul ${f4(1 / 24)} f32x4.add
+    local.get $r f32x4.mul ${f4(1 / 6)} f32x4.add
+    local.get $r f32x4.mul ${f4(0.5)} f32x4.add
+    local.get $r f32x4.mul ${f4(1)} f32x4.add
+    local.get $r f32x4.mul ${f4(1)} f32x4.add
+    local.get $k i32x4.trunc_sat_f32x4_s v128.const i32x4 127 127 127 127 i32x4.add i32.const 23 i32x4.shl
+    f32x4.mul)
+
+  ;; One mean-field pass over the N pixels (crf.ts meanField's loop body) for K kernels, each
+  ;; described by 32 bytes at kern: d1, offsets, weights, sliceScale, inScale (0: none), vert
+  ;; (the blurred buffer to slice), next (the buffer to splat into). Per pixel: a = Σ_k slice_k
+  ;; (when slice), Q_p = softmax(a - unary_p), then (when splat) Q_p splatted into each next.
+  (func $pass (export "pass") (param $N i32) (param $unary i32) (param $Q i32) (param $kern i32) (param $K i32) (param $slice i32) (param $splat i32)
+    (local $p i32) (local $desc i32) (local $kend i32) (local $off i32) (local $wt i32) (local $end i32) (local $base i32)
+    (local $s f32) (local $w v128) (local $mx v128) (local $sum v128)
+    ${regs}
+    local.get $kern local.get $K i32.const 5 i32.shl i32.add local.set $kend
+    block $pix_done loop $pix
+      local.get $p local.get $N i32.ge_u br_if $pix_done
+      ${rep(nv, (i) => `v128.const i32x4 0 0 0 0 local.set $a${i}`)}
+      local.get $slice if $sl
+        local.get $kern local.set $desc
+        block $ks_done loop $ks
+          local.get $desc local.get $kend i32.ge_u br_if $ks_done
+          local.get $desc i32.load local.get $p i32.mul i32.const 2 i32.shl local.tee $off
+          local.get $desc i32.load offset=8 i32.add local.set $wt
+          local.get $off local.get $desc i32.load offset=4 i32.add local.tee $off
+          local.get $desc i32.load i32.const 2 i32.shl i32.add local.set $end
+          local.get $desc i32.load offset=12 local.get $p i32.const 2 i32.shl i32.add f32.load local.set $s
+          block $rs_done loop $rs
+            local.get $off local.get $end i32.ge_u br_if $rs_done
+            local.get $wt f32.load local.get $s f32.mul f32x4.splat local.set $w
+            local.get $off i32.load local.get $desc i32.load offset=20 i32.add local.set $base
+            ${rep(nv, (i) => `local.get $a${i} local.get $base v128.load offset=${16 * i} local.get $w f32x4.mul f32x4.add local.set $a${i}`)}
+            local.get $off i32.const 4 i32.add local.set $off
+            local.get $wt i32.const 4 i32.add local.set $wt
+            br $rs
+          end end
+          local.get $desc i32.const 32 i32.add local.set $desc
+          br $ks
+        end end
+      end
+      ;; softmax(a - unary_p), max-subtracted; Q_p stored, and kept in the registers for the splat
+      local.get $p i32.const ${row} i32.mul local.tee $base local.get $unary i32.add local.set $off
+      ${rep(nv, (i) => `local.get $a${i} local.get $off v128.load offset=${16 * i} f32x4.sub local.set $a${i}`)}
+      local.get $a0 local.set $mx
+      ${rep(nv, (i) => `local.get $mx local.get $a${i} f32x4.max local.set $mx`)}
+      local.get $mx f32x4.extract_lane 0 local.get $mx f32x4.extract_lane 1 f32.max
+      local.get $mx f32x4.extract_lane 2 local.get $mx f32x4.extract_lane 3 f32.max f32.max f32x4.splat local.set $mx
+      v128.const i32x4 0 0 0 0 local.set $sum
+      ${rep(nv, (i) => `local.get $a${i} local.get $mx f32x4.sub call $exp local.tee $a${i} local.get $sum f32x4.add local.set $sum`)}
+      f32.const 1
+      local.get $sum f32x4.extract_lane 0 local.get $sum f32x4.extract_lane 1 f32.add
+      local.get $sum f32x4.extract_lane 2 local.get $sum f32x4.extract_lane 3 f32.add f32.add
+      f32.div f32x4.splat local.set $sum
+      local.get $base local.get $Q i32.add local.set $off
+      ${rep(nv, (i) => `local.get $off local.get $a${i} local.get $sum f32x4.mul local.tee $a${i} v128.store offset=${16 * i}`)}
+      local.get $splat if $sp
+        local.get $kern local.set $desc
+        block $kp_done loop $kp
+          local.get $desc local.get $kend i32.ge_u br_if $kp_done
+          local.get $desc i32.load local.get $p i32.mul i32.const 2 i32.shl local.tee $off
+          local.get $desc i32.load offset=8 i32.add local.set $wt
+          local.get $off local.get $desc i32.load offset=4 i32.add local.tee $off
+          local.get $desc i32.load i32.const 2 i32.shl i32.add local.set $end
+          f32.const 1 local.set $s
+          local.get $desc i32.load offset=16 if $has_in
+            local.get $desc i32.load offset=16 local.get $p i32.const 2 i32.shl i32.add f32.load local.set $s
+          end
+          block $rp_done loop $rp
+            local.get $off local.get $end i32.ge_u br_if $rp_done
+            local.get $wt f32.load local.get $s f32.mul f32x4.splat local.set $w
+            local.get $off i32.load local.get $desc i32.load offset=24 i32.add local.set $base
+            ${rep(nv, (i) => `local.get $base local.get $base v128.load offset=${16 * i} local.get $a${i} local.get $w f32x4.mul f32x4.add v128.store offset=${16 * i}`)}
+            local.get $off i32.const 4 i32.add local.set $off
+            local.get $wt i32.const 4 i32.add local.set $wt
+            br $rp
+          end end
+          local.get $desc i32.const 32 i32.add local.set $desc
+          br $kp
+        end end
+      end
+      local.get $p i32.const 1 i32.add local.set $p
+      br $pix
+    end end)
+)`;
+}
+
+/** The WebAssembly JS API this file uses (tsconfig's libs have no DOM, so no WebAssembly types). */
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object) => { exports: unknown };
+}
+const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+interface CrfExports {
+  memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  blur(cur: number, nxt: number, nb: number, M: number, d1: number): number;
+  pass(N: number, unary: number, Q: number, kern: number, K: number, slice: number, splat: number): void;
+}
+
+/** This thread's instance per row width (nv vectors), compiled on first use; null where WebAssembly SIMD is unavailable. */
+const instances = new Map<number, CrfExports | null>();
+
+function crfExports(nv: number): CrfExports | null {
+  let x = instances.get(nv);
+  if (x === undefined) {
+    const bytes = assemble(crfWat(nv));
+    x = WA.validate(bytes) ? (new WA.Instance(new WA.Module(bytes)).exports as CrfExports) : null;
+    instances.set(nv, x);
+  }
+  return x;
+}
+
+/** Whether the WebAssembly mean field can run here (Node 16.4+ has SIMD). */
+export function wasmMeanFieldAvailable(): boolean {
+  return crfExports(1) !== null;
+}
+
+/** One kernel of the mean field: its lattice, splat scale (or null) and slice scale (outScale · alpha · w). */
+export interface WasmMeanFieldKernel {
+  lattice: PermutohedralLattice;
+  inScale: Float32Array | null;
+  sliceScale: Float32Array;
+}
+
+/** Bump allocator over the module's memory, 16-byte aligned; grows the memory when needed. */
+function layout(sizes: number[]): number[] {
+  const at: number[] = [];
+  let end = 0;
+  for (const s of sizes) {
+    at.push(end);
+    end += Math.ceil(s / 16) * 16;
+  }
+  at.push(end);
+  return at;
+}
+
+/**
+ * Mean-field marginals Q [N, C] after T updates Q <- softmax(-U + Σ_k K̂_k Q) from Q = softmax(-U),
+ * as crf.ts meanField (each kernel's weight folded into its sliceScale). unary [N, C].
+ */
+export function meanFieldWasm(unary: Float32Array, N: number, C: number, T: number, kernels: WasmMeanFieldKernel[]): Float32Array {
+  const nv = Math.ceil(C / 4);
+  const x = crfExports(nv);
+  if (!x) throw new Error('meanFieldWasm: WebAssembly SIMD is not available');
+  const Cp = 4 * nv;
+  const row = Cp * 4;
+  const K = kernels.length;
+  // Regions: unary, Q, msg, descriptors, then per kernel offsets, weights, sliceScale, inScale, neighbours, 3 buffers.
+  const sizes = [N * row, N * row, 16, 32 * K];
+  for (const k of kernels) {
+    const d1 = k.lattice.d + 1;
+    const vb = (k.lattice.M + 1) * row;
+    sizes.push(N * d1 * 4, N * d1 * 4, N * 4, N * 4, d1 * k.lattice.M * 8, vb, vb, vb);
+  }
+  const at = layout(sizes);
+  const need = at[at.length - 1];
+  const have = x.memory.buffer.byteLength;
+  if (need > have) x.memory.grow(Math.ceil((need - have) / 65536));
+  const mem = x.memory.buffer;
+  const f32 = (ptr: number, n: number) => new Float32Array(mem, ptr, n);
+  const i32 = (ptr: number, n: number) => new Int32Array(mem, ptr, n);
+
+  const U = f32(at[0], N * Cp);
+  U.fill(1e30);
+  for (let p = 0; p < N; p++) U.set(unary.subarray(p * C, (p + 1) * C), p * Cp);
+  const desc = i32(at[3], 8 * K);
+  const bufs: number[][] = [];
+  kernels.forEach((k, ki) => {
+    const a = at.slice(4 + 8 * ki, 12 + 8 * ki);
+    const { lattice } = k;
+    const d1 = lattice.d + 1;
+    const off = i32(a[0], N * d1);
+    for (let i = 0; i < N * d1; i++) off[i] = lattice.offsets[i] * row;
+    f32(a[1], N * d1).set(lattice.weights);
+    f32(a[2], N).set(k.sliceScale);
+    if (k.inScale) f32(a[3], N).set(k.inScale);
+    const nb = i32(a[4], d1 * lattice.M * 2);
+    const src = lattice.blurNeighbours;
+    for (let i = 0; i < nb.length; i++) nb[i] = src[i] * row;
+    for (const b of a.slice(5, 8)) f32(b, (lattice.M + 1) * Cp).fill(0);
+    desc.set([d1, a[0], a[1], a[2], k.inScale ? a[3] : 0, 0, a[5], 0], 8 * ki);
+    bufs.push(a.slice(5, 8));
+  });
+  // Q = softmax(-U), splatted into each kernel's bufs[0].
+  x.pass(N, at[0], at[1], at[3], K, 0, T > 0 ? 1 : 0);
+  for (let it = 0; it < T; it++) {
+    const last = it === T - 1;
+    kernels.forEach((k, ki) => {
+      const [splatted, scratch, next] = bufs[ki];
+      const blurred = x.blur(splatted, scratch, at[4 + 8 * ki + 4], k.lattice.M, k.lattice.d + 1);
+      const other = blurred === splatted ? scratch : splatted;
+      if (!last) f32(next, (k.lattice.M + 1) * Cp).fill(0);
+      desc[8 * ki + 5] = blurred;
+      desc[8 * ki + 6] = next;
+      bufs[ki] = [next, blurred, other];
+    });
+    x.pass(N, at[0], at[1], at[3], K, 1, last ? 0 : 1);
+  }
+  const Qw = f32(at[1], N * Cp);
+  const Q = new Float32Array(N * C);
+  for (let p = 0; p < N; p++) Q.set(Qw.subarray(p * Cp, p * Cp + C), p * C);
+  return Q;
+}
