@@ -24,6 +24,35 @@ function f4(x: number): string {
 }
 
 /**
+ * WAT: for each kernel descriptor $desc (32 bytes from $kern: d1, offsets, weights, sliceScale,
+ * inScale or 0, vert, next) and each of pixel $p's d1 vertices in it: $w = the vertex weight times
+ * $s (set by `scale`), $base = the vertex row in the buffer whose pointer is at byte `buf` of the
+ * descriptor; then `body`. Labels get the suffix `id`.
+ */
+function eachVertex(id: string, scale: string, buf: number, body: string): string {
+  return `local.get $kern local.set $desc
+        block $k${id}_done loop $k${id}
+          local.get $desc local.get $kend i32.ge_u br_if $k${id}_done
+          local.get $desc i32.load local.get $p i32.mul i32.const 2 i32.shl local.tee $off
+          local.get $desc i32.load offset=8 i32.add local.set $wt
+          local.get $off local.get $desc i32.load offset=4 i32.add local.tee $off
+          local.get $desc i32.load i32.const 2 i32.shl i32.add local.set $end
+          ${scale}
+          block $r${id}_done loop $r${id}
+            local.get $off local.get $end i32.ge_u br_if $r${id}_done
+            local.get $wt f32.load local.get $s f32.mul f32x4.splat local.set $w
+            local.get $off i32.load local.get $desc i32.load offset=${buf} i32.add local.set $base
+            ${body}
+            local.get $off i32.const 4 i32.add local.set $off
+            local.get $wt i32.const 4 i32.add local.set $wt
+            br $r${id}
+          end end
+          local.get $desc i32.const 32 i32.add local.set $desc
+          br $k${id}
+        end end`;
+}
+
+/**
  * The kernels, in the WAT subset of wasm_asm.ts, for rows of `nv` vectors (C <= 4·nv classes):
  * each pixel's messages live in nv registers ($a0..), so nothing but the lattice goes through memory.
  */
@@ -80,8 +109,7 @@ function crfWat(nv: number): string {
     f32x4.mul)
 
   ;; One mean-field pass over the N pixels (crf.ts meanField's loop body) for K kernels, each
-  ;; described by 32 bytes at kern: d1, offsets, weights, sliceScale, inScale (0: none), vert
-  ;; (the blurred buffer to slice), next (the buffer to splat into). Per pixel: a = Σ_k slice_k
+  ;; described by 32 bytes at kern (eachVertex). Per pixel: a = Σ_k slice_k of its vert buffer
   ;; (when slice), Q_p = softmax(a - unary_p), then (when splat) Q_p splatted into each next.
   (func $pass (export "pass") (param $N i32) (param $unary i32) (param $Q i32) (param $kern i32) (param $K i32) (param $slice i32) (param $splat i32)
     (local $p i32) (local $desc i32) (local $kend i32) (local $off i32) (local $wt i32) (local $end i32) (local $base i32)
@@ -92,26 +120,8 @@ function crfWat(nv: number): string {
       local.get $p local.get $N i32.ge_u br_if $pix_done
       ${rep(nv, (i) => `v128.const i32x4 0 0 0 0 local.set $a${i}`)}
       local.get $slice if $sl
-        local.get $kern local.set $desc
-        block $ks_done loop $ks
-          local.get $desc local.get $kend i32.ge_u br_if $ks_done
-          local.get $desc i32.load local.get $p i32.mul i32.const 2 i32.shl local.tee $off
-          local.get $desc i32.load offset=8 i32.add local.set $wt
-          local.get $off local.get $desc i32.load offset=4 i32.add local.tee $off
-          local.get $desc i32.load i32.const 2 i32.shl i32.add local.set $end
-          local.get $desc i32.load offset=12 local.get $p i32.const 2 i32.shl i32.add f32.load local.set $s
-          block $rs_done loop $rs
-            local.get $off local.get $end i32.ge_u br_if $rs_done
-            local.get $wt f32.load local.get $s f32.mul f32x4.splat local.set $w
-            local.get $off i32.load local.get $desc i32.load offset=20 i32.add local.set $base
-            ${rep(nv, (i) => `local.get $a${i} local.get $base v128.load offset=${16 * i} local.get $w f32x4.mul f32x4.add local.set $a${i}`)}
-            local.get $off i32.const 4 i32.add local.set $off
-            local.get $wt i32.const 4 i32.add local.set $wt
-            br $rs
-          end end
-          local.get $desc i32.const 32 i32.add local.set $desc
-          br $ks
-        end end
+        ${eachVertex('s', 'local.get $desc i32.load offset=12 local.get $p i32.const 2 i32.shl i32.add f32.load local.set $s', 20,
+    rep(nv, (i) => `local.get $a${i} local.get $base v128.load offset=${16 * i} local.get $w f32x4.mul f32x4.add local.set $a${i}`))}
       end
       ;; softmax(a - unary_p), max-subtracted; Q_p stored, and kept in the registers for the splat
       local.get $p i32.const ${row} i32.mul local.tee $base local.get $unary i32.add local.set $off
@@ -129,29 +139,10 @@ function crfWat(nv: number): string {
       local.get $base local.get $Q i32.add local.set $off
       ${rep(nv, (i) => `local.get $off local.get $a${i} local.get $sum f32x4.mul local.tee $a${i} v128.store offset=${16 * i}`)}
       local.get $splat if $sp
-        local.get $kern local.set $desc
-        block $kp_done loop $kp
-          local.get $desc local.get $kend i32.ge_u br_if $kp_done
-          local.get $desc i32.load local.get $p i32.mul i32.const 2 i32.shl local.tee $off
-          local.get $desc i32.load offset=8 i32.add local.set $wt
-          local.get $off local.get $desc i32.load offset=4 i32.add local.tee $off
-          local.get $desc i32.load i32.const 2 i32.shl i32.add local.set $end
-          f32.const 1 local.set $s
+        ${eachVertex('p', `f32.const 1 local.set $s
           local.get $desc i32.load offset=16 if $has_in
             local.get $desc i32.load offset=16 local.get $p i32.const 2 i32.shl i32.add f32.load local.set $s
-          end
-          block $rp_done loop $rp
-            local.get $off local.get $end i32.ge_u br_if $rp_done
-            local.get $wt f32.load local.get $s f32.mul f32x4.splat local.set $w
-            local.get $off i32.load local.get $desc i32.load offset=24 i32.add local.set $base
-            ${rep(nv, (i) => `local.get $base local.get $base v128.load offset=${16 * i} local.get $a${i} local.get $w f32x4.mul f32x4.add v128.store offset=${16 * i}`)}
-            local.get $off i32.const 4 i32.add local.set $off
-            local.get $wt i32.const 4 i32.add local.set $wt
-            br $rp
-          end end
-          local.get $desc i32.const 32 i32.add local.set $desc
-          br $kp
-        end end
+          end`, 24, rep(nv, (i) => `local.get $base local.get $base v128.load offset=${16 * i} local.get $a${i} local.get $w f32x4.mul f32x4.add v128.store offset=${16 * i}`))}
       end
       local.get $p i32.const 1 i32.add local.set $p
       br $pix
