@@ -10,19 +10,34 @@
  *    recomputing the kernel on the fly instead of storing N² weights). The reference runs 10
  *    iterations at 40x30 and 80x60; at 160x120 it runs 1 and the time for 10 is extrapolated
  *    (printed as such): normalisers + 10 iterations = 11 O(N²) passes.
- * Section 1 also runs the previous, unfused mean field (ops/crf_unfused.ts) back to back with
- * each fused run and prints the median of the per-pair CPU-time ratios (before / after) and the
- * largest |Q_before - Q_after|.
+ * Section 1 also runs the JS mean field (`setCrfEngine('js')`, the reference) back to back with
+ * each run of the default WebAssembly one (ops/crf_wasm.ts) and prints the median of the per-pair
+ * CPU-time ratios (js / wasm) and the largest |Q_js - Q_wasm|. `npm run bench -- crf 3 js` times
+ * the JS engine alone (and against the unfused one, ops/crf_unfused.ts).
  * Single-threaded (one image on one core); the scene is synthetic (smooth regions + noise).
  * `CPU` is the process's user CPU time for the same call: on a shared, loaded machine wall time
  * includes waiting for a core, CPU time much less so.
  */
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { DEFAULT_CRF_OPTIONS, NormalizedGaussianFilter, bilateralFeatures, denseCrf, positionFeatures, unaryFromProbs } from '../ops/crf.js';
+import { DEFAULT_CRF_OPTIONS, NormalizedGaussianFilter, bilateralFeatures, denseCrf, positionFeatures, setCrfEngine, unaryFromProbs } from '../ops/crf.js';
 import { denseCrfUnfused } from '../ops/crf_unfused.js';
 
 const reps = Number(process.argv[2] ?? 3);
+/** 'wasm' (default): the wasm engine, compared with the JS one; 'js': the JS engine, compared with the unfused one. */
+const engine = process.argv[3] === 'js' ? 'js' : 'wasm';
+setCrfEngine(engine);
+
+/** The run `after` is compared with: the JS engine, or (engine js) the unfused mean field. */
+function reference(unary: Float32Array, image: Uint8Array, H: number, W: number, C: number): Float32Array {
+  if (engine === 'js') return denseCrfUnfused(unary, image, H, W, C);
+  setCrfEngine('js');
+  try {
+    return denseCrf(unary, image, H, W, C);
+  } finally {
+    setCrfEngine(engine);
+  }
+}
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -76,7 +91,7 @@ function timeLattice(H: number, W: number, C: number, n: number, compare = false
   let maxDiff = 0;
   for (let k = 0; k < n; k++) {
     let c0 = process.cpuUsage();
-    const before = compare ? denseCrfUnfused(unary, image, H, W, C) : null;
+    const before = compare ? reference(unary, image, H, W, C) : null;
     const cpuBefore = process.cpuUsage(c0).user / 1000;
     let t0 = performance.now();
     c0 = process.cpuUsage();
@@ -171,7 +186,7 @@ function bruteForce(unary: Float32Array, image: Uint8Array, H: number, W: number
 
 const fmt = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`);
 
-console.log(`dense CRF, ${DEFAULT_CRF_OPTIONS.iterations} mean-field iterations, gaussian sxy 3 / bilateral sxy 80 srgb 13; median of ${reps}, node ${process.version}`);
+console.log(`dense CRF (engine ${engine}), ${DEFAULT_CRF_OPTIONS.iterations} mean-field iterations, gaussian sxy 3 / bilateral sxy 80 srgb 13; median of ${reps}, node ${process.version}`);
 console.log(`${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 console.log('\n1. lattice, per image');
 for (const [W, H] of [
@@ -181,7 +196,7 @@ for (const [W, H] of [
   for (const C of [5, 21]) {
     const { total, cpu, build, ratio, spread, maxDiff } = timeLattice(H, W, C, reps, true);
     console.log(`  ${W}x${H}  C=${String(C).padEnd(2)}  total ${fmt(total).padStart(9)}   (lattice build ${fmt(build)}, iterations ${fmt(total - build)}; CPU ${fmt(cpu)})`);
-    console.log(`             before/after (unfused/fused CPU) ${ratio.toFixed(2)}x${spread}, max |dQ| ${maxDiff.toExponential(1)}`);
+    console.log(`             ${engine === 'js' ? 'unfused / fused JS' : 'js / wasm engine'} CPU ${ratio.toFixed(2)}x${spread}, max |dQ| ${maxDiff.toExponential(1)}`);
   }
 }
 

@@ -9,7 +9,7 @@
  * the real one). The first `n` ids are linked into a temp folder and `predictFolder` runs on them
  * with --threads 1 (the CRF on the main thread, as before the pool) and with every core, in that
  * order, then both again; it prints images/s of each run, the ratio of the summed times, and
- * whether the two wrote the same mask bytes. With BASE, the two sides are instead BASE's
+ * whether the two wrote the same mask bytes (if not, how many pixels differ in label). With BASE, the two sides are instead BASE's
  * predictFolder (its own checkout, e.g. `git worktree add` of main with node_modules linked) and
  * this one's, both on every core, in the order base, this, this, base, and the masks are compared
  * between them. The dev machine has 2 cores shared with other jobs: read the figures with the
@@ -18,6 +18,7 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import sharp from 'sharp';
 import { crfFromKeys } from '../ops/crf.js';
 import { initBackend } from '../pipeline/backend.js';
 import { defaultParams } from '../stages/params.js';
@@ -74,10 +75,19 @@ try {
     }
   }
   let same = true;
+  let [pixels, differ] = [0, 0];
   for (const f of await fs.readdir(path.join(tmp, 'out-0'))) {
-    same &&= Buffer.compare(await fs.readFile(path.join(tmp, 'out-0', f)), await fs.readFile(path.join(tmp, 'out-1', f))) === 0;
+    const [a, b] = [path.join(tmp, 'out-0', f), path.join(tmp, 'out-1', f)];
+    if (Buffer.compare(await fs.readFile(a), await fs.readFile(b)) === 0) continue;
+    same = false;
+    // Palette PNGs: equal colours are equal labels.
+    const [ra, rb] = [await sharp(a).raw().toBuffer({ resolveWithObject: true }), await sharp(b).raw().toBuffer()];
+    const ch = ra.info.channels;
+    for (let i = 0; i < rb.length; i += ch) differ += rb.subarray(i, i + ch).equals(ra.data.subarray(i, i + ch)) ? 0 : 1;
+    pixels += rb.length / ch;
   }
-  console.log(`${sides[1][0]} / ${sides[0][0]}: ${(seconds[0] / seconds[1]).toFixed(2)}x the rate; same mask bytes: ${same}; load average now ${load()}`);
+  const labels = same ? '' : ` (${differ} of the differing masks' ${pixels} pixels have another label)`;
+  console.log(`${sides[1][0]} / ${sides[0][0]}: ${(seconds[0] / seconds[1]).toFixed(2)}x the rate; same mask bytes: ${same}${labels}; load average now ${load()}`);
 } finally {
   await fs.rm(tmp, { recursive: true, force: true });
 }
