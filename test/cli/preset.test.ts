@@ -58,13 +58,14 @@ beforeEach(async () => {
 afterEach(() => fs.rm(tmp, { recursive: true, force: true }));
 
 /** Values of the photos preset changed after it replaced the array, each on the cv protocol (presets/photos.yaml says why). */
-const DECIDED_SINCE = ['segment.contrast=none'];
+const DECIDED_SINCE = ['segment.contrast=none', 'refine.ignore=none'];
 
 describe('presets', () => {
   it('photos gives exactly the values of the old MSRC-v2 --set array, with the decisions made since', async () => {
     expect(OLD_MSRC_SETS).toHaveLength(33);
     const sets = await presetOverrides('photos', defaultParams());
-    expect(sets.map((s) => s.split('=')[0]).sort()).toEqual(OLD_MSRC_SETS.map((s) => s.split('=')[0]).sort());
+    const key = (s: string) => s.split('=')[0];
+    expect(sets.map(key).sort()).toEqual([...new Set([...OLD_MSRC_SETS, ...DECIDED_SINCE].map(key))].sort());
 
     const fromArray = await loadParams(path.join(await createWorkspace(path.join(tmp, 'a'), [...OLD_MSRC_SETS, ...DECIDED_SINCE]), 'params.yaml'));
     const fromPreset = await loadParams(path.join(await createWorkspace(path.join(tmp, 'b'), [], 'photos'), 'params.yaml'));
@@ -77,7 +78,8 @@ describe('presets', () => {
     // control: the old array alone differs from the preset exactly in the decided values
     const oldArray = await loadParams(path.join(await createWorkspace(path.join(tmp, 'e'), OLD_MSRC_SETS), 'params.yaml'));
     expect(getParam(oldArray, 'segment.contrast')).toBe('reco');
-    expect({ ...oldArray, segment: { ...oldArray.segment, contrast: 'none' } }).toEqual(fromPreset);
+    expect(getParam(oldArray, 'refine.ignore')).toBe('either');
+    expect({ ...oldArray, refine: { ...oldArray.refine, ignore: 'none' }, segment: { ...oldArray.segment, contrast: 'none' } }).toEqual(fromPreset);
     // the workspace's params.yaml keeps its comments and says where its values came from
     const text = await fs.readFile(path.join(tmp, 'b', 'params.yaml'), 'utf8');
     expect(text.startsWith('# tagseg workspace --preset photos')).toBe(true);
