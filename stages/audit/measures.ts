@@ -93,10 +93,39 @@ export function strongEdges(magnitude: Float32Array, quantile: number, floor: nu
   const n = magnitude.length;
   const out = new Uint8Array(n);
   if (n === 0) return out;
-  const sorted = Float32Array.from(magnitude).sort();
-  const t = Math.max(sorted[Math.min(n - 1, Math.floor(quantile * n))], floor);
+  const t = Math.max(kthSmallest(magnitude, Math.min(n - 1, Math.floor(quantile * n))), floor);
   for (let i = 0; i < n; i++) out[i] = magnitude[i] >= t && magnitude[i] > floor ? 1 : 0;
   return out;
+}
+
+/**
+ * The k-th smallest of `values` (0-based), the value sorting would put at k, by quickselect on a
+ * copy (Hoare partition: runs of equal values, as in flat images, split evenly): O(n) expected,
+ * where the sort it replaces was a fifth of the audit's per-image time. NaN-free input.
+ */
+export function kthSmallest(values: Float32Array, k: number): number {
+  const a = Float32Array.from(values);
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1];
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) {
+        const x = a[i];
+        a[i++] = a[j];
+        a[j--] = x;
+      }
+    }
+    // Now a[lo..j] <= pivot <= a[i..hi], and everything between j and i equals the pivot.
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
+  }
+  return a[k];
 }
 
 /** Square (Chebyshev) dilation of a 0/1 map by `r` pixels: 1 wherever a 1 lies within r in x and y. */

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { type AuditSettings, auditImage } from '../../stages/audit/image.js';
 import {
-  boundaryAlignment, classOverlap, components, dilate, iouOf, labelCounts, pixelAgreement, sobelMagnitude, strongEdges,
+  boundaryAlignment, classOverlap, components, dilate, iouOf, kthSmallest, labelCounts, pixelAgreement, sobelMagnitude, strongEdges,
 } from '../../stages/audit/measures.js';
 import { SUSPICION_TERMS, suspicionScore, suspicionTerms } from '../../stages/audit/suspicion.js';
 import { type MeasureRecord, decodeRecord, encodeRecord, toCsv } from '../../stages/audit/columns.js';
@@ -40,6 +40,20 @@ describe('audit measures', () => {
     // grey 100 (all channels equal: luminance weights sum to 1); columns 1 and 2 see the step.
     expect(Array.from(g.slice(0, 4)).map((v) => Math.round(v))).toEqual([0, 400, 400, 0]);
     expect(Math.max(...sobelMagnitude(new Uint8Array(H * W * 3).fill(7), H, W))).toBe(0);
+  });
+
+  it('kthSmallest is the value sorting puts at k, also with long runs of ties (quickselect vs sort)', () => {
+    let seed = 3;
+    const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
+    for (const [n, levels] of [[1, 5], [2, 2], [37, 1], [1000, 3], [5000, 1000], [4096, 0]] as const) {
+      const v = Float32Array.from({ length: n }, () => (levels === 0 ? rnd() : Math.floor(rnd() * levels)));
+      const sorted = Float32Array.from(v).sort();
+      for (const k of [0, n >> 2, n >> 1, n - 1]) expect(kthSmallest(v, k)).toBe(sorted[k]);
+    }
+    // control: the k-th is not just any element (so the check can fail)
+    const w = Float32Array.from([5, 1, 4, 2, 3]);
+    expect(kthSmallest(w, 1)).toBe(2);
+    expect(kthSmallest(w, 1)).not.toBe(w[1]);
   });
 
   it('strongEdges keeps the top quantile above the floor; a flat image has none', () => {
