@@ -20,14 +20,20 @@ async function probe(dir: string, what: string): Promise<void> {
   }
 }
 
-/** Bytes under `p` (0 when it does not exist). */
-async function sizeOf(p: string): Promise<number> {
+/** Bytes under `p` (0 when it does not exist, or for what vanishes while it is walked). */
+export async function sizeOf(p: string): Promise<number> {
   const st = await fs.lstat(p).catch(() => null);
   if (!st) return 0;
   if (!st.isDirectory()) return st.size;
   let n = 0;
-  // streamed, not readdir'd: an output folder may hold the report's 60k overlays
-  for await (const e of await fs.opendir(p)) n += await sizeOf(path.join(p, e.name));
+  try {
+    // streamed, not readdir'd: an output folder may hold the report's 60k overlays
+    for await (const e of await fs.opendir(p)) n += await sizeOf(path.join(p, e.name));
+  } catch (err) {
+    // A parallel shard may commit (rename) or remove its staging folder under this one while it
+    // is sized: what is gone takes no room.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
   return n;
 }
 
