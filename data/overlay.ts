@@ -61,14 +61,6 @@ export function overlayRgb(pixels: Uint8Array, labels: Uint8Array, H: number, W:
 /** The heat ramp's stops for values 0, 1/3, 2/3, 1: dark blue -> cyan -> yellow -> red (a perceptually ordered ramp). */
 const HEAT_STOPS: readonly (readonly [number, number, number])[] = [[20, 30, 140], [0, 200, 230], [250, 230, 40], [220, 20, 20]];
 
-/** Channel j of the colour of a heat value v in [0, 1], linear between the stops; no allocation per pixel. */
-function heatChannel(v: number, j: number): number {
-  const x = Math.min(1, Math.max(0, v)) * (HEAT_STOPS.length - 1);
-  const i = Math.min(HEAT_STOPS.length - 2, Math.floor(x));
-  const t = x - i;
-  return HEAT_STOPS[i][j] + (HEAT_STOPS[i + 1][j] - HEAT_STOPS[i][j]) * t;
-}
-
 /**
  * RGB [H, W, 3] of one class's CAM `map` [H, W] over the darkened image: the map divided by its
  * maximum (CAMs are compared within a class, not across), blended in proportion to its value so
@@ -82,7 +74,13 @@ export function heatmapRgb(pixels: Uint8Array, map: Float32Array, H: number, W: 
   for (let p = 0; p < H * W; p++) {
     const v = max > 0 ? Math.max(0, map[p]) / max : 0;
     const a = 0.25 + 0.5 * v;
-    for (let j = 0; j < 3; j++) out[3 * p + j] = 0.8 * pixels[3 * p + j] * (1 - a) + heatChannel(v, j) * a;
+    // The heat colour: linear between the two stops around v (no allocation per pixel).
+    const x = Math.min(1, Math.max(0, v)) * (HEAT_STOPS.length - 1);
+    const i = Math.min(HEAT_STOPS.length - 2, Math.floor(x));
+    const t = x - i;
+    const lo = HEAT_STOPS[i];
+    const hi = HEAT_STOPS[i + 1];
+    for (let j = 0; j < 3; j++) out[3 * p + j] = 0.8 * pixels[3 * p + j] * (1 - a) + (lo[j] + (hi[j] - lo[j]) * t) * a;
   }
   return out;
 }
