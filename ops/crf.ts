@@ -33,6 +33,8 @@
  *
  * Filtering uses the permutohedral lattice (d = 2 for the Gaussian kernel, d = 5 for the bilateral
  * one), built once per kernel and reused for every class and iteration: O(N·C·d) per iteration.
+ * The mean field itself runs in WebAssembly SIMD (ops/crf_wasm.ts) by default; the JS loops below
+ * are the reference engine it is tested against (`setCrfEngine('js')`).
  */
 import { meanFieldWasm, wasmMeanFieldAvailable } from './crf_wasm.js';
 import { PermutohedralLattice } from './permutohedral.js';
