@@ -78,10 +78,11 @@ try {
   let [pixels, differ] = [0, 0];
   for (const f of await fs.readdir(path.join(tmp, 'out-0'))) {
     const [a, b] = [path.join(tmp, 'out-0', f), path.join(tmp, 'out-1', f)];
-    if (Buffer.compare(await fs.readFile(a), await fs.readFile(b)) === 0) continue;
+    const [ba, bb] = [await fs.readFile(a), await fs.readFile(b)];
+    if (Buffer.compare(ba, bb) === 0) continue;
     same = false;
     // Pixel values are class indices (the palette may differ between checkouts).
-    const [ia, ib] = [decodeIndexedPng(await fs.readFile(a), a).data, decodeIndexedPng(await fs.readFile(b), b).data];
+    const [ia, ib] = [decodeIndexedPng(ba, a).data, decodeIndexedPng(bb, b).data];
     for (let i = 0; i < ia.length; i++) differ += ia[i] !== ib[i] ? 1 : 0;
     pixels += ia.length;
   }

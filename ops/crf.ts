@@ -36,7 +36,7 @@
  * The mean field itself runs in WebAssembly SIMD (ops/crf_wasm.ts) by default; the JS loops below
  * are the reference engine it is tested against (`setCrfEngine('js')`).
  */
-import { meanFieldWasm, wasmMeanFieldAvailable } from './crf_wasm.js';
+import { meanFieldWasm } from './crf_wasm.js';
 import { PermutohedralLattice } from './permutohedral.js';
 
 /** Smoothness kernel on position: exp(-|Δp|² / 2 sxy²), weight `compat`. */
@@ -522,7 +522,8 @@ export function denseCrf(
 
   // Messages Σ_k w_k K̂_k Q are the negated Potts energy up to a per-pixel constant.
   const scaled = kernels.map((k) => scaledKernel(k.filter, k.w));
-  if (kernels.length > 0 && crfEngine === 'wasm' && wasmMeanFieldAvailable()) return meanFieldWasm(unary, N, C, o.iterations, scaled);
+  const wasm = kernels.length > 0 && crfEngine === 'wasm' ? meanFieldWasm(unary, N, C, o.iterations, scaled) : null;
+  if (wasm) return wasm;
   const Q = new Float32Array(N * C);
   softmaxNegUnary(unary, N, C, Q);
   if (kernels.length === 0) return Q;

@@ -179,11 +179,6 @@ function crfExports(nv: number): CrfExports | null {
   return x;
 }
 
-/** Whether the WebAssembly mean field can run here (Node 16.4+ has SIMD). */
-export function wasmMeanFieldAvailable(): boolean {
-  return crfExports(1) !== null;
-}
-
 /** One kernel of the mean field: its lattice, splat scale (or null) and slice scale (outScale · alpha · w). */
 export interface WasmMeanFieldKernel {
   lattice: PermutohedralLattice;
@@ -236,12 +231,13 @@ function copyKernel(x: CrfExports, k: WasmMeanFieldKernel, a: number[], N: numbe
 
 /**
  * Mean-field marginals Q [N, C] after T updates Q <- softmax(-U + Σ_k K̂_k Q) from Q = softmax(-U),
- * as crf.ts meanField (each kernel's weight folded into its sliceScale). unary [N, C].
+ * as crf.ts meanField (each kernel's weight folded into its sliceScale). unary [N, C]. null where
+ * WebAssembly SIMD is unavailable (Node 16.4+ has it): the caller runs the JS mean field.
  */
-export function meanFieldWasm(unary: Float32Array, N: number, C: number, T: number, kernels: WasmMeanFieldKernel[]): Float32Array {
+export function meanFieldWasm(unary: Float32Array, N: number, C: number, T: number, kernels: WasmMeanFieldKernel[]): Float32Array | null {
   const nv = Math.ceil(C / 4);
   const x = crfExports(nv);
-  if (!x) throw new Error('meanFieldWasm: WebAssembly SIMD is not available');
+  if (!x) return null;
   const Cp = 4 * nv;
   const row = Cp * 4;
   const K = kernels.length;

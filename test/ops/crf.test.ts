@@ -382,6 +382,8 @@ describe('denseCrf behaviour', () => {
   });
 });
 
+const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+
 for (const engine of ['js', 'wasm'] as const) describe(`fused mean field (ops/crf.ts, engine ${engine}) vs the previous, unfused one (ops/crf_unfused.ts)`, () => {
   beforeEach(() => {
     setCrfEngine(engine);
@@ -389,7 +391,6 @@ for (const engine of ['js', 'wasm'] as const) describe(`fused mean field (ops/cr
   afterEach(() => {
     setCrfEngine('wasm');
   });
-  const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
   const cases: [string, number, DenseCrfOptionsInput][] = [
     ['psa defaults, C 5', 5, {}],
     ['irnLabel preset, C 2', 2, CRF_PRESETS.irnLabel],
@@ -422,7 +423,6 @@ for (const engine of ['js', 'wasm'] as const) describe(`fused mean field (ops/cr
 });
 
 describe('the WebAssembly mean field (ops/crf_wasm.ts) vs the JS one', () => {
-  const maxAbsDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
   const run = (engine: 'js' | 'wasm', U: Float32Array, image: Uint8Array, H: number, W: number, C: number, opts: DenseCrfOptionsInput) => {
     const previous = setCrfEngine(engine);
     try {
