@@ -6,6 +6,7 @@
  * cam: cams.arrow) and the original image decoded from dataset.arrow's image_path (refine.ts):
  * 1. scores at the original size, background by a constant or (1 - max)^power, argmax over the
  *    tags without a background class (labels.ts);
+ *    then refine.above's part order (order.ts: 'upper/lower' classes swap where the upper lies lower);
  * 2. dense CRF on the original RGB (ops/crf.ts: permutohedral lattice, Gaussian + bilateral, Potts,
  *    mean field; PSA's crf_inference with IRN's bilateral kernel, sxy 50 srgb 5, by default);
  * 3. ignore (255) where the ignore rule says the label is unsure (confidence.ts);
@@ -40,6 +41,7 @@ import type { Stage } from '../../pipeline/stage.js';
 import { decodeFloat16, decodeFloat32 } from '../../maps/f16.js';
 import { ChainScorer, type ChainTable, type MapStep, stepScores, type StepScores } from './evaluate.js';
 import { PngExport } from '../../data/mask_png.js';
+import { resolveAbove } from './order.js';
 import { RefinePool } from './pool.js';
 import type { RefinedImage, RefineSettings } from './refine.js';
 import { classPixelCounts, imageFlags } from './sanity.js';
@@ -153,7 +155,7 @@ export async function runRefine(o: RunRefineOptions): Promise<RefineRunResult> {
   const rp = o.params.refine;
   const maps = await openMapTables(o.path, rp.source);
   const dataset = await readDataset(o.path, o.params.dataset.root);
-  const settings = refineSettings(rp, maps.background);
+  const settings = refineSettings(rp, maps);
   const shards = shardsToRun(rp.shards, o.shard, 'refine.shards');
   const meta = { stage: 'refine', paramsHash: paramsHash(o.params, PARAMS), classes: maps.classes, extra: settings.extra as unknown as Record<string, unknown> };
   const outputs = await openOutputs(o.path, rp.shards, shards, meta, maps.background);
@@ -194,7 +196,7 @@ export async function* refineImages(o: { params: Params; path(rel: string): stri
   const rp = o.params.refine;
   const maps = await openMapTables(o.path, rp.source, false);
   const dataset = await readDataset(o.path, o.params.dataset.root);
-  const settings = refineSettings(rp, maps.background).refine;
+  const settings = refineSettings(rp, maps).refine;
   const pool = new RefinePool(rp.concurrency);
   const work = (z: Zipped) => refineImage(z, { maps, dataset, split: o.params.dataset.train_split, source: rp.source, pool, settings });
   async function* wanted(): AsyncGenerator<Zipped> {
@@ -256,17 +258,20 @@ async function readDataset(at: (rel: string) => string, datasetRoot: string): Pr
 }
 
 /** refine's params as the pool takes them, as the result reports them, and as the table's metadata records them. */
-function refineSettings(rp: Params['refine'], background: number | null): { refine: RefineSettings; reported: RefineRunResult['settings']; extra: RefineExtra } {
+function refineSettings(rp: Params['refine'], maps: Pick<MapTables, 'classes' | 'background'>): { refine: RefineSettings; reported: RefineRunResult['settings']; extra: RefineExtra } {
+  const { background } = maps;
   const refine: RefineSettings = {
     bg: { background, mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
     crf: crfFromKeys(rp.crf),
     ignore: { rule: rp.ignore, margin: rp.ignore_margin },
+    above: resolveAbove(rp.above, maps.classes, background),
   };
   const crf = refine.crf;
   const reported: RefineRunResult['settings'] = {
     bg: background === null ? null : { mode: rp.bg, threshold: rp.bg_threshold, power: rp.bg_power },
     crf: { iterations: crf.iterations, gaussian: { ...crf.gaussian! }, bilateral: { ...crf.bilateral! }, normalization: 'symmetric' },
     ignore: { rule: rp.ignore, margin: rp.ignore_margin },
+    above: rp.above,
     mostly_ignore: rp.mostly_ignore,
   };
   return { refine, reported, extra: { background, source: rp.source, maps: SOURCE_MAPS[rp.source], ...reported } };

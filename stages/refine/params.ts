@@ -28,6 +28,11 @@ export const refineParams = z.strictObject({
     "pixels set to 255: margin (top-two posterior margin < ignore_margin) | disagree (CRF label != the maps' label) | either | none",
   ),
   ignore_margin: key(z.number().min(0).max(1), 0.1, 'minimum top1 - top2 posterior margin kept by margin / either'),
+  above: key(
+    z.array(z.string().regex(/^[^/]+\/[^/]+$/, "an 'upper/lower' pair of class names, e.g. face/body")),
+    [],
+    "'upper/lower' class pairs that tags cannot separate (tagged together): where an image's labels put the upper class's pixels lower (mean row), the two swap (MSRC-v2: face/body)",
+  ),
   mostly_ignore: key(z.number().min(0).max(1), 0.5, "flag an image 'mostly_ignore' when more than this fraction of it is ignore"),
   concurrency: key(z.number().int().min(1), 4, 'images decoded and refined at once; CRFs run in min(this, cores) worker threads'),
   shards: shardsKey('refine', artifact('pseudoMasks')),

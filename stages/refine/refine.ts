@@ -7,12 +7,15 @@ import { type DenseCrfOptions, denseCrf, unaryFromProbs } from '../../ops/crf.js
 import { TagsegError } from '../../pipeline/errors.js';
 import { decide, type IgnoreRule } from './confidence.js';
 import { argmaxChannels, type BgRule, channelsToClasses, classScores } from './labels.js';
+import { type AbovePair, orderClasses } from './order.js';
 
 export interface RefineSettings {
   bg: BgRule;
   /** `iterations: 0` = no CRF (the posterior is then the normalised scores). */
   crf: DenseCrfOptions;
   ignore: IgnoreRule;
+  /** Part-order pairs (order.ts): classes swapped where the maps' argmax puts the upper one lower. */
+  above: AbovePair[];
 }
 
 export interface RefineInput {
@@ -58,6 +61,7 @@ export function refineImage(x: RefineInput, s: RefineSettings): RefinedImage {
     return { mask: none, confidence: new Uint8Array(N), before: none, crf: none, ignored: N, meanMargin: 0, crfSeconds: 0 };
   }
   const beforeCh = argmaxChannels(sc.scores, N, K);
+  const classes = orderClasses(beforeCh, W, sc.classes, s.above);
   let q: Float32Array;
   let crfSeconds = 0;
   if (K > 1 && s.crf.iterations > 0) {
@@ -69,10 +73,10 @@ export function refineImage(x: RefineInput, s: RefineSettings): RefinedImage {
   }
   const d = decide(q, N, K, beforeCh, s.ignore);
   return {
-    mask: channelsToClasses(d.channel, sc.classes),
+    mask: channelsToClasses(d.channel, classes),
     confidence: d.confidence,
-    before: channelsToClasses(beforeCh, sc.classes),
-    crf: channelsToClasses(argmaxChannels(q, N, K), sc.classes),
+    before: channelsToClasses(beforeCh, classes),
+    crf: channelsToClasses(argmaxChannels(q, N, K), classes),
     ignored: d.ignored,
     meanMargin: d.meanMargin,
     crfSeconds,

@@ -5,7 +5,7 @@
  * palette PNGs of the same masks go to outputs/pseudo_masks/<id>.png (export.ts).
  *
  * Metadata `extra` (RefineExtra): background, source (which maps were refined), the bg rule, the
- * CRF settings, the ignore rule.
+ * CRF settings, the ignore rule, the part-order pairs.
  */
 import { artifact } from '../../pipeline/artifacts.js';
 import type { ColumnSpec } from '../../pipeline/arrow.js';
@@ -53,5 +53,7 @@ export interface RefineExtra {
     normalization: 'symmetric';
   };
   ignore: { rule: string; margin: number };
+  /** refine.above's 'upper/lower' pairs, as given. */
+  above: string[];
   mostly_ignore: number;
 }

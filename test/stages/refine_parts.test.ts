@@ -197,6 +197,7 @@ describe('refineImage', () => {
     bg: { background: 0, mode: 'threshold', threshold: 0.3, power: 1 },
     crf: { ...DEFAULT_CRF_OPTIONS, gaussian: { sxy: 3, compat: 3 }, bilateral: { sxy: 10, srgb: 13, compat: 10 } },
     ignore: { rule: 'none', margin: 0 },
+    above: [],
     ...o,
   });
   const acc = (m: Uint8Array) => m.reduce((n, v, i) => n + (v === gt[i] ? 1 : 0), 0) / m.length;

@@ -11,6 +11,7 @@ const settings: RefineSettings = {
   bg: { background: 0, mode: 'threshold', threshold: 0.25, power: 16 },
   crf: { iterations: 5, gaussian: { sxy: 3, compat: 3 }, bilateral: { sxy: 20, srgb: 10, compat: 10 }, normalization: 'symmetric' },
   ignore: { rule: 'either', margin: 0.1 },
+  above: [],
 };
 
 /** A 24 x 32 image, left half dark and right half bright, and stride-4 maps of two tags leaning the same way. */
