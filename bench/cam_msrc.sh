@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CAM stage on MSRC-v2 (train split tags; test tags scored as held-out): mobilenet (pretrained) and/or resnet (scratch).
 #   bash bench/cam_msrc.sh [mobilenet|resnet|both] [extra --set args...]
-# Workspace: runs/msrc-bench, made with --preset photos (reused: ingest is skipped the second time).
+# Workspace: runs/msrc-bench, made with --preset msrc-v2 (reused: ingest is skipped the second time).
 # Prints metrics/cam.json and peak RSS.
 set -euo pipefail
 which=${1:-both}; shift || true
@@ -9,8 +9,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # The pretrained MobileNet (cam.pretrained) from the shared models folder, never downloaded.
 export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 ws=${WS:-$here/runs/msrc-bench}
-[ -f "$ws/params.yaml" ] || node "$here/bin/tagseg.js" workspace "$ws" --preset photos --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" >/dev/null
-grep -q '^# tagseg workspace --preset photos' "$ws/params.yaml" || { echo "$ws was not made with --preset photos: delete it (or set WS)" >&2; exit 1; }
+[ -f "$ws/params.yaml" ] || node "$here/bin/tagseg.js" workspace "$ws" --preset msrc-v2 --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" >/dev/null
+grep -q '^# tagseg workspace --preset msrc-v2' "$ws/params.yaml" || { echo "$ws was not made with --preset msrc-v2: delete it (or set WS)" >&2; exit 1; }
 cd "$ws"
 node bin/tagseg.js -q repro ingest >/dev/null
 run() {

@@ -2,7 +2,7 @@
 # The whole pipeline on MSRC-v2 from scratch, stage by stage: wall time and peak RSS of each, total, and the chain table.
 #   npm run bench -- pipeline_msrc [extra --set args...]
 # Fresh workspace WS (default /tmp/tagseg-pipeline-msrc, deleted first) with the MSRC-v2 recipe
-# (presets/photos.yaml) plus your --set args;
+# (presets/msrc-v2.yaml: photos + face above body) plus your --set args;
 # then `tagseg repro <stage>` for every dvc.yaml stage in order (synth skipped: MSRC has its own
 # images), each under /usr/bin/time. Target: < 60 minutes on the 2-core dev machine.
 set -euo pipefail
@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 ws=${WS:-/tmp/tagseg-pipeline-msrc}
 rm -rf "$ws"
-node "$here/bin/tagseg.js" workspace "$ws" --preset photos --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" "$@" >/dev/null
+node "$here/bin/tagseg.js" workspace "$ws" --preset msrc-v2 --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" "$@" >/dev/null
 cd "$ws"
 stages=$(node -e "const y=require('yaml'); const d=y.parse(require('fs').readFileSync('dvc.yaml','utf8')); console.log(Object.keys(d.stages).filter((s) => s !== 'synth').join(' '))")
 report=$(mktemp)

@@ -12,11 +12,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 export TAGSEG_MODELS_DIR=${TAGSEG_MODELS_DIR:-$here/../shared/models}
 src=${SRC:-$here/runs/msrc-bench}
 ws=${WS:-/tmp/tagseg-segment-msrc}
-# The MSRC-v2 recipe (presets/photos.yaml): WS is made with it, so its segment keys apply to these runs.
+# The MSRC-v2 recipe (presets/msrc-v2.yaml: photos + face above body): WS is made with it, so its segment keys apply to these runs.
 if [ ! -f "$ws/params.yaml" ]; then
-  node "$here/bin/tagseg.js" workspace "$ws" --preset photos --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" >/dev/null
+  node "$here/bin/tagseg.js" workspace "$ws" --preset msrc-v2 --set dataset.root="$(cd "$here/../shared/datasets/msrc-v2" && pwd)" >/dev/null
 fi
-grep -q '^# tagseg workspace --preset photos' "$ws/params.yaml" || { echo "$ws was not made with --preset photos: delete it (or set WS)" >&2; exit 1; }
+grep -q '^# tagseg workspace --preset msrc-v2' "$ws/params.yaml" || { echo "$ws was not made with --preset msrc-v2: delete it (or set WS)" >&2; exit 1; }
 mkdir -p "$ws/cache" "$ws/models" "$ws/metrics"
 for f in dataset.arrow images.arrow pseudo_masks.arrow; do
   if [ -f "$src/cache/$f" ]; then cp -u "$src/cache/$f" "$ws/cache/$f"; elif [ "$f" != pseudo_masks.arrow ] || [ "$which" != oracle ]; then echo "missing $src/cache/$f" >&2; exit 1; fi

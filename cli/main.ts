@@ -202,7 +202,7 @@ program
   .command('workspace')
   .description('create a project directory for another dataset or experiment: own params.yaml, dvc.yaml, cache/; code linked to this repo')
   .argument('<dir>', 'new directory, e.g. runs/msrc')
-  .option('--preset <name|file>', 'start params.yaml from a preset: a name in presets/ (photos: real photos, pretrained MobileNet) or a YAML file')
+  .option('--preset <name|file>', 'start params.yaml from a preset: a name in presets/ (photos: real photos, pretrained MobileNet; msrc-v2: photos + its class priors) or a YAML file')
   .option('--set <key=value>', 'params.yaml override, wins over the preset (repeatable), e.g. --set dataset.root=/data/my-photos', collect, [])
   .action(async (dir: string, o: { set: string[]; preset?: string }) => {
     const { createWorkspace } = await import('./workspace.js');

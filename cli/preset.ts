@@ -1,7 +1,9 @@
 /**
  * Presets: a params file holding only the keys it changes (presets/<name>.yaml, or any YAML
- * file), applied to a workspace's params.yaml as a base under the user's --set overrides, like
- * mmseg's `_base_`. It is validated against the params schema first, errors naming the preset.
+ * file), applied to a workspace's params.yaml as a base under the user's --set overrides. A
+ * preset may start from another (`_base_: photos`, or a path relative to it), as mmseg's configs
+ * do: the base's keys first, its own win. It is validated against the params schema first, errors
+ * naming the preset.
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -37,6 +39,19 @@ async function readPreset(spec: string): Promise<{ file: string; data: Record<st
   return { file, data };
 }
 
+/** `spec` with its `_base_` chain merged under it; `seen`: the files that led here (a cycle is an error). */
+async function resolvePreset(spec: string, seen: readonly string[] = []): Promise<{ file: string; data: Record<string, unknown> }> {
+  const { file, data } = await readPreset(spec);
+  if (seen.includes(file)) throw new TagsegError(`_base_ makes a cycle: ${[...seen, file].join(' -> ')}`, { file });
+  const { _base_: base, ...own } = data;
+  if (base === undefined) return { file, data: own };
+  if (typeof base !== 'string' || base === '') throw new TagsegError('_base_ must be one preset: a name in presets/ or a path relative to this file', { file });
+  const parent = await resolvePreset(/[/\\]|\.ya?ml$/i.test(base) ? path.resolve(path.dirname(file), base) : base, [...seen, file]);
+  const merged = structuredClone(parent.data);
+  for (const [keyPath, value] of leaves(own)) setIn(merged, keyPath, value);
+  return { file, data: merged };
+}
+
 /** Every leaf of a nested mapping as [dotted path, value]; lists are leaves. */
 function leaves(data: Record<string, unknown>, prefix: string[] = []): [string[], unknown][] {
   return Object.entries(data).flatMap(([k, v]) => (isPlainObject(v) && Object.keys(v).length ? leaves(v, [...prefix, k]) : [[[...prefix, k], v]]));
@@ -47,7 +62,7 @@ function leaves(data: Record<string, unknown>, prefix: string[] = []): [string[]
  * after checking that `base` (a parsed params.yaml) with the preset applied is valid params.
  */
 export async function presetOverrides(spec: string, base: unknown): Promise<string[]> {
-  const { file, data } = await readPreset(spec);
+  const { file, data } = await resolvePreset(spec);
   const merged = structuredClone(isPlainObject(base) ? base : {});
   const entries = leaves(data);
   for (const [keyPath, value] of entries) setIn(merged, keyPath, value);

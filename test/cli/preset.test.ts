@@ -102,6 +102,34 @@ describe('presets', () => {
     expect(getParam(q, 'cam.backbone')).toBe(getParam(defaultParams(), 'cam.backbone'));
   });
 
+  it('msrc-v2 is photos plus its part-order prior, through _base_', async () => {
+    const photos = await loadParams(path.join(await createWorkspace(path.join(tmp, 'p'), [], 'photos'), 'params.yaml'));
+    const msrc = await loadParams(path.join(await createWorkspace(path.join(tmp, 'm'), [], 'msrc-v2'), 'params.yaml'));
+    expect(getParam(msrc, 'refine.above')).toEqual(['face/body']);
+    expect(getParam(photos, 'refine.above')).toEqual([]); // control: photos knows no classes
+    expect({ ...msrc, refine: { ...msrc.refine, above: [] } }).toEqual(photos);
+  });
+
+  it('_base_ may be a path relative to the preset; own keys win over the base, lists whole', async () => {
+    await fs.mkdir(path.join(tmp, 'presets'));
+    await fs.writeFile(path.join(tmp, 'presets', 'base.yaml'), 'cam:\n  lr: 0.01\n  epochs: 3\n  scales: [1.0, 2.0]\n');
+    await fs.writeFile(path.join(tmp, 'presets', 'child.yaml'), '_base_: base.yaml\ncam:\n  lr: 0.02\n  scales: [1.0]\n');
+    const p = await loadParams(path.join(await createWorkspace(path.join(tmp, 'w'), [], path.join(tmp, 'presets', 'child.yaml')), 'params.yaml'));
+    expect([getParam(p, 'cam.lr'), getParam(p, 'cam.epochs'), getParam(p, 'cam.scales')]).toEqual([0.02, 3, [1]]);
+  });
+
+  it('a _base_ cycle, a missing base or a _base_ that is not a name stops with an error naming the file', async () => {
+    const write = (name: string, text: string) => fs.writeFile(path.join(tmp, name), text);
+    await write('a.yaml', '_base_: ./b.yaml\ncam:\n  lr: 0.1\n');
+    await write('b.yaml', '_base_: ./a.yaml\ncam:\n  lr: 0.2\n');
+    await write('c.yaml', '_base_: nosuch\ncam:\n  lr: 0.1\n');
+    await write('d.yaml', '_base_: [photos]\ncam:\n  lr: 0.1\n');
+    const errorOf = (file: string) => createWorkspace(path.join(tmp, `ws-${file}`), [], path.join(tmp, file)).catch((e: unknown) => e as TagsegError);
+    expect((await errorOf('a.yaml')).message).toMatch(/_base_ makes a cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml/);
+    expect((await errorOf('c.yaml')).message).toMatch(/preset not found \('nosuch'\)/);
+    expect((await errorOf('d.yaml')).message).toMatch(/d\.yaml.*_base_ must be one preset/);
+  });
+
   it('a bad preset stops with an error naming its file and key, and creates nothing', async () => {
     const cases: [string, RegExp][] = [
       ['cam:\n  lrr: 0.01\n', /unknown key.*cam\.lrr|cam.*lrr.*did you mean 'lr'/],
@@ -119,7 +147,7 @@ describe('presets', () => {
       expect((err as TagsegError).message, yaml).toContain(`bad${i}.yaml`);
       await expect(fs.access(path.join(tmp, `ws${i}`))).rejects.toThrow();
     }
-    await expect(createWorkspace(path.join(tmp, 'x'), [], 'photoz')).rejects.toThrow(/preset not found[\s\S]*presets: photos/);
+    await expect(createWorkspace(path.join(tmp, 'x'), [], 'photoz')).rejects.toThrow(/preset not found[\s\S]*presets: msrc-v2, photos/);
     // a bad --set is blamed on --set, before anything is created
     await expect(createWorkspace(path.join(tmp, 'y'), ['cam.lr=fast'], 'photos')).rejects.toThrow(/--set: cam\.lr/);
     await expect(fs.access(path.join(tmp, 'y'))).rejects.toThrow();
