@@ -124,7 +124,7 @@ describe('presets', () => {
     await write('b.yaml', '_base_: ./a.yaml\ncam:\n  lr: 0.2\n');
     await write('c.yaml', '_base_: nosuch\ncam:\n  lr: 0.1\n');
     await write('d.yaml', '_base_: [photos]\ncam:\n  lr: 0.1\n');
-    const errorOf = (file: string) => createWorkspace(path.join(tmp, `ws-${file}`), [], path.join(tmp, file)).catch((e: unknown) => e as TagsegError);
+    const errorOf = async (file: string) => (await createWorkspace(path.join(tmp, `ws-${file}`), [], path.join(tmp, file)).then(() => new Error(`no error for ${file}`), (e: unknown) => e as Error));
     expect((await errorOf('a.yaml')).message).toMatch(/_base_ makes a cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml/);
     expect((await errorOf('c.yaml')).message).toMatch(/preset not found \('nosuch'\)/);
     expect((await errorOf('d.yaml')).message).toMatch(/d\.yaml.*_base_ must be one preset/);
