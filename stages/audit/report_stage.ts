@@ -28,7 +28,7 @@ import {
 } from './columns.js';
 import type { ImageRow } from './image.js';
 import { IMAGE_DIR, ReportEntries, writeReport } from './report.js';
-import { type AuditSummary, SummaryAccumulator } from './summary.js';
+import { type AuditSummary, SummaryAccumulator, type TiedPair } from './summary.js';
 import { removeTree } from '../../pipeline/remove_tree.js';
 import { RowSpill } from '../../pipeline/spill.js';
 
@@ -405,10 +405,15 @@ function classesCsv(sum: AuditSummary): string {
 }
 
 /** What `tagseg audit [--json]` and `tagseg run audit` report: the metrics, where the report is, timings. */
-export type AuditOutput = AuditMetrics & { report: string; seconds: number; measureSeconds: number | null; overlaySeconds: number | null; peakRssMiB: number };
+export type AuditOutput = AuditMetrics & { tied: TiedPair[]; report: string; seconds: number; measureSeconds: number | null; overlaySeconds: number | null; peakRssMiB: number };
 
 export function auditOutput(r: AuditRunResult): AuditOutput {
-  return { ...r.metrics, report: r.report, seconds: r.seconds, measureSeconds: r.measureSeconds, overlaySeconds: r.overlaySeconds, peakRssMiB: r.peakRssMiB };
+  return { ...r.metrics, tied: r.summary.tied, report: r.report, seconds: r.seconds, measureSeconds: r.measureSeconds, overlaySeconds: r.overlaySeconds, peakRssMiB: r.peakRssMiB };
+}
+
+/** One line per class pair the tags cannot separate, with what to do about it. */
+export function formatTied(tied: readonly TiedPair[]): string[] {
+  return tied.map((t) => `tags cannot separate ${t.a} and ${t.b}: tagged together in ${t.together} images (${t.a} alone ${t.a_alone}, ${t.b} alone ${t.b_alone}), so the maps cannot know which region is which; if one lies above the other, set refine.above (e.g. [${t.a}/${t.b}])`);
 }
 
 export function formatAudit(r: AuditOutput): string {
@@ -423,6 +428,7 @@ export function formatAudit(r: AuditOutput): string {
     const lq = m.gt.label_quality;
     if (lq) lines.push(`out-of-fold label quality (low = suspect) on ${lq.images} images: Spearman ${lq.spearman?.toFixed(3) ?? '-'}, bad masks ${pct(lq.precision_at_top)}% of its top ${Math.min(m.top.length, lq.images)} (mean label probability: ${lq.confidence_spearman?.toFixed(3) ?? '-'}, ${pct(lq.confidence_precision_at_top)}%)`);
   }
+  lines.push(...formatTied(m.tied));
   lines.push(`most suspicious: ${m.top.slice(0, 10).map((t) => `${t.id} ${t.suspicion.toFixed(2)}${t.gt_coverage === null ? '' : ` (GT mIoU ${pct(t.gt_miou)}, coverage ${pct(t.gt_coverage)})`}`).join(', ')}`);
   lines.push(`report: ${r.report}`);
   const measured = r.measureSeconds === null || r.overlaySeconds === null ? '' : ` (measures ${r.measureSeconds.toFixed(1)} s, overlays ${r.overlaySeconds.toFixed(1)} s of sharp time)`;

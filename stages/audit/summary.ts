@@ -8,7 +8,9 @@
  *   sum of unions, pixels that either map ignores left out),
  * - with ground truth: per-class IoU, precision and recall of every stage's labels (eval/metrics.ts
  *   conventions: void and ignored pixels left out, coverage reported), and the most confused
- *   (ground truth, final) class pairs.
+ *   (ground truth, final) class pairs,
+ * - class pairs the tags cannot separate: nearly always tagged together, each rarely without the
+ *   other (MSRC-v2's face and body), so the maps cannot know which region is which (refine.above).
  */
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
 import type { ClassRow, ImageRow, MapStage, ViewStage } from './image.js';
@@ -49,9 +51,23 @@ export interface ConfusedPair {
   share: number;
 }
 
+/**
+ * A pair whose tag sets have at least this Jaccard overlap (images with both / images with
+ * either), in TIED_MIN_IMAGES or more, is reported as tied. Containment alone is not enough: cow
+ * is always tagged with grass on MSRC-v2, but grass alone teaches the classifier what grass is.
+ * There face / body is 0.90 and the next pair (sky / tree) 0.42.
+ */
+export const TIED_JACCARD = 0.8;
+const TIED_MIN_IMAGES = 5;
+
+/** Two classes the tags cannot separate: images tagged with both, and with each one alone. */
+export interface TiedPair { a: string; b: string; together: number; a_alone: number; b_alone: number }
+
 export interface AuditSummary {
   images: number;
   classes: ClassSummary[];
+  /** Class pairs whose tag sets overlap by Jaccard >= TIED_JACCARD, most images first. */
+  tied: TiedPair[];
   /** With ground truth: mIoU etc. of each stage's labels over the images that have it. */
   gt: null | {
     images: number;
@@ -124,6 +140,8 @@ export class SummaryAccumulator {
   private readonly cms: Record<ViewStage, ConfusionMatrix>;
   private gtImages = 0;
   private readonly gtImagesPerClass: Float64Array;
+  /** [k, k] images tagged with both classes (a < b). */
+  private readonly together: Float64Array;
   private images = 0;
 
   constructor(readonly classes: readonly string[]) {
@@ -138,6 +156,7 @@ export class SummaryAccumulator {
     this.union = AGREEMENT_PAIRS.map(() => new Float64Array(256));
     this.cms = Object.fromEntries(VIEW_STAGES.map((s) => [s, new ConfusionMatrix(this.k)])) as Record<ViewStage, ConfusionMatrix>;
     this.gtImagesPerClass = new Float64Array(this.k);
+    this.together = new Float64Array(this.k * this.k);
   }
 
   /** One image: its class rows, its image row (in the images' order: float sums follow it) and its pixel counts. */
@@ -157,6 +176,8 @@ export class SummaryAccumulator {
       }
       if (gt && (r.in_gt || r.area > 0)) this.gtImagesPerClass[r.class]++;
     }
+    const tags = rows.filter((r) => r.tagged).map((r) => r.class).sort((x, y) => x - y);
+    for (let i = 0; i < tags.length; i++) for (let j = i + 1; j < tags.length; j++) this.together[tags[i] * this.k + tags[j]]++;
     pixels.agreement.forEach((p, j) => {
       for (const [i, v] of p.inter) this.inter[j][i] += v;
       for (const [i, v] of p.union) this.union[j][i] += v;
@@ -218,6 +239,19 @@ export class SummaryAccumulator {
       })) as NonNullable<AuditSummary['gt']>['stages'];
       gtBlock = { images: this.gtImages, stages, confused: pairs.slice(0, topConfused) };
     }
-    return { images: this.images, classes, gt: gtBlock };
+    return { images: this.images, classes, tied: this.tiedPairs(), gt: gtBlock };
+  }
+
+  private tiedPairs(): TiedPair[] {
+    const out: TiedPair[] = [];
+    for (let a = 0; a < this.k; a++) {
+      for (let b = a + 1; b < this.k; b++) {
+        const t = this.together[a * this.k + b];
+        const na = this.areas[a].length;
+        const nb = this.areas[b].length;
+        if (t >= TIED_MIN_IMAGES && t >= TIED_JACCARD * (na + nb - t)) out.push({ a: this.classes[a], b: this.classes[b], together: t, a_alone: na - t, b_alone: nb - t });
+      }
+    }
+    return out.sort((x, y) => y.together - x.together);
   }
 }

@@ -452,6 +452,10 @@
     document.querySelector('#confused tbody').innerHTML = conf.length ? conf.map(function (p) {
       return '<tr><td>' + esc(p.gt) + '</td><td>' + esc(p.predicted) + '</td><td class="num">' + p.pixels + '</td><td class="num">' + pct(p.share) + '</td></tr>';
     }).join('') : '<tr><td colspan="4">no ground truth</td></tr>';
+    var tied = A.summary.tied || [];
+    document.querySelector('#tied tbody').innerHTML = tied.length ? tied.map(function (t) {
+      return '<tr><td>' + esc(t.a) + '</td><td>' + esc(t.b) + '</td><td class="num">' + t.together + '</td><td class="num">' + t.a_alone + '</td><td class="num">' + t.b_alone + '</td></tr>';
+    }).join('') : '<tr><td colspan="5">none: every tagged pair also appears apart</td></tr>';
   }
 
   function columns() {
