@@ -1,6 +1,6 @@
 // Measures the sparse random walk (ops/randomwalk.ts) per image: wall time and peak memory (RSS, tf.memory bytes).
 // Random walk per image: time + peak RSS / tensor bytes, C=3, beta 8, 256 steps, stride-4 grids of 320x240..1000x750, radius 5 and 10.
-// Before / after in one run: 256 steps with the previous step kernel (dx innermost) vs the Chebyshev default, and their max difference.
+// Before / after in one run: 256 steps with the previous step kernel (dx innermost) vs the Chebyshev default (wasm engine; and on the tf engine), and their max difference.
 /*
  * (not a test)
  *   npm run bench -- randomwalk [steps=256] [radii=5,10] [grids=80x60,160x120,250x188]
@@ -12,6 +12,8 @@
  *           [h, 1, W, 2 rx + 1], dx innermost; `baseStep` below), s: the baseline of issue 25 item 5
  *   steps   `steps` propagation steps one after the other with today's step kernel, s
  *   walk    the default (Chebyshev) propagation of the same map, s, and ms per step of the walk
+ *   tf      the same walk on the TensorFlow engine (setRandomWalkEngine('tf'), the default until the
+ *           wasm engine), s, and tf / walk
  *   ratio   base / walk and steps / walk, all timed in the same process back to back: the median of
  *           3 rounds' ratios (each round runs base, steps, walk once), with their range
  *   base s, steps s, walk s: the best of the 3 rounds
@@ -25,7 +27,7 @@ import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { type Transition, buildTransition, disposeTransition, neighbourOffsets, propagate } from '../ops/randomwalk.js';
+import { type Transition, buildTransition, disposeTransition, neighbourOffsets, propagate, setRandomWalkEngine } from '../ops/randomwalk.js';
 import { initBackend } from '../pipeline/backend.js';
 
 const MB = 1024 * 1024;
@@ -41,8 +43,10 @@ interface Result {
   walkS: number;
   stepsS: number;
   baseS: number;
+  tfS: number;
   baseRatios: number[];
   stepsRatios: number[];
+  tfRatios: number[];
   diff: number;
   tBytes: number;
   peakBuild: number;
@@ -106,9 +110,11 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   let walkS = Infinity;
   let stepsS = Infinity;
   let baseS = Infinity;
+  let tfS = Infinity;
   let diff = 0;
   const baseRatios: number[] = [];
   const stepsRatios: number[] = [];
+  const tfRatios: number[] = [];
   for (let round = 0; round < 3; round++) {
     t = performance.now();
     const b = baseWalk(x, T, steps);
@@ -122,11 +128,18 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
     const y = propagate(x, T, steps);
     const yd = y.dataSync();
     const wS = (performance.now() - t) / 1000;
-    [baseS, stepsS, walkS] = [Math.min(baseS, bS), Math.min(stepsS, sS), Math.min(walkS, wS)];
+    setRandomWalkEngine('tf');
+    t = performance.now();
+    const v = propagate(x, T, steps);
+    const vd = v.dataSync();
+    const tS = (performance.now() - t) / 1000;
+    setRandomWalkEngine('wasm');
+    [baseS, stepsS, walkS, tfS] = [Math.min(baseS, bS), Math.min(stepsS, sS), Math.min(walkS, wS), Math.min(tfS, tS)];
     baseRatios.push(bS / wS);
     stepsRatios.push(sS / wS);
-    for (let i = 0; i < yd.length; i++) diff = Math.max(diff, Math.abs(yd[i] - bd[i]), Math.abs(zd[i] - bd[i]));
-    tf.dispose([y, z, b]);
+    tfRatios.push(tS / wS);
+    for (let i = 0; i < yd.length; i++) diff = Math.max(diff, Math.abs(yd[i] - bd[i]), Math.abs(zd[i] - bd[i]), Math.abs(vd[i] - bd[i]));
+    tf.dispose([y, z, b, v]);
   }
   disposeTransition(T);
   const leak = tf.memory().numTensors - n0;
@@ -134,7 +147,7 @@ async function one(h: number, w: number, radius: number, steps: number): Promise
   const prof = await tf.profile(() => disposeTransition(buildTransition(aff, offsets, radius, h, w, 8)));
   tf.dispose([aff, x]);
   return {
-    h, w, radius, K, steps, buildMs, walkS, stepsS, baseS, baseRatios, stepsRatios, diff, tBytes,
+    h, w, radius, K, steps, buildMs, walkS, stepsS, baseS, tfS, baseRatios, stepsRatios, tfRatios, diff, tBytes,
     peakBuild: prof.peakBytes, peakStep, rssBase, rssPeak: process.resourceUsage().maxRSS * 1024, leak,
   };
 }
@@ -154,7 +167,7 @@ if (argv[0] === '--one') {
   const radii = (argv[1] ?? '5,10').split(',').map(Number);
   const grids = (argv[2] ?? '80x60,160x120,250x188').split(',').map((g) => g.split('x').map(Number) as [number, number]);
   console.log(`random walk, C = 3, beta 8, ${steps} steps; ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log('grid (w x h)   image       r    K   build ms   base s  steps s   walk s   ms/step  base/walk (range)  steps/walk (range)      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
+  console.log('grid (w x h)   image       r    K   build ms   base s  steps s   walk s     tf s   ms/step  base/walk (range)  steps/walk (range)     tf/walk (range)      diff   T MB   peak build MB   peak step MB   RSS base MB   RSS peak MB');
   for (const radius of radii) {
     for (const [gw, gh] of grids) {
       const p = spawnSync(process.execPath, ['--import', 'tsx', self, '--one', String(gh), String(gw), String(radius), String(steps)], {
@@ -178,9 +191,11 @@ if (argv[0] === '--one') {
           r.baseS.toFixed(2).padStart(8),
           r.stepsS.toFixed(2).padStart(8),
           r.walkS.toFixed(2).padStart(8),
+          r.tfS.toFixed(2).padStart(8),
           ((r.walkS * 1000) / r.steps).toFixed(1).padStart(9),
           ratio(r.baseRatios).padStart(20),
           ratio(r.stepsRatios).padStart(20),
+          ratio(r.tfRatios).padStart(20),
           r.diff.toExponential(1).padStart(9),
           (r.tBytes / MB).toFixed(1).padStart(6),
           (r.peakBuild / MB).toFixed(1).padStart(15),

@@ -39,9 +39,13 @@
  * slice-multiply-add per directed offset; gathers of the neighbours were 4-5x slower still. With dx
  * on the second-innermost axis (x innermost) instead of the innermost, the multiply and the sum
  * over dx run along contiguous rows of W: about 2x faster per step at radius 5 (bench/randomwalk.ts).
+ * That is the 'tf' engine, kept as the reference; `propagate` runs the same walk in WebAssembly
+ * SIMD by default (ops/randomwalk_wasm.ts: one fused pass per application, the same weights),
+ * where op dispatch no longer dominates.
  */
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../pipeline/errors.js';
+import { walkWasm } from './randomwalk_wasm.js';
 
 /** A neighbour offset on the grid: target = source + (dy, dx). */
 export interface Offset {
@@ -291,6 +295,8 @@ export function propagate(x: tf.Tensor3D, t: Transition, steps: number, o: Propa
     throw new TagsegError(`propagate: map must be [C, ${t.height}, ${t.width}], got [${x.shape.join(', ')}]`);
   }
   const cheb = o.method === 'steps' ? null : chebyshevPower(steps, o.tolerance ?? 1e-6);
+  const fast = walkEngine === 'wasm' ? propagateWasm(x, t, steps, cheb) : null;
+  if (fast) return fast;
   return tf.tidy(() => {
     const [, h, w] = x.shape;
     // [C, h, w] -> [h, C, W], zero columns beyond w (their weights are 0, so they stay 0)
@@ -308,6 +314,42 @@ export function propagate(x: tf.Tensor3D, t: Transition, steps: number, o: Propa
     }
     return tf.transpose(out, [1, 0, 2]) as tf.Tensor3D;
   });
+}
+
+/** Which engine propagates: 'wasm' (ops/randomwalk_wasm.ts, the default where WebAssembly SIMD exists) or 'tf', the reference it is tested against. */
+export type RandomWalkEngine = 'tf' | 'wasm';
+let walkEngine: RandomWalkEngine = 'wasm';
+
+/** Set the engine of `propagate`; returns the previous one (tests and benches compare the two). */
+export function setRandomWalkEngine(engine: RandomWalkEngine): RandomWalkEngine {
+  const previous = walkEngine;
+  walkEngine = engine;
+  return previous;
+}
+
+/**
+ * propagate on the wasm engine (the same walk: Chebyshev with a ones channel, or plain steps);
+ * null where WebAssembly SIMD is unavailable.
+ */
+function propagateWasm(x: tf.Tensor3D, t: Transition, steps: number, cheb: Float64Array | null): tf.Tensor3D | null {
+  const [C, h, w] = x.shape;
+  const N = h * w;
+  const xf = tf.cast(x, 'float32');
+  const data = xf.dataSync() as Float32Array;
+  xf.dispose();
+  const wt = { height: h, width: w, paddedWidth: t.paddedWidth, ry: t.ry, rx: t.rx, groups: t.groups.map((g) => ({ dy: g.dy, weights: g.weights.dataSync() as Float32Array })) };
+  if (!(cheb && cheb.length - 1 < steps)) {
+    const r = walkWasm(data, C, wt, new Float64Array(steps + 1), false);
+    return r && tf.tensor3d(r, [C, h, w]);
+  }
+  const withOnes = new Float32Array((C + 1) * N);
+  withOnes.set(data);
+  withOnes.fill(1, C * N);
+  const r = walkWasm(withOnes, C + 1, wt, cheb, true);
+  if (!r) return null;
+  const out = new Float32Array(C * N);
+  for (let c = 0; c < C; c++) for (let p = 0; p < N; p++) out[c * N + p] = r[c * N + p] / r[C * N + p];
+  return tf.tensor3d(out, [C, h, w]);
 }
 
 /** x T^steps by `steps` applications of T (x [h, C, W]; the caller's tidy disposes x). */

@@ -223,7 +223,8 @@ describe('random walk properties', () => {
     const x = tf.tensor3d(m, [1, h, w]);
     const y = randomWalk(x, aff, offsets, 2, { beta: 8, steps: 50 });
     const out = y.dataSync();
-    for (let yy = 0; yy < h; yy++) for (let xx = 0; xx < 2; xx++) expect(out[yy * w + xx]).toBeCloseTo(0.7, 6);
+    // within float32 rounding of the walk (the tf engine: 4e-7 off, wasm: 5.5e-7; a leak across the cut is ~1e-2)
+    for (let yy = 0; yy < h; yy++) for (let xx = 0; xx < 2; xx++) expect(Math.abs(out[yy * w + xx] - 0.7)).toBeLessThan(1e-6);
     // the other side did change
     expect(Math.abs(out[3] - m[3])).toBeGreaterThan(1e-3);
     const c = tf.fill([2, h, w], 0.25) as tf.Tensor3D;
