@@ -327,7 +327,7 @@ export async function runAuditMeasures(o: RunAuditOptions): Promise<AuditMeasure
       const heat = queueOverlays(part.queue, m, stem, part.staging, o, rows.dataset, inp.background);
       const record: MeasureRecord = {
         image: m.audit.image, classRows: m.audit.classRows, tags: [...(rows.images.tags as number[])].sort((x, y) => x - y), heat, file: stem,
-        pixels: pixelCounts({ ...m.maps, final: m.final }, m.gt, inp.classes.length),
+        pixels: pixelCounts({ ...m.maps, final: m.final }, m.gt, inp.classes.length, m.audit.image.width),
       };
       await part.measures.write({ id: m.id, split: m.audit.image.split, record: encodeRecord(record) });
       measureSeconds += (performance.now() - tm) / 1000;

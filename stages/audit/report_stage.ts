@@ -411,9 +411,18 @@ export function auditOutput(r: AuditRunResult): AuditOutput {
   return { ...r.metrics, tied: r.summary.tied, report: r.report, seconds: r.seconds, measureSeconds: r.measureSeconds, overlaySeconds: r.overlaySeconds, peakRssMiB: r.peakRssMiB };
 }
 
-/** One line per class pair the tags cannot separate, with what to do about it. */
+/** One line per class pair the tags cannot separate, with their vertical order and what to do about it. */
 export function formatTied(tied: readonly TiedPair[]): string[] {
-  return tied.map((t) => `tags cannot separate ${t.a} and ${t.b}: tagged together in ${t.together} images (${t.a} alone ${t.a_alone}, ${t.b} alone ${t.b_alone}), so the maps cannot know which region is which; if one lies above the other, set refine.above (e.g. [${t.a}/${t.b}])`);
+  return tied.map((t) => {
+    const head = `tags cannot separate ${t.a} and ${t.b}: tagged together in ${t.together} images (${t.a} alone ${t.a_alone}, ${t.b} alone ${t.b_alone}), so the maps cannot know which region is which`;
+    const order = `${t.a} lies above ${t.b} in ${t.final_a_above} of the ${t.final_both} pseudo-masks with both`;
+    if (!t.gt_both) return `${head}; ${order}: if one lies above the other, say which with refine.above (upper/lower)`;
+    const aUp = 2 * t.gt_a_above! >= t.gt_both;
+    const [up, down] = aUp ? [t.a, t.b] : [t.b, t.a];
+    const agree = aUp ? t.final_a_above : t.final_both - t.final_a_above;
+    const verdict = 2 * agree < t.final_both ? `the pseudo-masks have them upside down: set refine.above: [${up}/${down}]` : 'the pseudo-masks mostly follow the ground truth';
+    return `${head}; ${order}, in ${t.gt_a_above} of ${t.gt_both} ground-truth masks: ${verdict}`;
+  });
 }
 
 export function formatAudit(r: AuditOutput): string {

@@ -60,8 +60,22 @@ export interface ConfusedPair {
 export const TIED_JACCARD = 0.8;
 const TIED_MIN_IMAGES = 5;
 
-/** Two classes the tags cannot separate: images tagged with both, and with each one alone. */
-export interface TiedPair { a: string; b: string; together: number; a_alone: number; b_alone: number }
+/**
+ * Two classes the tags cannot separate: images tagged with both, and with each one alone; and
+ * their vertical order (mean row) in the images whose pseudo-mask (ground truth) has both: in how
+ * many `a` lies above `b` (refine.above's evidence; gt null without ground truth).
+ */
+export interface TiedPair {
+  a: string;
+  b: string;
+  together: number;
+  a_alone: number;
+  b_alone: number;
+  final_a_above: number;
+  final_both: number;
+  gt_a_above: number | null;
+  gt_both: number | null;
+}
 
 export interface AuditSummary {
   images: number;
@@ -86,6 +100,25 @@ export interface AuditSummary {
 export interface PixelCounts {
   agreement: { inter: [number, number][]; union: [number, number][] }[];
   gt: null | Record<ViewStage, { counts: [number, number][]; predIgnored: [number, number][] }>;
+  /** [class, mean row / height] of every class in the final mask and in the ground truth (null without). */
+  rows: { final: [number, number][]; gt: [number, number][] | null };
+}
+
+/** [class, mean row / height] of each class < k with pixels in an [h, w] label map. */
+function meanRows(labels: Uint8Array, width: number, k: number): [number, number][] {
+  const sum = new Float64Array(k);
+  const count = new Float64Array(k);
+  for (let i = 0; i < labels.length; i++) {
+    const c = labels[i];
+    if (c < k) {
+      sum[c] += Math.floor(i / width);
+      count[c]++;
+    }
+  }
+  const h = labels.length / width;
+  const out: [number, number][] = [];
+  count.forEach((n, c) => { if (n > 0) out.push([c, sum[c] / n / h]); });
+  return out;
 }
 
 const sparse = (a: Float64Array): [number, number][] => {
@@ -94,8 +127,9 @@ const sparse = (a: Float64Array): [number, number][] => {
   return out;
 };
 
-/** The pixel counts of one image's label maps (and ground truth) over `k` classes. */
-export function pixelCounts(maps: Record<MapStage, Uint8Array> & { final: Uint8Array }, gt: Uint8Array | null, k: number): PixelCounts {
+/** The pixel counts of one image's label maps [h, width] (and ground truth) over `k` classes. */
+export function pixelCounts(maps: Record<MapStage, Uint8Array> & { final: Uint8Array }, gt: Uint8Array | null, k: number, width: number): PixelCounts {
+  const rows = { final: meanRows(maps.final, width, k), gt: gt ? meanRows(gt, width, k) : null };
   const agreement = AGREEMENT_PAIRS.map(([sa, sb]) => {
     const a = maps[sa];
     const b = maps[sb];
@@ -111,12 +145,12 @@ export function pixelCounts(maps: Record<MapStage, Uint8Array> & { final: Uint8A
     }
     return { inter: sparse(inter), union: sparse(union) };
   });
-  if (!gt) return { agreement, gt: null };
+  if (!gt) return { agreement, gt: null, rows };
   const cms = VIEW_STAGES.map((s) => {
     const cm = new ConfusionMatrix(k).add(maps[s], gt);
     return [s, { counts: sparse(cm.counts), predIgnored: sparse(cm.predIgnored) }];
   });
-  return { agreement, gt: Object.fromEntries(cms) as NonNullable<PixelCounts['gt']> };
+  return { agreement, gt: Object.fromEntries(cms) as NonNullable<PixelCounts['gt']>, rows };
 }
 
 function quantile(sorted: number[], q: number): number | null {
@@ -142,6 +176,8 @@ export class SummaryAccumulator {
   private readonly gtImagesPerClass: Float64Array;
   /** [k, k] images tagged with both classes (a < b). */
   private readonly together: Float64Array;
+  /** [k, k] per label source: images with both classes (a < b), and those where a lies above b. */
+  private readonly order = { final: { both: new Float64Array(0), above: new Float64Array(0) }, gt: { both: new Float64Array(0), above: new Float64Array(0) }, gtImages: 0 };
   private images = 0;
 
   constructor(readonly classes: readonly string[]) {
@@ -157,6 +193,18 @@ export class SummaryAccumulator {
     this.cms = Object.fromEntries(VIEW_STAGES.map((s) => [s, new ConfusionMatrix(this.k)])) as Record<ViewStage, ConfusionMatrix>;
     this.gtImagesPerClass = new Float64Array(this.k);
     this.together = new Float64Array(this.k * this.k);
+    for (const o of [this.order.final, this.order.gt]) [o.both, o.above] = [new Float64Array(this.k * this.k), new Float64Array(this.k * this.k)];
+  }
+
+  /** Votes of one image's mean rows: for each pair of its classes, both present, and whether the first lies above. */
+  private addOrder(o: { both: Float64Array; above: Float64Array }, rows: [number, number][]): void {
+    for (const [a, ra] of rows) {
+      for (const [b, rb] of rows) {
+        if (a >= b) continue;
+        o.both[a * this.k + b]++;
+        if (ra < rb) o.above[a * this.k + b]++;
+      }
+    }
   }
 
   /** One image: its class rows, its image row (in the images' order: float sums follow it) and its pixel counts. */
@@ -175,6 +223,11 @@ export class SummaryAccumulator {
         this.confN[r.class]++;
       }
       if (gt && (r.in_gt || r.area > 0)) this.gtImagesPerClass[r.class]++;
+    }
+    this.addOrder(this.order.final, pixels.rows.final);
+    if (pixels.rows.gt) {
+      this.addOrder(this.order.gt, pixels.rows.gt);
+      this.order.gtImages++;
     }
     const tags = rows.filter((r) => r.tagged).map((r) => r.class).sort((x, y) => x - y);
     for (let i = 0; i < tags.length; i++) for (let j = i + 1; j < tags.length; j++) this.together[tags[i] * this.k + tags[j]]++;
@@ -249,7 +302,14 @@ export class SummaryAccumulator {
         const t = this.together[a * this.k + b];
         const na = this.areas[a].length;
         const nb = this.areas[b].length;
-        if (t >= TIED_MIN_IMAGES && t >= TIED_JACCARD * (na + nb - t)) out.push({ a: this.classes[a], b: this.classes[b], together: t, a_alone: na - t, b_alone: nb - t });
+        if (!(t >= TIED_MIN_IMAGES && t >= TIED_JACCARD * (na + nb - t))) continue;
+        const i = a * this.k + b;
+        const { final, gt } = this.order;
+        out.push({
+          a: this.classes[a], b: this.classes[b], together: t, a_alone: na - t, b_alone: nb - t,
+          final_a_above: final.above[i], final_both: final.both[i],
+          gt_a_above: this.order.gtImages > 0 ? gt.above[i] : null, gt_both: this.order.gtImages > 0 ? gt.both[i] : null,
+        });
       }
     }
     return out.sort((x, y) => y.together - x.together);

@@ -454,8 +454,9 @@
     }).join('') : '<tr><td colspan="4">no ground truth</td></tr>';
     var tied = A.summary.tied || [];
     document.querySelector('#tied tbody').innerHTML = tied.length ? tied.map(function (t) {
-      return '<tr><td>' + esc(t.a) + '</td><td>' + esc(t.b) + '</td><td class="num">' + t.together + '</td><td class="num">' + t.a_alone + '</td><td class="num">' + t.b_alone + '</td></tr>';
-    }).join('') : '<tr><td colspan="5">none: every tagged pair also appears apart</td></tr>';
+      return '<tr><td>' + esc(t.a) + '</td><td>' + esc(t.b) + '</td><td class="num">' + t.together + '</td><td class="num">' + t.a_alone + '</td><td class="num">' + t.b_alone + '</td>' +
+        '<td class="num">' + t.final_a_above + ' of ' + t.final_both + '</td><td class="num">' + (t.gt_both === null ? '-' : t.gt_a_above + ' of ' + t.gt_both) + '</td></tr>';
+    }).join('') : '<tr><td colspan="7">none: every tagged pair also appears apart</td></tr>';
   }
 
   function columns() {
