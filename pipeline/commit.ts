@@ -212,8 +212,16 @@ export async function recoverCommits(root: string): Promise<string[]> {
     }
     if (!name.endsWith('.json')) continue;
     let j: Journal;
+    let text: string;
     try {
-      j = JSON.parse(await fs.readFile(file, 'utf8')) as Journal;
+      text = await fs.readFile(file, 'utf8');
+    } catch (err) {
+      // Gone since the listing: its run (a shard beside us) committed and removed it.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new TagsegError(`unreadable commit journal (${messageOf(err)})`, { file, hint: 'check the permissions of .tagseg/commit' });
+    }
+    try {
+      j = JSON.parse(text) as Journal;
       if (!Array.isArray(j.moves) || !['staging', 'committing'].includes(j.state)) throw new Error('not a commit journal');
     } catch (err) {
       throw new TagsegError(`unreadable commit journal (${messageOf(err)})`, {
