@@ -129,23 +129,20 @@ export interface WalkTransition {
   groups: { dy: number; weights: Float32Array }[];
 }
 
-/**
- * x [C, h, w] -> sum_k coef_k v_k, where v_0 = x, v_1 = x T and v_{k+1} = 2 v_k T - v_{k-1}
- * (Chebyshev), or with `chebyshev` false x T^(coef.length - 1) by plain steps (coef unused but
- * for its length). null where WebAssembly SIMD is unavailable.
- */
-export function walkWasm(x: Float32Array, C: number, t: WalkTransition, coef: Float64Array, chebyshev: boolean): Float32Array | null {
-  const m = walkExports();
-  if (!m) return null;
+/** Where walkWasm's data lies in the module's memory (byte offsets) and the strides of its maps. */
+interface WalkLayout { J: number; xoffAt: number; maps: number[]; mapLen: number; P: number; cs: number; rs: number; top: number }
+
+/** Copy the weights, neighbour offsets and x [C, h, w] into the module's memory (see the file comment). */
+function loadWalk(m: WalkExports, x: Float32Array, C: number, t: WalkTransition): WalkLayout {
   const { height: h, width: w, paddedWidth: W, ry, rx } = t;
   const kw = 2 * rx + 1;
   const J = t.groups.length * kw;
   const P = W + 2 * rx;
   const mapLen = Math.ceil(((h + 2 * ry) * C * P) / 4) * 4;
-  // Regions (bytes, 16-aligned): weights, xoff, then 3 maps (cur, prev / next, sum).
+  // Regions (16-aligned): weights, xoff, then 3 maps (cur, prev / next, sum).
   const xoffAt = h * J * W * 4;
-  const mapAt = [0, 1, 2].map((i) => Math.ceil((xoffAt + J * 4) / 16) * 16 + i * mapLen * 4);
-  const need = mapAt[2] + mapLen * 4;
+  const maps = [0, 1, 2].map((i) => Math.ceil((xoffAt + J * 4) / 16) * 16 + i * mapLen * 4);
+  const need = maps[2] + mapLen * 4;
   const have = m.memory.buffer.byteLength;
   if (need > have) m.memory.grow(Math.ceil((need - have) / 65536));
   const mem = m.memory.buffer;
@@ -155,17 +152,28 @@ export function walkWasm(x: Float32Array, C: number, t: WalkTransition, coef: Fl
     for (let y = 0; y < h; y++) wts.set(g.weights.subarray(y * kw * W, (y + 1) * kw * W), (y * J + gi * kw) * W);
     for (let k = 0; k < kw; k++) xoff[gi * kw + k] = ((ry + g.dy) * C * P + k) * 4;
   });
-  const maps = mapAt.map((at) => new Float32Array(mem, at, mapLen).fill(0));
+  for (const at of maps) new Float32Array(mem, at, mapLen).fill(0);
+  const x0 = new Float32Array(mem, maps[0], mapLen);
   for (let c = 0; c < C; c++) {
-    for (let y = 0; y < h; y++) maps[0].set(x.subarray((c * h + y) * w, (c * h + y + 1) * w), ((y + ry) * C + c) * P + rx);
+    for (let y = 0; y < h; y++) x0.set(x.subarray((c * h + y) * w, (c * h + y + 1) * w), ((y + ry) * C + c) * P + rx);
   }
-  const [cs, rs] = [P * 4, C * P * 4];
-  const top = ry * rs + rx * 4;
+  return { J, xoffAt, maps, mapLen, P, cs: P * 4, rs: C * P * 4, top: ry * C * P * 4 + rx * 4 };
+}
+
+/**
+ * x [C, h, w] -> sum_k coef_k v_k, where v_0 = x, v_1 = x T and v_{k+1} = 2 v_k T - v_{k-1}
+ * (Chebyshev), or with `chebyshev` false x T^(coef.length - 1) by plain steps (coef unused but
+ * for its length). null where WebAssembly SIMD is unavailable.
+ */
+export function walkWasm(x: Float32Array, C: number, t: WalkTransition, coef: Float64Array, chebyshev: boolean): Float32Array | null {
+  const m = walkExports();
+  if (!m) return null;
+  const L = loadWalk(m, x, C, t);
   /** out = alpha (src T) - beta out, 8 channels at a time. */
   const apply = (src: number, out: number, alpha: number, beta: number) => {
-    for (let c0 = 0; c0 < C; c0 += BLOCK) m[`pass${Math.min(BLOCK, C - c0)}`](src, out, 0, xoffAt, J, h, W, cs, rs, c0, top, alpha, beta);
+    for (let c0 = 0; c0 < C; c0 += BLOCK) m[`pass${Math.min(BLOCK, C - c0)}`](src, out, 0, L.xoffAt, L.J, t.height, t.paddedWidth, L.cs, L.rs, c0, L.top, alpha, beta);
   };
-  let [cur, other, sum] = mapAt;
+  let [cur, other, sum] = L.maps;
   const steps = coef.length - 1;
   if (!chebyshev) {
     for (let s = 0; s < steps; s++) {
@@ -174,20 +182,25 @@ export function walkWasm(x: Float32Array, C: number, t: WalkTransition, coef: Fl
     }
     sum = cur;
   } else {
-    m.axpy(sum, cur, mapLen, coef[0]); // v_0 = x
+    m.axpy(sum, cur, L.mapLen, coef[0]); // v_0 = x
     let prev = cur;
     cur = other;
     if (steps >= 1) {
       apply(prev, cur, 1, 0); // v_1 = x T
-      m.axpy(sum, cur, mapLen, coef[1]);
+      m.axpy(sum, cur, L.mapLen, coef[1]);
     }
     for (let k = 2; k <= steps; k++) {
       apply(cur, prev, 2, 1); // prev <- 2 v_{k-1} T - v_{k-2} = v_k
       [prev, cur] = [cur, prev];
-      if (coef[k] !== 0) m.axpy(sum, cur, mapLen, coef[k]);
+      if (coef[k] !== 0) m.axpy(sum, cur, L.mapLen, coef[k]);
     }
   }
-  const res = new Float32Array(mem, sum, mapLen);
+  return readWalk(new Float32Array(m.memory.buffer, sum, L.mapLen), C, t, L.P);
+}
+
+/** The interior of a padded map [h + 2 ry, C, P] as [C, h, w]. */
+function readWalk(res: Float32Array, C: number, t: WalkTransition, P: number): Float32Array {
+  const { height: h, width: w, ry, rx } = t;
   const out = new Float32Array(C * h * w);
   for (let c = 0; c < C; c++) {
     for (let y = 0; y < h; y++) {
