@@ -12,7 +12,7 @@
  * about 1e-38 and never change a sum. Lattice vertex ids are stored as byte offsets of their row
  * (id + 1 times `row`: row 0 is the zero "no vertex" row, as in permutohedral.ts).
  */
-import { assemble } from './wasm_asm.js';
+import { instantiate } from './wasm_asm.js';
 import type { PermutohedralLattice } from './permutohedral.js';
 
 /** `f(0) f(1) ... f(n-1)`, one per line: the kernels are unrolled over the class vectors of a row. */
@@ -152,14 +152,6 @@ function crfWat(nv: number): string {
 )`;
 }
 
-/** The WebAssembly JS API this file uses (tsconfig's libs have no DOM, so no WebAssembly types). */
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: unknown };
-}
-const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-
 interface CrfExports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
   blur(cur: number, nxt: number, nb: number, M: number, d1: number): number;
@@ -172,8 +164,7 @@ const instances = new Map<number, CrfExports | null>();
 function crfExports(nv: number): CrfExports | null {
   let x = instances.get(nv);
   if (x === undefined) {
-    const bytes = assemble(crfWat(nv));
-    x = WA.validate(bytes) ? (new WA.Instance(new WA.Module(bytes)).exports as CrfExports) : null;
+    x = instantiate<CrfExports>(crfWat(nv));
     instances.set(nv, x);
   }
   return x;

@@ -14,7 +14,7 @@
  * A pass writes out = alpha (x T) - beta out for a block of at most 8 channels (their accumulators
  * stay in registers), so the Chebyshev recurrence v_{k+1} = 2 v_k T - v_{k-1} overwrites v_{k-1}.
  */
-import { assemble } from './wasm_asm.js';
+import { instantiate } from './wasm_asm.js';
 
 /** Channels per pass: their accumulators live in registers. */
 const BLOCK = 8;
@@ -90,14 +90,6 @@ const WALK_WAT = String.raw`
     end end)
 )`;
 
-/** The WebAssembly JS API this file uses (tsconfig's libs have no DOM). */
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: unknown };
-}
-const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-
 type Pass = (src: number, out: number, wts: number, xoff: number, J: number, h: number, W: number, cs: number, rs: number, c0: number, top: number, alpha: number, beta: number) => void;
 
 interface WalkExports {
@@ -111,8 +103,7 @@ let instance: WalkExports | null | undefined;
 
 function walkExports(): WalkExports | null {
   if (instance === undefined) {
-    const bytes = assemble(WALK_WAT);
-    instance = WA.validate(bytes) ? (new WA.Instance(new WA.Module(bytes)).exports as WalkExports) : null;
+    instance = instantiate<WalkExports>(WALK_WAT);
   }
   return instance;
 }

@@ -229,3 +229,17 @@ export function assemble(src: string): Uint8Array {
   ];
   return Uint8Array.from(bytes);
 }
+
+/** The WebAssembly JS API used here (tsconfig's libs have no DOM, so no WebAssembly types). */
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object) => { exports: unknown };
+}
+const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+/** The exports of the module `wat`, assembled and instantiated; null where this engine does not validate it (no WebAssembly SIMD). */
+export function instantiate<T>(wat: string): T | null {
+  const bytes = assemble(wat);
+  return WA.validate(bytes) ? (new WA.Instance(new WA.Module(bytes)).exports as T) : null;
+}
