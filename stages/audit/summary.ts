@@ -13,6 +13,7 @@
  *   other (MSRC-v2's face and body), so the maps cannot know which region is which (refine.above).
  */
 import { ConfusionMatrix, segmentationScores } from '../../eval/metrics.js';
+import { meanRows } from '../../maps/rows.js';
 import type { ClassRow, ImageRow, MapStage, ViewStage } from './image.js';
 import { VIEW_STAGES } from './image.js';
 import { IGNORE } from './measures.js';
@@ -104,20 +105,11 @@ export interface PixelCounts {
   rows: { final: [number, number][]; gt: [number, number][] | null };
 }
 
-/** [class, mean row / height] of each class < k with pixels in an [h, w] label map. */
-function meanRows(labels: Uint8Array, width: number, k: number): [number, number][] {
-  const sum = new Float64Array(k);
-  const count = new Float64Array(k);
-  for (let i = 0; i < labels.length; i++) {
-    const c = labels[i];
-    if (c < k) {
-      sum[c] += Math.floor(i / width);
-      count[c]++;
-    }
-  }
+/** [class, mean row / height] of each class < k with pixels in an [h, width] label map. */
+function classRows(labels: Uint8Array, width: number, k: number): [number, number][] {
   const h = labels.length / width;
   const out: [number, number][] = [];
-  count.forEach((n, c) => { if (n > 0) out.push([c, sum[c] / n / h]); });
+  meanRows(labels, width, k).forEach((r, c) => { if (!Number.isNaN(r)) out.push([c, r / h]); });
   return out;
 }
 
@@ -129,7 +121,7 @@ const sparse = (a: Float64Array): [number, number][] => {
 
 /** The pixel counts of one image's label maps [h, width] (and ground truth) over `k` classes. */
 export function pixelCounts(maps: Record<MapStage, Uint8Array> & { final: Uint8Array }, gt: Uint8Array | null, k: number, width: number): PixelCounts {
-  const rows = { final: meanRows(maps.final, width, k), gt: gt ? meanRows(gt, width, k) : null };
+  const rows = { final: classRows(maps.final, width, k), gt: gt ? classRows(gt, width, k) : null };
   const agreement = AGREEMENT_PAIRS.map(([sa, sb]) => {
     const a = maps[sa];
     const b = maps[sb];
@@ -161,6 +153,9 @@ function quantile(sorted: number[], q: number): number | null {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
+/** [k, k] votes of a pair's vertical order: images with both classes (a < b), and those where a lies above b. */
+interface OrderVotes { both: Float64Array; above: Float64Array }
+
 export class SummaryAccumulator {
   private readonly k: number;
   private readonly areas: number[][];
@@ -177,7 +172,7 @@ export class SummaryAccumulator {
   /** [k, k] images tagged with both classes (a < b). */
   private readonly together: Float64Array;
   /** [k, k] per label source: images with both classes (a < b), and those where a lies above b. */
-  private readonly order = { final: { both: new Float64Array(0), above: new Float64Array(0) }, gt: { both: new Float64Array(0), above: new Float64Array(0) }, gtImages: 0 };
+  private readonly order: Record<'final' | 'gt', OrderVotes>;
   private images = 0;
 
   constructor(readonly classes: readonly string[]) {
@@ -193,11 +188,12 @@ export class SummaryAccumulator {
     this.cms = Object.fromEntries(VIEW_STAGES.map((s) => [s, new ConfusionMatrix(this.k)])) as Record<ViewStage, ConfusionMatrix>;
     this.gtImagesPerClass = new Float64Array(this.k);
     this.together = new Float64Array(this.k * this.k);
-    for (const o of [this.order.final, this.order.gt]) [o.both, o.above] = [new Float64Array(this.k * this.k), new Float64Array(this.k * this.k)];
+    const votes = (): OrderVotes => ({ both: new Float64Array(this.k * this.k), above: new Float64Array(this.k * this.k) });
+    this.order = { final: votes(), gt: votes() };
   }
 
   /** Votes of one image's mean rows: for each pair of its classes, both present, and whether the first lies above. */
-  private addOrder(o: { both: Float64Array; above: Float64Array }, rows: [number, number][]): void {
+  private addOrder(o: OrderVotes, rows: [number, number][]): void {
     for (const [a, ra] of rows) {
       for (const [b, rb] of rows) {
         if (a >= b) continue;
@@ -225,10 +221,7 @@ export class SummaryAccumulator {
       if (gt && (r.in_gt || r.area > 0)) this.gtImagesPerClass[r.class]++;
     }
     this.addOrder(this.order.final, pixels.rows.final);
-    if (pixels.rows.gt) {
-      this.addOrder(this.order.gt, pixels.rows.gt);
-      this.order.gtImages++;
-    }
+    if (pixels.rows.gt) this.addOrder(this.order.gt, pixels.rows.gt);
     const tags = rows.filter((r) => r.tagged).map((r) => r.class).sort((x, y) => x - y);
     for (let i = 0; i < tags.length; i++) for (let j = i + 1; j < tags.length; j++) this.together[tags[i] * this.k + tags[j]]++;
     pixels.agreement.forEach((p, j) => {
@@ -308,7 +301,7 @@ export class SummaryAccumulator {
         out.push({
           a: this.classes[a], b: this.classes[b], together: t, a_alone: na - t, b_alone: nb - t,
           final_a_above: final.above[i], final_both: final.both[i],
-          gt_a_above: this.order.gtImages > 0 ? gt.above[i] : null, gt_both: this.order.gtImages > 0 ? gt.both[i] : null,
+          gt_a_above: this.gtImages > 0 ? gt.above[i] : null, gt_both: this.gtImages > 0 ? gt.both[i] : null,
         });
       }
     }

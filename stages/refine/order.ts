@@ -9,6 +9,7 @@
  * row), the two classes swap channels. The CRF's Potts model is symmetric in the labels, so
  * swapping the labels after it equals swapping the maps before it.
  */
+import { meanRows } from '../../maps/rows.js';
 import { TagsegError } from '../../pipeline/errors.js';
 
 /** One 'upper/lower' pair as dataset class indices. */
@@ -23,19 +24,12 @@ export interface AbovePair { upper: number; lower: number }
 export function orderClasses(channel: Uint8Array, W: number, classes: readonly number[], pairs: readonly AbovePair[]): number[] {
   const out = [...classes];
   if (pairs.length === 0) return out;
-  const K = classes.length;
-  const rowSum = new Float64Array(K);
-  const count = new Float64Array(K);
-  for (let i = 0; i < channel.length; i++) {
-    const k = channel[i]!;
-    rowSum[k] += Math.floor(i / W);
-    count[k] += 1;
-  }
+  const row = meanRows(channel, W, classes.length);
   for (const { upper, lower } of pairs) {
     const a = out.indexOf(upper);
     const b = out.indexOf(lower);
-    if (a < 0 || b < 0 || count[a] === 0 || count[b] === 0) continue;
-    if (rowSum[a]! / count[a]! > rowSum[b]! / count[b]!) [out[a], out[b]] = [lower, upper];
+    // NaN (a class without pixels) compares false: the pair stays as it is
+    if (a >= 0 && b >= 0 && row[a] > row[b]) [out[a], out[b]] = [lower, upper];
   }
   return out;
 }

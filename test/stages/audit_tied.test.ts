@@ -3,12 +3,13 @@
  * which the tags cannot separate (refine.above), on hand-counted tags.
  */
 import { describe, expect, it } from 'vitest';
-import type { ClassRow, ImageRow } from '../../stages/audit/image.js';
+import { type ClassRow, type ImageRow, VIEW_STAGES } from '../../stages/audit/image.js';
 import { formatTied } from '../../stages/audit/report_stage.js';
-import { AGREEMENT_PAIRS, SummaryAccumulator, TIED_JACCARD, pixelCounts } from '../../stages/audit/summary.js';
+import { AGREEMENT_PAIRS, type PixelCounts, SummaryAccumulator, TIED_JACCARD, pixelCounts } from '../../stages/audit/summary.js';
 
 const CLASSES = ['sky', 'face', 'body', 'dog'];
 const noAgreement = AGREEMENT_PAIRS.map(() => ({ inter: [], union: [] }));
+const noConfusion = Object.fromEntries(VIEW_STAGES.map((s) => [s, { counts: [], predIgnored: [] }])) as unknown as NonNullable<PixelCounts['gt']>;
 
 /**
  * A summary of images given by their tags (class indices) and, optionally, each image's mean rows
@@ -18,7 +19,9 @@ function summarise(images: number[][], rows: { final: [number, number][]; gt: [n
   const acc = new SummaryAccumulator(CLASSES);
   images.forEach((tags, i) => {
     const classRows = CLASSES.map((_, c) => ({ class: c, tagged: tags.includes(c), area: tags.includes(c) ? 0.2 : 0, empty_tag: false, confidence: null, in_gt: null }) as unknown as ClassRow);
-    acc.add(classRows, { suspicion: 0 } as unknown as ImageRow, { agreement: noAgreement, gt: null, rows: rows[i] ?? { final: [], gt: null } });
+    const r = rows[i] ?? { final: [], gt: null };
+    // an image with ground truth has its confusion counts too (none needed here), as pixelCounts gives them
+    acc.add(classRows, { suspicion: 0 } as unknown as ImageRow, { agreement: noAgreement, gt: r.gt ? noConfusion : null, rows: r });
   });
   return acc.result();
 }
