@@ -294,7 +294,9 @@ export function propagate(x: tf.Tensor3D, t: Transition, steps: number, o: Propa
   if (x.rank !== 3 || x.shape[1] !== t.height || x.shape[2] !== t.width) {
     throw new TagsegError(`propagate: map must be [C, ${t.height}, ${t.width}], got [${x.shape.join(', ')}]`);
   }
-  const cheb = o.method === 'steps' ? null : chebyshevPower(steps, o.tolerance ?? 1e-6);
+  const full = o.method === 'steps' ? null : chebyshevPower(steps, o.tolerance ?? 1e-6);
+  // The expansion only where it is shorter than the walk itself.
+  const cheb = full && full.length - 1 < steps ? full : null;
   const fast = walkEngine === 'wasm' ? propagateWasm(x, t, steps, cheb) : null;
   if (fast) return fast;
   return tf.tidy(() => {
@@ -303,7 +305,7 @@ export function propagate(x: tf.Tensor3D, t: Transition, steps: number, o: Propa
     const x0 = tf.pad(tf.transpose(tf.cast(x, 'float32'), [1, 0, 2]), [[0, 0], [0, 0], [0, t.paddedWidth - w]]) as tf.Tensor3D;
     const C = x.shape[0];
     let out: tf.Tensor3D;
-    if (cheb && cheb.length - 1 < steps) {
+    if (cheb) {
       // A ones channel walks along: T preserves constants exactly, the float32 recurrence only
       // nearly (its rounding grows with the degree), so dividing by the walked ones restores them.
       const ones = tf.pad(tf.ones([h, 1, w]), [[0, 0], [0, 0], [0, t.paddedWidth - w]]);
@@ -338,14 +340,14 @@ function propagateWasm(x: tf.Tensor3D, t: Transition, steps: number, cheb: Float
   const data = xf.dataSync() as Float32Array;
   xf.dispose();
   const wt = { height: h, width: w, paddedWidth: t.paddedWidth, ry: t.ry, rx: t.rx, groups: t.groups.map((g) => ({ dy: g.dy, weights: g.weights.dataSync() as Float32Array })) };
-  if (!(cheb && cheb.length - 1 < steps)) {
-    const r = walkWasm(data, C, wt, new Float64Array(steps + 1), false);
+  if (!cheb) {
+    const r = walkWasm(data, C, wt, steps);
     return r && tf.tensor3d(r, [C, h, w]);
   }
   const withOnes = new Float32Array((C + 1) * N);
   withOnes.set(data);
   withOnes.fill(1, C * N);
-  const r = walkWasm(withOnes, C + 1, wt, cheb, true);
+  const r = walkWasm(withOnes, C + 1, wt, cheb);
   if (!r) return null;
   const out = new Float32Array(C * N);
   for (let c = 0; c < C; c++) for (let p = 0; p < N; p++) out[c * N + p] = r[c * N + p] / r[C * N + p];

@@ -152,11 +152,11 @@ function loadWalk(m: WalkExports, x: Float32Array, C: number, t: WalkTransition)
 }
 
 /**
- * x [C, h, w] -> sum_k coef_k v_k, where v_0 = x, v_1 = x T and v_{k+1} = 2 v_k T - v_{k-1}
- * (Chebyshev), or with `chebyshev` false x T^(coef.length - 1) by plain steps (coef unused but
- * for its length). null where WebAssembly SIMD is unavailable.
+ * x [C, h, w] -> x T^walk by `walk` plain steps, or, given coefficients, sum_k walk_k v_k where
+ * v_0 = x, v_1 = x T and v_{k+1} = 2 v_k T - v_{k-1} (Chebyshev). null where WebAssembly SIMD is
+ * unavailable.
  */
-export function walkWasm(x: Float32Array, C: number, t: WalkTransition, coef: Float64Array, chebyshev: boolean): Float32Array | null {
+export function walkWasm(x: Float32Array, C: number, t: WalkTransition, walk: number | Float64Array): Float32Array | null {
   const m = walkExports();
   if (!m) return null;
   const L = loadWalk(m, x, C, t);
@@ -165,14 +165,15 @@ export function walkWasm(x: Float32Array, C: number, t: WalkTransition, coef: Fl
     for (let c0 = 0; c0 < C; c0 += BLOCK) m[`pass${Math.min(BLOCK, C - c0)}`](src, out, 0, L.xoffAt, L.J, t.height, t.paddedWidth, L.cs, L.rs, c0, L.top, alpha, beta);
   };
   let [cur, other, sum] = L.maps;
-  const steps = coef.length - 1;
-  if (!chebyshev) {
-    for (let s = 0; s < steps; s++) {
+  if (typeof walk === 'number') {
+    for (let s = 0; s < walk; s++) {
       apply(cur, other, 1, 0);
       [cur, other] = [other, cur];
     }
     sum = cur;
   } else {
+    const coef = walk;
+    const steps = coef.length - 1;
     m.axpy(sum, cur, L.mapLen, coef[0]); // v_0 = x
     let prev = cur;
     cur = other;
