@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { CamHead } from '../../nn/heads.js';
 import { multilabelSoftMarginLoss, softmaxCrossEntropy } from '../../nn/losses.js';
+import { Rng } from '../../nn/rng.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -85,6 +86,40 @@ describe('softmaxCrossEntropy', () => {
     const gv = Array.from(g.dataSync());
     expect(gv).toHaveLength(6);
     expect(gv.every((v) => v === 0)).toBe(true); // +0 or -0, never NaN
+  });
+
+  /** The former autodiff formula: the independent reference for the written-out gradient. */
+  function autodiffReference(logits: tf.Tensor, labels: tf.Tensor, perCount = true): tf.Scalar {
+    return tf.tidy(() => {
+      const lab = tf.cast(labels, 'int32');
+      const valid = tf.notEqual(lab, 255);
+      const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.where(valid, lab, tf.zerosLike(lab)), logits.shape[logits.rank - 1])), -1);
+      const validF = tf.cast(valid, 'float32');
+      const total = tf.sum(tf.mul(tf.neg(picked), validF));
+      return (perCount ? tf.div(total, tf.maximum(tf.sum(validF), 1)) : total) as tf.Scalar;
+    });
+  }
+
+  it('matches autodiff of the plain formula in value and gradient (random logits, 20% ignore)', () => {
+    const r = new Rng(7);
+    const rng = () => r.next();
+    const shape = [2, 5, 7, 6];
+    const n = shape[0] * shape[1] * shape[2];
+    const logits = tf.tensor4d(Array.from({ length: n * shape[3] }, () => 6 * rng() - 3), shape as [number, number, number, number]);
+    const labels = tf.tensor3d(Array.from({ length: n }, () => (rng() < 0.2 ? 255 : Math.floor(rng() * shape[3]))), shape.slice(0, 3) as [number, number, number], 'int32');
+    const before = tf.memory().numTensors;
+    const { value, grad } = tf.tidy(() => {
+      const vg = tf.valueAndGrad((l: tf.Tensor) => softmaxCrossEntropy(l, labels))(logits);
+      return { value: vg.value.dataSync()[0], grad: Array.from(vg.grad.dataSync()) };
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    const maxDiff = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+    const ref = tf.valueAndGrad((l: tf.Tensor) => autodiffReference(l, labels))(logits);
+    expect(value).toBeCloseTo(ref.value.dataSync()[0], 6);
+    expect(maxDiff(grad, Array.from(ref.grad.dataSync()))).toBeLessThan(1e-7);
+    // control: the reference without the division by the valid count is far off
+    const off = tf.grad((l: tf.Tensor) => autodiffReference(l, labels, false))(logits);
+    expect(maxDiff(grad, Array.from(off.dataSync()))).toBeGreaterThan(1e-2);
   });
 
   it('has gradient softmax - onehot over valid pixels / count', () => {
