@@ -21,6 +21,7 @@ import { Norm, type NormOptions, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv, xavierUniform } from './params.js';
 import { Rng } from './rng.js';
 import { TagsegError } from '../pipeline/errors.js';
+import { type PairGrid, pairDistanceGradient, pairDistanceSums, pairWasmAvailable } from '../ops/affinity_wasm.js';
 import { checkOffsets, pairRegion, type Offset, type PairLayout } from '../ops/randomwalk.js';
 
 export interface AffinityHeadOptions {
@@ -137,44 +138,83 @@ export function affinities(f: tf.Tensor4D, offsets: readonly Offset[], radius: n
   const [b, fh, fw, d] = f.shape;
   const [gh, gw] = layout === 'full' ? [fh + rf, fw + 2 * rf] : [fh, fw];
   const { height: ph, width: pw } = pairRegion(gh, gw, radius);
-  const K = offsets.length;
+  const grid: PairGrid = { B: b, gh, gw, D: d, ph, pw, rf, offsets };
   return tf.tidy(() => {
-    if (K === 0) return tf.zeros([b, 0, ph, pw]) as tf.Tensor4D;
+    if (offsets.length === 0) return tf.zeros([b, 0, ph, pw]) as tf.Tensor4D;
     const x = layout === 'full' ? tf.pad(f, [[0, 0], [0, rf], [rf, rf], [0, 0]]) : f;
-    const src = (t: tf.Tensor) => tf.slice(t, [0, 0, rf, 0], [b, ph, pw, d]);
-    const dst = (t: tf.Tensor, o: Offset) => tf.slice(t, [0, o.dy, rf + o.dx, 0], [b, ph, pw, d]);
-    const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const xi = args[0] as tf.Tensor4D;
-      const save = args[1] as tf.GradSaveFunc;
-      const s = src(xi);
-      const maps = offsets.map((o) => tf.tidy(() => tf.exp(tf.neg(tf.mean(tf.abs(tf.sub(s, dst(xi, o))), 3)))));
-      const a = tf.stack(maps, 1) as tf.Tensor4D;
-      save([xi, a]);
-      return {
-        value: a,
-        // m = mean_k |s - t|, a = exp(-m): dL/dm = -a dL/da; dm/ds = sign(s - t) / D = -dm/dt
-        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-          const [sx, sa] = saved;
-          const gm = tf.div(tf.neg(tf.mul(dy, sa)), d); // [B, K, ph, pw]
-          const ss = src(sx);
-          let dsrc: tf.Tensor = tf.zeros([b, ph, pw, d]);
-          let dx: tf.Tensor = tf.zeros([b, gh, gw, d]);
-          offsets.forEach((o, k) => {
-            const [ns, nx] = tf.tidy(() => {
-              const gk = tf.reshape(tf.slice(gm, [0, k, 0, 0], [b, 1, ph, pw]), [b, ph, pw, 1]);
-              const g = tf.mul(tf.sign(tf.sub(ss, dst(sx, o))), gk);
-              const toDst = tf.pad(tf.neg(g), [[0, 0], [o.dy, gh - ph - o.dy], [rf + o.dx, gw - pw - rf - o.dx], [0, 0]]);
-              return [tf.add(dsrc, g), tf.add(dx, toDst)];
-            });
-            dsrc.dispose();
-            dx.dispose();
-            dsrc = ns;
-            dx = nx;
+    return (pairEngine === 'wasm' && pairWasmAvailable(grid) ? wasmPairs(grid) : tfPairs(grid))(x as tf.Tensor4D);
+  });
+}
+
+/** Which engine computes `affinities`: 'wasm' (ops/affinity_wasm.ts, where SIMD exists and D % 16 = 0) or 'tf', the reference. */
+export type AffinityEngine = 'tf' | 'wasm';
+let pairEngine: AffinityEngine = 'wasm';
+
+/** Set the engine of `affinities`; returns the previous one (tests and benches compare the two). */
+export function setAffinityEngine(engine: AffinityEngine): AffinityEngine {
+  const previous = pairEngine;
+  pairEngine = engine;
+  return previous;
+}
+
+/** The pairs in WebAssembly: channel sums |x_s - x_t| and their gradient in one pass each. */
+function wasmPairs(g: PairGrid): (x: tf.Tensor4D) => tf.Tensor4D {
+  const { B: b, D: d, ph, pw } = g;
+  const K = g.offsets.length;
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xi = args[0] as tf.Tensor4D;
+    const save = args[1] as tf.GradSaveFunc;
+    const xd = xi.dataSync() as Float32Array;
+    const a = tf.exp(tf.mul(tf.tensor4d(pairDistanceSums(xd, g), [b, K, ph, pw]), -1 / d)) as tf.Tensor4D;
+    save([a]);
+    return {
+      value: a,
+      // a = exp(-sum / D): dL/dsum = -a dL/da / D
+      gradFunc: (dy: tf.Tensor, [sa]: tf.Tensor[]) => {
+        const gsum = tf.tidy(() => tf.div(tf.neg(tf.mul(dy, sa)), d));
+        const gd = gsum.dataSync() as Float32Array;
+        gsum.dispose();
+        return tf.tensor4d(pairDistanceGradient(xd, gd, g), xi.shape);
+      },
+    };
+  });
+}
+
+/** The pairs in TensorFlow ops, two slices of x per offset (the reference engine). */
+function tfPairs(g: PairGrid): (x: tf.Tensor4D) => tf.Tensor4D {
+  const { B: b, gh, gw, D: d, ph, pw, rf, offsets } = g;
+  const src = (t: tf.Tensor) => tf.slice(t, [0, 0, rf, 0], [b, ph, pw, d]);
+  const dst = (t: tf.Tensor, o: Offset) => tf.slice(t, [0, o.dy, rf + o.dx, 0], [b, ph, pw, d]);
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xi = args[0] as tf.Tensor4D;
+    const save = args[1] as tf.GradSaveFunc;
+    const s = src(xi);
+    const maps = offsets.map((o) => tf.tidy(() => tf.exp(tf.neg(tf.mean(tf.abs(tf.sub(s, dst(xi, o))), 3)))));
+    const a = tf.stack(maps, 1) as tf.Tensor4D;
+    save([xi, a]);
+    return {
+      value: a,
+      // m = mean_k |s - t|, a = exp(-m): dL/dm = -a dL/da; dm/ds = sign(s - t) / D = -dm/dt
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sa] = saved;
+        const gm = tf.div(tf.neg(tf.mul(dy, sa)), d); // [B, K, ph, pw]
+        const ss = src(sx);
+        let dsrc: tf.Tensor = tf.zeros([b, ph, pw, d]);
+        let dx: tf.Tensor = tf.zeros([b, gh, gw, d]);
+        offsets.forEach((o, k) => {
+          const [ns, nx] = tf.tidy(() => {
+            const gk = tf.reshape(tf.slice(gm, [0, k, 0, 0], [b, 1, ph, pw]), [b, ph, pw, 1]);
+            const g = tf.mul(tf.sign(tf.sub(ss, dst(sx, o))), gk);
+            const toDst = tf.pad(tf.neg(g), [[0, 0], [o.dy, gh - ph - o.dy], [rf + o.dx, gw - pw - rf - o.dx], [0, 0]]);
+            return [tf.add(dsrc, g), tf.add(dx, toDst)];
           });
-          return tf.add(dx, tf.pad(dsrc, [[0, 0], [0, gh - ph], [rf, gw - pw - rf], [0, 0]]));
-        },
-      };
-    });
-    return op(x);
+          dsrc.dispose();
+          dx.dispose();
+          dsrc = ns;
+          dx = nx;
+        });
+        return tf.add(dx, tf.pad(dsrc, [[0, 0], [0, gh - ph], [rf, gw - pw - rf], [0, 0]]));
+      },
+    };
   });
 }

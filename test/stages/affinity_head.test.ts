@@ -1,9 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../pipeline/backend.js';
 import { disposeFeatures, type Features } from '../../nn/backbone.js';
 import { ResNet } from '../../nn/resnet.js';
-import { AffinityHead, affinities } from '../../nn/affinity_head.js';
+import { AffinityHead, affinities, setAffinityEngine } from '../../nn/affinity_head.js';
+import { pairWasmAvailable } from '../../ops/affinity_wasm.js';
 import { affinityLoss } from '../../stages/affinity/loss.js';
 import { disposePairLabels, neighbourOffsets, pairLabels, type Offset } from '../../stages/affinity/pairs.js';
 
@@ -72,6 +73,59 @@ describe('affinities', () => {
     )(f);
     expect(tf.tidy(() => tf.max(tf.abs(tf.sub(gFull, gFullRef))).dataSync()[0])).toBeLessThan(1e-5);
     tf.dispose([f, wts, g, gRef, gFull, gFullRef]);
+  });
+});
+
+/**
+ * The WebAssembly engine (ops/affinity_wasm.ts, the default where D % 16 = 0) against the plain
+ * formula's autodiff and against the TensorFlow engine (the tests above run that one: D < 16).
+ */
+describe('affinities, wasm engine', () => {
+  afterEach(() => void setAffinityEngine('wasm'));
+  const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+  const offsets = neighbourOffsets(5); // PSA's radius: 34 offsets, rf = 4
+
+  it('takes D = 32 and leaves D = 20 to TensorFlow', () => {
+    const grid = { B: 1, gh: 9, gw: 12, ph: 5, pw: 4, rf: 4, offsets };
+    expect(pairWasmAvailable({ ...grid, D: 32 })).toBe(true);
+    expect(pairWasmAvailable({ ...grid, D: 20 })).toBe(false);
+  });
+
+  it('values match the plain formula and the tf engine, region and full layouts', () => {
+    const f = tf.randomNormal([2, 9, 12, 32], 0, 1, 'float32', 21) as tf.Tensor4D;
+    const before = tf.memory().numTensors;
+    const a = affinities(f, offsets, 5);
+    const full = affinities(f, offsets, 5, 'full');
+    expect(tf.memory().numTensors).toBe(before + 2);
+    expect(a.shape).toEqual([2, 34, 5, 4]);
+    expect(maxDiff(a, affinitiesReference(f, offsets, 5))).toBeLessThan(1e-6);
+    setAffinityEngine('tf');
+    expect(maxDiff(full, affinities(f, offsets, 5, 'full'))).toBeLessThan(1e-6);
+    // control: the tolerance sees one offset's maps moved to the next offset
+    const shifted = tf.concat([tf.slice(a, [0, 1, 0, 0], [2, 33, 5, 4]), tf.slice(a, [0, 0, 0, 0], [2, 1, 5, 4])], 1);
+    expect(maxDiff(shifted, a)).toBeGreaterThan(1e-2);
+    tf.dispose([f, a, full, shifted]);
+  });
+
+  it('gradient matches autodiff of the plain formula (region, full through the pad); one offset missing is seen', () => {
+    const f = tf.randomNormal([2, 9, 12, 16], 0, 1, 'float32', 22) as tf.Tensor4D;
+    const wts = tf.randomUniform([2, offsets.length, 5, 4], -1, 1, 'float32', 23);
+    const loss = (fn: (x: tf.Tensor4D) => tf.Tensor4D, w = wts) => (x: tf.Tensor) => tf.sum(tf.mul(fn(x as tf.Tensor4D), w));
+    const before = tf.memory().numTensors;
+    const g = tf.grad(loss((x) => affinities(x, offsets, 5)))(f);
+    expect(tf.memory().numTensors).toBe(before + 1);
+    const gRef = tf.grad(loss((x) => affinitiesReference(x, offsets, 5)))(f);
+    expect(maxDiff(g, gRef)).toBeLessThan(1e-5); // 34 terms summed in another order
+    expect(tf.tidy(() => tf.max(tf.abs(g)).dataSync()[0])).toBeGreaterThan(1e-3);
+    const gFull = tf.grad((x: tf.Tensor) => tf.sum(affinities(x as tf.Tensor4D, offsets, 5, 'full')))(f);
+    const gFullRef = tf.grad((x: tf.Tensor) => tf.sum(affinitiesReference(tf.pad(x as tf.Tensor4D, [[0, 0], [0, 4], [4, 4], [0, 0]]), offsets, 5)))(f);
+    expect(maxDiff(gFull, gFullRef)).toBeLessThan(1e-5);
+    // control: the reference without offset 7's term differs by more than the tolerance
+    const mask = tf.tidy(() => tf.concat([tf.ones([2, 7, 5, 4]), tf.zeros([2, 1, 5, 4]), tf.ones([2, 26, 5, 4])], 1));
+    const wMissing = tf.mul(wts, mask);
+    const gMissing = tf.grad(loss((x) => affinitiesReference(x, offsets, 5), wMissing))(f);
+    expect(maxDiff(g, gMissing)).toBeGreaterThan(1e-3);
+    tf.dispose([f, wts, g, gRef, gFull, gFullRef, mask, wMissing, gMissing]);
   });
 });
 
