@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { DenseCrfOptions } from '../../ops/crf.js';
-import { crfOfProbs } from '../../ops/crf_pool.js';
+import { type CrfRequest, crfOfProbs } from '../../ops/crf_pool.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { type SegNet, segLogits } from './net.js';
 
@@ -91,14 +91,20 @@ export async function labelsOf(maps: Float32Array, n: number, H: number, W: numb
  * The CRF reads the image at the grid of the probabilities (the working size), so it runs before
  * the resize to `out`; its marginals are resized like the probabilities would be.
  */
-export async function segmentBatch(net: SegNet, pixels: readonly Uint8Array[], H: number, W: number, out: [number, number], o: InferOptions): Promise<Uint8Array[]> {
+export async function segmentBatch(
+  net: SegNet, pixels: readonly Uint8Array[], H: number, W: number, out: [number, number], o: InferOptions,
+  runCrf: (r: CrfRequest) => Promise<Float32Array> = (r) => Promise.resolve(crfOfProbs(r)),
+): Promise<Uint8Array[]> {
   const n = pixels.length;
   if (n === 0) return [];
   const K = net.config.classes.length;
   const probs = await batchProbs(net, pixels, H, W, o);
-  if (o.crf) {
+  const crf = o.crf;
+  if (crf) {
     const N = H * W;
-    for (let i = 0; i < n; i++) probs.set(crfOfProbs({ probs: probs.subarray(i * N * K, (i + 1) * N * K), rgb: pixels[i], H, W, K, crf: o.crf }), i * N * K);
+    // the images' CRFs at once: a pool (ops/crf_pool.ts) spreads them over its threads
+    const q = await Promise.all(pixels.map((rgb, i) => runCrf({ probs: probs.slice(i * N * K, (i + 1) * N * K), rgb, H, W, K, crf })));
+    q.forEach((m, i) => probs.set(m, i * N * K));
   }
   return labelsOf(probs, n, H, W, K, out);
 }

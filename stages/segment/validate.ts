@@ -18,6 +18,8 @@ import { log, progress } from '../../pipeline/log.js';
 import type { Params } from '../params.js';
 import type { ImageRef, StreamReaders } from './data.js';
 import { segmentBatch } from './infer.js';
+import { availableParallelism } from 'node:os';
+import { crfPool } from '../../ops/crf_pool.js';
 import type { SegNet } from './net.js';
 
 /** Images per inference batch during validation (same-size images only). */
@@ -101,22 +103,30 @@ export async function validate(
   const images = groups.reduce((n, g) => n + g.length, 0);
   const bar = progress('segment validation', images);
   const o = { scales: s.scales, flip: s.flip, crf: inferCrf(s) };
-  let pseudoImages = 0;
-  for await (const b of orderedMap(groups, (g) => loadBatch(g, r, info), { concurrency: 1, window: 2 })) {
+  // CRFs on every core; while a group's CRFs run, the next group goes through the network
+  const pool = crfPool(o.crf ? availableParallelism() : 1);
+  const predict = async (g: ImageRef[]) => {
+    const b = await loadBatch(g, r, info);
     const first = b.refs[0];
-    const preds = await segmentBatch(net, b.pixels, first.height, first.width, [b.gtSize.height, b.gtSize.width], o);
-    b.refs.forEach((v, k) => {
-      cm.add(preds[k], b.gt[k]);
-      const pm = b.pseudo[k];
-      if (pcm && pm) {
-        if (pm.height !== b.gtSize.height || pm.width !== b.gtSize.width) {
-          throw new TagsegError(`pseudo-mask of '${v.id}' is ${pm.width}x${pm.height}, its mask ${b.gtSize.width}x${b.gtSize.height}`, { file: artifact('pseudoMasks') });
-        }
-        pcm.add(pm.mask, b.gt[k]);
-        pseudoImages++;
+    return { b, preds: await segmentBatch(net, b.pixels, first.height, first.width, [b.gtSize.height, b.gtSize.width], o, (q) => pool.run(q)) };
+  };
+  let pseudoImages = 0;
+  const score = (b: ValBatch, preds: Uint8Array[]) => b.refs.forEach((v, k) => {
+    cm.add(preds[k], b.gt[k]);
+    const pm = b.pseudo[k];
+    if (pcm && pm) {
+      if (pm.height !== b.gtSize.height || pm.width !== b.gtSize.width) {
+        throw new TagsegError(`pseudo-mask of '${v.id}' is ${pm.width}x${pm.height}, its mask ${b.gtSize.width}x${b.gtSize.height}`, { file: artifact('pseudoMasks') });
       }
-      bar.tick();
-    });
+      pcm.add(pm.mask, b.gt[k]);
+      pseudoImages++;
+    }
+    bar.tick();
+  });
+  try {
+    for await (const { b, preds } of orderedMap(groups, predict, { concurrency: 2, window: 3 })) score(b, preds);
+  } finally {
+    await pool.close();
   }
   bar.stop();
   return { scores: scoresOf(cm, classes, images), pseudoScores: pcm ? scoresOf(pcm, classes, pseudoImages) : null };
