@@ -21,6 +21,7 @@ import { Norm, type NormOptions, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv, xavierUniform } from './params.js';
 import { Rng } from './rng.js';
 import { TagsegError } from '../pipeline/errors.js';
+import { EngineSwitch } from '../ops/engine.js';
 import { type PairGrid, pairDistanceGradient, pairDistanceSums, pairWasmAvailable } from '../ops/affinity_wasm.js';
 import { checkOffsets, pairRegion, type Offset, type PairLayout } from '../ops/randomwalk.js';
 
@@ -142,20 +143,16 @@ export function affinities(f: tf.Tensor4D, offsets: readonly Offset[], radius: n
   return tf.tidy(() => {
     if (offsets.length === 0) return tf.zeros([b, 0, ph, pw]) as tf.Tensor4D;
     const x = layout === 'full' ? tf.pad(f, [[0, 0], [0, rf], [rf, rf], [0, 0]]) : f;
-    return (pairEngine === 'wasm' && pairWasmAvailable(grid) ? wasmPairs(grid) : tfPairs(grid))(x as tf.Tensor4D);
+    return (pairEngine.current === 'wasm' && pairWasmAvailable(grid) ? wasmPairs(grid) : tfPairs(grid))(x as tf.Tensor4D);
   });
 }
 
 /** Which engine computes `affinities`: 'wasm' (ops/affinity_wasm.ts, where SIMD exists and D % 16 = 0) or 'tf', the reference. */
 export type AffinityEngine = 'tf' | 'wasm';
-let pairEngine: AffinityEngine = 'wasm';
+const pairEngine = new EngineSwitch<AffinityEngine>('wasm');
 
 /** Set the engine of `affinities`; returns the previous one (tests and benches compare the two). */
-export function setAffinityEngine(engine: AffinityEngine): AffinityEngine {
-  const previous = pairEngine;
-  pairEngine = engine;
-  return previous;
-}
+export const setAffinityEngine = (engine: AffinityEngine): AffinityEngine => pairEngine.set(engine);
 
 /** The pairs in WebAssembly: channel sums |x_s - x_t| and their gradient in one pass each. */
 function wasmPairs(g: PairGrid): (x: tf.Tensor4D) => tf.Tensor4D {

@@ -37,6 +37,7 @@
  * are the reference engine it is tested against (`setCrfEngine('js')`).
  */
 import { meanFieldWasm } from './crf_wasm.js';
+import { EngineSwitch } from './engine.js';
 import { PermutohedralLattice } from './permutohedral.js';
 
 /** Smoothness kernel on position: exp(-|Δp|² / 2 sxy²), weight `compat`. */
@@ -317,14 +318,10 @@ function withBuffers(k: ScaledKernel, C: number): MeanFieldKernel {
 /** Which mean field `denseCrf` runs: 'wasm' (ops/crf_wasm.ts, SIMD; the default where available) or 'js', the reference. */
 export type CrfEngine = 'wasm' | 'js';
 
-let crfEngine: CrfEngine = 'wasm';
+const crfEngine = new EngineSwitch<CrfEngine>('wasm');
 
 /** Choose the mean field's engine (tests compare the two); returns the previous one. */
-export function setCrfEngine(engine: CrfEngine): CrfEngine {
-  const previous = crfEngine;
-  crfEngine = engine;
-  return previous;
-}
+export const setCrfEngine = (engine: CrfEngine): CrfEngine => crfEngine.set(engine);
 
 let unrolledPair = true;
 
@@ -522,7 +519,7 @@ export function denseCrf(
 
   // Messages Σ_k w_k K̂_k Q are the negated Potts energy up to a per-pixel constant.
   const scaled = kernels.map((k) => scaledKernel(k.filter, k.w));
-  const wasm = kernels.length > 0 && crfEngine === 'wasm' ? meanFieldWasm(unary, N, C, o.iterations, scaled) : null;
+  const wasm = kernels.length > 0 && crfEngine.current === 'wasm' ? meanFieldWasm(unary, N, C, o.iterations, scaled) : null;
   if (wasm) return wasm;
   const Q = new Float32Array(N * C);
   softmaxNegUnary(unary, N, C, Q);

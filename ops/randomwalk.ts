@@ -46,6 +46,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../pipeline/errors.js';
 import { walkWasm } from './randomwalk_wasm.js';
+import { EngineSwitch } from './engine.js';
 
 /** A neighbour offset on the grid: target = source + (dy, dx). */
 export interface Offset {
@@ -297,7 +298,7 @@ export function propagate(x: tf.Tensor3D, t: Transition, steps: number, o: Propa
   const full = o.method === 'steps' ? null : chebyshevPower(steps, o.tolerance ?? 1e-6);
   // The expansion only where it is shorter than the walk itself.
   const cheb = full && full.length - 1 < steps ? full : null;
-  const fast = walkEngine === 'wasm' ? propagateWasm(x, t, steps, cheb) : null;
+  const fast = walkEngine.current === 'wasm' ? propagateWasm(x, t, steps, cheb) : null;
   if (fast) return fast;
   return tf.tidy(() => {
     const [, h, w] = x.shape;
@@ -320,14 +321,10 @@ export function propagate(x: tf.Tensor3D, t: Transition, steps: number, o: Propa
 
 /** Which engine propagates: 'wasm' (ops/randomwalk_wasm.ts, the default where WebAssembly SIMD exists) or 'tf', the reference it is tested against. */
 export type RandomWalkEngine = 'tf' | 'wasm';
-let walkEngine: RandomWalkEngine = 'wasm';
+const walkEngine = new EngineSwitch<RandomWalkEngine>('wasm');
 
 /** Set the engine of `propagate`; returns the previous one (tests and benches compare the two). */
-export function setRandomWalkEngine(engine: RandomWalkEngine): RandomWalkEngine {
-  const previous = walkEngine;
-  walkEngine = engine;
-  return previous;
-}
+export const setRandomWalkEngine = (engine: RandomWalkEngine): RandomWalkEngine => walkEngine.set(engine);
 
 /**
  * propagate on the wasm engine (the same walk: Chebyshev with a ones channel, or plain steps);
