@@ -17,6 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Features } from './backbone.js';
+import { relu } from './native.js';
 import { Norm, type NormOptions, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv, xavierUniform } from './params.js';
 import { Rng } from './rng.js';
@@ -105,7 +106,7 @@ export class AffinityHead {
       if (!(Number.isInteger(h) && Number.isInteger(w) && h > 0 && w > 0)) throw new TagsegError(`AffinityHead: bad grid size ${h} x ${w}`);
       const parts = this.reductions.map((r, i) => {
         let y = tf.conv2d(maps[i], r.kernel as tf.Tensor4D, 1, 'valid');
-        y = tf.relu(r.norm.apply(y, training, updates));
+        y = relu(r.norm.apply(y, training, updates));
         if (y.shape[1] !== h || y.shape[2] !== w) y = tf.image.resizeBilinear(y, [h, w], false, false);
         return y;
       });

@@ -10,6 +10,7 @@
  * read are the ones the loss shapes, and the model format stays the same.
  */
 import * as tf from '@tensorflow/tfjs';
+import { relu } from './native.js';
 import { TagsegError } from '../pipeline/errors.js';
 
 /**
@@ -30,7 +31,7 @@ export function reactivationLoss(features: tf.Tensor4D, kernel: tf.Tensor2D, tar
     }
     const p = h * w;
     const f = tf.reshape(features, [b, p, c]) as tf.Tensor3D;
-    const cam = tf.relu(tf.reshape(tf.matMul(tf.reshape(features, [b * p, c]) as tf.Tensor2D, kernel), [b, p, k]));
+    const cam = relu(tf.reshape(tf.matMul(tf.reshape(features, [b * p, c]) as tf.Tensor2D, kernel), [b, p, k]));
     const norm = tf.div(cam, tf.add(tf.max(cam, 1, true), 1e-5)) as tf.Tensor3D;
     const pooled = tf.div(tf.matMul(norm, f, true, false), p) as tf.Tensor3D; // [B,K,C]
     const logits = tf.reshape(tf.matMul(tf.reshape(pooled, [b * k, c]), kernel), [b, k, k]);

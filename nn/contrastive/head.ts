@@ -11,6 +11,7 @@
  * BNReLU); any nn/norm.ts kind works ('group' matches the segment head's GroupNorm for small batches).
  */
 import * as tf from '@tensorflow/tfjs';
+import { relu } from '../native.js';
 import { TagsegError } from '../../pipeline/errors.js';
 import { Norm, type NormOptions, type NormUpdates } from '../norm.js';
 import { ParamStore, heNormalConv, xavierUniform } from '../params.js';
@@ -62,7 +63,7 @@ export class ProjectionHead {
       if (x.rank !== 4 || x.shape[3] !== this.inChannels) {
         throw new TagsegError(`ProjectionHead expects [B, h, w, ${this.inChannels}], got [${x.shape.join(', ')}]`);
       }
-      const y = tf.relu(this.norm.apply(tf.conv2d(x, this.k1 as tf.Tensor4D, 1, 'valid'), training, updates));
+      const y = relu(this.norm.apply(tf.conv2d(x, this.k1 as tf.Tensor4D, 1, 'valid'), training, updates));
       const z = tf.add(tf.conv2d(y, this.k2 as tf.Tensor4D, 1, 'valid'), this.b2);
       return tf.div(z, tf.maximum(tf.sqrt(tf.sum(tf.square(z), 3, true)), 1e-12)) as tf.Tensor4D;
     });

@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Features } from '../backbone.js';
+import { relu } from '../native.js';
 import { Norm } from '../norm.js';
 import { ParamStore, heNormalConv, xavierUniform } from '../params.js';
 import { Rng } from '../rng.js';
@@ -118,14 +119,14 @@ export class ContextHead implements SegHead {
         throw new TagsegError(`ContextHead: last level must be [B,h,w,${this.inChannels[this.inChannels.length - 1]}], got [${x.shape.join(', ')}]`);
       }
       const [, h, w] = x.shape;
-      const apply = (cn: ConvNorm, t: tf.Tensor4D) => tf.relu(cn.norm.apply(tf.conv2d(t, cn.kernel as tf.Tensor4D, 1, 'same'), false)) as tf.Tensor4D;
+      const apply = (cn: ConvNorm, t: tf.Tensor4D) => relu(cn.norm.apply(tf.conv2d(t, cn.kernel as tf.Tensor4D, 1, 'same'), false)) as tf.Tensor4D;
       const up = (t: tf.Tensor4D, size: [number, number]) => (t.shape[1] === size[0] && t.shape[2] === size[1] ? t : tf.image.resizeBilinear(t, size, false, false));
       const branches = [apply(this.b1x1, x), apply(this.b3x3, x)];
       POOL_FACTORS.forEach((p, i) => {
         const pooled = tf.avgPool(x, [p, p], [p, p], 'same') as tf.Tensor4D;
         branches.push(up(apply(this.pooled[i], pooled), [h, w]));
       });
-      const g = tf.relu(tf.add(tf.conv2d(tf.mean(x, [1, 2], true) as tf.Tensor4D, this.image.kernel as tf.Tensor4D, 1, 'valid'), this.image.bias));
+      const g = relu(tf.add(tf.conv2d(tf.mean(x, [1, 2], true) as tf.Tensor4D, this.image.kernel as tf.Tensor4D, 1, 'valid'), this.image.bias));
       branches.push(tf.tile(g, [1, h, w, 1]) as tf.Tensor4D);
       let y = apply(this.project, tf.concat(branches, 3));
       if (this.low && this.fuse) {

@@ -17,6 +17,7 @@
  * small random context block keeps gradients flowing to Q, K, V and the context conv from step 1.
  */
 import * as tf from '@tensorflow/tfjs';
+import { relu } from '../../nn/native.js';
 import { ParamStore, normalTensor } from '../../nn/params.js';
 import { Rng } from '../../nn/rng.js';
 import { TagsegError } from '../../pipeline/errors.js';
@@ -107,7 +108,7 @@ export class Projection {
     const p = (n: string) => this.params.get(n);
     return tf.tidy(() => {
       const x = tf.reshape(f, [B * h * w, C]);
-      const y = tf.add(tf.matMul(tf.relu(tf.add(tf.matMul(x, p('p1.kernel')), p('p1.bias'))), p('p2.kernel')), p('p2.bias'));
+      const y = tf.add(tf.matMul(relu(tf.add(tf.matMul(x, p('p1.kernel')), p('p1.bias'))), p('p2.kernel')), p('p2.bias'));
       return tf.reshape(y, [B, h, w, C]) as tf.Tensor4D;
     });
   }
