@@ -13,7 +13,9 @@
  * affinities: a_ij = exp(-mean_k |f_i,k - f_j,k|) for every pair of the offsets, one map per offset,
  * from two tf.slice's of f (no gather). Written with a hand gradient (tf.customGrad) that keeps
  * only f and a for the backward pass and recomputes |f_i - f_j| per offset: autodiff would keep
- * K full [B, h', w', D] differences alive (K = 34 at PSA's radius 5, 152 at IRN's 10).
+ * K full [B, h', w', D] differences alive (K = 34 at PSA's radius 5, 152 at IRN's 10). That is the
+ * reference engine; by default the channel sums and their gradient run in one WebAssembly pass each
+ * (ops/affinity_wasm.ts), which keeps f's values on the JS side for the backward pass instead.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Features } from './backbone.js';

@@ -1,9 +1,9 @@
 /**
  * Validation of the segment stage, streamed batch by batch: consecutive validation images of one
  * working and original size go through the network together (`valGroups`); each group's pixels,
- * pseudo-masks and ground truth are read by position when its turn nears (orderedMap loads the
- * next group while the network and the CRF run on this one), so memory does not grow with the
- * validation carve. Predictions at the working size with `segment.scales` x flip and the dense CRF
+ * pseudo-masks and ground truth are read by position when its turn nears (orderedMap keeps two
+ * groups going: one's CRFs run on a pool of every core while the next is read and goes through the
+ * network), so memory does not grow with the validation carve. Predictions at the working size with `segment.scales` x flip and the dense CRF
  * of `segment.crf` (infer.ts), upsampled to the original size, scored against the ground truth at
  * mask_path -> mIoU, pixel accuracy, per-class IoU; in pseudo mode the pseudo-masks of the same
  * images are scored too.
