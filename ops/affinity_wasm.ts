@@ -3,7 +3,7 @@
  * WebAssembly SIMD: one pass over the pairs instead of ~6 TensorFlow ops per offset forward and
  * ~9 backward, each over a full [B, h, w, D] map. It computes what the TensorFlow engine computes,
  * with the channel terms summed in another order (float32): values agree to float rounding
- * (test/nn/affinity_wasm.test.ts). Deterministic (no fused multiply-add, no relaxed SIMD).
+ * (test/stages/affinity_head.test.ts). Deterministic (no fused multiply-add, no relaxed SIMD).
  *
  * Layout in the module's memory: x [B, gh, gw, D] (NHWC floats, as TensorFlow holds it), then
  * toff i32 [K]: the byte offset of offset k's target from its source, (dy_k gw + dx_k) D 4; then
@@ -147,8 +147,8 @@ export function pairWasmAvailable(g: PairGrid): boolean {
 
 /** Copy x and the target offsets into the module; returns the module and the byte offsets of its regions. */
 function load(x: Float32Array, g: PairGrid): { m: AffinityExports; toff: number; maps: number; dx: number } {
-  const m = affinityExports();
-  if (!m || g.D % 16 !== 0) throw new Error('affinity_wasm: no WebAssembly SIMD, or D is not a multiple of 16 (check pairWasmAvailable)');
+  if (!pairWasmAvailable(g)) throw new Error('affinity_wasm: no WebAssembly SIMD, or D is not a multiple of 16 (check pairWasmAvailable)');
+  const m = affinityExports()!;
   const K = g.offsets.length;
   const align = (n: number) => Math.ceil(n / 16) * 16;
   const toff = align(x.byteLength);
