@@ -58,6 +58,15 @@ function eachVertex(id: string, scale: string, buf: number, body: string): strin
  * The kernels, in the WAT subset of wasm_asm.ts, for rows of `nv` vectors (C <= 4·nv classes):
  * each pixel's messages live in nv registers ($a0..), so nothing but the lattice goes through memory.
  */
+/**
+ * The softmax's exp is 0 below this (relative to the pixel's largest class): e^-40 = 4e-18 is
+ * invisible in float32 beside that class's share of at least 1 / C. Smaller values, once splatted
+ * and blurred, become subnormal floats, which Intel cores compute through microcode assists (here
+ * the whole mean field ran 2x slower for 5 classes, whose 3 padding lanes are all ~0) and which
+ * WebAssembly cannot flush to zero the way TensorFlow's threads do.
+ */
+const EXP_FLUSH = -40;
+
 function crfWat(nv: number): string {
   const row = 16 * nv;
   const regs = rep(nv, (i) => `(local $a${i} v128)`);
@@ -94,9 +103,10 @@ function crfWat(nv: number): string {
     local.get $cur)
 
   ;; exp(x) for x <= 0 lane-wise, float32: x = k ln2 + r (Cody-Waite), degree-6 Taylor in r,
-  ;; 2^k from the exponent bits; below -87 (float32's smallest normal) it clamps, ~1e-38.
+  ;; 2^k from the exponent bits. At or below -40 it is 0 (see EXP_FLUSH).
   (func $exp (param $x v128) (result v128)
-    (local $k v128) (local $r v128)
+    (local $k v128) (local $r v128) (local $keep v128)
+    local.get $x ${f4(EXP_FLUSH)} f32x4.gt local.set $keep
     local.get $x ${f4(-87)} f32x4.max local.tee $x
     ${f4(Math.LOG2E)} f32x4.mul f32x4.nearest local.set $k
     local.get $x local.get $k ${f4(0.693359375)} f32x4.mul f32x4.sub
@@ -108,7 +118,7 @@ function crfWat(nv: number): string {
     local.get $r f32x4.mul ${f4(1)} f32x4.add
     local.get $r f32x4.mul ${f4(1)} f32x4.add
     local.get $k i32x4.trunc_sat_f32x4_s v128.const i32x4 127 127 127 127 i32x4.add i32.const 23 i32x4.shl
-    f32x4.mul)
+    f32x4.mul local.get $keep v128.and)
 
   ;; One mean-field pass over the N pixels (crf.ts meanField's loop body) for K kernels, each
   ;; described by 32 bytes at kern (eachVertex). Per pixel: a = Σ_k slice_k of its vert buffer

@@ -452,7 +452,7 @@ describe('the WebAssembly mean field (ops/crf_wasm.ts) vs the JS one', () => {
     expect(maxAbsDiff(off, run('js', U, image, 37, 53, 23, CRF_PRESETS.irnLabel))).toBeGreaterThan(2e-4);
   });
 
-  it('rows sum to 1 and no marginal is negative or NaN, also for near-certain unaries (exp clamps below -87)', () => {
+  it('rows sum to 1 and no marginal is negative or NaN, also for near-certain unaries (exp is 0 at or below -40)', () => {
     const C = 6;
     const { image } = scene(20, 20, C, 5);
     const probs = new Float32Array(400 * C).map((_, i) => (i % C === (i / C / 37 | 0) % C ? 1 : 0));
@@ -462,6 +462,22 @@ describe('the WebAssembly mean field (ops/crf_wasm.ts) vs the JS one', () => {
       expect(row.every((v) => v >= 0)).toBe(true);
       expect(Math.abs(row.reduce((a, b) => a + b, 0) - 1)).toBeLessThan(1e-6);
     }
+  });
+
+  it('a class e^-40 or more below the best is exactly 0 (no subnormal floats downstream), within 1e-12 of the JS engine', () => {
+    const C = 5;
+    const { image } = scene(20, 20, C, 7);
+    const probs = new Float32Array(400 * C).map((_, i) => (i % C === (i / C / 37 | 0) % C ? 1 : 0));
+    // clip 1e-30: the other classes start e^-69 below the tagged one, the messages (compat 3 + 10) keep them under e^-40
+    const U = unaryFromProbs(probs, C, 1e-30);
+    const wasm = run('wasm', U, image, 20, 20, C, {});
+    const js = run('js', U, image, 20, 20, C, {});
+    expect(wasm.filter((v) => v === 0).length).toBe(400 * (C - 1));
+    expect(js.filter((v) => v === 0).length).toBe(0); // the JS engine keeps them (~1e-30)
+    expect(maxAbsDiff(wasm, js)).toBeLessThan(1e-12);
+    // control: clipped at 1e-6 they start e^-14 below and stay well above the flush
+    const soft = run('wasm', unaryFromProbs(probs, C, 1e-6), image, 20, 20, C, {});
+    expect(soft.filter((v) => v === 0).length).toBe(0);
   });
 });
 
