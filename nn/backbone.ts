@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { NormKind, NormUpdates } from './norm.js';
 import type { ParamStore } from './params.js';
+import { TagsegError } from '../pipeline/errors.js';
 
 /** Output stride of the last feature map: input size / feature size. */
 export type OutputStride = 8 | 16 | 32;
@@ -46,7 +47,21 @@ export interface Backbone {
   preprocess(rgb: tf.Tensor4D): tf.Tensor4D;
   /** Currently trainable variables. */
   variables(): tf.Variable[];
+  /**
+   * Keep the stem and the layers of the first `stages` feature levels at their current weights
+   * (mmsegmentation's `frozen_stages`): their variables stop being trainable and their norms run in
+   * inference mode, so a training step runs no backward pass through them. 0 = none; at most
+   * levels.length. Returns the number of variables frozen.
+   */
+  freezeStages(stages: number): number;
   dispose(): void;
+}
+
+/** The check every backbone's freezeStages makes: an integer in [0, levels]. */
+export function checkFrozenStages(stages: number, levels: number): void {
+  if (!Number.isInteger(stages) || stages < 0 || stages > levels) {
+    throw new TagsegError(`frozen stages must be an integer from 0 to ${levels} (the backbone's feature levels), got ${stages}`);
+  }
 }
 
 /** Dispose the tensors of a Features object (levels and `last`, once each). */

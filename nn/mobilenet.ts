@@ -18,7 +18,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError, messageOf } from '../pipeline/errors.js';
-import type { Backbone, Features, OutputStride } from './backbone.js';
+import { type Backbone, type Features, type OutputStride, checkFrozenStages } from './backbone.js';
 import { relu6 } from './native.js';
 import { Norm, type NormKind, type NormOptions, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv, normalTensor } from './params.js';
@@ -96,7 +96,10 @@ export class MobileNetV1 implements Backbone {
   readonly last: 'conv_pw_12' | 'conv_dw_13';
   readonly pretrained: boolean;
   private readonly dwStrides: number[];
-  private readonly layers: { conv: tf.Variable; norm: Norm; depthwise: boolean; stride: number; block: number }[] = [];
+  /** `name`: the Keras layer name (conv1, conv_dw_<i>, conv_pw_<i>); its norm is `${name}_bn`. */
+  private readonly layers: { name: string; conv: tf.Variable; norm: Norm; depthwise: boolean; stride: number; block: number }[] = [];
+  /** Layers [0, frozenLayers) are kept fixed (freezeStages). */
+  private frozenLayers = 0;
 
   /**
    * `weights`: Keras weight names ('conv1/kernel', 'conv_dw_1_bn/gamma', ...) -> tensors, e.g. from
@@ -130,6 +133,7 @@ export class MobileNetV1 implements Backbone {
 
     const conv1Shape: [number, number, number, number] = [3, 3, 3, 32];
     this.layers.push({
+      name: 'conv1',
       conv: p.add('conv1.kernel', take('conv1/kernel', conv1Shape) ?? heNormalConv(rng, conv1Shape), true),
       norm: addNorm('conv1_bn', 32),
       depthwise: false,
@@ -151,6 +155,7 @@ export class MobileNetV1 implements Backbone {
       const [filters] = BLOCKS[i - 1];
       const dwShape: [number, number, number, number] = [3, 3, cin, 1];
       this.layers.push({
+        name: `conv_dw_${i}`,
         // Random depthwise init: He normal with fan = 9 (one input channel per filter).
         conv: p.add(`conv_dw_${i}.depthwise_kernel`, take(`conv_dw_${i}/depthwise_kernel`, dwShape) ?? normalTensor(rng, dwShape, Math.sqrt(2 / 9)), true),
         norm: addNorm(`conv_dw_${i}_bn`, cin),
@@ -162,6 +167,7 @@ export class MobileNetV1 implements Backbone {
       if (i === 13) break; // last = conv_dw_13: no conv_pw_13 (its kernel is not pretrained)
       const pwShape: [number, number, number, number] = [1, 1, cin, filters];
       this.layers.push({
+        name: `conv_pw_${i}`,
         conv: p.add(`conv_pw_${i}.kernel`, take(`conv_pw_${i}/kernel`, pwShape) ?? heNormalConv(rng, pwShape), true),
         norm: addNorm(`conv_pw_${i}_bn`, filters),
         depthwise: false,
@@ -190,11 +196,11 @@ export class MobileNetV1 implements Backbone {
       if (x.rank !== 4 || x.shape[3] !== 3) throw new TagsegError(`mobilenet expects [B,H,W,3] input, got [${x.shape.join(', ')}]`);
       const levels: tf.Tensor4D[] = [];
       let h: tf.Tensor4D = x;
-      for (const l of this.layers) {
+      for (const [i, l] of this.layers.entries()) {
         h = l.depthwise
           ? tf.depthwiseConv2d(h, l.conv as tf.Tensor4D, l.stride, 'same')
           : tf.conv2d(h, l.conv as tf.Tensor4D, l.stride, 'same');
-        h = relu6(l.norm.apply(h, training, updates));
+        h = relu6(l.norm.apply(h, training && i >= this.frozenLayers, updates));
         if (!l.depthwise && LEVEL_BLOCKS.includes(l.block)) levels.push(h);
       }
       levels.push(h);
@@ -209,6 +215,16 @@ export class MobileNetV1 implements Backbone {
 
   variables(): tf.Variable[] {
     return this.params.trainable();
+  }
+
+  /** Stage n ends at the n-th level's pointwise block (conv_pw_3, _5, _11), the last at the end; conv1 is frozen with stage 1. */
+  freezeStages(stages: number): number {
+    checkFrozenStages(stages, this.strides.length);
+    const lastBlock = stages === 0 ? -1 : (LEVEL_BLOCKS[stages - 1] ?? Infinity);
+    const n = this.layers.findIndex((l) => l.block > lastBlock);
+    this.frozenLayers = n < 0 ? this.layers.length : n;
+    const names = new Set(this.layers.slice(0, this.frozenLayers).map((l) => l.name));
+    return this.params.setTrainable((v) => names.has(v.slice(0, v.indexOf('.')).replace(/_bn$/, '')), false);
   }
 
   dispose(): void {

@@ -20,6 +20,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../pipeline/errors.js';
+import type { Backbone } from './backbone.js';
 import type { NamedVariables } from './params.js';
 
 export interface ParamGroup {
@@ -406,15 +407,19 @@ export interface OptimizerSettings {
   lr: number;
   head_lr_mult: number;
   weight_decay: number;
+  frozen_stages: number;
 }
 
 /**
  * The optimiser every stage trains with: the backbone group at `lr` and the new head at
- * `head_lr_mult` x lr (IRN/PSA/RCA: 10x on new layers); SGD uses IRN's momentum 0.9.
+ * `head_lr_mult` x lr (IRN/PSA/RCA: 10x on new layers); SGD uses IRN's momentum 0.9. The
+ * backbone's first `frozen_stages` stages are frozen first (Backbone.freezeStages), so they get
+ * no optimizer state, no weight decay and no backward pass.
  */
-export function backboneHeadOptimizer(backbone: NamedVariables, head: NamedVariables, o: OptimizerSettings): Optimizer {
+export function backboneHeadOptimizer(backbone: Backbone, head: NamedVariables, o: OptimizerSettings): Optimizer {
+  backbone.freezeStages(o.frozen_stages);
   const groups: ParamGroup[] = [
-    { name: 'backbone', params: backbone },
+    { name: 'backbone', params: backbone.params.namedTrainable('backbone/') },
     { name: 'head', params: head, lrMult: o.head_lr_mult },
   ];
   return o.optimizer === 'sgd'

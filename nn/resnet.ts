@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { TagsegError } from '../pipeline/errors.js';
-import type { Backbone, Features, OutputStride } from './backbone.js';
+import { type Backbone, type Features, type OutputStride, checkFrozenStages } from './backbone.js';
 import { maxPool, relu } from './native.js';
 import { Norm, type NormKind, type NormUpdates } from './norm.js';
 import { ParamStore, heNormalConv } from './params.js';
@@ -61,6 +61,8 @@ export class ResNet implements Backbone {
   private readonly stemConv: tf.Variable;
   private readonly stemNorm: Norm;
   private readonly stages: Block[][] = [];
+  /** The stem and stages [0, frozen) are kept fixed (freezeStages). */
+  private frozen = 0;
 
   constructor(opts: ResNetOptions = {}) {
     this.width = opts.width ?? 64;
@@ -123,11 +125,11 @@ export class ResNet implements Backbone {
     return tf.tidy(() => {
       if (x.rank !== 4 || x.shape[3] !== 3) throw new TagsegError(`resnet expects [B,H,W,3] input, got [${x.shape.join(', ')}]`);
       let h = tf.conv2d(x, this.stemConv as tf.Tensor4D, 2, 'same');
-      h = relu(this.stemNorm.apply(h, training, updates));
+      h = relu(this.stemNorm.apply(h, training && this.frozen === 0, updates));
       h = maxPool(h, 3, 2, 'same');
       const levels: tf.Tensor4D[] = [];
-      for (const blocks of this.stages) {
-        for (const b of blocks) h = this.block(b, h, training, updates);
+      for (const [s, blocks] of this.stages.entries()) {
+        for (const b of blocks) h = this.block(b, h, training && s >= this.frozen, updates);
         levels.push(h);
       }
       return { levels, last: levels[3], stride: this.strides[3], strides: [...this.strides], channels: [...this.channels] };
@@ -153,6 +155,14 @@ export class ResNet implements Backbone {
 
   variables(): tf.Variable[] {
     return this.params.trainable();
+  }
+
+  /** Stage n = the stem (frozen with stage 1) and stage<n>'s blocks (torchvision's layer<n>). */
+  freezeStages(stages: number): number {
+    checkFrozenStages(stages, this.stages.length);
+    this.frozen = stages;
+    const prefixes = stages === 0 ? [] : ['stem.', ...Array.from({ length: stages }, (_, s) => `stage${s + 1}.`)];
+    return this.params.setTrainable((v) => prefixes.some((p) => v.startsWith(p)), false);
   }
 
   dispose(): void {

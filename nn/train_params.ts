@@ -14,6 +14,7 @@ const TRAINING = {
   epochs: z.number().int().min(1),
   batch_size: z.number().int().min(1),
   crop: z.number().int().min(16),
+  frozen_stages: z.number().int().min(0).max(4),
 };
 
 export function trainingKeys(spec: KeySpec<typeof TRAINING>): typeof TRAINING {

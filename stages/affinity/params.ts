@@ -27,6 +27,7 @@ export const affinityParams = z.strictObject({
     epochs: [6, 'PSA 8, IRN 3'],
     batch_size: [8],
     crop: [96, 'training crop side in pixels (a multiple of 4; clamped to the smallest image)'],
+    frozen_stages: [0, "backbone stages kept at the CAM model's weights, no backward pass through them (as cam.frozen_stages)"],
   }),
   beta: key(
     z.number().gt(0),

@@ -113,7 +113,7 @@ export function cropPair(im: AffinityTrainImage, top: number, left: number, c: n
 }
 
 export function makeAffinityOptimizer(net: AffinityNet, a: Params['affinity']): Optimizer {
-  return backboneHeadOptimizer(net.backbone.params.namedTrainable('backbone/'), net.head.params.namedTrainable('affinity/'), a);
+  return backboneHeadOptimizer(net.backbone, net.head.params.namedTrainable('affinity/'), a);
 }
 
 export async function trainAffinity(o: AffinityTrainOptions): Promise<AffinityTrainResult> {

@@ -32,6 +32,7 @@ export const camParams = z.strictObject({
     epochs: [12],
     batch_size: [16],
     crop: [112, 'training crop side (random resized crop)'],
+    frozen_stages: [0, "backbone stages kept at their initial (pretrained) weights, no backward pass through them (mmseg's frozen_stages; IRN freezes ResNet-50's conv1): 0 = none, 1 = the stem and the stride-4 level, ..."],
   }),
   ...classifierKeys({
     crop_scale: [[0.35, 1.0], 'crop area range as a fraction of the image'],

@@ -56,7 +56,7 @@ export interface TrainOptions {
 }
 
 export function makeOptimizer(net: CamNet, cam: Params['cam']): Optimizer {
-  return backboneHeadOptimizer(net.backbone.params.namedTrainable('backbone/'), net.head.params.namedTrainable('head/'), cam);
+  return backboneHeadOptimizer(net.backbone, net.head.params.namedTrainable('head/'), cam);
 }
 
 /** One augmented batch [B, crop, crop, 3] in [0, 255] and its targets [B, K]. */

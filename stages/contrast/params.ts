@@ -38,6 +38,7 @@ export const contrastParams = z.strictObject({
     epochs: [12, '(RCA 30 from ImageNet VGG; here from the trained CAM model; synthetic RCA 83.2 at 6, 84.0 at 12)'],
     batch_size: [16, '(RCA 8)'],
     crop: [112, 'training crop side (random resized crop, as cam)'],
+    frozen_stages: [0, "backbone stages kept at the CAM model's weights, no backward pass through them (as cam.frozen_stages)"],
   }),
   ...classifierKeys({
     crop_scale: [[0.35, 1.0], 'crop area range as a fraction of the image'],

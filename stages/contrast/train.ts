@@ -67,7 +67,7 @@ export interface ContrastTrainOptions {
 }
 
 export function makeContrastOptimizer(net: ContrastNet, c: Params['contrast']): Optimizer {
-  return backboneHeadOptimizer(net.backbone.params.namedTrainable('backbone/'), net.namedHeads(), c);
+  return backboneHeadOptimizer(net.backbone, net.namedHeads(), c);
 }
 
 /** One augmented batch: x [B, crop, crop, 3] in [0, 255], y [B, K], region maps [B, crop, crop, K] or null. */

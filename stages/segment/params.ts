@@ -32,6 +32,7 @@ export const segmentParams = z.strictObject({
     epochs: [12],
     batch_size: [8],
     crop: [96, 'training crop side in pixels (DeepLab 321-513)'],
+    frozen_stages: [0, "backbone stages kept at the CAM model's weights, no backward pass through them (mmseg's frozen_stages): 0 = none, 1 = the stem and the stride-4 level (MobileNet conv1-conv_pw_3, ResNet stem + stage1), ..."],
   }),
   scale_range: key(z.array(z.number().gt(0)).length(2), [0.75, 1.25], 'random rescale of image + mask before the crop (DeepLab 0.5-2.0)', { float: true }),
   jitter: key(z.number().min(0).max(1), 0.2, 'colour jitter strength (brightness/contrast/saturation)'),

@@ -155,7 +155,7 @@ export function gridSide(net: SegNet, c: number): number {
 
 export function makeSegOptimizer(net: SegNet, s: Params['segment'], aux?: SegAuxLoss): Optimizer {
   const head = net.head.params.namedTrainable('seg/');
-  return backboneHeadOptimizer(net.backbone.params.namedTrainable('backbone/'), aux ? mergeNamed(head, aux.trainable()) : head, s);
+  return backboneHeadOptimizer(net.backbone, aux ? mergeNamed(head, aux.trainable()) : head, s);
 }
 
 export async function trainSegNet(o: SegTrainOptions): Promise<SegTrainResult> {

@@ -4,7 +4,7 @@
  * registers it with one line.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Backbone, Features, OutputStride } from '../../nn/backbone.js';
+import { type Backbone, type Features, type OutputStride, checkFrozenStages } from '../../nn/backbone.js';
 import type { BackboneEntry } from '../../nn/backbones/index.js';
 import type { NormKind } from '../../nn/norm.js';
 import { ParamStore, heNormalConv } from '../../nn/params.js';
@@ -37,6 +37,12 @@ class ToyBackbone implements Backbone {
 
   variables(): tf.Variable[] {
     return this.params.trainable();
+  }
+
+  /** One stage: its projection. */
+  freezeStages(stages: number): number {
+    checkFrozenStages(stages, 1);
+    return stages === 0 ? 0 : this.params.setTrainable('proj.', false);
   }
 
   dispose(): void {

@@ -80,6 +80,55 @@ describe('gradient flow', () => {
   });
 });
 
+describe('freezeStages (segment.frozen_stages)', () => {
+  /** One SGD step over the trainable variables; returns the names of the backbone variables it changed (moving statistics included). */
+  function changedBy(net: Backbone): string[] {
+    const head = new CamHead(net.channels[3], NUM_CLASSES, { seed: 2 });
+    const opt = new SGD(
+      [
+        { name: 'backbone', params: net.params.namedTrainable('backbone/') },
+        { name: 'head', params: head.params.namedTrainable('head/') },
+      ],
+      { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 },
+    );
+    const before = new Map([...net.params.named()].map(([k, v]) => [k, Array.from(v.dataSync())]));
+    const { x, y } = batch(4);
+    trainStep(opt, (u) => lossFn(net, head, x, y, u));
+    const changed = [...net.params.named()].filter(([k, v]) => Array.from(v.dataSync()).some((a, i) => a !== before.get(k)![i])).map(([k]) => k);
+    tf.dispose([x, y]);
+    opt.dispose();
+    head.dispose();
+    return changed;
+  }
+
+  it.each([
+    ['MobileNet', () => new MobileNetV1(null, { outputStride: 16, norm: 'batch', seed: 1 }), /^(conv1|conv_(dw|pw)_[123])(_bn)?\./, 21],
+    ['ResNet', () => new ResNet({ width: 8, depth: [1, 1, 1, 1], outputStride: 16, seed: 1 }), /^(stem|stage1)\./, 9],
+  ] as const)('%s: stage 1 keeps its weights and statistics, every later variable moves', (_, make, stage1, count) => {
+    const net = make();
+    expect(net.freezeStages(1)).toBe(count); // kernels, gamma and beta; statistics are never trainable
+    const changed = changedBy(net);
+    const names = [...net.params.named().keys()];
+    expect(changed.filter((k) => stage1.test(k))).toEqual([]);
+    expect(changed.sort()).toEqual(names.filter((k) => !stage1.test(k)).sort());
+    net.dispose();
+    // control: unfrozen, stage 1 moves too
+    const free = make();
+    expect(changedBy(free).filter((k) => stage1.test(k)).length).toBe(names.filter((k) => stage1.test(k)).length);
+    free.dispose();
+  });
+
+  it('every stage frozen leaves nothing of the backbone trainable; out of range is an error', () => {
+    const net = new MobileNetV1(null, { outputStride: 16, norm: 'frozen' });
+    expect(() => net.freezeStages(5)).toThrow(/frozen stages must be an integer from 0 to 4/);
+    expect(() => net.freezeStages(1.5)).toThrow(/got 1.5/);
+    expect(net.freezeStages(0)).toBe(0);
+    net.freezeStages(4);
+    expect(net.variables()).toEqual([]);
+    net.dispose();
+  });
+});
+
 describe('trainStep', () => {
   function setup() {
     const net = new ResNet({ width: 8, depth: [1, 1, 1, 1], outputStride: 8, seed: 1 });
