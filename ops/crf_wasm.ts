@@ -61,9 +61,10 @@ function eachVertex(id: string, scale: string, buf: number, body: string): strin
 /**
  * The softmax's exp is 0 below this (relative to the pixel's largest class): e^-40 = 4e-18 is
  * invisible in float32 beside that class's share of at least 1 / C. Smaller values, once splatted
- * and blurred, become subnormal floats, which Intel cores compute through microcode assists (here
- * the whole mean field ran 2x slower for 5 classes, whose 3 padding lanes are all ~0) and which
- * WebAssembly cannot flush to zero the way TensorFlow's threads do.
+ * and blurred, become subnormal floats, which Intel cores compute through microcode assists (on a
+ * 2-core Xeon the mean field ran 9x slower for 5 classes, whose 3 padding lanes are all ~0, and
+ * 3.5x for 21; `npm run bench -- crf`) and which WebAssembly cannot flush to zero the way
+ * TensorFlow's threads do.
  */
 const EXP_FLUSH = -40;
 
