@@ -51,7 +51,8 @@ export interface Backbone {
    * Keep the stem and the layers of the first `stages` feature levels at their current weights
    * (mmsegmentation's `frozen_stages`): their variables stop being trainable and their norms run in
    * inference mode, so a training step runs no backward pass through them. 0 = none; at most
-   * levels.length. Returns the number of variables frozen.
+   * levels.length. One-way: a smaller n later keeps what is frozen. Returns the number of
+   * variables this call froze.
    */
   freezeStages(stages: number): number;
   dispose(): void;

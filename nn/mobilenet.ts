@@ -222,9 +222,9 @@ export class MobileNetV1 implements Backbone {
     checkFrozenStages(stages, this.strides.length);
     const lastBlock = stages === 0 ? -1 : (LEVEL_BLOCKS[stages - 1] ?? Infinity);
     const n = this.layers.findIndex((l) => l.block > lastBlock);
-    this.frozenLayers = n < 0 ? this.layers.length : n;
-    const names = new Set(this.layers.slice(0, this.frozenLayers).map((l) => l.name));
-    return this.params.setTrainable((v) => names.has(v.slice(0, v.indexOf('.')).replace(/_bn$/, '')), false);
+    this.frozenLayers = Math.max(this.frozenLayers, n < 0 ? this.layers.length : n);
+    const prefixes = this.layers.slice(0, this.frozenLayers).flatMap((l) => [`${l.name}.`, `${l.name}_bn.`]);
+    return this.params.setTrainable((v) => prefixes.some((p) => v.startsWith(p)), false);
   }
 
   dispose(): void {

@@ -160,8 +160,8 @@ export class ResNet implements Backbone {
   /** Stage n = the stem (frozen with stage 1) and stage<n>'s blocks (torchvision's layer<n>). */
   freezeStages(stages: number): number {
     checkFrozenStages(stages, this.stages.length);
-    this.frozen = stages;
-    const prefixes = stages === 0 ? [] : ['stem.', ...Array.from({ length: stages }, (_, s) => `stage${s + 1}.`)];
+    this.frozen = Math.max(this.frozen, stages);
+    const prefixes = this.frozen === 0 ? [] : ['stem.', ...Array.from({ length: this.frozen }, (_, s) => `stage${s + 1}.`)];
     return this.params.setTrainable((v) => prefixes.some((p) => v.startsWith(p)), false);
   }
 

@@ -55,10 +55,6 @@ function eachVertex(id: string, scale: string, buf: number, body: string): strin
 }
 
 /**
- * The kernels, in the WAT subset of wasm_asm.ts, for rows of `nv` vectors (C <= 4·nv classes):
- * each pixel's messages live in nv registers ($a0..), so nothing but the lattice goes through memory.
- */
-/**
  * The softmax's exp is 0 below this (relative to the pixel's largest class): e^-40 = 4e-18 is
  * invisible in float32 beside that class's share of at least 1 / C. Smaller values, once splatted
  * and blurred, become subnormal floats, which Intel cores compute through microcode assists (on a
@@ -68,6 +64,10 @@ function eachVertex(id: string, scale: string, buf: number, body: string): strin
  */
 const EXP_FLUSH = -40;
 
+/**
+ * The kernels, in the WAT subset of wasm_asm.ts, for rows of `nv` vectors (C <= 4·nv classes):
+ * each pixel's messages live in nv registers ($a0..), so nothing but the lattice goes through memory.
+ */
 function crfWat(nv: number): string {
   const row = 16 * nv;
   const regs = rep(nv, (i) => `(local $a${i} v128)`);

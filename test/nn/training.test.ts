@@ -125,6 +125,9 @@ describe('freezeStages (segment.frozen_stages)', () => {
     expect(net.freezeStages(0)).toBe(0);
     net.freezeStages(4);
     expect(net.variables()).toEqual([]);
+    // one-way: a smaller count afterwards unfreezes nothing
+    expect(net.freezeStages(1)).toBe(0);
+    expect(net.variables()).toEqual([]);
     net.dispose();
   });
 });
