@@ -58,7 +58,7 @@ beforeEach(async () => {
 afterEach(() => fs.rm(tmp, { recursive: true, force: true }));
 
 /** Values of the photos preset changed after it replaced the array, each on the cv protocol (presets/photos.yaml says why). */
-const DECIDED_SINCE = ['segment.contrast=none', 'refine.ignore=none', 'segment.frozen_stages=3'];
+const DECIDED_SINCE = ['segment.contrast=none', 'refine.ignore=none', 'segment.frozen_stages=3', 'contrast.flip=false'];
 
 describe('presets', () => {
   it('photos gives exactly the values of the old MSRC-v2 --set array, with the decisions made since', async () => {
@@ -79,7 +79,7 @@ describe('presets', () => {
     const oldArray = await loadParams(path.join(await createWorkspace(path.join(tmp, 'e'), OLD_MSRC_SETS), 'params.yaml'));
     expect(getParam(oldArray, 'segment.contrast')).toBe('reco');
     expect(getParam(oldArray, 'refine.ignore')).toBe('either');
-    expect({ ...oldArray, refine: { ...oldArray.refine, ignore: 'none' }, segment: { ...oldArray.segment, contrast: 'none', frozen_stages: 3 } }).toEqual(fromPreset);
+    expect({ ...oldArray, refine: { ...oldArray.refine, ignore: 'none' }, segment: { ...oldArray.segment, contrast: 'none', frozen_stages: 3 }, contrast: { ...oldArray.contrast, flip: false } }).toEqual(fromPreset);
     // the workspace's params.yaml keeps its comments and says where its values came from
     const text = await fs.readFile(path.join(tmp, 'b', 'params.yaml'), 'utf8');
     expect(text.startsWith('# tagseg workspace --preset photos')).toBe(true);
