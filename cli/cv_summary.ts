@@ -36,7 +36,35 @@ export interface CvSummary {
   /** `--oof`: the label-quality table written (cli/cv_oof.ts): where, how many images, their mean score. */
   label_quality?: { file: string; images: number; mean: number | null };
   /** When the other label mode's protocol (same folds, seeds and recipe) is complete too. */
-  weak_oracle: null | { ratio: number | null; weak: Stat; oracle: Stat; weak_dir: string; oracle_dir: string };
+  weak_oracle: null | WeakOracle;
+}
+
+/**
+ * Weak (pseudo-mask labels) against oracle (ground-truth labels), same folds and seeds. `ratio` is
+ * the ratio of the two means; `per_seed` pairs each seed's fold averages, `ratio_seeds` is their
+ * mean ± sd (issue 22's target figure). `by_class`: what the gap is made of, largest first.
+ */
+export interface WeakOracle {
+  ratio: number | null;
+  per_seed: { seed: number; ratio: number | null }[];
+  ratio_seeds: Stat;
+  weak: Stat;
+  oracle: Stat;
+  by_class: ClassGap[];
+  weak_dir: string;
+  oracle_dir: string;
+}
+
+/**
+ * One class's share of the mIoU gap: its IoU (mean over runs) under each label mode and
+ * `points` = (oracle - weak) / K in mIoU fractions, K the classes scored in both; the points sum to
+ * the difference of the two class-mean mIoUs (the gap itself where every run scores every class).
+ */
+export interface ClassGap {
+  name: string;
+  weak: number;
+  oracle: number;
+  points: number;
 }
 
 export interface SummaryInput {
@@ -76,16 +104,40 @@ function pseudoOf(runs: readonly CvRun[], from: string): CvSummary['pseudo_masks
   return { from, miou: stat(per_fold.map((f) => f.miou)), miou_labelled: stat(per_fold.map((f) => f.miou_labelled)), coverage: stat(per_fold.map((f) => f.coverage)), per_fold };
 }
 
+/** Mean IoU of every class over the runs (null where no run scores it). */
+function classIou(runs: readonly CvRun[]): Record<string, number | null> {
+  const classes = Object.keys(runs[0]?.segmenter.iou ?? {});
+  return Object.fromEntries(classes.map((c) => [c, stat(runs.map((r) => r.segmenter.iou[c])).mean]));
+}
+
+/** The classes scored under both label modes, by their share of the gap, largest first. */
+export function classGaps(weak: Record<string, number | null>, oracle: Record<string, number | null>): ClassGap[] {
+  const both = Object.keys(weak).filter((c) => typeof weak[c] === 'number' && typeof oracle[c] === 'number');
+  const gaps = both.map((name) => ({ name, weak: weak[name]!, oracle: oracle[name]!, points: round((oracle[name]! - weak[name]!) / both.length)! }));
+  return gaps.sort((a, b) => b.points - a.points || a.name.localeCompare(b.name));
+}
+
+function weakOracle(s: SummaryInput, ownRuns: readonly CvRun[]): WeakOracle | null {
+  if (!s.twin) return null;
+  const pseudo = s.recipe.labels === 'pseudo';
+  const [weakRuns, oracleRuns] = pseudo ? [ownRuns, s.twin.runs] : [s.twin.runs, ownRuns];
+  const [w, o] = [perSeed(weakRuns, s.seeds), perSeed(oracleRuns, s.seeds)];
+  const weak = stat(w.map((x) => x.miou));
+  const oracle = stat(o.map((x) => x.miou));
+  const per_seed = s.seeds.map((seed, i) => ({ seed, ratio: w[i].miou !== null && o[i].miou ? round(w[i].miou! / o[i].miou!) : null }));
+  return {
+    ratio: weak.mean !== null && oracle.mean ? round(weak.mean / oracle.mean) : null,
+    per_seed, ratio_seeds: stat(per_seed.map((x) => x.ratio)), weak, oracle,
+    by_class: classGaps(classIou(weakRuns), classIou(oracleRuns)),
+    weak_dir: pseudo ? s.dir : s.twin.dir, oracle_dir: pseudo ? s.twin.dir : s.dir,
+  };
+}
+
 export function summariseCv(s: SummaryInput): CvSummary {
   const { recipe, runs } = s;
   const per_seed = perSeed(runs, s.seeds);
-  const classes = Object.keys(runs[0]?.segmenter.iou ?? {});
-  const iou = Object.fromEntries(classes.map((c) => [c, stat(runs.map((r) => r.segmenter.iou[c])).mean]));
-  const twinFull = s.twin ? stat(perSeed(s.twin.runs, s.seeds).map((x) => x.miou)) : null;
+  const iou = classIou(runs);
   const own = stat(per_seed.map((x) => x.miou));
-  const weakOracle = s.twin && twinFull ? (recipe.labels === 'pseudo'
-    ? { weak: own, oracle: twinFull, weak_dir: s.dir, oracle_dir: s.twin.dir }
-    : { weak: twinFull, oracle: own, weak_dir: s.twin.dir, oracle_dir: s.dir }) : null;
   return {
     protocol: recipe.protocol, recipe: s.hash, dir: s.dir, labels: recipe.labels, epochs: recipe.segment.epochs,
     split: recipe.oof
@@ -95,7 +147,7 @@ export function summariseCv(s: SummaryInput): CvSummary {
     runs: runs.map((r) => ({ fold: r.fold, seed: r.seed, train_images: r.trainImages, held_out_images: r.heldOutImages, miou: r.segmenter.miou, pixel_accuracy: r.segmenter.pixel_accuracy, seconds: r.seconds })),
     segmenter: { miou: own, per_seed, iou },
     pseudo_masks: pseudoOf(runs, s.dir) ?? (s.twin ? pseudoOf(s.twin.runs, s.twin.dir) : null),
-    weak_oracle: weakOracle ? { ratio: weakOracle.weak.mean !== null && weakOracle.oracle.mean ? round(weakOracle.weak.mean / weakOracle.oracle.mean) : null, ...weakOracle } : null,
+    weak_oracle: weakOracle(s, runs),
   };
 }
 
@@ -125,7 +177,10 @@ export function formatCv(s: CvSummary): string {
   }
   if (s.weak_oracle) {
     const w = s.weak_oracle;
-    out.push(`weak / oracle: ${w.ratio?.toFixed(3) ?? '-'} (weak ${pm(w.weak)} in ${w.weak_dir}, oracle ${pm(w.oracle)} in ${w.oracle_dir})`);
+    const seeds = w.ratio_seeds.n > 1 ? `; per seed ${w.per_seed.map((x) => x.ratio?.toFixed(3) ?? '-').join(' / ')}: ${w.ratio_seeds.mean?.toFixed(3)} ± ${w.ratio_seeds.sd?.toFixed(3)}` : '';
+    out.push(`weak / oracle: ${w.ratio?.toFixed(3) ?? '-'} (weak ${pm(w.weak)} in ${w.weak_dir}, oracle ${pm(w.oracle)} in ${w.oracle_dir}${seeds})`);
+    const top = w.by_class.filter((g) => g.points > 0).slice(0, 8);
+    if (top.length) out.push(`the gap by class, mIoU points (weak vs oracle IoU): ${top.map((g) => `${g.name} ${pct(g.points)} (${pct(g.weak)} vs ${pct(g.oracle)})`).join(', ')}`);
   } else {
     out.push(`weak / oracle: run the same protocol ${s.labels === 'gt' ? 'without' : 'with'} --oracle to get the ratio`);
   }

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type CvRecipe, type CvRun, assignFolds, cvParams } from '../../cli/cv.js';
-import { formatCv, stat, summariseCv } from '../../cli/cv_summary.js';
+import { classGaps, formatCv, stat, summariseCv } from '../../cli/cv_summary.js';
 import { DEFAULT_PARAMS_YAML } from '../../stages/params.js';
 import type { SegScores } from '../../stages/segment/index.js';
 import { explicitSplit, idsKey } from '../../stages/segment/labels.js';
@@ -69,8 +69,8 @@ describe('cvParams', () => {
   });
 });
 
-const scores = (full: number, labelled = full, coverage = 1): SegScores => ({
-  miou: full, miou_labelled: labelled, pixel_accuracy: 0.9, coverage, images: 5, iou: { a: full, b: null },
+const scores = (full: number, labelled = full, coverage = 1, iou: SegScores['iou'] = { a: full, b: null }): SegScores => ({
+  miou: full, miou_labelled: labelled, pixel_accuracy: 0.9, coverage, images: 5, iou,
 });
 const run = (fold: number, seed: number, full: number, labels: 'pseudo' | 'gt' = 'pseudo', pseudoFull = 0.6 + fold / 10): CvRun => ({
   protocol: 1, recipe: 'r', fold, seed, split: `train, fold ${fold} of 2 held out`, labels, epochs: 3, trainImages: 5, heldOutImages: 5,
@@ -99,10 +99,16 @@ describe('summariseCv', () => {
     expect(s.pseudo_masks).toMatchObject({ from: 'runs/cv/w', miou: { mean: 0.65, sd: 0.0707, n: 2 }, miou_labelled: { mean: 0.75 }, coverage: { mean: 0.8, sd: 0 } });
     // oracle: seed 0 (0.7 + 0.9) / 2 = 0.8, seed 1 0.8 -> 0.8; ratio 0.65 / 0.8
     expect(s.weak_oracle).toMatchObject({ ratio: 0.8125, oracle: { mean: 0.8, sd: 0 }, weak_dir: 'runs/cv/w', oracle_dir: 'runs/cv/o' });
+    // per seed 0.6 / 0.8 = 0.75 and 0.7 / 0.8 = 0.875: mean 0.8125, sd 0.0884
+    expect(s.weak_oracle?.per_seed).toEqual([{ seed: 0, ratio: 0.75 }, { seed: 1, ratio: 0.875 }]);
+    expect(s.weak_oracle?.ratio_seeds).toEqual({ mean: 0.8125, sd: 0.0884, n: 2 });
+    // class a only (b is never scored): (0.8 - 0.65) / 1
+    expect(s.weak_oracle?.by_class).toEqual([{ name: 'a', weak: 0.65, oracle: 0.8, points: 0.15 }]);
     expect(s.split).toMatch(/2-fold cross-validation over the 4 images of split 'train' with a ground-truth mask/);
     const table = formatCv(s);
     expect(table).toMatch(/segmenter, full coverage: 65\.0 ± 7\.1 \(mean ± sd over 2 seed\(s\) of the 2-fold average\)/);
-    expect(table).toMatch(/weak \/ oracle: 0\.813/);
+    expect(table).toMatch(/weak \/ oracle: 0\.813 \(weak 65\.0 ± 7\.1 in runs\/cv\/w, oracle 80\.0 ± 0\.0 in runs\/cv\/o; per seed 0\.750 \/ 0\.875: 0\.813 ± 0\.088\)/);
+    expect(table).toMatch(/the gap by class, mIoU points \(weak vs oracle IoU\): a 15\.0 \(65\.0 vs 80\.0\)/);
     expect(table).toMatch(/1 train images without a mask not used/);
 
     // The oracle's own summary: the same ratio, pseudo-masks from the weak runs.
@@ -110,5 +116,21 @@ describe('summariseCv', () => {
     expect(o.weak_oracle?.ratio).toBe(0.8125);
     expect(o.pseudo_masks?.from).toBe('runs/cv/w');
     expect(summariseCv({ recipe: recipe('gt'), hash: 'o', dir: 'runs/cv/o', seeds: [0, 1], folds, unmasked: 0, runs: oracle, twin: null }).pseudo_masks).toBeNull();
+    expect(o.weak_oracle?.per_seed).toEqual(s.weak_oracle?.per_seed); // the same pairing from either side
+    expect(o.weak_oracle?.by_class).toEqual(s.weak_oracle?.by_class);
+  });
+
+  it('classGaps: each class (oracle - weak) / K over the K classes scored in both, largest first; the points sum to the class-mean gap', () => {
+    // K = 3 (d has no oracle score, e no weak one): a (0.9 - 0.6) / 3 = 0.1, b (0.5 - 0.5) / 3 = 0, c (0.7 - 0.8) / 3 = -0.0333
+    const gaps = classGaps({ a: 0.6, b: 0.5, c: 0.8, d: 0.4, e: null }, { a: 0.9, b: 0.5, c: 0.7, d: null, e: 0.3 });
+    expect(gaps).toEqual([
+      { name: 'a', weak: 0.6, oracle: 0.9, points: 0.1 },
+      { name: 'b', weak: 0.5, oracle: 0.5, points: 0 },
+      { name: 'c', weak: 0.8, oracle: 0.7, points: -0.0333 },
+    ]);
+    // the class means over a, b, c: weak 0.6333, oracle 0.7 -> 0.0667
+    expect(gaps.reduce((t, g) => t + g.points, 0)).toBeCloseTo(0.0667, 4);
+    // control: swapping the modes turns every share around
+    expect(classGaps({ a: 0.9, b: 0.5, c: 0.7 }, { a: 0.6, b: 0.5, c: 0.8 }).map((g) => g.points)).toEqual([0.0333, 0, -0.1]);
   });
 });
