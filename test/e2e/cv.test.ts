@@ -163,6 +163,14 @@ describe('CV protocol (tiny)', () => {
     expect(w.weak.mean).toBeCloseTo(weak.segmenter.miou.mean!, 3);
     expect(w.oracle).toEqual(oracle.segmenter.miou);
     expect(w.ratio).toBeCloseTo(w.weak.mean! / w.oracle.mean!, 3);
+    expect(w.per_seed.map((x) => x.seed)).toEqual(oracle.seeds);
+    // the gap by class: the oracle's own per-class IoU against the weak protocol's, over the K classes both score
+    expect(w.by_class.length).toBeGreaterThan(0);
+    for (const g of w.by_class) {
+      expect(g.oracle).toBe(oracle.segmenter.iou[g.name]);
+      expect(g.weak).toBe(weak.segmenter.iou[g.name]);
+      expect(g.points).toBeCloseTo((g.oracle - g.weak) / w.by_class.length, 4);
+    }
     expect(oracle.pseudo_masks?.from).toBe(weak.dir); // taken from the weak protocol's runs
   }, 180_000);
 
