@@ -10,7 +10,9 @@
  * - Runs: for each fold k and seed s, the segment stage (runSegment with an explicit split) trains
  *   on the labels of the other folds (pseudo-masks, or ground truth with `oracle`) with params
  *   `seed` = base seed + s, and is scored on fold k against its masks at the original resolution.
- *   Seeds vary the segment stage only; the pseudo-masks and models/cam are the workspace's.
+ *   Seeds vary the segment stage only; the pseudo-masks are the workspace's. The segmenter's
+ *   backbone starts from a CAM model trained without fold k (CvCam 'fold', foldCam), so nothing it
+ *   starts from has classified the photos it is scored on; `cam: 'workspace'` keeps models/cam.
  * - Scores: full coverage (every pixel with valid ground truth counts, an ignore prediction is
  *   wrong) first; the pseudo-masks of the held-out fold are scored too (full coverage,
  *   labelled-pixel mIoU, coverage). Summary (cv_summary.ts): mean ± sd over seeds of each seed's
@@ -32,12 +34,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { DECISIONS_FILE } from '../data/review.js';
 import { storeOf } from '../nn/train_store.js';
-import { artifact } from '../pipeline/artifacts.js';
 import { hashTable, readAll } from '../pipeline/arrow.js';
 import { TagsegError } from '../pipeline/errors.js';
 import { ensureDir, exists, hashFile, writeFileAtomic } from '../pipeline/fsutil.js';
 import { log } from '../pipeline/log.js';
 import { type Params, loadParams } from '../stages/params.js';
+import { CAM_OUTPUTS } from '../stages/cam/io.js';
+import { camTrainingHash, formatCamTrain, runCamTrain } from '../stages/cam/train_stage.js';
 import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
 import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';
@@ -55,7 +58,7 @@ export const CV_PRESETS = {
 } as const;
 export type CvPreset = keyof typeof CV_PRESETS;
 
-const INPUTS = { dataset: INGEST_OUTPUTS.dataset, images: INGEST_OUTPUTS.images, pseudo: REFINE_OUTPUTS.masks } as const;
+const INPUTS = { dataset: INGEST_OUTPUTS.dataset, images: INGEST_OUTPUTS.images, pseudo: REFINE_OUTPUTS.masks, cam: CAM_OUTPUTS.model } as const;
 
 export interface CvOptions {
   /** Workspace: params.yaml, cache/, models/cam (after `tagseg repro refine`). */
@@ -66,6 +69,8 @@ export interface CvOptions {
   epochsFactor: number;
   /** Train on the ground-truth masks (the oracle) instead of the pseudo-masks. */
   oracle?: boolean;
+  /** What each run's segmenter starts from (CvCam); default 'fold'. */
+  cam?: CvCam;
   /** `segment.*` and `seed` overrides of the trained recipe (`--set`). */
   sets?: readonly string[];
   /** Seed of the fold assignment; default 0. */
@@ -107,6 +112,15 @@ export interface CvRun {
   seconds: number;
 }
 
+/**
+ * The CAM model a run's segment stage starts from (its backbone, frozen up to segment.frozen_stages):
+ * 'fold' (the default): cam_train again without the held-out fold's images (foldCam), as a model
+ * of the pipeline never saw the photos it is later used on; 'workspace': models/cam, trained on the
+ * held-out fold's tags too (the protocol before this choice existed; a segmenter that starts from it
+ * has learnt to classify the very photos it is scored on).
+ */
+export type CvCam = 'fold' | 'workspace';
+
 /** The recipe a protocol run trains and what keys its results. */
 export interface CvRecipe {
   protocol: number;
@@ -119,6 +133,8 @@ export interface CvRecipe {
   data: Record<string, string>;
   /** Only in `oof` recipes: folds over every train-split image, held-out label quality kept. */
   oof?: true;
+  /** Only in 'fold' recipes (CvCam); absent: the workspace's models/cam. */
+  cam?: 'fold';
 }
 
 /** Deal `ids` into k folds (see the file comment); each fold keeps the input order. */
@@ -169,20 +185,22 @@ async function reviewKey(root: string, p: Params, ids: readonly string[]): Promi
   return h.update(JSON.stringify(fixes)).digest('hex').slice(0, 16);
 }
 
-/** The recipe of `p` in label mode `labels` over the protocol's `ids`, and its 16-hex key. */
-export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number, ids: readonly string[], oof = false): Promise<{ recipe: CvRecipe; hash: string }> {
+/**
+ * The recipe of `p` in label mode `labels` over the protocol's `ids`, and its 16-hex key. With
+ * cam 'fold' the CAM models' training hash stands for models/cam's weights.
+ */
+export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt', folds: number, foldSeed: number, ids: readonly string[], oof = false, cam: CvCam = 'fold'): Promise<{ recipe: CvRecipe; hash: string }> {
   const at = (rel: string) => path.resolve(root, rel);
-  const data: Record<string, string> = {
-    [INPUTS.images]: await hashInput(at(INPUTS.images)),
-    [artifact('camModel')]: await hashInput(path.join(at(artifact('camModel')), 'weights', 'weights.bin'), false),
-  };
+  const data: Record<string, string> = { [INPUTS.images]: await hashInput(at(INPUTS.images)) };
+  if (cam === 'fold') data.cam_train = await camTrainingHash({ params: p, path: at });
+  else data[INPUTS.cam] = await hashInput(path.join(at(INPUTS.cam), 'weights', 'weights.bin'), false);
   if (labels === 'pseudo') {
     data[INPUTS.pseudo] = await hashInput(at(INPUTS.pseudo));
     data.review = await reviewKey(root, p, ids);
   }
   const recipe: CvRecipe = {
     protocol: CV_PROTOCOL_VERSION, labels, seed: p.seed, train_split: p.dataset.train_split, folds, fold_seed: foldSeed,
-    segment: { ...p.segment, labels }, data, ...(oof ? { oof: true as const } : {}),
+    segment: { ...p.segment, labels }, data, ...(oof ? { oof: true as const } : {}), ...(cam === 'fold' ? { cam } : {}),
   };
   return { recipe, hash: createHash('sha256').update(JSON.stringify(recipe)).digest('hex').slice(0, 16) };
 }
@@ -210,14 +228,15 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
   const oof = Boolean(o.oof);
   const { ids, unmasked } = await protocolIds(root, p.dataset.train_split, oof);
   const folds = assignFolds(ids, o.folds, foldSeed);
-  const { recipe, hash } = await cvRecipe(root, p, p.segment.labels, o.folds, foldSeed, ids, oof);
+  const cam = o.cam ?? 'fold';
+  const { recipe, hash } = await cvRecipe(root, p, p.segment.labels, o.folds, foldSeed, ids, oof, cam);
   const out = path.resolve(root, o.out ?? 'runs/cv');
   const dir = path.join(out, hash);
   await ensureDir(dir);
   await writeFileAtomic(path.join(dir, 'protocol.json'), `${JSON.stringify({ recipe, folds }, null, 1)}\n`);
   const seeds = Array.from({ length: o.seeds }, (_, i) => p.seed + i);
   // the same training with out-of-fold scoring, when its folds are these: its finished runs count
-  const oofTwin = !oof && unmasked === 0 && p.segment.labels === 'pseudo' ? await cvRecipe(root, p, 'pseudo', o.folds, foldSeed, ids, true) : null;
+  const oofTwin = !oof && unmasked === 0 && p.segment.labels === 'pseudo' ? await cvRecipe(root, p, 'pseudo', o.folds, foldSeed, ids, true, cam) : null;
   const runs: CvRun[] = [];
   for (let k = 0; k < folds.length; k++) {
     for (const seed of seeds) {
@@ -226,7 +245,7 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
       const adopted = !own && oofTwin ? await adoptOofRun(file, hash, oofTwin, k, seed) : null;
       const kept = own ?? adopted;
       if (!kept && (await exists(file))) log.warn(`cv: ${file} is not a finished run of recipe ${hash}; running it again`);
-      const r = kept ?? (await runOne(root, dir, hash, p, folds, k, seed, oof));
+      const r = kept ?? (await runOne({ root, out, dir, hash, p, folds, cam }, k, seed, oof));
       if (!own) {
         await writeFileAtomic(file, `${JSON.stringify(r, null, 1)}\n`);
         await fs.rm(cvWorkDir(dir, k, seed), { recursive: true, force: true });
@@ -235,7 +254,7 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
       o.onRun?.(r, !kept);
     }
   }
-  const { twin, twinRuns } = await findTwin(root, p, out, { folds: o.folds, foldSeed, ids, seeds, oof, unmasked });
+  const { twin, twinRuns } = await findTwin(root, p, out, { folds: o.folds, foldSeed, ids, seeds, oof, unmasked, cam });
   const labelQuality = oof ? await writeOofTable(root, dir, runs, hash) : null;
   const summary = { ...summariseCv({
     recipe, hash, dir: path.relative(root, dir) || '.', seeds, folds, unmasked, runs,
@@ -250,13 +269,13 @@ export async function runCv(o: CvOptions): Promise<CvSummary> {
  * weak / oracle ratio. An `--oof` pseudo run has the same folds as the masked-only protocol when
  * every train-split image has a mask (MSRC-v2), so then it pairs with the oracle both ways.
  */
-async function findTwin(root: string, p: Params, out: string, o: { folds: number; foldSeed: number; ids: readonly string[]; seeds: number[]; oof: boolean; unmasked: number }) {
+async function findTwin(root: string, p: Params, out: string, o: { folds: number; foldSeed: number; ids: readonly string[]; seeds: number[]; oof: boolean; unmasked: number; cam: CvCam }) {
   const other = p.segment.labels === 'gt' ? 'pseudo' : 'gt';
   const sameFolds = o.unmasked === 0;
   // the twin's oof flag: an oracle may pair with either pseudo form when the folds match; an oof run only then
   const twinOof = other === 'pseudo' && sameFolds ? [false, true] : [false];
   for (const oof of o.oof && !sameFolds ? [] : twinOof) {
-    const twin = await cvRecipe(root, p, other, o.folds, o.foldSeed, o.ids, oof).catch(() => null);
+    const twin = await cvRecipe(root, p, other, o.folds, o.foldSeed, o.ids, oof, o.cam).catch(() => null);
     const twinRuns = twin ? await readRuns(path.join(out, twin.hash), twin.hash, o.folds, o.seeds) : null;
     if (twin && twinRuns) return { twin, twinRuns };
   }
@@ -269,29 +288,75 @@ export const cvWorkDir = (dir: string, k: number, seed: number) => path.join(dir
 /**
  * runSegment's `path` for a protocol run: the workspace's files, but models/segment and the
  * segment checkpoint store inside `work`, so a protocol run and the stage's own unfinished
- * training never evict each other's state (the store keeps one unfinished run).
+ * training never evict each other's state (the store keeps one unfinished run); with `cam`, the
+ * CAM model it starts from is that folder instead of models/cam.
  */
-export function cvRunPaths(root: string, work: string): (rel: string) => string {
-  const moved: [string, string][] = [[SEGMENT_OUTPUTS.model, 'model'], [storeOf('segment'), 'checkpoints']];
+export function cvRunPaths(root: string, work: string, cam: string | null = null): (rel: string) => string {
+  const moved: [string, string][] = [[SEGMENT_OUTPUTS.model, path.join(work, 'model')], [storeOf('segment'), path.join(work, 'checkpoints')]];
+  if (cam) moved.push([INPUTS.cam, cam]);
+  return movedPaths(root, moved);
+}
+
+/** Project-relative paths resolved in `root`, but those under a `from` of `moved` in its `to`. */
+function movedPaths(root: string, moved: readonly [string, string][]): (rel: string) => string {
   return (rel) => {
-    for (const [from, to] of moved) if (rel === from || rel.startsWith(`${from}/`)) return path.join(work, to, rel.slice(from.length));
+    for (const [from, to] of moved) if (rel === from || rel.startsWith(`${from}/`)) return path.join(to, rel.slice(from.length));
     return path.resolve(root, rel);
   };
+}
+
+/**
+ * The CAM model of fold k's runs (CvCam 'fold'): cam_train on the train split without the held-out
+ * fold, in `<out>/cam/<key>/model`, beside its checkpoint store (a killed training resumes). Shared
+ * by every seed, label mode and segment recipe of the same CAM training; trained once, then
+ * recognised by the training hash its config records (the key is made from that hash).
+ */
+export async function foldCam(root: string, out: string, p: Params, heldOut: readonly string[]): Promise<string> {
+  const hash = await camTrainingHash({ params: p, path: (rel) => path.resolve(root, rel), exclude: heldOut });
+  const dir = path.join(out, 'cam', createHash('sha256').update(hash).digest('hex').slice(0, 16));
+  const model = path.join(dir, 'model');
+  if (await trainedWith(model, hash)) return model;
+  log.info(`cv: training the CAM model without the ${heldOut.length} held-out images (${path.relative(root, dir)})`);
+  const r = await runCamTrain({ params: p, exclude: heldOut, path: movedPaths(root, [[INPUTS.cam, model], [storeOf('cam_train'), path.join(dir, 'checkpoints')]]) });
+  log.info(formatCamTrain(r));
+  return model;
+}
+
+/** Whether the model folder holds a finished training of `hash` (nn/stage_training.ts records it). */
+async function trainedWith(model: string, hash: string): Promise<boolean> {
+  try {
+    return (JSON.parse(await fs.readFile(path.join(model, 'config.json'), 'utf8')) as { paramsHash?: string }).paramsHash === hash;
+  } catch {
+    return false;
+  }
 }
 
 /** The training and held-out ids of fold k. */
 export const foldSplit = (folds: string[][], k: number) => ({ train: folds.filter((_, f) => f !== k).flat(), val: folds[k] });
 
+/** What every run of one protocol shares. */
+interface ProtocolRun {
+  root: string;
+  out: string;
+  dir: string;
+  hash: string;
+  p: Params;
+  folds: string[][];
+  cam: CvCam;
+}
+
 /** Train and score one (fold, seed); its work folder goes once the record is written. */
-async function runOne(root: string, dir: string, hash: string, p: Params, folds: string[][], k: number, seed: number, oof: boolean): Promise<CvRun> {
+async function runOne(o: ProtocolRun, k: number, seed: number, oof: boolean): Promise<CvRun> {
+  const { root, dir, p, folds } = o;
   const work = cvWorkDir(dir, k, seed);
   const split = foldSplit(folds, k);
+  const cam = o.cam === 'fold' ? await foldCam(root, o.out, p, split.val) : null;
   log.info(`cv: fold ${k} seed ${seed}: training on ${split.train.length} images, scoring ${split.val.length} held out (${path.relative(root, work)})`);
-  const at = cvRunPaths(root, work);
+  const at = cvRunPaths(root, work, cam);
   const r = await runSegment({ params: { ...p, seed }, path: at, split });
   const scores = oof ? await oofScores({ images: at(INPUTS.images), pseudo: at(INPUTS.pseudo), model: at(SEGMENT_OUTPUTS.model) }, split.val) : null;
   return {
-    protocol: CV_PROTOCOL_VERSION, recipe: hash, fold: k, seed,
+    protocol: CV_PROTOCOL_VERSION, recipe: o.hash, fold: k, seed,
     split: `${p.dataset.train_split}, fold ${k} of ${folds.length} held out`,
     labels: r.labels, epochs: r.epochs, trainImages: r.trainImages, heldOutImages: r.val.images,
     segmenter: r.val, pseudo_masks: r.pseudo_val ?? null, resumedFrom: r.training.resumedFrom, seconds: Math.round(r.seconds * 10) / 10,

@@ -326,6 +326,7 @@ program
   .option('--oracle', 'train on the ground-truth masks instead of the pseudo-masks (the weak / oracle ratio needs both)')
   .option('--oof', 'folds over every train image; score each pseudo-mask under the model that never trained on it (confident learning) -> review/label_quality.csv, read by the audit')
   .option('--fold-seed <n>', 'seed of the fold assignment', int('--fold-seed'), 0)
+  .option('--workspace-cam', "start every run from the workspace's models/cam, which trained on the held-out fold's tags too (the protocol before 2026-12-06; it overstates held-out quality), instead of a CAM model trained without the held-out fold")
   .option('--set <key=value>', 'segment.* or seed override of the trained recipe (repeatable)', collect, [])
   .option('--choose <key=v1,v2,...>', 'choose pseudo-mask settings instead: refine.* candidates, chosen on k-1 folds\' masks and scored on the held-out one (repeatable: a grid)', collect, [])
   .option('--out <dir>', 'results folder: <out>/<recipe hash>/fold<k>-seed<s>.json, summary.json', 'runs/cv')
@@ -335,7 +336,10 @@ program
     `
 Needs a workspace run up to refine (tagseg repro refine). Finished (fold, seed) runs are kept and skipped
 on a rerun, so the protocol can be stopped and continued. Every score is on a held-out fold, at full
-coverage (every pixel with a valid ground truth counts, ignore counts as wrong). Protocol: cli/cv.ts.
+coverage (every pixel with a valid ground truth counts, ignore counts as wrong). The segmenter of
+fold k starts from a CAM model trained on the tags of the other folds only (cam_train again, once per
+fold, kept in <out>/cam/ and shared by every seed and by --oracle), so nothing it starts from has seen
+the photos it is scored on. Protocol: cli/cv.ts.
 
 Choosing pseudo-mask (refine) settings, nothing retrained (--folds, --fold-seed, --out, --json apply):
   tagseg cv --choose refine.bg_threshold=0.15,0.25,0.35 --choose refine.ignore_margin=0.05,0.1
@@ -344,13 +348,13 @@ rerun refines nothing again), then per fold picks the candidate with the best fu
 other folds' images and scores it on the held-out fold: the nested-CV estimate is the mean ± sd of those.
 A candidate's score over all folds is printed too, for reading, not for choosing. Module: cli/cv_pseudo.ts.`,
   )
-  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; oof?: boolean; foldSeed: number; set: string[]; choose: string[]; out: string; json?: boolean }, cmd: Command) => {
+  .action(async (o: { preset: 'cheap' | 'full'; folds?: number; seeds?: number; epochsFactor?: number; oracle?: boolean; oof?: boolean; foldSeed: number; workspaceCam?: boolean; set: string[]; choose: string[]; out: string; json?: boolean }, cmd: Command) => {
     const { CV_PRESETS, runCv } = await import('./cv.js');
     const { formatCv } = await import('./cv_summary.js');
     const { log } = await import('../pipeline/log.js');
     const preset = CV_PRESETS[o.preset];
     if (o.choose.length) {
-      const trains = ['preset', 'seeds', 'epochsFactor', 'oracle', 'oof', 'set'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
+      const trains = ['preset', 'seeds', 'epochsFactor', 'oracle', 'oof', 'workspaceCam', 'set'].filter((k) => cmd.getOptionValueSource(k) === 'cli');
       if (trains.length) throw new TagsegError(`--choose trains nothing, so it takes no ${trains.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`, { hint: 'fix a refine setting for every candidate with a one-value --choose, e.g. --choose refine.crf.iterations=5' });
       const { runPseudoChoice } = await import('./cv_pseudo.js');
       const { formatPseudoChoice } = await import('./cv_pseudo_summary.js');
@@ -364,7 +368,7 @@ A candidate's score over all folds is printed too, for reading, not for choosing
     const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
     const r = await runCv({
       root: rootOf(), folds: o.folds ?? preset.folds, seeds: o.seeds ?? preset.seeds, epochsFactor: o.epochsFactor ?? preset.epochsFactor,
-      oracle: Boolean(o.oracle), oof: Boolean(o.oof), foldSeed: o.foldSeed, sets: o.set, out: o.out,
+      oracle: Boolean(o.oracle), oof: Boolean(o.oof), foldSeed: o.foldSeed, cam: o.workspaceCam ? 'workspace' : 'fold', sets: o.set, out: o.out,
       onRun: (x, trained) => log.info(`cv: fold ${x.fold} seed ${x.seed}: segmenter ${pct(x.segmenter.miou)} on ${x.heldOutImages} held-out images${trained ? ` (${x.seconds.toFixed(0)} s)` : ' (kept from an earlier run)'}`),
     });
     print(Boolean(o.json), r, () => formatCv(r));

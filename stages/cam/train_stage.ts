@@ -16,6 +16,7 @@
  * images.arrow and of the pretrained weights) plus the stage's code. Any other change trains from
  * scratch; a finished training leaves only models/cam.
  */
+import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type ClassMap, classMap, tagTarget } from '../../maps/labels.js';
@@ -77,6 +78,11 @@ export interface CamTrainResult {
 export interface RunCamTrainOptions {
   params: Params;
   path(rel: string): string;
+  /**
+   * Ids of the train split not trained on: the cv protocol's held-out fold (cli/cv.ts), so the
+   * segmenter it starts from never saw the images it is scored on. Part of the training hash.
+   */
+  exclude?: readonly string[];
   /** Tests: stop training after this many epochs in this run (simulates a kill; no model). */
   stopAfter?: number;
 }
@@ -105,8 +111,8 @@ async function datasetClasses(o: RunCamTrainOptions): Promise<ClassMap> {
   return classMap(info.meta.classes, typeof bg === 'number' ? bg : null);
 }
 
-/** Training images (train split, with a foreground tag): their row positions and targets; pixels are streamed later. */
-async function trainingRows(imagesFile: string, map: ClassMap, split: string): Promise<{ positions: number[]; targets: Float32Array[] }> {
+/** Training images (train split, with a foreground tag, not excluded): their row positions and targets; pixels are streamed later. */
+async function trainingRows(imagesFile: string, map: ClassMap, split: string, exclude: ReadonlySet<string>): Promise<{ positions: number[]; targets: Float32Array[] }> {
   const positions: number[] = [];
   const targets: Float32Array[] = [];
   const reader = await TableReader.open(imagesFile, { stage: 'ingest' });
@@ -114,7 +120,7 @@ async function trainingRows(imagesFile: string, map: ClassMap, split: string): P
     let pos = 0;
     for await (const row of reader.rows()) {
       const at = pos++;
-      if (row.split !== split) continue;
+      if (row.split !== split || exclude.has(row.id as string)) continue;
       const target = tagTarget(map, row.tags as number[], row.id as string);
       if (!target.some((v) => v > 0)) continue;
       positions.push(at);
@@ -127,6 +133,17 @@ async function trainingRows(imagesFile: string, map: ClassMap, split: string): P
   return { positions, targets };
 }
 
+/**
+ * The training hash of models/cam (recorded in its config): the training params, the data (the
+ * images, the pretrained weights a MobileNet starts from) and the excluded ids, if any.
+ */
+export async function camTrainingHash(o: Pick<RunCamTrainOptions, 'params' | 'path' | 'exclude'>): Promise<string> {
+  const cam = o.params.cam;
+  const data = [await hashFile(o.path(INPUTS.images)), ...(cam.backbone === 'mobilenet' ? [await pretrainedFingerprint(cam.pretrained, o.path)] : [])];
+  if (o.exclude?.length) data.push(`exclude:${createHash('sha256').update(JSON.stringify([...o.exclude].sort())).digest('hex')}`);
+  return trainHash(o.params, data.join(':'));
+}
+
 export async function runCamTrain(o: RunCamTrainOptions): Promise<CamTrainResult> {
   const t0 = performance.now();
   await initBackend();
@@ -134,9 +151,8 @@ export async function runCamTrain(o: RunCamTrainOptions): Promise<CamTrainResult
   const cam = p.cam;
   const imagesFile = o.path(INPUTS.images);
   const map = await datasetClasses(o);
-  const { positions, targets } = await trainingRows(imagesFile, map, p.dataset.train_split);
-  // the data: images, and the pretrained weights a MobileNet starts from
-  const hash = trainHash(p, [await hashFile(imagesFile), ...(cam.backbone === 'mobilenet' ? [await pretrainedFingerprint(cam.pretrained, o.path)] : [])].join(':'));
+  const { positions, targets } = await trainingRows(imagesFile, map, p.dataset.train_split, new Set(o.exclude));
+  const hash = await camTrainingHash(o);
   const training = await trainAndSave({
     module: import.meta.url,
     stage: 'cam_train', hash, epochs: cam.epochs, model: CAM_OUTPUTS.model, path: o.path, save: saveCamModel,
