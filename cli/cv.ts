@@ -309,7 +309,9 @@ function movedPaths(root: string, moved: readonly [string, string][]): (rel: str
  * The CAM model of fold k's runs (CvCam 'fold'): cam_train on the train split without the held-out
  * fold, in `<out>/cam/<key>/model`, beside its checkpoint store (a killed training resumes). Shared
  * by every seed, label mode and segment recipe of the same CAM training; trained once, then
- * recognised by the training hash its config records (the key is made from that hash).
+ * recognised by the training hash its config records (the key is made from that hash). Two
+ * protocols started at once on one `out` would train the same fold's model in one store: run them
+ * one after the other.
  */
 export async function foldCam(root: string, out: string, p: Params, heldOut: readonly string[]): Promise<string> {
   const hash = await camTrainingHash({ params: p, path: (rel) => path.resolve(root, rel), exclude: heldOut });

@@ -326,7 +326,7 @@ program
   .option('--oracle', 'train on the ground-truth masks instead of the pseudo-masks (the weak / oracle ratio needs both)')
   .option('--oof', 'folds over every train image; score each pseudo-mask under the model that never trained on it (confident learning) -> review/label_quality.csv, read by the audit')
   .option('--fold-seed <n>', 'seed of the fold assignment', int('--fold-seed'), 0)
-  .option('--workspace-cam', "start every run from the workspace's models/cam, which trained on the held-out fold's tags too (the protocol before 2026-12-06; it overstates held-out quality), instead of a CAM model trained without the held-out fold")
+  .option('--workspace-cam', "start every run from the workspace's models/cam, which trained on the held-out fold's tags too (the protocol before 2026-12-06), instead of a CAM model trained without the held-out fold")
   .option('--set <key=value>', 'segment.* or seed override of the trained recipe (repeatable)', collect, [])
   .option('--choose <key=v1,v2,...>', 'choose pseudo-mask settings instead: refine.* candidates, chosen on k-1 folds\' masks and scored on the held-out one (repeatable: a grid)', collect, [])
   .option('--out <dir>', 'results folder: <out>/<recipe hash>/fold<k>-seed<s>.json, summary.json', 'runs/cv')
