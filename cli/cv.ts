@@ -45,6 +45,7 @@ import { INGEST_OUTPUTS } from '../stages/ingest/ingest.js';
 import { REFINE_OUTPUTS } from '../stages/refine/tables.js';
 import { SEGMENT_OUTPUTS, type SegScores, runSegment } from '../stages/segment/index.js';
 import { idHash } from '../stages/segment/labels.js';
+import { type SegmentKeyed, segmentKeyed } from '../stages/segment/params.js';
 import { type OofScore, oofScores, writeOofTable } from './cv_oof.js';
 import { type CvSummary, summariseCv } from './cv_summary.js';
 
@@ -129,7 +130,8 @@ export interface CvRecipe {
   train_split: string;
   folds: number;
   fold_seed: number;
-  segment: Params['segment'];
+  /** segmentKeyed: self_train only where it changes the training. */
+  segment: SegmentKeyed;
   data: Record<string, string>;
   /** Only in `oof` recipes: folds over every train-split image, held-out label quality kept. */
   oof?: true;
@@ -200,7 +202,7 @@ export async function cvRecipe(root: string, p: Params, labels: 'pseudo' | 'gt',
   }
   const recipe: CvRecipe = {
     protocol: CV_PROTOCOL_VERSION, labels, seed: p.seed, train_split: p.dataset.train_split, folds, fold_seed: foldSeed,
-    segment: { ...p.segment, labels }, data, ...(oof ? { oof: true as const } : {}), ...(cam === 'fold' ? { cam } : {}),
+    segment: segmentKeyed({ ...p.segment, labels }), data, ...(oof ? { oof: true as const } : {}), ...(cam === 'fold' ? { cam } : {}),
   };
   return { recipe, hash: createHash('sha256').update(JSON.stringify(recipe)).digest('hex').slice(0, 16) };
 }

@@ -32,6 +32,9 @@ import { DECISIONS_FILE, readDecisions } from '../../data/review.js';
 import { loadCamModel } from '../../nn/cam_net.js';
 import { type Dataset, RowReader } from '../../nn/dataset.js';
 import { loadTrainedModel, sectionKeys, sectionTrainHash, trainAndSave } from '../../nn/stage_training.js';
+import { trainingStore } from '../../nn/loop.js';
+import { storeOf } from '../../nn/train_store.js';
+import { ownCodeDeps } from '../../pipeline/code_closure.js';
 import { hashTable, readAll, readInfo } from '../../pipeline/arrow.js';
 import { initBackend } from '../../pipeline/backend.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
@@ -46,7 +49,8 @@ import { listCorrections } from '../../data/review.js';
 import { type ReviewPlan, planReview } from './review.js';
 import { type SegNet, saveSegModel, segNetOnCam } from './net.js';
 import { createSegAux } from './contrast.js';
-import { segmentParams } from './params.js';
+import { segmentKeyed, segmentParams, selfTrainRounds } from './params.js';
+import { earlierRounds, roundsDir } from './self_train.js';
 import { type SegTrainImage, type SegTrainResult, trainSegNet } from './train.js';
 import { type SegScores, inferCrf, validate } from './validate.js';
 
@@ -71,7 +75,8 @@ const INPUTS = {
 const SEGMENT_KEYS = sectionKeys('segment', Object.keys(segmentParams.shape), ['scales', 'flip', 'crf']);
 
 export function segmentTrainHash(p: Params, dataHash: string): string {
-  return sectionTrainHash(p, SEGMENT_KEYS, dataHash);
+  const keyed = segmentKeyed(p.segment);
+  return sectionTrainHash(p, SEGMENT_KEYS, dataHash, Object.keys(p.segment).filter((k) => !(k in keyed)));
 }
 
 export const stage: Stage = {
@@ -108,6 +113,8 @@ export interface SegmentRunResult {
   review?: { decisions: number } & ReviewPlan['counts'];
   contrast: string;
   epochs: number;
+  /** Self-training rounds before the last (segment.self_train). */
+  selfTrain: number;
   trainImages: number;
   valImages: number;
   /** Fraction of training-label pixels that carry a class (not 255). */
@@ -205,7 +212,7 @@ async function selectImages(o: RunSegmentOptions, inputs: Inputs): Promise<Selec
   return { carve, review, train, val: refs.val };
 }
 
-/** Steps 3-5: the labelled fraction, training and saving (nn/stage_training.ts), validation; a run stopped early returns no scores. */
+/** Steps 3-5: the labelled fraction, training (self-training rounds first) and saving (nn/stage_training.ts), validation; a run stopped early returns no scores. */
 async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selection, readers: StreamReaders, t0: number): Promise<SegmentRunResult> {
   const s = o.params.segment;
   const ctx: LabelContext = {
@@ -214,21 +221,35 @@ async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selectio
   };
   const labelled = await meanLabelledFraction(sel.train, readers, ctx);
   let scores: Pick<SegmentRunResult, 'val' | 'pseudo_val' | 'chain'> = { val: { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} }, chain: [] };
-  const training = await trainAndSave({
-    module: import.meta.url,
-    stage: 'segment', hash: await trainHash(o, inputs, sel), epochs: s.epochs, model: SEGMENT_OUTPUTS.model, path: o.path,
-    build: () => buildNet(o, inputs),
-    train: (net, store) => trainNet(o, inputs, net, trainDataset(sel.train, readers, ctx), store),
-    beforeSave: (net) => {
-      net.config.labels = s.labels;
-    },
-    save: (dir, net) => saveSegModel(dir, net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` }),
-    afterSave: async (net) => {
-      scores = await scoreModel(o, inputs, sel, readers, net);
-    },
+  const hash = await trainHash(o, inputs, sel);
+  const rounds = await earlierRounds({
+    rounds: selfTrainRounds(s), store: await trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path), refs: sel.train, readers, ctx,
+    segment: s, background: inputs.background, build: () => buildNet(o, inputs), train: (net, images, store) => trainNet(o, inputs, net, images, store),
   });
+  const last = { refs: rounds.refs, readers: { images: readers.images, pseudo: rounds.labels ?? readers.pseudo } };
+  let training = rounds.rounds.at(-1)!;
+  try {
+    if (!rounds.stopped) {
+      training = await trainAndSave({
+        module: import.meta.url,
+        stage: 'segment', hash, epochs: s.epochs, model: SEGMENT_OUTPUTS.model, path: o.path,
+        build: () => buildNet(o, inputs),
+        train: (net, store) => trainNet(o, inputs, net, trainDataset(last.refs, last.readers, ctx), store),
+        beforeSave: (net) => {
+          net.config.labels = s.labels;
+        },
+        save: (dir, net) => saveSegModel(dir, net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` }),
+        afterSave: async (net) => {
+          await fs.rm(roundsDir(o.path(storeOf('segment'))), { recursive: true, force: true });
+          scores = await scoreModel(o, inputs, sel, readers, net);
+        },
+      });
+    }
+  } finally {
+    await rounds.labels?.close();
+  }
   return {
-    labels: s.labels, contrast: s.contrast, epochs: training.epochs, trainImages: sel.train.length, valImages: sel.val.length, labelledFraction: labelled,
+    labels: s.labels, contrast: s.contrast, epochs: training.epochs, selfTrain: rounds.rounds.length, trainImages: sel.train.length, valImages: sel.val.length, labelledFraction: labelled,
     ...(sel.review ? { review: { decisions: sel.review.decisions, ...sel.review.plan.counts } } : {}),
     ...scores, training, seconds: (performance.now() - t0) / 1000, peakRssMiB: peakRss(),
   };
@@ -349,7 +370,7 @@ export function segmentMetrics(r: SegmentRunResult): Record<string, unknown> {
   const chain: Record<string, Omit<ChainRow, 'step'>> = {};
   for (const { step, ...row } of r.chain) chain[step in chain ? `${step}_${row.split}` : step] = row;
   return {
-    labels: r.labels, contrast: r.contrast, epochs: r.epochs, trainImages: r.trainImages, valImages: r.valImages, labelledFraction: r.labelledFraction,
+    labels: r.labels, contrast: r.contrast, epochs: r.epochs, ...(r.selfTrain ? { self_train: r.selfTrain } : {}), trainImages: r.trainImages, valImages: r.valImages, labelledFraction: r.labelledFraction,
     val: head(r.val),
     ...(r.pseudo_val ? { pseudo_val: head(r.pseudo_val) } : {}),
     chain,
@@ -360,7 +381,7 @@ export function formatSegment(r: SegmentRunResult): string {
   const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(1));
   const width = Math.max(12, ...r.chain.map((c) => c.step.length));
   return [
-    `segment: ${r.labels === 'gt' ? 'ground-truth masks (oracle)' : 'pseudo-masks'}${r.contrast !== 'none' ? ` + ${r.contrast} contrast` : ''}, ${r.epochs} epochs (resumed from ${r.training.resumedFrom}) on ${r.trainImages} images (${pct(r.labelledFraction)}% of pixels labelled), final loss ${r.training.losses.at(-1)?.toFixed(4) ?? '-'}`,
+    `segment: ${r.labels === 'gt' ? 'ground-truth masks (oracle)' : 'pseudo-masks'}${r.contrast !== 'none' ? ` + ${r.contrast} contrast` : ''}${r.selfTrain ? `, self-trained (${r.selfTrain} round${r.selfTrain > 1 ? 's' : ''} before this one)` : ''}, ${r.epochs} epochs (resumed from ${r.training.resumedFrom}) on ${r.trainImages} images (${pct(r.labelledFraction)}% of pixels labelled), final loss ${r.training.losses.at(-1)?.toFixed(4) ?? '-'}`,
     ...(r.review && (r.review.rejected || r.review.corrected || r.review.rejected_classes) ? [`review: ${r.review.rejected} rejected images left out, ${r.review.corrected} corrected masks used, ${r.review.rejected_classes} rejected classes ignored`] : []),
     `validation (${r.valImages} images): mIoU ${pct(r.val.miou)}, pixel accuracy ${pct(r.val.pixel_accuracy)}${r.pseudo_val ? `; its pseudo-masks: mIoU ${pct(r.pseudo_val.miou)} at ${pct(r.pseudo_val.coverage)}% coverage` : ''}`,
     `${'step'.padEnd(width)}  split  mIoU`,

@@ -24,6 +24,11 @@ export const segmentParams = z.strictObject({
     5000,
     'contrast pixel: slots per class in each of its two queues (ContrastiveSeg 5000; 0 = contrast within the batch). Loss memory ~ 1024 anchors x 2 x slots x classes: MSRC-v2 at 5000 peaked at 12.2 GB RSS',
   ),
+  self_train: key(
+    z.number().int().min(0).max(5),
+    0,
+    "self-training rounds (pseudo labels only): retrain on the net's own tag-restricted, CRF-refined predictions of the training images (0 = off; each round one more training)",
+  ),
   ...trainingKeys({
     optimizer: ['adamw', 'sgd (DeepLab: lr 0.007, momentum 0.9) | adamw'],
     lr: [0.002, 'base lr (backbone); poly decay, power 0.9'],
@@ -47,6 +52,22 @@ export const segmentParams = z.strictObject({
     bilateral_compat: [10, 'its Potts weight'],
   }),
 });
+
+/**
+ * The segment section as recipes and training hashes key it: self_train, added after recipes were
+ * kept, is left out where it changes nothing (0, or ground-truth labels, which are not self-trained),
+ * so existing checkpoints and protocol runs (the oracle's included) still match.
+ */
+export function segmentKeyed(s: SegmentParams): SegmentKeyed {
+  const { self_train: rounds, ...rest } = s;
+  return rounds === 0 || s.labels === 'gt' ? rest : s;
+}
+
+/** Self-training rounds before the last: pseudo-masks only (ground truth is not relabelled). */
+export const selfTrainRounds = (s: SegmentParams): number => (s.labels === 'pseudo' ? s.self_train : 0);
+
+export type SegmentParams = z.output<typeof segmentParams>;
+export type SegmentKeyed = Omit<SegmentParams, 'self_train'> & { self_train?: number };
 
 /** The sections this folder owns. */
 export const sections = { segment: segmentParams };
