@@ -226,25 +226,23 @@ async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selectio
     rounds: selfTrainRounds(s), store: await trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path), refs: sel.train, readers, ctx,
     segment: s, background: inputs.background, build: () => buildNet(o, inputs), train: (net, images, store) => trainNet(o, inputs, net, images, store),
   });
-  const last = { refs: rounds.refs, readers: { images: readers.images, pseudo: rounds.labels ?? readers.pseudo } };
-  let training = rounds.rounds.at(-1)!;
+  let training: SegTrainResult;
   try {
-    if (!rounds.stopped) {
-      training = await trainAndSave({
-        module: import.meta.url,
-        stage: 'segment', hash, epochs: s.epochs, model: SEGMENT_OUTPUTS.model, path: o.path,
-        build: () => buildNet(o, inputs),
-        train: (net, store) => trainNet(o, inputs, net, trainDataset(last.refs, last.readers, ctx), store),
-        beforeSave: (net) => {
-          net.config.labels = s.labels;
-        },
-        save: (dir, net) => saveSegModel(dir, net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` }),
-        afterSave: async (net) => {
-          await fs.rm(roundsDir(o.path(storeOf('segment'))), { recursive: true, force: true });
-          scores = await scoreModel(o, inputs, sel, readers, net);
-        },
-      });
-    }
+    training = rounds.stopped ? rounds.rounds.at(-1)! : await trainAndSave({
+      module: import.meta.url,
+      stage: 'segment', hash, epochs: s.epochs, model: SEGMENT_OUTPUTS.model, path: o.path,
+      build: () => buildNet(o, inputs),
+      // the last round: on the pseudo-masks, or on the labels of the round before it
+      train: (net, store) => trainNet(o, inputs, net, trainDataset(rounds.refs, { images: readers.images, pseudo: rounds.labels ?? readers.pseudo }, ctx), store),
+      beforeSave: (net) => {
+        net.config.labels = s.labels;
+      },
+      save: (dir, net) => saveSegModel(dir, net, { 'val_ids.txt': `${sel.carve.val.join('\n')}\n` }),
+      afterSave: async (net) => {
+        await fs.rm(roundsDir(o.path(storeOf('segment'))), { recursive: true, force: true });
+        scores = await scoreModel(o, inputs, sel, readers, net);
+      },
+    });
   } finally {
     await rounds.labels?.close();
   }
