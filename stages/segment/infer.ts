@@ -108,3 +108,22 @@ export async function segmentBatch(
   }
   return labelsOf(probs, n, H, W, K, out);
 }
+
+/**
+ * In place: probabilities [N, K] (pixel-major) of classes outside `allowed` set to 0, each pixel
+ * renormalised over the allowed ones (uniform over them where all were 0).
+ */
+export function restrictProbs(probs: Float32Array, allowed: Uint8Array): Float32Array {
+  const K = allowed.length;
+  if (probs.length % K !== 0) throw new TagsegError(`restrictProbs: ${probs.length} values for ${K} classes`);
+  const n = allowed.reduce((a, b) => a + b, 0);
+  for (let p = 0; p < probs.length; p += K) {
+    let sum = 0;
+    for (let k = 0; k < K; k++) {
+      if (allowed[k]) sum += probs[p + k];
+      else probs[p + k] = 0;
+    }
+    for (let k = 0; k < K; k++) if (allowed[k]) probs[p + k] = sum > 0 ? probs[p + k] / sum : 1 / n;
+  }
+  return probs;
+}

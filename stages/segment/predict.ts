@@ -38,11 +38,11 @@ import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { crfPool } from '../../ops/crf_pool.js';
 import { type Shard, shardOf } from '../../pipeline/shard.js';
 import { defaultParams } from '../params.js';
-import { batchProbs, labelsOf } from './infer.js';
+import { batchProbs, labelsOf, restrictProbs } from './infer.js';
 import { type SegNet, loadSegModel } from './net.js';
 import { type SkippedFile, imageOf, listImages } from './predict_files.js';
 import { overlayWithLegend } from './predict_overlay.js';
-import { type TagMasks, readTagsFile, restrictProbs } from './predict_tags.js';
+import { type TagMasks, readTagsFile } from './predict_tags.js';
 
 export type { SkippedFile } from './predict_files.js';
 

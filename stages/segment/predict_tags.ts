@@ -4,7 +4,7 @@
  * splitTagCell, names resolved by resolveTags against the MODEL's classes; the split column is
  * ignored) restricts each image's prediction to its tagged classes plus the background class when
  * the dataset has one: the other classes' probabilities are set to 0 and each pixel's
- * renormalised, before the CRF and again on its marginals, so no pixel can take an untagged class.
+ * renormalised (infer.ts restrictProbs), before the CRF and again on its marginals, so no pixel can take an untagged class.
  * An image absent from the file is a per-image error (stop, or listed with --on-error skip), never
  * predicted untagged: a missing row is more often a mistake than a wish.
  */
@@ -43,23 +43,4 @@ export async function readTagsFile(file: string, info: ClassInfo): Promise<TagMa
     out.set(id, allowed);
   }
   return out;
-}
-
-/**
- * In place: probabilities [N, K] (pixel-major) of classes outside `allowed` set to 0, each pixel
- * renormalised over the allowed ones (uniform over them where all were 0).
- */
-export function restrictProbs(probs: Float32Array, allowed: Uint8Array): Float32Array {
-  const K = allowed.length;
-  if (probs.length % K !== 0) throw new TagsegError(`restrictProbs: ${probs.length} values for ${K} classes`);
-  const n = allowed.reduce((a, b) => a + b, 0);
-  for (let p = 0; p < probs.length; p += K) {
-    let sum = 0;
-    for (let k = 0; k < K; k++) {
-      if (allowed[k]) sum += probs[p + k];
-      else probs[p + k] = 0;
-    }
-    for (let k = 0; k < K; k++) if (allowed[k]) probs[p + k] = sum > 0 ? probs[p + k] / sum : 1 / n;
-  }
-  return probs;
 }

@@ -3,7 +3,7 @@
  * Wei et al. 2018 and most tag-only WSSS pipelines): round r's network labels every training image
  * anew: its probabilities at the working size (`segment.scales` x flip), restricted to the image's
  * tags plus the background before and after the dense CRF of `segment.crf` (predict --tags' rule,
- * predict_tags.ts); the argmax is round r+1's label map. Every round trains from the same start
+ * infer.ts restrictProbs); the argmax is round r+1's label map. Every round trains from the same start
  * (the CAM backbone and a fresh head), so a round learns from its labels, not from its predecessor's
  * weights. A corrected mask (review) stays its image's label in every round; rejected classes stay ignored.
  *
@@ -22,9 +22,8 @@ import { type ColumnSpec, TableWriter } from '../../pipeline/arrow.js';
 import { log, progress } from '../../pipeline/log.js';
 import type { Params } from '../params.js';
 import { type LabelContext, type StreamReaders, type TrainRef, trainDataset } from './data.js';
-import { batchProbs, labelsOf } from './infer.js';
+import { batchProbs, labelsOf, restrictProbs } from './infer.js';
 import type { SegNet } from './net.js';
-import { restrictProbs } from './predict_tags.js';
 import type { SegTrainImage, SegTrainResult } from './train.js';
 import { inferCrf } from './validate.js';
 

@@ -24,7 +24,8 @@ import { predictFolder } from '../../stages/segment/predict.js';
 import { PREDICT_EXTS } from '../../stages/segment/predict_files.js';
 import { LEGEND_BACKGROUND, legendEntries, overlayWithLegend } from '../../stages/segment/predict_overlay.js';
 import { overlayRgb } from '../../data/overlay.js';
-import { readTagsFile, restrictProbs } from '../../stages/segment/predict_tags.js';
+import { readTagsFile } from '../../stages/segment/predict_tags.js';
+import { restrictProbs } from '../../stages/segment/infer.js';
 
 let tmp: string;
 let model: string;
