@@ -59,11 +59,14 @@ export interface WeakOracle {
  * One class's share of the mIoU gap: its IoU (mean over runs) under each label mode and
  * `points` = (oracle - weak) / K in mIoU fractions, K the classes scored in both; the points sum to
  * the difference of the two class-mean mIoUs (the gap itself where every run scores every class).
+ * `pseudo`: the held-out folds' pseudo-masks' IoU (mean over the weak runs): low, the segmenter
+ * inherits its labels' errors; high, it fails to learn what its labels hold.
  */
 export interface ClassGap {
   name: string;
   weak: number;
   oracle: number;
+  pseudo: number | null;
   points: number;
 }
 
@@ -104,16 +107,16 @@ function pseudoOf(runs: readonly CvRun[], from: string): CvSummary['pseudo_masks
   return { from, miou: stat(per_fold.map((f) => f.miou)), miou_labelled: stat(per_fold.map((f) => f.miou_labelled)), coverage: stat(per_fold.map((f) => f.coverage)), per_fold };
 }
 
-/** Mean IoU of every class over the runs (null where no run scores it). */
-function classIou(runs: readonly CvRun[]): Record<string, number | null> {
+/** Mean IoU of every class over the runs' segmenters, or their held-out pseudo-masks (null where no run scores it). */
+function classIou(runs: readonly CvRun[], of: 'segmenter' | 'pseudo_masks' = 'segmenter'): Record<string, number | null> {
   const classes = Object.keys(runs[0]?.segmenter.iou ?? {});
-  return Object.fromEntries(classes.map((c) => [c, stat(runs.map((r) => r.segmenter.iou[c])).mean]));
+  return Object.fromEntries(classes.map((c) => [c, stat(runs.map((r) => r[of]?.iou[c])).mean]));
 }
 
-/** The classes scored under both label modes, by their share of the gap, largest first. */
-export function classGaps(weak: Record<string, number | null>, oracle: Record<string, number | null>): ClassGap[] {
+/** The classes scored under both label modes, by their share of the gap, largest first; `pseudo`: their pseudo-masks' IoU. */
+export function classGaps(weak: Record<string, number | null>, oracle: Record<string, number | null>, pseudo: Record<string, number | null> = {}): ClassGap[] {
   const both = Object.keys(weak).filter((c) => typeof weak[c] === 'number' && typeof oracle[c] === 'number');
-  const gaps = both.map((name) => ({ name, weak: weak[name]!, oracle: oracle[name]!, points: round((oracle[name]! - weak[name]!) / both.length)! }));
+  const gaps = both.map((name) => ({ name, weak: weak[name]!, oracle: oracle[name]!, pseudo: pseudo[name] ?? null, points: round((oracle[name]! - weak[name]!) / both.length)! }));
   return gaps.sort((a, b) => b.points - a.points || a.name.localeCompare(b.name));
 }
 
@@ -128,7 +131,7 @@ function weakOracle(s: SummaryInput, ownRuns: readonly CvRun[]): WeakOracle | nu
   return {
     ratio: weak.mean !== null && oracle.mean ? round(weak.mean / oracle.mean) : null,
     per_seed, ratio_seeds: stat(per_seed.map((x) => x.ratio)), weak, oracle,
-    by_class: classGaps(classIou(weakRuns), classIou(oracleRuns)),
+    by_class: classGaps(classIou(weakRuns), classIou(oracleRuns), classIou(weakRuns, 'pseudo_masks')),
     weak_dir: pseudo ? s.dir : s.twin.dir, oracle_dir: pseudo ? s.twin.dir : s.dir,
   };
 }
@@ -180,7 +183,8 @@ export function formatCv(s: CvSummary): string {
     const seeds = w.ratio_seeds.n > 1 ? `; per seed ${w.per_seed.map((x) => x.ratio?.toFixed(3) ?? '-').join(' / ')}: ${w.ratio_seeds.mean?.toFixed(3)} ± ${w.ratio_seeds.sd?.toFixed(3)}` : '';
     out.push(`weak / oracle: ${w.ratio?.toFixed(3) ?? '-'} (weak ${pm(w.weak)} in ${w.weak_dir}, oracle ${pm(w.oracle)} in ${w.oracle_dir}${seeds})`);
     const top = w.by_class.filter((g) => g.points > 0).slice(0, 8);
-    if (top.length) out.push(`the gap by class, mIoU points (weak vs oracle IoU): ${top.map((g) => `${g.name} ${pct(g.points)} (${pct(g.weak)} vs ${pct(g.oracle)})`).join(', ')}`);
+    const held = (g: ClassGap) => (g.pseudo === null ? '' : `; pseudo-masks ${pct(g.pseudo)}`);
+    if (top.length) out.push(`the gap by class, mIoU points (weak vs oracle IoU; the held-out pseudo-masks' IoU): ${top.map((g) => `${g.name} ${pct(g.points)} (${pct(g.weak)} vs ${pct(g.oracle)}${held(g)})`).join(', ')}`);
   } else {
     out.push(`weak / oracle: run the same protocol ${s.labels === 'gt' ? 'without' : 'with'} --oracle to get the ratio`);
   }

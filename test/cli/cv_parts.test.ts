@@ -102,13 +102,13 @@ describe('summariseCv', () => {
     // per seed 0.6 / 0.8 = 0.75 and 0.7 / 0.8 = 0.875: mean 0.8125, sd 0.0884
     expect(s.weak_oracle?.per_seed).toEqual([{ seed: 0, ratio: 0.75 }, { seed: 1, ratio: 0.875 }]);
     expect(s.weak_oracle?.ratio_seeds).toEqual({ mean: 0.8125, sd: 0.0884, n: 2 });
-    // class a only (b is never scored): (0.8 - 0.65) / 1
-    expect(s.weak_oracle?.by_class).toEqual([{ name: 'a', weak: 0.65, oracle: 0.8, points: 0.15 }]);
+    // class a only (b is never scored): (0.8 - 0.65) / 1; its pseudo-masks 0.6 (fold 0) and 0.7 (fold 1), 2 seeds each
+    expect(s.weak_oracle?.by_class).toEqual([{ name: 'a', weak: 0.65, oracle: 0.8, pseudo: 0.65, points: 0.15 }]);
     expect(s.split).toMatch(/2-fold cross-validation over the 4 images of split 'train' with a ground-truth mask/);
     const table = formatCv(s);
     expect(table).toMatch(/segmenter, full coverage: 65\.0 ± 7\.1 \(mean ± sd over 2 seed\(s\) of the 2-fold average\)/);
     expect(table).toMatch(/weak \/ oracle: 0\.813 \(weak 65\.0 ± 7\.1 in runs\/cv\/w, oracle 80\.0 ± 0\.0 in runs\/cv\/o; per seed 0\.750 \/ 0\.875: 0\.813 ± 0\.088\)/);
-    expect(table).toMatch(/the gap by class, mIoU points \(weak vs oracle IoU\): a 15\.0 \(65\.0 vs 80\.0\)/);
+    expect(table).toMatch(/the gap by class, mIoU points \(weak vs oracle IoU; the held-out pseudo-masks' IoU\): a 15\.0 \(65\.0 vs 80\.0; pseudo-masks 65\.0\)/);
     expect(table).toMatch(/1 train images without a mask not used/);
 
     // The oracle's own summary: the same ratio, pseudo-masks from the weak runs.
@@ -118,15 +118,19 @@ describe('summariseCv', () => {
     expect(summariseCv({ recipe: recipe('gt'), hash: 'o', dir: 'runs/cv/o', seeds: [0, 1], folds, unmasked: 0, runs: oracle, twin: null }).pseudo_masks).toBeNull();
     expect(o.weak_oracle?.per_seed).toEqual(s.weak_oracle?.per_seed); // the same pairing from either side
     expect(o.weak_oracle?.by_class).toEqual(s.weak_oracle?.by_class);
+    // the pseudo column is the pseudo-masks' IoU, not the segmenter's (control: 0.9 against its 0.65)
+    const sharp = weak.map((r) => ({ ...r, pseudo_masks: scores(0.9, 0.9, 1, { a: 0.9, b: null }) }));
+    const p = summariseCv({ recipe: recipe('pseudo'), hash: 'w', dir: 'runs/cv/w', seeds: [0, 1], folds, unmasked: 1, runs: sharp, twin: { hash: 'o', dir: 'runs/cv/o', runs: oracle } });
+    expect(p.weak_oracle?.by_class).toEqual([{ name: 'a', weak: 0.65, oracle: 0.8, pseudo: 0.9, points: 0.15 }]);
   });
 
   it('classGaps: each class (oracle - weak) / K over the K classes scored in both, largest first; the points sum to the class-mean gap', () => {
     // K = 3 (d has no oracle score, e no weak one): a (0.9 - 0.6) / 3 = 0.1, b (0.5 - 0.5) / 3 = 0, c (0.7 - 0.8) / 3 = -0.0333
-    const gaps = classGaps({ a: 0.6, b: 0.5, c: 0.8, d: 0.4, e: null }, { a: 0.9, b: 0.5, c: 0.7, d: null, e: 0.3 });
+    const gaps = classGaps({ a: 0.6, b: 0.5, c: 0.8, d: 0.4, e: null }, { a: 0.9, b: 0.5, c: 0.7, d: null, e: 0.3 }, { a: 0.55, c: null });
     expect(gaps).toEqual([
-      { name: 'a', weak: 0.6, oracle: 0.9, points: 0.1 },
-      { name: 'b', weak: 0.5, oracle: 0.5, points: 0 },
-      { name: 'c', weak: 0.8, oracle: 0.7, points: -0.0333 },
+      { name: 'a', weak: 0.6, oracle: 0.9, pseudo: 0.55, points: 0.1 },
+      { name: 'b', weak: 0.5, oracle: 0.5, pseudo: null, points: 0 },
+      { name: 'c', weak: 0.8, oracle: 0.7, pseudo: null, points: -0.0333 },
     ]);
     // the class means over a, b, c: weak 0.6333, oracle 0.7 -> 0.0667
     expect(gaps.reduce((t, g) => t + g.points, 0)).toBeCloseTo(0.0667, 4);
