@@ -27,7 +27,7 @@ export const segmentParams = z.strictObject({
   self_train: key(
     z.number().int().min(0).max(5),
     0,
-    "self-training rounds (pseudo labels only): retrain on the net's own tag-restricted, CRF-refined predictions of the training images (0 = off; each round one more training; MSRC-v2: 1 round lost 2-6 mIoU, README)",
+    "self-training rounds (pseudo labels only): retrain on the net's own tag-restricted, CRF-refined predictions of the training images (0 = off; each round one more training; MSRC-v2: 1 round -3.2 mIoU under the protocol, README)",
   ),
   ...trainingKeys({
     optimizer: ['adamw', 'sgd (DeepLab: lr 0.007, momentum 0.9) | adamw'],
