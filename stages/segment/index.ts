@@ -223,7 +223,7 @@ async function trainAndScore(o: RunSegmentOptions, inputs: Inputs, sel: Selectio
   let scores: Pick<SegmentRunResult, 'val' | 'pseudo_val' | 'chain'> = { val: { miou: null, miou_labelled: null, pixel_accuracy: null, coverage: null, images: 0, iou: {} }, chain: [] };
   const hash = await trainHash(o, inputs, sel);
   const rounds = await earlierRounds({
-    rounds: selfTrainRounds(s), store: await trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path), refs: sel.train, readers, ctx,
+    rounds: selfTrainRounds(s), store: async () => trainingStore('segment', await ownCodeDeps(import.meta.url), hash, o.path), refs: sel.train, readers, ctx,
     segment: s, background: inputs.background, build: () => buildNet(o, inputs), train: (net, images, store) => trainNet(o, inputs, net, images, store),
   });
   let training: SegTrainResult;

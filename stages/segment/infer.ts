@@ -127,3 +127,26 @@ export function restrictProbs(probs: Float32Array, allowed: Uint8Array): Float32
   }
   return probs;
 }
+
+/** 0/1 over the K classes: `tags` and the background class when there is one (the classes a tagged image may take). */
+export function allowedClasses(tags: Iterable<number>, K: number, background: number | null): Uint8Array {
+  const a = new Uint8Array(K);
+  for (const t of tags) a[t] = 1;
+  if (background !== null) a[background] = 1;
+  return a;
+}
+
+/**
+ * One image's probabilities q [H, W, K] restricted to `allowed` (null: every class), then the dense
+ * CRF on its RGB when `crf` is set, its marginals restricted again, so no pixel can take a class
+ * outside `allowed` (predict --tags, self-training labels). q is changed in place.
+ */
+export async function restrictedCrf(
+  q: Float32Array, r: { allowed: Uint8Array | null; rgb: Uint8Array; H: number; W: number; K: number; crf: DenseCrfOptions | null },
+  runCrf: (r: CrfRequest) => Promise<Float32Array> = (req) => Promise.resolve(crfOfProbs(req)),
+): Promise<Float32Array> {
+  if (r.allowed) restrictProbs(q, r.allowed);
+  if (!r.crf) return q;
+  const m = await runCrf({ probs: q, rgb: r.rgb, H: r.H, W: r.W, K: r.K, crf: r.crf });
+  return r.allowed ? restrictProbs(m, r.allowed) : m;
+}

@@ -38,7 +38,7 @@ import { type DenseCrfOptions, crfFromKeys } from '../../ops/crf.js';
 import { crfPool } from '../../ops/crf_pool.js';
 import { type Shard, shardOf } from '../../pipeline/shard.js';
 import { defaultParams } from '../params.js';
-import { batchProbs, labelsOf, restrictProbs } from './infer.js';
+import { batchProbs, labelsOf, restrictedCrf } from './infer.js';
 import { type SegNet, loadSegModel } from './net.js';
 import { type SkippedFile, imageOf, listImages } from './predict_files.js';
 import { overlayWithLegend } from './predict_overlay.js';
@@ -248,10 +248,7 @@ function maskWriter(o: PredictOptions, net: SegNet, pool: CrfPool, crf: DenseCrf
   const counts = { written: 0 };
   const finish = async (x: Netted): Promise<void> => {
     const { height: H, width: W, origHeight, origWidth } = x.image;
-    let q = x.probs;
-    if (x.allowed) restrictProbs(q, x.allowed);
-    if (crf) q = await pool.run({ probs: q, rgb: x.image.rgb, H, W, K, crf });
-    if (crf && x.allowed) q = restrictProbs(q, x.allowed);
+    const q = await restrictedCrf(x.probs, { allowed: x.allowed ?? null, rgb: x.image.rgb, H, W, K, crf }, (r) => pool.run(r));
     const [labels] = await labelsOf(q, 1, H, W, K, [origHeight, origWidth]);
     await writeFileAtomic(path.join(o.out, `${x.id}.png`), encodeIndexedPng(labels, origWidth, origHeight, palette));
     if (o.overlay !== undefined && x.original) {

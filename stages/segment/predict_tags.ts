@@ -4,7 +4,7 @@
  * splitTagCell, names resolved by resolveTags against the MODEL's classes; the split column is
  * ignored) restricts each image's prediction to its tagged classes plus the background class when
  * the dataset has one: the other classes' probabilities are set to 0 and each pixel's
- * renormalised (infer.ts restrictProbs), before the CRF and again on its marginals, so no pixel can take an untagged class.
+ * renormalised (infer.ts restrictedCrf), before the CRF and again on its marginals, so no pixel can take an untagged class.
  * An image absent from the file is a per-image error (stop, or listed with --on-error skip), never
  * predicted untagged: a missing row is more often a mistake than a wish.
  */
@@ -12,6 +12,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { IdRegistry, type ClassInfo, isHeaderRow, parseCsv, resolveTags, splitTagCell } from '../../data/manifest.js';
 import { TagsegError, messageOf } from '../../pipeline/errors.js';
+import { allowedClasses } from './infer.js';
 import { PREDICT_EXTS } from './predict_files.js';
 
 /** id -> allowed classes: a 0/1 mask over the model's K classes (tags + background). */
@@ -37,10 +38,7 @@ export async function readTagsFile(file: string, info: ClassInfo): Promise<TagMa
     const ext = path.extname(cells[0]).toLowerCase();
     const id = PREDICT_EXTS.includes(ext) ? path.basename(cells[0], path.extname(cells[0])) : cells[0];
     ids.add(id, { file, line });
-    const allowed = new Uint8Array(info.classes.length);
-    for (const c of resolveTags(splitTagCell(cells[1]), info, { file, line, id })) allowed[c] = 1;
-    if (info.background !== null) allowed[info.background] = 1;
-    out.set(id, allowed);
+    out.set(id, allowedClasses(resolveTags(splitTagCell(cells[1]), info, { file, line, id }), info.classes.length, info.background));
   }
   return out;
 }

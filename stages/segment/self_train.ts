@@ -3,7 +3,7 @@
  * Wei et al. 2018 and most tag-only WSSS pipelines): round r's network labels every training image
  * anew: its probabilities at the working size (`segment.scales` x flip), restricted to the image's
  * tags plus the background before and after the dense CRF of `segment.crf` (predict --tags' rule,
- * infer.ts restrictProbs); the argmax is round r+1's label map. Every round trains from the same start
+ * infer.ts restrictedCrf); the argmax is round r+1's label map. Every round trains from the same start
  * (the CAM backbone and a fresh head), so a round learns from its labels, not from its predecessor's
  * weights. A corrected mask (review) stays its image's label in every round; rejected classes stay ignored.
  *
@@ -12,7 +12,6 @@
  * back by row position (data.ts), so memory does not grow with the split. A resumed run makes them
  * again from round r's finished checkpoint. The last round is the stage's own training.
  */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { type Dataset, RowReader } from '../../nn/dataset.js';
@@ -22,10 +21,10 @@ import { type ColumnSpec, TableWriter } from '../../pipeline/arrow.js';
 import { log, progress } from '../../pipeline/log.js';
 import type { Params } from '../params.js';
 import { type LabelContext, type StreamReaders, type TrainRef, trainDataset } from './data.js';
-import { batchProbs, labelsOf, restrictProbs } from './infer.js';
+import { allowedClasses, batchProbs, labelsOf, restrictedCrf } from './infer.js';
 import type { SegNet } from './net.js';
 import type { SegTrainImage, SegTrainResult } from './train.js';
-import { inferCrf } from './validate.js';
+import { consecutiveRuns, inferCrf, sameWorkingSize } from './validate.js';
 
 /** Images per inference batch (same working size only), as validation. */
 const LABEL_BATCH = 4;
@@ -39,8 +38,8 @@ const LABEL_COLUMNS: ColumnSpec[] = [
 
 export interface RoundsOptions {
   rounds: number;
-  /** The stage's checkpoint store folder (resolved) and the run's store key. */
-  store: { checkpointDir: string; key: string };
+  /** The stage's checkpoint store folder (resolved) and the run's store key: fingerprints the code, so asked for only when a round runs. */
+  store(): Promise<{ checkpointDir: string; key: string }>;
   refs: readonly TrainRef[];
   readers: StreamReaders;
   ctx: LabelContext;
@@ -68,16 +67,18 @@ export async function earlierRounds(o: RoundsOptions): Promise<RoundsResult> {
   let refs = o.refs;
   let labels: RowReader | null = null;
   const rounds: SegTrainResult[] = [];
+  if (o.rounds === 0) return { refs, labels, rounds, stopped: false };
+  const stage = await o.store();
   try {
     for (let r = 0; r < o.rounds; r++) {
       log.info(`segment: self-training round ${r + 1} of ${o.rounds + 1}`);
       const net = await o.build();
       try {
-        const store = { checkpointDir: path.join(roundsDir(o.store.checkpointDir), `round${r}`), key: trainingKey(o.store.key, `round${r}`) };
+        const store = { checkpointDir: path.join(roundsDir(stage.checkpointDir), `round${r}`), key: trainingKey(stage.key, `round${r}`) };
         const t = await o.train(net, trainDataset(refs, { images: o.readers.images, pseudo: labels ?? o.readers.pseudo }, o.ctx), store);
         rounds.push(t);
         if (t.epochs < o.segment.epochs) return { refs, labels, rounds, stopped: true };
-        const file = path.join(roundsDir(o.store.checkpointDir), `labels-round${r}.arrow`);
+        const file = path.join(roundsDir(stage.checkpointDir), `labels-round${r}.arrow`);
         const rows = await writeRoundLabels(net, refs, o.readers.images, file, { segment: o.segment, background: o.background, classes: o.ctx.numClasses, key: store.key });
         await labels?.close();
         labels = await RowReader.open(file, { stage: 'segment' });
@@ -93,25 +94,6 @@ export async function earlierRounds(o: RoundsOptions): Promise<RoundsResult> {
   }
 }
 
-/** 0/1 over the K classes: the image's tags and the background (predict --tags' allowed classes). */
-export function allowedClasses(tags: readonly number[], K: number, background: number | null): Uint8Array {
-  const a = new Uint8Array(K);
-  for (const t of tags) a[t] = 1;
-  if (background !== null) a[background] = 1;
-  return a;
-}
-
-/** Consecutive refs of one working size, at most `n` at a time. */
-export function sizeRuns<T extends { height: number; width: number }>(refs: readonly T[], n: number): T[][] {
-  const out: T[][] = [];
-  for (const t of refs) {
-    const last = out.at(-1);
-    if (last && last.length < n && last[0].height === t.height && last[0].width === t.width) last.push(t);
-    else out.push([t]);
-  }
-  return out;
-}
-
 /**
  * Label every ref without a corrected mask with `net` (the file comment's rule) into `file`, one row
  * each in refs order; returns id -> row position.
@@ -124,23 +106,19 @@ export async function writeRoundLabels(
   const view = { scales: o.segment.scales, flip: o.segment.flip };
   const crf = inferCrf(o.segment);
   const K = o.classes;
-  await fs.mkdir(path.dirname(file), { recursive: true });
   const writer = await TableWriter.open(file, LABEL_COLUMNS, { stage: 'segment', paramsHash: o.key, classes: net.config.classes });
   const pool = crfPool(crf ? availableParallelism() : 1);
   const bar = progress('segment self-training labels', todo.length);
   const rows = new Map<string, number>();
   try {
-    for (const run of sizeRuns(todo, LABEL_BATCH)) {
+    for (const run of consecutiveRuns(todo, LABEL_BATCH, sameWorkingSize)) {
       const { height: H, width: W } = run[0];
       const pixels = (await images.rows(run.map((t) => t.position))).map((row) => row.pixels as Uint8Array);
       const probs = await batchProbs(net, pixels, H, W, view);
       const N = H * W * K;
-      const maps = await Promise.all(run.map(async (t, i) => {
-        const allowed = allowedClasses(t.tags, K, o.background);
-        let q = restrictProbs(probs.slice(i * N, (i + 1) * N), allowed);
-        if (crf) q = restrictProbs(await pool.run({ probs: q, rgb: pixels[i], H, W, K, crf }), allowed);
-        return q;
-      }));
+      const maps = await Promise.all(run.map((t, i) => restrictedCrf(
+        probs.slice(i * N, (i + 1) * N), { allowed: allowedClasses(t.tags, K, o.background), rgb: pixels[i], H, W, K, crf }, (r) => pool.run(r),
+      )));
       const flat = new Float32Array(run.length * N);
       maps.forEach((q, i) => flat.set(q, i * N));
       const masks = await labelsOf(flat, run.length, H, W, K, [H, W]);

@@ -57,21 +57,28 @@ export function inferCrf(s: Params['segment']): DenseCrfOptions | null {
   return s.crf.iterations > 0 ? crfFromKeys(s.crf) : null;
 }
 
+/** `items` in order, in runs of at most `n` consecutive items that are `same` as their run's first (batches of one size). */
+export function consecutiveRuns<T>(items: readonly T[], n: number, same: (first: T, item: T) => boolean): T[][] {
+  const runs: T[][] = [];
+  for (const t of items) {
+    const last = runs.at(-1);
+    if (last && last.length < n && same(last[0], t)) last.push(t);
+    else runs.push([t]);
+  }
+  return runs;
+}
+
+/** Two images of one working size. */
+export const sameWorkingSize = (a: { height: number; width: number }, b: { height: number; width: number }): boolean => a.height === b.height && a.width === b.width;
+
 /** The scored images (those with a mask) in runs of at most VAL_BATCH of one working and original size. */
 export function valGroups(val: readonly ImageRef[], info: (id: string) => ValInfo): ImageRef[][] {
   const scored = val.filter((v) => info(v.id).maskPath);
   if (scored.length < val.length) log.warn(`segment: ${val.length - scored.length} validation images have no ground-truth mask and are not scored`);
-  const groups: ImageRef[][] = [];
-  for (const v of scored) {
-    const last = groups.at(-1);
-    const a = last?.[0];
-    const [d, d0] = [info(v.id), a && info(a.id)];
-    const same = last && a && d0 && last.length < VAL_BATCH && v.height === a.height && v.width === a.width
-      && d.origHeight === d0.origHeight && d.origWidth === d0.origWidth;
-    if (same) last.push(v);
-    else groups.push([v]);
-  }
-  return groups;
+  return consecutiveRuns(scored, VAL_BATCH, (a, v) => {
+    const [d0, d] = [info(a.id), info(v.id)];
+    return sameWorkingSize(a, v) && d.origHeight === d0.origHeight && d.origWidth === d0.origWidth;
+  });
 }
 
 /** One group's rows and ground truth, read by position. */

@@ -16,11 +16,12 @@ import { setQuiet } from '../../pipeline/log.js';
 import { loadParams } from '../../stages/params.js';
 import { indexImages } from '../../stages/segment/data.js';
 import { runSegment, segmentTrainHash } from '../../stages/segment/index.js';
-import { batchProbs } from '../../stages/segment/infer.js';
+import { allowedClasses, batchProbs } from '../../stages/segment/infer.js';
 import { carveVal } from '../../stages/segment/labels.js';
 import { loadSegModel } from '../../stages/segment/net.js';
 import { segmentKeyed } from '../../stages/segment/params.js';
-import { allowedClasses, roundsDir, sizeRuns, writeRoundLabels } from '../../stages/segment/self_train.js';
+import { roundsDir, writeRoundLabels } from '../../stages/segment/self_train.js';
+import { consecutiveRuns, sameWorkingSize } from '../../stages/segment/validate.js';
 import { segmentWorkspace } from './segment_fixtures.js';
 
 const TINY = [
@@ -109,11 +110,11 @@ describe('segment self-training', () => {
     }
   }, 120_000);
 
-  it('allowedClasses and sizeRuns', () => {
+  it('allowedClasses and consecutiveRuns of one working size', () => {
     expect([...allowedClasses([2, 0], 4, 3)]).toEqual([1, 0, 1, 1]);
     expect([...allowedClasses([1], 3, null)]).toEqual([0, 1, 0]);
     const r = (height: number, width: number) => ({ height, width });
-    expect(sizeRuns([r(2, 3), r(2, 3), r(2, 3), r(3, 2), r(2, 3)], 2)).toEqual([[r(2, 3), r(2, 3)], [r(2, 3)], [r(3, 2)], [r(2, 3)]]);
+    expect(consecutiveRuns([r(2, 3), r(2, 3), r(2, 3), r(3, 2), r(2, 3)], 2, sameWorkingSize)).toEqual([[r(2, 3), r(2, 3)], [r(2, 3)], [r(3, 2)], [r(2, 3)]]);
   });
 
   it('keys self_train only where it changes the training: 0 or ground-truth labels hash as before the key existed', async () => {
